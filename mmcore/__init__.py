@@ -1,0 +1,39 @@
+"""mmcore: the compiled page-table engine behind pymm.
+
+Page tables live on flat ``uint64`` arrays with the real x86-64 entry layout;
+walks, faults, zap, ``free_pgd_range`` and the ``move_page_tables`` loop are
+typed Cython that runs without the GIL.  The engine knows nothing of VMAs;
+:mod:`pymm` supplies them.
+
+Example::
+
+    >>> import mmcore
+    >>> eng = mmcore.Engine(mmcore.X86_64)
+    >>> anon = eng.owner_new("anon")
+    >>> GiB = 1 << 30
+    >>> eng.fault(GiB, 2 * GiB, vma_start=GiB, vma_end=2 * GiB, owner=anon,
+    ...           pgoff=GiB >> 12, write=True)
+    >>> pmc = mmcore.MoveControl(GiB, 4 * GiB, GiB)
+    >>> mmcore.move_page_tables(eng, pmc), eng.stats()["pud_moves"]
+    (True, 1)
+"""
+from mmcore._core import COUNTER_NAMES, PROBLEM_CODES, WARN_SITES, Engine
+from mmcore._mremap import (
+    PUD_STEP_ALWAYS,
+    PUD_STEP_IF_PUD_SIZED,
+    PUD_STEP_NONE,
+    WARN_ON,
+    WARN_ON_ONCE,
+    WARN_SILENT,
+    KernelBUG,
+    MoveControl,
+    move_page_tables,
+)
+from mmcore.geometry import ARM64_64K, GEOMETRIES, X86_64, X86_64_LA57, Geometry
+
+__all__ = [
+    "Engine", "MoveControl", "KernelBUG", "move_page_tables", "Geometry", "GEOMETRIES",
+    "X86_64", "X86_64_LA57", "ARM64_64K", "COUNTER_NAMES", "PROBLEM_CODES",
+    "WARN_SITES", "PUD_STEP_NONE", "PUD_STEP_IF_PUD_SIZED", "PUD_STEP_ALWAYS",
+    "WARN_SILENT", "WARN_ON", "WARN_ON_ONCE",
+]

@@ -1,0 +1,1565 @@
+# cython: language_level=3
+"""The page-table engine: tables, frames, faults, zap and free_pgd_range.
+
+Models the parts of mm/memory.c, mm/huge_memory.c and mm/shmem.c that act on
+page tables.  The engine knows nothing of VMAs: the caller (pymm) passes what a
+VMA would tell the kernel (bounds, owner, vm_pgoff, protection) with each call.
+
+Storage
+-------
+* Page-table pages are rows of one growable 2-D ``uint64`` array
+  (``tables[n, entries_per_table]``); a row's id plays the role of the table's
+  physical frame number.  Row 0 is the root (the pgd).  Freed rows go on a
+  free list.
+* Data frames are numbered separately.  Per frame the engine keeps two flat
+  arrays, 16 bytes in all:
+
+  - ``tag``  (64 bits): what the page holds.  Bits 62-63 give the kind:
+    FILL (the page is one byte repeated, in bits 0-7), BUF (bytes written below
+    page granularity live in a side buffer, slot in bits 0-61), STAMP (the
+    8-byte little-endian word in bits 0-61, repeated) or FREE (the frame is
+    unallocated; bits 0-61 link the free list).
+  - ``rmap`` (64 bits): ``page->index`` (bits 0-43, the linear page offset
+    the rmap uses) and the owner id (bits 44-63: anon_vma or shmem object).
+
+  Map counts: an anonymous frame exists exactly while one leaf maps it (no
+  fork here), so its count is implied; shmem frames keep theirs in the
+  object's page array, as the page cache keeps its pages.  The checker counts
+  the real mappings and compares.
+* Frame 0 is the zero page; a PTRS_PER_PTE-aligned block is the huge zero page.
+
+Every loop over entries or pages below is typed C without the GIL.  Every
+method callable from Python validates its arguments first.
+"""
+from libc.stdlib cimport malloc, realloc, free, calloc
+from libc.string cimport memset, memcpy
+cimport cython
+from libc.stdint cimport uint64_t, int64_t, uint32_t, uint16_t, uint8_t, int8_t
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+
+cimport numpy as cnp
+import numpy as np
+
+from mmcore._entries cimport *
+from mmcore._region cimport region_init, region_grow, region_free
+
+cnp.import_array()
+
+COUNTER_NAMES = (
+    "pte_moves", "pmd_moves", "pud_moves", "huge_pmd_moves",
+    "pgtables_allocated", "pgtables_freed", "tlb_flushes",
+    "pte_slots_visited", "huge_pmd_splits", "faults", "cow_faults", "warnings",
+)
+
+WARN_SITES = {
+    "pmd_not_none": WARN_PMD_NOT_NONE,
+    "pud_not_none": WARN_PUD_NOT_NONE,
+    "huge_pmd_not_none": WARN_HUGE_PMD_NOT_NONE,
+    "overlap_up": WARN_OVERLAP_UP,
+}
+
+# Problems reported by Engine.check_scan (see pymm.check).
+PROBLEM_CODES = (
+    "orphan-pte",          # a present leaf maps an address outside every VMA
+    "rmap-owner",          # frame's owner is not the VMA's anon_vma / shmem object
+    "rmap-index",          # frame's index is not vm_pgoff + offset
+    "maps-free-frame",     # a leaf points at a frame the allocator thinks is free
+    "double-mapped",       # an anonymous frame is mapped by more than one leaf
+    "lost-frame",          # an allocated anonymous frame is mapped by no leaf
+    "shmem-mapcount",      # a shmem page's map count differs from its mappings
+    "table-unreachable",   # an allocated page-table page is not in the tree
+    "table-level",         # a table is linked at the wrong level or twice
+    "stale-table",         # a page-table page covers no VMA (should have been freed)
+    "frame-count",         # the allocator's live-frame count disagrees with the scan
+)
+
+MAX_OWNERS = 1 << (64 - 44)  # owner ids fit the 20 bits above the 44-bit index
+
+
+cdef inline uint64_t span_end(uint64_t addr, uint64_t end, uint64_t size) noexcept nogil:
+    """pXd_addr_end(): the next ``size`` boundary after addr, or end if nearer."""
+    cdef uint64_t boundary = (addr + size) & ~(size - 1)
+    return boundary if boundary - 1 < end - 1 else end
+
+
+cdef inline uint64_t rmap_word(int64_t owner, uint64_t index) noexcept nogil:
+    return ((<uint64_t>owner) << RMAP_INDEX_BITS) | (index & RMAP_INDEX_MASK)
+
+
+cdef inline int64_t rmap_owner(uint64_t w) noexcept nogil:
+    return <int64_t>(w >> RMAP_INDEX_BITS)
+
+
+cdef inline uint64_t rmap_index(uint64_t w) noexcept nogil:
+    return w & RMAP_INDEX_MASK
+
+
+# ---------------------------------------------------------------------- helpers
+cdef inline void add_problem(ScanState *s, int code, uint64_t addr, uint64_t found,
+                             uint64_t expected) noexcept nogil:
+    if s.nprob < s.maxprob:
+        s.probs[s.nprob].code = code
+        s.probs[s.nprob].addr = addr
+        s.probs[s.nprob].found = found
+        s.probs[s.nprob].expected = expected
+    s.nprob += 1
+
+
+cdef int64_t find_vma(ScanState *s, uint64_t addr) noexcept nogil:
+    """The VMA containing addr (leaves arrive in address order: a cursor)."""
+    while s.cursor < s.nv and s.vend[s.cursor] <= addr:
+        s.cursor += 1
+    if s.cursor < s.nv and s.vstart[s.cursor] <= addr:
+        return s.cursor
+    return -1
+
+
+cdef bint vma_intersects(ScanState *s, uint64_t start, uint64_t end) noexcept nogil:
+    """Does any VMA intersect [start, end)?  Binary search."""
+    cdef int64_t lo = 0, hi = s.nv, mid
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if s.vend[mid] <= start:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < s.nv and s.vstart[lo] < end
+
+
+cdef inline uint64_t mix(uint64_t h, uint64_t v) noexcept nogil:
+    h ^= v + <uint64_t>0x9e3779b97f4a7c15 + (h << 6) + (h >> 2)
+    return h * <uint64_t>1099511628211
+
+
+cdef int uniform_byte(uint8_t *p, int64_t n) noexcept nogil:
+    """The byte every position of p holds, or -1."""
+    cdef int64_t i
+    for i in range(1, n):
+        if p[i] != p[0]:
+            return -1
+    return p[0] if n else -1
+
+
+cdef void fill_page(uint8_t *dst, uint64_t tag, int64_t n, uint8_t **bufs, int64_t off) noexcept nogil:
+    """Produce n bytes of a page's contents from offset off."""
+    cdef uint64_t kind = tag & TAG_KIND_MASK
+    cdef uint64_t word
+    cdef int64_t i
+    if kind == TAG_BUF:
+        memcpy(dst, bufs[tag & TAG_VALUE_MASK] + off, n)
+    elif kind == TAG_STAMP:
+        word = tag & TAG_VALUE_MASK
+        for i in range(n):
+            dst[i] = <uint8_t>(word >> (8 * ((off + i) & 7)))
+    else:
+        memset(dst, <int>(tag & 0xff), n)
+
+
+@cython.final
+cdef class Engine:
+    """A process's page tables and the memory they map.
+
+    Example::
+
+        >>> from mmcore import Engine, X86_64
+        >>> eng = Engine(X86_64)
+        >>> o = eng.owner_new("anon")
+        >>> eng.fault(0x40000000, 0x40200000, vma_start=0x40000000,
+        ...           vma_end=0x40200000, owner=o, pgoff=0x40000, write=True)
+        >>> eng.stats()["faults"], eng.rss()
+        (512, (512, 0))
+    """
+
+    def __cinit__(self, geometry):
+        from mmcore.geometry import Geometry
+        if not isinstance(geometry, Geometry):
+            raise TypeError("Engine(geometry): a mmcore.geometry.Geometry is required")
+        cdef int l
+        self.geometry = geometry
+        self.nlev = geometry.levels
+        self.lpte = self.nlev - 1
+        self.lpmd = self.nlev - 2
+        self.lpud = self.nlev - 3 if self.nlev >= 3 else 0
+        self.ents = 0
+        for l in range(self.nlev):
+            self.bits[l] = geometry.level_bits[l]
+            self.shift[l] = geometry.shift(l)
+            self.imask[l] = ((<uint64_t>1) << self.bits[l]) - 1
+            if (1 << self.bits[l]) > self.ents:
+                self.ents = 1 << self.bits[l]
+        self.page_size = (<uint64_t>1) << geometry.page_shift
+        self.pmd_size = (<uint64_t>1) << self.shift[self.lpmd]
+        self.pud_size = (<uint64_t>1) << self.shift[self.lpud]
+        self.ptrs_per_pte = (<uint64_t>1) << self.bits[self.lpte]
+        self.va_limit = (<uint64_t>1) << geometry.va_bits
+        # Reserve address space for the big arrays: 1 GiB each, touched on use.
+        if region_init(&self.rtbl, 1 << 30) < 0 or region_init(&self.rftag, 1 << 30) < 0 \
+                or region_init(&self.rfrmap, 1 << 30) < 0:
+            raise MemoryError("cannot reserve address space for the engine")
+        self.tbl = <uint64_t*>self.rtbl.base
+        self.ftag = <uint64_t*>self.rftag.base
+        self.frmap = <uint64_t*>self.rfrmap.base
+        self.fcap = <int64_t>(self.rftag.reserved // sizeof(uint64_t))
+        self.ffree_head = -1
+        self.fhuge_head = -1
+        self.ofree_head = -1
+        self.huge_zero = -1
+        # root table (the pgd)
+        if self.table_alloc(0) != 0:
+            raise MemoryError("cannot allocate the root table")
+        self.ctr[CTR_PGTABLES_ALLOCATED] = 0  # the pgd comes with the mm
+        # frame 0: the zero page; then the huge zero folio (a whole aligned block)
+        if self.frame_alloc(0) != 0:
+            raise MemoryError("cannot allocate the zero page")
+        self.huge_zero = self.frame_alloc_huge(0)
+        if self.huge_zero < 0:
+            raise MemoryError("cannot allocate the huge zero page")
+        self.flive = 0  # the zero pages are not counted as allocated memory
+        # owner 0 means "no owner"
+        if self.owner_slot() != 0:
+            raise MemoryError("cannot allocate the owner table")
+
+    def __dealloc__(self):
+        cdef int64_t i
+        if self.bufs != NULL:
+            for i in range(self.bhw):
+                free(self.bufs[i])  # free slots hold NULL
+            free(self.bufs)
+        free(self.bfree)
+        if self.oframes != NULL:
+            for i in range(self.ohw):
+                free(self.oframes[i])
+                free(self.omapc[i])
+        free(self.oframes); free(self.omapc); free(self.onpages); free(self.okind)
+        free(self.tlevel); free(self.tfree)
+        region_free(&self.rtbl); region_free(&self.rftag); region_free(&self.rfrmap)
+
+    # ------------------------------------------------------------------ tables
+    cdef uint64_t* row(self, int64_t t) noexcept nogil:
+        return self.tbl + t * self.ents
+
+    cdef int64_t table_alloc(self, int level) noexcept nogil:
+        """pte_alloc_one()/pmd_alloc_one()/...: a zeroed page-table page."""
+        cdef int64_t t, ncap
+        cdef size_t rowbytes = self.ents * sizeof(uint64_t)
+        cdef int8_t *nl
+        cdef int64_t *nf
+        if self.tnfree > 0:
+            self.tnfree -= 1
+            t = self.tfree[self.tnfree]
+            memset(self.row(t), 0, rowbytes)  # a recycled row may hold old entries
+        else:
+            if self.thw == self.tcap:
+                ncap = self.tcap * 2 if self.tcap else 64
+                nl = <int8_t*>realloc(self.tlevel, ncap * sizeof(int8_t))
+                if nl == NULL:
+                    return -1
+                self.tlevel = nl
+                nf = <int64_t*>realloc(self.tfree, ncap * sizeof(int64_t))
+                if nf == NULL:
+                    return -1
+                self.tfree = nf
+                self.tcap = ncap
+            if <size_t>(self.thw + 1) * rowbytes > self.rtbl.reserved:
+                if region_grow(&self.rtbl, <size_t>(self.thw + 1) * rowbytes) < 0:
+                    return -1
+                self.tbl = <uint64_t*>self.rtbl.base
+            t = self.thw  # never used: still zero from mmap
+            self.thw += 1
+        self.tlevel[t] = <int8_t>level
+        self.tlive += 1
+        self.ctr[CTR_PGTABLES_ALLOCATED] += 1
+        return t
+
+    cdef void table_free(self, int64_t t) noexcept nogil:
+        """pte_free_tlb()/pmd_free_tlb()/...: give a page-table page back."""
+        self.tlevel[t] = -1
+        self.tfree[self.tnfree] = t
+        self.tnfree += 1
+        self.tlive -= 1
+        self.ctr[CTR_PGTABLES_FREED] += 1
+
+    cdef int64_t walk_to(self, uint64_t addr, int level) noexcept nogil:
+        """The table at ``level`` that covers addr: -1 if an entry above is
+        none, -2 if a huge leaf above maps it (pmd_offset() after the checks
+        get_old_pmd() makes)."""
+        cdef int64_t t = 0
+        cdef int l
+        cdef uint64_t e
+        for l in range(level):
+            e = self.row(t)[(addr >> self.shift[l]) & self.imask[l]]
+            if e == 0:
+                return -1
+            if pmd_leaf(e):
+                return -2
+            t = entry_pfn(e)
+        return t
+
+    cdef int64_t alloc_to(self, uint64_t addr, int level) noexcept nogil:
+        """Like walk_to() but allocating missing tables on the way:
+        p4d_alloc(), pud_alloc(), pmd_alloc(), pte_alloc().  -1: out of
+        memory; -2: a huge leaf is in the way (split it first)."""
+        cdef int64_t t = 0, n
+        cdef int l
+        cdef uint64_t e
+        cdef int64_t i
+        for l in range(level):
+            i = (addr >> self.shift[l]) & self.imask[l]
+            e = self.row(t)[i]
+            if e == 0:
+                n = self.table_alloc(l + 1)
+                if n < 0:
+                    return -1
+                self.row(t)[i] = pfn_entry(n, _PAGE_TABLE)
+                t = n
+            elif pmd_leaf(e):
+                return -2
+            else:
+                t = entry_pfn(e)
+        return t
+
+    # ------------------------------------------------------------------ frames
+    cdef int grow_frames(self, int64_t need) noexcept nogil:
+        """Make room for ``need`` frames in the per-frame arrays."""
+        if need <= self.fcap:
+            return 0
+        if need > <int64_t>0xFFFFFFFF:
+            return -1  # shmem page arrays store frame ids in 32 bits
+        if region_grow(&self.rftag, <size_t>need * sizeof(uint64_t)) < 0 or \
+                region_grow(&self.rfrmap, <size_t>need * sizeof(uint64_t)) < 0:
+            return -1
+        self.ftag = <uint64_t*>self.rftag.base
+        self.frmap = <uint64_t*>self.rfrmap.base
+        self.fcap = <int64_t>(min(self.rftag.reserved, self.rfrmap.reserved) // sizeof(uint64_t))
+        return 0
+
+    cdef int64_t frame_alloc(self, uint64_t rmap) noexcept nogil:
+        """alloc_page(): one zero-filled frame."""
+        cdef int64_t f
+        if self.ffree_head >= 0:
+            f = self.ffree_head
+            self.ffree_head = <int64_t>(self.ftag[f] & TAG_VALUE_MASK)
+            if self.ffree_head == <int64_t>TAG_VALUE_MASK:
+                self.ffree_head = -1
+            self.fnfree -= 1
+        elif self.fhuge_head >= 0:
+            # break up a free huge block rather than grow
+            f = self.fhuge_head
+            self.fhuge_head = <int64_t>(self.ftag[f] & TAG_VALUE_MASK)
+            if self.fhuge_head == <int64_t>TAG_VALUE_MASK:
+                self.fhuge_head = -1
+            self.fnhuge -= 1
+            self.push_free_range(f + 1, <int64_t>self.ptrs_per_pte - 1)
+        else:
+            if self.fhw >= self.fcap and self.grow_frames(self.fhw + 1) < 0:
+                return -1
+            f = self.fhw
+            self.fhw += 1
+        self.ftag[f] = TAG_FILL
+        self.frmap[f] = rmap
+        self.flive += 1
+        return f
+
+    cdef void push_free_range(self, int64_t f, int64_t n) noexcept nogil:
+        cdef int64_t i
+        for i in range(f + n - 1, f - 1, -1):
+            self.ftag[i] = TAG_FREE | (<uint64_t>self.ffree_head if self.ffree_head >= 0 else TAG_VALUE_MASK)
+            self.frmap[i] = 0
+            self.ffree_head = i
+            self.fnfree += 1
+
+    cdef int64_t frame_alloc_huge(self, uint64_t rmap0) noexcept nogil:
+        """alloc a PMD-order folio: PTRS_PER_PTE frames, aligned as a huge
+        PFN must be.  Frame i gets index rmap0's index + i."""
+        cdef int64_t f, base, i, n = <int64_t>self.ptrs_per_pte
+        if self.fhuge_head >= 0:
+            f = self.fhuge_head
+            self.fhuge_head = <int64_t>(self.ftag[f] & TAG_VALUE_MASK)
+            if self.fhuge_head == <int64_t>TAG_VALUE_MASK:
+                self.fhuge_head = -1
+            self.fnhuge -= 1
+        else:
+            base = (self.fhw + n - 1) & ~(n - 1)
+            if base + n > self.fcap and self.grow_frames(base + n) < 0:
+                return -1
+            if base > self.fhw:
+                self.push_free_range(self.fhw, base - self.fhw)
+            f = base
+            self.fhw = base + n
+        for i in range(n):
+            self.ftag[f + i] = TAG_FILL
+            self.frmap[f + i] = rmap0 + <uint64_t>i if rmap0 else 0
+        self.flive += n
+        return f
+
+    cdef void frame_free(self, int64_t f) noexcept nogil:
+        """put_page() of an anonymous page whose last mapping went away."""
+        self.drop_buffer(f)
+        self.ftag[f] = TAG_FREE | (<uint64_t>self.ffree_head if self.ffree_head >= 0 else TAG_VALUE_MASK)
+        self.frmap[f] = 0
+        self.ffree_head = f
+        self.fnfree += 1
+        self.flive -= 1
+
+    cdef void frame_free_huge(self, int64_t f) noexcept nogil:
+        """free a whole PMD-order folio back to the huge free list."""
+        cdef int64_t i, n = <int64_t>self.ptrs_per_pte
+        for i in range(1, n):
+            self.drop_buffer(f + i)
+            self.ftag[f + i] = TAG_FREE | TAG_VALUE_MASK
+            self.frmap[f + i] = 0
+        self.drop_buffer(f)
+        self.ftag[f] = TAG_FREE | (<uint64_t>self.fhuge_head if self.fhuge_head >= 0 else TAG_VALUE_MASK)
+        self.frmap[f] = 0
+        self.fhuge_head = f
+        self.fnhuge += 1
+        self.flive -= n
+
+    cdef void drop_buffer(self, int64_t f) noexcept nogil:
+        """Forget frame f's byte buffer (its contents are about to change)."""
+        cdef int64_t slot
+        if (self.ftag[f] & TAG_KIND_MASK) == TAG_BUF:
+            slot = <int64_t>(self.ftag[f] & TAG_VALUE_MASK)
+            free(self.bufs[slot])
+            self.bufs[slot] = NULL
+            self.bfree[self.bnfree] = slot
+            self.bnfree += 1
+            self.blive -= 1
+            self.ftag[f] = TAG_FILL
+
+    cdef bint is_zero_frame(self, int64_t f) noexcept nogil:
+        return f == 0 or (f >= self.huge_zero and f < self.huge_zero + <int64_t>self.ptrs_per_pte)
+
+    cdef void release_frame(self, int64_t f, bint huge) noexcept nogil:
+        """What zap_pte_range()/zap_huge_pmd() do with the page behind a
+        cleared entry: anonymous pages are freed, shmem pages stay in their
+        object (only the map count drops), the zero page is never freed."""
+        cdef int64_t owner, idx, n, i
+        if self.is_zero_frame(f):
+            return
+        n = <int64_t>self.ptrs_per_pte if huge else 1
+        owner = rmap_owner(self.frmap[f])
+        if owner > 0 and self.okind[owner] == OWNER_SHMEM:
+            for i in range(n):
+                idx = <int64_t>rmap_index(self.frmap[f + i])
+                if self.omapc[owner][idx] > 0:
+                    self.omapc[owner][idx] -= 1
+                self.rss_shmem -= 1
+            return
+        self.rss_anon -= n
+        if huge:
+            self.frame_free_huge(f)
+        else:
+            self.frame_free(f)
+
+    cdef int64_t buf_alloc(self, int64_t f) noexcept nogil:
+        """Materialise a byte buffer for frame f (its current content copied)."""
+        cdef int64_t slot, ncap
+        cdef uint8_t **nb
+        cdef int64_t *nf
+        cdef uint8_t *b
+        cdef uint64_t tag = self.ftag[f]
+        if (tag & TAG_KIND_MASK) == TAG_BUF:
+            return <int64_t>(tag & TAG_VALUE_MASK)
+        b = <uint8_t*>malloc(self.page_size)
+        if b == NULL:
+            return -1
+        fill_page(b, tag, <int64_t>self.page_size, NULL, 0)
+        if self.bnfree > 0:
+            self.bnfree -= 1
+            slot = self.bfree[self.bnfree]
+        else:
+            if self.bhw == self.bcap:
+                ncap = self.bcap * 2 if self.bcap else 64
+                nb = <uint8_t**>realloc(self.bufs, ncap * sizeof(uint8_t*))
+                if nb == NULL:
+                    free(b)
+                    return -1
+                self.bufs = nb
+                nf = <int64_t*>realloc(self.bfree, ncap * sizeof(int64_t))
+                if nf == NULL:
+                    free(b)
+                    return -1
+                self.bfree = nf
+                self.bcap = ncap
+            slot = self.bhw
+            self.bhw += 1
+        self.bufs[slot] = b
+        self.ftag[f] = TAG_BUF | <uint64_t>slot
+        self.blive += 1
+        return slot
+
+    cdef void set_tag(self, int64_t f, uint64_t tag) noexcept nogil:
+        self.drop_buffer(f)
+        self.ftag[f] = tag
+
+    # ------------------------------------------------------------------ owners
+    cdef int64_t owner_slot(self) noexcept nogil:
+        cdef int64_t o, ncap
+        if self.ofree_head >= 0:
+            o = self.ofree_head
+            self.ofree_head = self.onpages[o]
+            return o
+        if self.ohw == self.ocap:
+            ncap = self.ocap * 2 if self.ocap else 64
+            if ncap > (1 << (64 - RMAP_INDEX_BITS)):
+                ncap = 1 << (64 - RMAP_INDEX_BITS)
+            if ncap == self.ocap:
+                return -1
+            self.okind = <uint8_t*>realloc(self.okind, ncap * sizeof(uint8_t))
+            self.oframes = <uint32_t**>realloc(self.oframes, ncap * sizeof(uint32_t*))
+            self.omapc = <uint16_t**>realloc(self.omapc, ncap * sizeof(uint16_t*))
+            self.onpages = <int64_t*>realloc(self.onpages, ncap * sizeof(int64_t))
+            if self.okind == NULL or self.oframes == NULL or self.omapc == NULL or self.onpages == NULL:
+                return -1
+            self.ocap = ncap
+        o = self.ohw
+        self.ohw += 1
+        self.okind[o] = OWNER_FREE
+        self.oframes[o] = NULL
+        self.omapc[o] = NULL
+        self.onpages[o] = 0
+        return o
+
+    def owner_new(self, kind, int64_t npages=0):
+        """A new owner id: ``"anon"`` (an anon_vma) or ``"shmem"`` (a shmem
+        object of ``npages`` pages, the backing of a MAP_SHARED|MAP_ANONYMOUS
+        mapping).
+
+        Example::
+
+            >>> eng.owner_new("shmem", npages=16)
+            2
+        """
+        cdef int64_t o
+        if kind not in ("anon", "shmem"):
+            raise ValueError("owner kind must be 'anon' or 'shmem'")
+        if kind == "shmem" and not 0 < npages <= (1 << 40):
+            raise ValueError(f"shmem object size {npages} pages out of range")
+        o = self.owner_slot()
+        if o < 0:
+            raise MemoryError("out of owner ids")
+        if kind == "anon":
+            self.okind[o] = OWNER_ANON
+        else:
+            self.oframes[o] = <uint32_t*>calloc(npages, sizeof(uint32_t))
+            self.omapc[o] = <uint16_t*>calloc(npages, sizeof(uint16_t))
+            if self.oframes[o] == NULL or self.omapc[o] == NULL:
+                free(self.oframes[o]); free(self.omapc[o])
+                self.oframes[o] = NULL; self.omapc[o] = NULL
+                raise MemoryError("cannot allocate the shmem object")
+            self.okind[o] = OWNER_SHMEM
+            self.onpages[o] = npages
+        self.olive += 1
+        return o
+
+    def owner_free(self, int64_t o):
+        """The last VMA using owner ``o`` went away.  A shmem object drops the
+        pages no leaf maps any more (mapped ones are left to the checker)."""
+        cdef int64_t i, f
+        self._check_owner(o)
+        with nogil:
+            if self.okind[o] == OWNER_SHMEM:
+                for i in range(self.onpages[o]):
+                    f = self.oframes[o][i]
+                    if f != 0 and self.omapc[o][i] == 0:
+                        self.frame_free(f)
+                free(self.oframes[o]); free(self.omapc[o])
+                self.oframes[o] = NULL; self.omapc[o] = NULL
+            self.okind[o] = OWNER_FREE
+            self.onpages[o] = self.ofree_head
+            self.ofree_head = o
+            self.olive -= 1
+
+    def owner_kind(self, int64_t o):
+        self._check_owner(o)
+        return {OWNER_ANON: "anon", OWNER_SHMEM: "shmem"}[self.okind[o]]
+
+    def shmem_resident(self, int64_t o):
+        """Pages present in shmem object ``o`` (its page cache), as a bool array."""
+        cdef int64_t i
+        self._check_owner(o)
+        if self.okind[o] != OWNER_SHMEM:
+            raise ValueError(f"owner {o} is not a shmem object")
+        out = np.zeros(self.onpages[o], dtype=np.bool_)
+        cdef cnp.uint8_t[:] v = out.view(np.uint8)
+        for i in range(self.onpages[o]):
+            v[i] = self.oframes[o][i] != 0
+        return out
+
+    cdef int _check_owner(self, int64_t o) except -1:
+        if not 0 < o < self.ohw or self.okind[o] == OWNER_FREE:
+            raise ValueError(f"owner {o} does not exist")
+        return 0
+
+    # ------------------------------------------------------------------ faults
+    cdef int fault_pte(self, uint64_t *ptep, uint64_t va, FaultArgs *a) noexcept nogil:
+        """handle_pte_fault(): do_anonymous_page(), do_shared_fault()/
+        do_read_fault() on shmem, and do_wp_page() for a write to a
+        read-only entry.  Returns -1 when out of memory."""
+        cdef uint64_t e = ptep[0], index
+        cdef int64_t f, o
+        cdef uint64_t flags
+        if e == 0:
+            index = a.pgoff + ((va - a.vma_start) >> self.shift[self.lpte])
+            if a.shared:
+                f = self.shmem_get(a.owner, <int64_t>index)
+                if f < 0:
+                    return -1
+                flags = a.prot | (_PAGE_RW if a.writable else 0)
+                if a.write:
+                    flags |= _PAGE_DIRTY | _PAGE_SOFT_DIRTY
+                self.rss_shmem += 1
+            elif a.write or not a.zero_page:
+                f = self.frame_alloc(rmap_word(a.owner, index))
+                if f < 0:
+                    return -1
+                flags = a.prot
+                if a.writable:
+                    flags |= _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY
+                self.rss_anon += 1
+            else:
+                f = 0  # my_zero_pfn(): read fault on private anonymous memory
+                flags = a.prot | _PAGE_SPECIAL
+            ptep[0] = pfn_entry(f, flags)
+            self.ctr[CTR_FAULTS] += 1
+            return 0
+        if not a.write or pte_write(e) or not a.writable:
+            return 0
+        # do_wp_page(): write to a present read-only entry in a writable VMA
+        f = entry_pfn(e)
+        if pte_special(e) or self.is_zero_frame(f):
+            index = a.pgoff + ((va - a.vma_start) >> self.shift[self.lpte])
+            f = self.frame_alloc(rmap_word(a.owner, index))  # wp_page_copy()
+            if f < 0:
+                return -1
+            self.rss_anon += 1
+            self.ctr[CTR_COW] += 1
+            ptep[0] = pfn_entry(f, (entry_flags(e) & ~_PAGE_SPECIAL) | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY)
+        else:
+            ptep[0] = e | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY  # reuse / wp_page_shared()
+        self.ctr[CTR_FAULTS] += 1
+        return 0
+
+    cdef int64_t shmem_get(self, int64_t o, int64_t index) noexcept nogil:
+        """shmem_get_folio(): the object's page at index, allocated on first
+        use; counts one more mapping of it."""
+        cdef int64_t f
+        if index < 0 or index >= self.onpages[o]:
+            return -1
+        f = self.oframes[o][index]
+        if f == 0:
+            f = self.frame_alloc(rmap_word(o, <uint64_t>index))
+            if f < 0:
+                return -1
+            self.oframes[o][index] = <uint32_t>f
+        if self.omapc[o][index] < 0xFFFF:
+            self.omapc[o][index] += 1
+        return f
+
+    cdef int fault_huge(self, uint64_t *pmdp, uint64_t haddr, FaultArgs *a) noexcept nogil:
+        """do_huge_pmd_anonymous_page() on a none PMD, or the write-protect
+        fault on an existing huge PMD (do_huge_pmd_wp_page())."""
+        cdef uint64_t e = pmdp[0], index, flags
+        cdef int64_t f
+        index = a.pgoff + ((haddr - a.vma_start) >> self.shift[self.lpte])
+        if e == 0:
+            if a.write or not a.zero_page:
+                f = self.frame_alloc_huge(rmap_word(a.owner, index))
+                if f < 0:
+                    return -1
+                flags = a.prot | _PAGE_PSE
+                if a.writable:
+                    flags |= _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY
+                self.rss_anon += <int64_t>self.ptrs_per_pte
+            else:
+                f = self.huge_zero  # the huge zero page (use_zero_page=1)
+                flags = a.prot | _PAGE_PSE | _PAGE_SPECIAL
+            pmdp[0] = pfn_entry(f, flags)
+            self.ctr[CTR_FAULTS] += 1
+            return 0
+        if not a.write or pte_write(e) or not a.writable:
+            return 0
+        f = entry_pfn(e)
+        if self.is_zero_frame(f):
+            f = self.frame_alloc_huge(rmap_word(a.owner, index))
+            if f < 0:
+                return -1
+            self.rss_anon += <int64_t>self.ptrs_per_pte
+            self.ctr[CTR_COW] += 1
+            pmdp[0] = pfn_entry(f, (entry_flags(e) & ~_PAGE_SPECIAL) | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY)
+        else:
+            pmdp[0] = e | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY
+        self.ctr[CTR_FAULTS] += 1
+        return 0
+
+    cdef int fault_range_c(self, uint64_t start, uint64_t end, FaultArgs *a) noexcept nogil:
+        """Fault every page of [start, end) as the CPU would touching each in
+        turn; one PTE table at a time."""
+        cdef uint64_t addr = start, nxt, haddr
+        cdef int64_t pmd_t, pte_t, i, i0, n
+        cdef uint64_t *pmdp
+        cdef uint64_t *r
+        while addr < end:
+            nxt = span_end(addr, end, self.pmd_size)
+            pmd_t = self.alloc_to(addr, self.lpmd)
+            if pmd_t < 0:
+                return -1
+            pmdp = self.row(pmd_t) + ((addr >> self.shift[self.lpmd]) & self.imask[self.lpmd])
+            haddr = addr & ~(self.pmd_size - 1)
+            if pmd_leaf(pmdp[0]):
+                if self.fault_huge(pmdp, haddr, a) < 0:
+                    return -1
+                addr = nxt
+                continue
+            if pmdp[0] == 0 and a.thp and not a.shared and haddr >= a.vma_start \
+                    and haddr + self.pmd_size <= a.vma_end and haddr + self.pmd_size > haddr:
+                if self.fault_huge(pmdp, haddr, a) < 0:
+                    return -1
+                addr = nxt
+                continue
+            pte_t = self.alloc_to(addr, self.lpte)
+            if pte_t < 0:
+                return -1
+            r = self.row(pte_t)
+            i0 = (addr >> self.shift[self.lpte]) & self.imask[self.lpte]
+            n = <int64_t>((nxt - addr) >> self.shift[self.lpte])
+            for i in range(n):
+                if self.fault_pte(r + i0 + i, addr + (<uint64_t>i << self.shift[self.lpte]), a) < 0:
+                    return -1
+                r = self.row(pte_t)  # the table array may have moved
+            addr = nxt
+        return 0
+
+    def fault(self, uint64_t start, uint64_t end, *, uint64_t vma_start, uint64_t vma_end,
+              int64_t owner, uint64_t pgoff, bint write=False, bint writable=True,
+              bint shared=False, bint thp=False, bint zero_page=True, bint exec_=False,
+              bint protnone=False):
+        """handle_mm_fault() for every page of [start, end), which must lie in
+        the VMA [vma_start, vma_end).  ``write`` makes them write faults.
+
+        Permission checks are the caller's (the VMA's) job, as they are in
+        do_user_addr_fault(); this only installs entries.
+
+        Example::
+
+            >>> eng.fault(0x7f0000000000, 0x7f0000001000, vma_start=0x7f0000000000,
+            ...           vma_end=0x7f0000001000, owner=o, pgoff=0x7f0000000, write=True)
+        """
+        cdef FaultArgs a
+        self._check_range(start, end)
+        self._check_range(vma_start, vma_end)
+        if not (vma_start <= start and end <= vma_end):
+            raise ValueError("fault range must lie inside the VMA")
+        self._check_owner(owner)
+        if shared != (self.okind[owner] == OWNER_SHMEM):
+            raise ValueError("shared faults need a shmem owner, private ones an anon owner")
+        if pgoff + ((vma_end - vma_start) >> self.shift[self.lpte]) > RMAP_INDEX_MASK:
+            raise OverflowError("vm_pgoff too large for the rmap index")
+        if shared:
+            if pgoff + ((end - vma_start) >> self.shift[self.lpte]) > <uint64_t>self.onpages[owner]:
+                raise ValueError("fault beyond the end of the shmem object (SIGBUS)")
+        a.vma_start = vma_start
+        a.vma_end = vma_end
+        a.owner = owner
+        a.pgoff = pgoff
+        a.prot = _PAGE_PROTNONE | _PAGE_ACCESSED if protnone else \
+            (_PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED | (0 if exec_ else _PAGE_NX))
+        a.writable = writable and not protnone
+        a.shared = shared
+        a.write = write
+        a.thp = thp
+        a.zero_page = zero_page
+        cdef int r
+        with nogil:
+            r = self.fault_range_c(start, end, &a)
+        if r < 0:
+            raise MemoryError("out of memory while faulting")
+
+    # ------------------------------------------------------------------ zap
+    cdef void zap_level(self, int l, int64_t t, uint64_t addr, uint64_t end) noexcept nogil:
+        """unmap_page_range() -> zap_p4d_range() -> ... -> zap_pte_range():
+        clear the leaves of [addr, end) below table t (level l), keep the
+        tables.  Huge PMDs only partly covered are split first."""
+        cdef uint64_t size = (<uint64_t>1) << self.shift[l]
+        cdef uint64_t nxt, e
+        cdef int64_t i = (addr >> self.shift[l]) & self.imask[l]
+        cdef uint64_t *r
+        while addr < end:
+            nxt = span_end(addr, end, size)
+            r = self.row(t)
+            e = r[i]
+            if e != 0:
+                if l == self.lpte:
+                    r[i] = 0
+                    if pte_present(e):
+                        self.release_frame(entry_pfn(e), False)
+                elif pmd_leaf(e):
+                    if nxt - addr == size:
+                        r[i] = 0  # zap_huge_pmd()
+                        self.release_frame(entry_pfn(e), True)
+                    elif l == self.lpmd and self.split_huge_pmd(t, i) == 0:
+                        self.zap_level(l + 1, entry_pfn(self.row(t)[i]), addr, nxt)
+                else:
+                    self.zap_level(l + 1, entry_pfn(e), addr, nxt)
+            addr = nxt
+            i += 1
+
+    def zap(self, uint64_t start, uint64_t end):
+        """zap_page_range_single(): unmap the pages of [start, end), freeing
+        anonymous frames.  Page-table pages stay (free_pgd_range's job).
+
+        Example::
+
+            >>> eng.zap(0x40000000, 0x40200000)   # MADV_DONTNEED
+        """
+        self._check_range(start, end)
+        with nogil:
+            self.zap_level(0, 0, start, end)
+
+    # ------------------------------------------------------------------ huge
+    cdef int split_huge_pmd(self, int64_t pmd_tid, int64_t pmd_idx) noexcept nogil:
+        """__split_huge_pmd(): replace a huge PMD leaf by a PTE table mapping
+        the same PTRS_PER_PTE frames with the same protection."""
+        cdef uint64_t e = self.row(pmd_tid)[pmd_idx]
+        cdef int64_t t, f, i, n = <int64_t>self.ptrs_per_pte
+        cdef uint64_t flags
+        cdef uint64_t *r
+        if not pmd_leaf(e):
+            return 0
+        t = self.table_alloc(self.lpte)
+        if t < 0:
+            return -1
+        f = entry_pfn(e)
+        flags = entry_flags(e) & ~_PAGE_PSE
+        r = self.row(t)
+        if f == self.huge_zero:
+            # __split_huge_zero_page_pmd(): every PTE maps the small zero page
+            for i in range(n):
+                r[i] = pfn_entry(0, flags)
+        else:
+            for i in range(n):
+                r[i] = pfn_entry(f + i, flags)
+        self.row(pmd_tid)[pmd_idx] = pfn_entry(t, _PAGE_TABLE)
+        self.ctr[CTR_HUGE_PMD_SPLITS] += 1
+        return 0
+
+    def split_huge_pmd_at(self, uint64_t addr):
+        """split_huge_pmd_address(): split the huge PMD mapping addr, if any
+        (a VMA boundary is about to fall inside it)."""
+        cdef int64_t t
+        self._check_addr(addr)
+        t = self.walk_to(addr, self.lpmd)
+        if t >= 0 and self.split_huge_pmd(t, (addr >> self.shift[self.lpmd]) & self.imask[self.lpmd]) < 0:
+            raise MemoryError("out of memory splitting a huge PMD")
+
+    # ------------------------------------------------------------------ free_pgd_range
+    cdef void free_entries(self, int l, int64_t t, uint64_t addr, uint64_t end,
+                           uint64_t floor, uint64_t ceiling) noexcept nogil:
+        """The loop body of free_pmd_range()/free_pud_range()/...: walk the
+        entries of table t (level l) over [addr, end) and free what hangs below."""
+        cdef uint64_t size = (<uint64_t>1) << self.shift[l]
+        cdef uint64_t nxt, e
+        cdef int64_t i = (addr >> self.shift[l]) & self.imask[l]
+        cdef uint64_t *r
+        while True:
+            nxt = span_end(addr, end, size)
+            r = self.row(t)
+            e = r[i]
+            if e != 0:
+                if pmd_leaf(e):
+                    r[i] = 0  # pmd_none_or_clear_bad(): a leaf here is "bad"
+                elif l == self.lpmd:
+                    r[i] = 0  # free_pte_range()
+                    self.table_free(entry_pfn(e))
+                else:
+                    self.free_child(l + 1, t, i, addr, nxt, floor, ceiling)
+            addr = nxt
+            i += 1
+            if addr == end:
+                break
+
+    cdef void free_child(self, int l, int64_t pt, int64_t pi, uint64_t addr, uint64_t end,
+                         uint64_t floor, uint64_t ceiling) noexcept nogil:
+        """free_pmd_range() (and its siblings one level up): free below the
+        table at level l hanging from entry pi of table pt, then free that
+        table too if no VMA between floor and ceiling can still use it."""
+        cdef int64_t t = entry_pfn(self.row(pt)[pi])
+        cdef uint64_t start = addr
+        cdef uint64_t mask = ~(((<uint64_t>1) << self.shift[l - 1]) - 1)
+        self.free_entries(l, t, addr, end, floor, ceiling)
+        start &= mask
+        if start < floor:
+            return
+        if ceiling:
+            ceiling &= mask
+            if not ceiling:
+                return
+        if end - 1 > ceiling - 1:
+            return
+        self.row(pt)[pi] = 0
+        self.table_free(t)
+
+    cdef void free_pgd_range_c(self, uint64_t addr, uint64_t end, uint64_t floor,
+                               uint64_t ceiling) noexcept nogil:
+        # mm/memory.c free_pgd_range(), "the next few lines have given us lots of grief"
+        cdef uint64_t pmd_mask = ~(self.pmd_size - 1)
+        addr &= pmd_mask
+        if addr < floor:
+            addr += self.pmd_size
+            if not addr:
+                return
+        if ceiling:
+            ceiling &= pmd_mask
+            if not ceiling:
+                return
+        if end - 1 > ceiling - 1:
+            end -= self.pmd_size
+        if addr > end - 1:
+            return
+        self.free_entries(0, 0, addr, end, floor, ceiling)
+
+    def free_pgd_range(self, uint64_t addr, uint64_t end, uint64_t floor, uint64_t ceiling):
+        """mm/memory.c free_pgd_range(addr, end, floor, ceiling).
+
+        Frees the page-table pages under [addr, end) whose whole span lies
+        inside [floor, ceiling); a table shared with a VMA outside stays.
+        ``ceiling == 0`` means the top of the address space, as in the kernel.
+
+        Example::
+
+            >>> eng.free_pgd_range(0x40000000, 0x40200000, 0, 0)
+        """
+        if end <= addr:
+            raise ValueError("free_pgd_range: end must be above addr")
+        if addr >= self.va_limit or end > self.va_limit:
+            raise ValueError("free_pgd_range: range beyond the address space")
+        if floor > self.va_limit or ceiling > self.va_limit:
+            raise ValueError("free_pgd_range: floor/ceiling beyond the address space")
+        with nogil:
+            self.free_pgd_range_c(addr, end, floor, ceiling)
+
+    # ------------------------------------------------------------------ mprotect
+    cdef int change_level(self, int l, int64_t t, uint64_t addr, uint64_t end,
+                          uint64_t prot, bint writable) noexcept nogil:
+        """change_protection() -> change_pmd_range() -> change_pte_range():
+        pte_modify() every present leaf of [addr, end) to the new protection."""
+        cdef uint64_t size = (<uint64_t>1) << self.shift[l]
+        cdef uint64_t nxt, e, keep
+        cdef int64_t i = (addr >> self.shift[l]) & self.imask[l]
+        cdef uint64_t *r
+        # _PAGE_CHG_MASK: what pte_modify() keeps from the old entry
+        keep = PTE_PFN_MASK | _PAGE_ACCESSED | _PAGE_DIRTY | _PAGE_SPECIAL | _PAGE_SOFT_DIRTY | _PAGE_PSE
+        while addr < end:
+            nxt = span_end(addr, end, size)
+            r = self.row(t)
+            e = r[i]
+            if e != 0:
+                if l == self.lpte or pmd_leaf(e):
+                    if pmd_leaf(e) and nxt - addr != size:
+                        if l != self.lpmd or self.split_huge_pmd(t, i) < 0:
+                            return -1
+                        if self.change_level(l + 1, entry_pfn(self.row(t)[i]), addr, nxt, prot, writable) < 0:
+                            return -1
+                    elif pte_present(e):
+                        e = (e & keep) | prot
+                        # can_change_pte_writable(): exclusive anonymous pages
+                        # and written shmem pages regain write access at once
+                        if writable and not pte_special(e) and not self.is_zero_frame(entry_pfn(e)) \
+                                and (prot & _PAGE_PRESENT):
+                            e |= _PAGE_RW
+                        r[i] = e
+                else:
+                    if self.change_level(l + 1, entry_pfn(e), addr, nxt, prot, writable) < 0:
+                        return -1
+            addr = nxt
+            i += 1
+        return 0
+
+    def change_protection(self, uint64_t start, uint64_t end, bint read=True, bint write=False,
+                          bint exec_=False):
+        """mprotect()'s page-table half: every present leaf in [start, end)
+        gets the new protection (PROT_NONE clears _PAGE_PRESENT and sets
+        _PAGE_PROTNONE, so the MMU faults while pte_present() stays true)."""
+        cdef uint64_t prot
+        cdef int r
+        self._check_range(start, end)
+        if not (read or write or exec_):
+            prot = _PAGE_PROTNONE
+        else:
+            prot = _PAGE_PRESENT | _PAGE_USER | (0 if exec_ else _PAGE_NX)
+        with nogil:
+            r = self.change_level(0, 0, start, end, prot, write)
+        if r < 0:
+            raise MemoryError("out of memory splitting a huge PMD")
+
+    # ------------------------------------------------------------------ the MMU
+    cdef int64_t translate_c(self, uint64_t addr, bint write) noexcept nogil:
+        """What the MMU does on an access: the frame, or -1 for a page fault
+        (not present, or a write through a read-only entry)."""
+        cdef int64_t t = 0
+        cdef int l
+        cdef uint64_t e
+        for l in range(self.nlev):
+            e = self.row(t)[(addr >> self.shift[l]) & self.imask[l]]
+            if not pte_hw_present(e):
+                return -1
+            if write and not pte_write(e):
+                return -1
+            if l == self.lpte:
+                return entry_pfn(e)
+            if pmd_leaf(e):
+                return entry_pfn(e) + <int64_t>((addr >> self.shift[self.lpte]) & ((((<uint64_t>1) << self.shift[l]) >> self.shift[self.lpte]) - 1))
+            t = entry_pfn(e)
+        return -1
+
+    def translate(self, uint64_t addr, bint write=False):
+        """The frame the MMU would use for an access to addr, or -1 (fault).
+
+        Example::
+
+            >>> eng.translate(0x40000000)
+            512
+        """
+        self._check_addr(addr)
+        return self.translate_c(addr, write)
+
+    def walk(self, uint64_t addr):
+        """The walk of addr, one tuple per level visited:
+        ``(level, table_id, index, entry)``.  It stops at a leaf or a none entry."""
+        cdef int64_t t = 0
+        cdef int l
+        cdef uint64_t e
+        cdef int64_t i
+        self._check_addr(addr)
+        out = []
+        for l in range(self.nlev):
+            i = (addr >> self.shift[l]) & self.imask[l]
+            e = self.row(t)[i]
+            out.append((l, t, i, e))
+            if not pte_present(e) or l == self.lpte or pmd_leaf(e):
+                break
+            t = entry_pfn(e)
+        return out
+
+    # ------------------------------------------------------------------ contents
+    cdef int64_t set_tags_c(self, uint64_t start, uint64_t end, uint64_t tag, bint stamp) noexcept nogil:
+        """The bulk half of memset(): give every page of [start, end) (page
+        aligned) new contents.  Returns the first address that would fault."""
+        cdef uint64_t addr = start
+        cdef int64_t f
+        cdef uint64_t ps = self.page_size
+        while addr < end:
+            f = self.translate_c(addr, True)
+            if f < 0:
+                return <int64_t>addr
+            if stamp:
+                self.set_tag(f, TAG_STAMP | ((addr >> self.shift[self.lpte]) & TAG_VALUE_MASK))
+            else:
+                self.set_tag(f, tag)
+            addr += ps
+        return <int64_t>end
+
+    def memset_pages(self, uint64_t start, uint64_t end, int value):
+        """Fill whole pages of [start, end) with byte ``value``: one tag per
+        page, no 4 KiB buffer.  Returns the first address that faulted (== end
+        when all were present and writable)."""
+        self._check_range(start, end)
+        self._check_page_aligned(start, end)
+        if not 0 <= value <= 255:
+            raise ValueError("memset value must be a byte (0..255)")
+        cdef int64_t r
+        with nogil:
+            r = self.set_tags_c(start, end, TAG_FILL | <uint64_t>value, False)
+        return r
+
+    def stamp_pages(self, uint64_t start, uint64_t end):
+        """Write into each page of [start, end) its own page number (addr >>
+        PAGE_SHIFT) as a repeated 8-byte word: unique contents at O(1) per page,
+        for checking that data lands where it should after a move."""
+        self._check_range(start, end)
+        self._check_page_aligned(start, end)
+        cdef int64_t r
+        with nogil:
+            r = self.set_tags_c(start, end, 0, True)
+        return r
+
+    cdef int64_t copy_bytes(self, uint64_t addr, uint8_t *buf, int64_t n, bint write) noexcept nogil:
+        """read/write n bytes at addr through the MMU.  Returns the count done
+        before the first fault (the caller handles it and retries)."""
+        cdef int64_t done = 0, f, chunk, off, slot
+        cdef uint64_t ps = self.page_size
+        while done < n:
+            f = self.translate_c(addr, write)
+            if f < 0:
+                return done
+            off = <int64_t>(addr & (ps - 1))
+            chunk = <int64_t>ps - off
+            if chunk > n - done:
+                chunk = n - done
+            if write:
+                if self.write_is_noop(f, off, buf + done, chunk):
+                    pass
+                elif off == 0 and chunk == <int64_t>ps and uniform_byte(buf + done, chunk) >= 0:
+                    self.set_tag(f, TAG_FILL | <uint64_t>uniform_byte(buf + done, chunk))
+                else:
+                    slot = self.buf_alloc(f)
+                    if slot < 0:
+                        return -1
+                    memcpy(self.bufs[slot] + off, buf + done, chunk)
+            else:
+                fill_page(buf + done, self.ftag[f], chunk, self.bufs, off)
+            done += chunk
+            addr += chunk
+        return done
+
+    cdef bint write_is_noop(self, int64_t f, int64_t off, uint8_t *src, int64_t n) noexcept nogil:
+        cdef uint64_t tag = self.ftag[f]
+        cdef int64_t i
+        if (tag & TAG_KIND_MASK) != TAG_FILL:
+            return False
+        for i in range(n):
+            if src[i] != (tag & 0xff):
+                return False
+        return True
+
+    def read_bytes(self, uint64_t addr, int64_t n):
+        """Read n bytes at addr as the CPU would.  Returns ``(data, done)``:
+        data holds the ``done`` bytes read before the first fault."""
+        if n < 0:
+            raise ValueError("length must be >= 0")
+        self._check_range(addr, addr + <uint64_t>n)
+        out = PyBytes_FromStringAndSize(NULL, n)
+        cdef uint8_t *p = <uint8_t*>PyBytes_AS_STRING(out)
+        cdef int64_t done
+        with nogil:
+            done = self.copy_bytes(addr, p, n, False)
+        return out, done
+
+    def write_bytes(self, uint64_t addr, const uint8_t[::1] data not None):
+        """Write data at addr as the CPU would; returns the bytes written
+        before the first fault."""
+        cdef int64_t n = data.shape[0], done
+        self._check_range(addr, addr + <uint64_t>n)
+        if n == 0:
+            return 0
+        with nogil:
+            done = self.copy_bytes(addr, <uint8_t*>&data[0], n, True)
+        if done < 0:
+            raise MemoryError("out of memory materialising a page buffer")
+        return done
+
+    def page_tags(self, uint64_t start, int64_t npages):
+        """The content tag of each page of [start, start + npages pages): the
+        raw 64-bit tag, or 2**64-1 where no page is mapped.  For integrity
+        checks at scale (compare before and after a move)."""
+        self._check_range(start, start + (<uint64_t>npages << self.shift[self.lpte]))
+        out = np.empty(npages, dtype=np.uint64)
+        cdef uint64_t[:] v = out
+        cdef int64_t i, f
+        cdef uint64_t tag
+        with nogil:
+            for i in range(npages):
+                f = self.lookup_frame(start + (<uint64_t>i << self.shift[self.lpte]))
+                if f < 0:
+                    v[i] = <uint64_t>0xFFFFFFFFFFFFFFFF
+                else:
+                    tag = self.ftag[f]
+                    v[i] = tag
+        return out
+
+    cdef int64_t lookup_frame(self, uint64_t addr) noexcept nogil:
+        """The frame a present (pte_present) leaf maps at addr, or -1."""
+        cdef int64_t t = 0
+        cdef int l
+        cdef uint64_t e
+        for l in range(self.nlev):
+            e = self.row(t)[(addr >> self.shift[l]) & self.imask[l]]
+            if not pte_present(e):
+                return -1
+            if l == self.lpte:
+                return entry_pfn(e)
+            if pmd_leaf(e):
+                return entry_pfn(e) + <int64_t>((addr >> self.shift[self.lpte]) & ((((<uint64_t>1) << self.shift[l]) >> self.shift[self.lpte]) - 1))
+            t = entry_pfn(e)
+        return -1
+
+    # ------------------------------------------------------------------ pagemap
+    def pagemap(self, uint64_t start, int64_t npages):
+        """/proc/pid/pagemap entries for npages pages from start: bit 63
+        present, 61 file-page/shared-anon, 56 exclusively mapped, 55
+        soft-dirty (from the entry; the caller ORs in VM_SOFTDIRTY), 0-54 PFN."""
+        if npages < 0:
+            raise ValueError("npages must be >= 0")
+        self._check_range(start, start + (<uint64_t>npages << self.shift[self.lpte]))
+        out = np.zeros(npages, dtype=np.uint64)
+        cdef uint64_t[:] v = out
+        with nogil:
+            self.pagemap_c(start, npages, &v[0] if npages else NULL)
+        return out
+
+    cdef void pagemap_c(self, uint64_t start, int64_t npages, uint64_t *out) noexcept nogil:
+        cdef int64_t i, t, f, owner, idx, sub
+        cdef int l
+        cdef uint64_t e, addr, val
+        for i in range(npages):
+            addr = start + (<uint64_t>i << self.shift[self.lpte])
+            t = 0
+            val = 0
+            for l in range(self.nlev):
+                e = self.row(t)[(addr >> self.shift[l]) & self.imask[l]]
+                if not pte_present(e):
+                    break
+                if l == self.lpte or pmd_leaf(e):
+                    f = entry_pfn(e)
+                    if l != self.lpte:
+                        sub = <int64_t>((addr >> self.shift[self.lpte]) & ((((<uint64_t>1) << self.shift[l]) >> self.shift[self.lpte]) - 1))
+                        f += sub
+                    val = ((<uint64_t>1) << 63) | (<uint64_t>f & ((<uint64_t>1 << 55) - 1))
+                    if pte_soft_dirty(e):
+                        val |= (<uint64_t>1) << 55
+                    if not self.is_zero_frame(f):
+                        owner = rmap_owner(self.frmap[f])
+                        if owner > 0 and self.okind[owner] == OWNER_SHMEM:
+                            val |= (<uint64_t>1) << 61
+                            idx = <int64_t>rmap_index(self.frmap[f])
+                            if self.omapc[owner][idx] == 1:
+                                val |= (<uint64_t>1) << 56
+                        else:
+                            val |= (<uint64_t>1) << 56
+                    elif l != self.lpte:
+                        val |= (<uint64_t>1) << 61  # the huge zero folio is not anon
+                    break
+                t = entry_pfn(e)
+            out[i] = val
+
+    # ------------------------------------------------------------------ accounting
+    def stats(self):
+        """Counters since creation or the last reset_stats()."""
+        cdef int i
+        return {COUNTER_NAMES[i]: self.ctr[i] for i in range(NCTR)}
+
+    def reset_stats(self):
+        cdef int i
+        for i in range(NCTR):
+            self.ctr[i] = 0
+
+    def rss(self):
+        """(anonymous pages mapped, shmem pages mapped): MM_ANONPAGES and
+        MM_SHMEMPAGES of /proc/pid/status's VmRSS."""
+        return self.rss_anon, self.rss_shmem
+
+    def memory(self):
+        """What the engine holds: live tables and frames, and host bytes."""
+        return {
+            "tables": self.tlive - 1,
+            "table_rows_used": self.thw,
+            "frames": self.flive,
+            "frame_rows_used": self.fhw,
+            "buffers": self.blive,
+            "owners": self.olive,
+            "host_bytes_tables": self.thw * self.ents * 8 + self.tcap * 9,
+            "host_bytes_frames": self.fhw * 16,
+            "host_bytes_buffers": self.blive * <int64_t>self.page_size + self.bcap * 8,
+        }
+
+    def take_warnings(self):
+        """The warnings recorded since the last call: (site, old_addr, new_addr)."""
+        cdef int i
+        out = [(self.warns[i].site, self.warns[i].old_addr, self.warns[i].new_addr)
+               for i in range(min(self.nwarn, MAXWARN))]
+        self.nwarn = 0
+        return out
+
+    cdef bint warn(self, int site, int once, uint64_t old_addr, uint64_t new_addr) noexcept nogil:
+        """WARN_ON()/WARN_ON_ONCE(): record the warning; returns the condition
+        (always true here), as the kernel macros do."""
+        cdef uint64_t bit = (<uint64_t>1) << site
+        if once and (self.warned_once & bit):
+            return True
+        self.warned_once |= bit
+        if self.nwarn < MAXWARN:
+            self.warns[self.nwarn].site = site
+            self.warns[self.nwarn].old_addr = old_addr
+            self.warns[self.nwarn].new_addr = new_addr
+        self.nwarn += 1
+        self.ctr[CTR_WARNINGS] += 1
+        return True
+
+    def record_warning(self, str site, uint64_t old_addr=0, uint64_t new_addr=0, bint once=False):
+        """Record a warning that fired in Python-level kernel code (an align
+        hook, an overlap guard) in the same stream as the core's."""
+        if site not in WARN_SITES:
+            raise ValueError(f"unknown warning site {site!r}")
+        self.warn(WARN_SITES[site], once, old_addr, new_addr)
+
+    # ------------------------------------------------------------------ introspection
+    def table_levels(self):
+        """Level of every table row (-1 for a free row), as an int8 array."""
+        out = np.empty(self.thw, dtype=np.int8)
+        cdef int8_t[:] v = out
+        cdef int64_t i
+        for i in range(self.thw):
+            v[i] = self.tlevel[i]
+        return out
+
+    def table_row(self, int64_t t):
+        """A copy of page-table page t (a row of the tables array)."""
+        if not 0 <= t < self.thw or self.tlevel[t] < 0:
+            raise ValueError(f"table {t} is not allocated")
+        out = np.empty(self.ents, dtype=np.uint64)
+        cdef uint64_t[:] v = out
+        cdef int64_t i
+        for i in range(self.ents):
+            v[i] = self.row(t)[i]
+        return out
+
+    def frame_info(self, int64_t f):
+        """(tag, owner, index) of frame f."""
+        if not 0 <= f < self.fhw:
+            raise ValueError(f"frame {f} out of range")
+        return self.ftag[f], rmap_owner(self.frmap[f]), rmap_index(self.frmap[f])
+
+    def frame_bytes(self, int64_t f):
+        """The bytes frame f holds (one page)."""
+        if not 0 <= f < self.fhw or (self.ftag[f] & TAG_KIND_MASK) == TAG_FREE:
+            raise ValueError(f"frame {f} is not allocated")
+        out = PyBytes_FromStringAndSize(NULL, self.page_size)
+        fill_page(<uint8_t*>PyBytes_AS_STRING(out), self.ftag[f], <int64_t>self.page_size, self.bufs, 0)
+        return out
+
+    def leaves(self, uint64_t start, uint64_t end):
+        """Every present leaf in [start, end) as arrays (addr, level, entry).
+        A huge leaf is one row.  For pictures and tests; the checker has its
+        own scan."""
+        self._check_range(start, end)
+        addrs, levels, ents = [], [], []
+        self._collect(0, 0, start, end, addrs, levels, ents)
+        return (np.array(addrs, dtype=np.uint64), np.array(levels, dtype=np.int8),
+                np.array(ents, dtype=np.uint64))
+
+    cdef void _collect(self, int l, int64_t t, uint64_t addr, uint64_t end, list addrs,
+                       list levels, list ents):
+        cdef uint64_t size = (<uint64_t>1) << self.shift[l]
+        cdef uint64_t nxt, e
+        cdef int64_t i = (addr >> self.shift[l]) & self.imask[l]
+        while addr < end:
+            nxt = span_end(addr, end, size)
+            e = self.row(t)[i]
+            if e != 0:
+                if l == self.lpte or pmd_leaf(e):
+                    if pte_present(e):
+                        addrs.append(addr & ~(size - 1))
+                        levels.append(l)
+                        ents.append(e)
+                else:
+                    self._collect(l + 1, entry_pfn(e), addr, nxt, addrs, levels, ents)
+            addr = nxt
+            i += 1
+
+    # ------------------------------------------------------------------ checks
+    def check_scan(self, cnp.uint64_t[::1] vstart not None, cnp.uint64_t[::1] vend not None,
+                   cnp.int64_t[::1] vowner not None, cnp.uint64_t[::1] vpgoff not None,
+                   int max_problems=100):
+        """Walk every table and leaf and test the invariants against the VMAs
+        (sorted, non-overlapping arrays).  Returns a list of problems:
+        ``(code, address, found, expected)``; see PROBLEM_CODES."""
+        cdef int64_t nv = vstart.shape[0]
+        if vend.shape[0] != nv or vowner.shape[0] != nv or vpgoff.shape[0] != nv:
+            raise ValueError("VMA arrays must have the same length")
+        cdef int64_t k
+        for k in range(1, nv):
+            if vstart[k] < vend[k - 1]:
+                raise ValueError("VMA arrays must be sorted and non-overlapping")
+        for k in range(nv):
+            if vend[k] <= vstart[k]:
+                raise ValueError("empty VMA in check_scan")
+        cdef ScanState s
+        s.nv = nv
+        s.vstart = &vstart[0] if nv else NULL
+        s.vend = &vend[0] if nv else NULL
+        s.vowner = &vowner[0] if nv else NULL
+        s.vpgoff = &vpgoff[0] if nv else NULL
+        s.cursor = 0
+        s.nprob = 0
+        s.maxprob = max_problems
+        s.probs = <Problem*>calloc(max(max_problems, 1), sizeof(Problem))
+        s.seen_tables = <uint8_t*>calloc(max(self.thw, 1), 1)
+        s.frame_maps = <uint8_t*>calloc(max(self.fhw, 1), 1)
+        if s.probs == NULL or s.seen_tables == NULL or s.frame_maps == NULL:
+            free(s.probs); free(s.seen_tables); free(s.frame_maps)
+            raise MemoryError("check_scan: out of memory")
+        with nogil:
+            s.seen_tables[0] = 1
+            self.scan_level(&s, 0, 0, 0)
+            self.scan_frames(&s)
+            self.scan_tables(&s)
+        out = [(PROBLEM_CODES[s.probs[k].code], s.probs[k].addr, s.probs[k].found, s.probs[k].expected)
+               for k in range(min(s.nprob, max_problems))]
+        free(s.probs); free(s.seen_tables); free(s.frame_maps)
+        return out
+
+    cdef void scan_level(self, ScanState *s, int l, int64_t t, uint64_t base) noexcept nogil:
+        cdef uint64_t size = (<uint64_t>1) << self.shift[l]
+        cdef int64_t i, child, f, n, j
+        cdef uint64_t e, addr
+        cdef uint64_t *r
+        for i in range(1 << self.bits[l]):
+            r = self.row(t)
+            e = r[i]
+            if e == 0:
+                continue
+            addr = base + (<uint64_t>i << self.shift[l])
+            if l == self.lpte or pmd_leaf(e):
+                if not pte_present(e):
+                    continue
+                n = 1 if l == self.lpte else <int64_t>(size >> self.shift[self.lpte])
+                f = entry_pfn(e)
+                for j in range(n):
+                    self.scan_leaf(s, addr + (<uint64_t>j << self.shift[self.lpte]), f + j)
+                continue
+            child = entry_pfn(e)
+            if child < 0 or child >= self.thw or self.tlevel[child] != l + 1 or s.seen_tables[child]:
+                add_problem(s, P_TABLE_LEVEL, addr, <uint64_t>child, <uint64_t>(l + 1))
+                continue
+            s.seen_tables[child] = 1
+            # a page-table page must cover at least one VMA
+            if not vma_intersects(s, addr, addr + size):
+                add_problem(s, P_STALE_TABLE, addr, <uint64_t>child, 0)
+            self.scan_level(s, l + 1, child, addr)
+
+    cdef void scan_leaf(self, ScanState *s, uint64_t addr, int64_t f) noexcept nogil:
+        cdef int64_t v, owner, expect_owner
+        cdef uint64_t idx, expect_idx
+        if f < 0 or f >= self.fhw:
+            add_problem(s, P_MAPS_FREE_FRAME, addr, <uint64_t>f, 0)
+            return
+        if self.is_zero_frame(f):
+            v = find_vma(s, addr)
+            if v < 0:
+                add_problem(s, P_ORPHAN, addr, <uint64_t>f, 0)
+            return
+        if (self.ftag[f] & TAG_KIND_MASK) == TAG_FREE:
+            add_problem(s, P_MAPS_FREE_FRAME, addr, <uint64_t>f, 0)
+            return
+        if s.frame_maps[f] < 255:
+            s.frame_maps[f] += 1
+        v = find_vma(s, addr)
+        if v < 0:
+            add_problem(s, P_ORPHAN, addr, <uint64_t>f, 0)
+            return
+        owner = rmap_owner(self.frmap[f])
+        idx = rmap_index(self.frmap[f])
+        expect_owner = s.vowner[v]
+        expect_idx = s.vpgoff[v] + ((addr - s.vstart[v]) >> self.shift[self.lpte])
+        if owner != expect_owner:
+            add_problem(s, P_RMAP_OWNER, addr, <uint64_t>owner, <uint64_t>expect_owner)
+        elif idx != expect_idx:
+            add_problem(s, P_RMAP_INDEX, addr, idx, expect_idx)
+
+    cdef void scan_frames(self, ScanState *s) noexcept nogil:
+        cdef int64_t f, owner, idx, live = 0
+        for f in range(self.fhw):
+            if self.is_zero_frame(f) or (self.ftag[f] & TAG_KIND_MASK) == TAG_FREE:
+                continue
+            live += 1
+            owner = rmap_owner(self.frmap[f])
+            if owner > 0 and owner < self.ohw and self.okind[owner] == OWNER_SHMEM:
+                idx = <int64_t>rmap_index(self.frmap[f])
+                if idx < self.onpages[owner] and self.omapc[owner][idx] != s.frame_maps[f] \
+                        and s.frame_maps[f] < 255:
+                    add_problem(s, P_SHMEM_MAPCOUNT, <uint64_t>f, s.frame_maps[f], self.omapc[owner][idx])
+            elif s.frame_maps[f] == 0:
+                add_problem(s, P_LOST_FRAME, <uint64_t>f, 0, 1)
+            elif s.frame_maps[f] > 1:
+                add_problem(s, P_DOUBLE_MAPPED, <uint64_t>f, s.frame_maps[f], 1)
+        if live != self.flive:
+            add_problem(s, P_FRAME_COUNT, 0, <uint64_t>live, <uint64_t>self.flive)
+
+    cdef void scan_tables(self, ScanState *s) noexcept nogil:
+        cdef int64_t t
+        for t in range(self.thw):
+            if self.tlevel[t] >= 0 and not s.seen_tables[t]:
+                add_problem(s, P_TABLE_UNREACHABLE, <uint64_t>t, <uint64_t>self.tlevel[t], 0)
+
+    def digest(self):
+        """A 64-bit hash of everything mapped: each reachable entry with its
+        position, and the contents and rmap of each mapped frame.  Equal
+        digests before and after a failed syscall mean it changed nothing."""
+        cdef uint64_t h = 1469598103934665603
+        with nogil:
+            h = self.digest_level(0, 0, h)
+        return h
+
+    cdef uint64_t digest_level(self, int l, int64_t t, uint64_t h) noexcept nogil:
+        cdef int64_t i
+        cdef uint64_t e
+        for i in range(1 << self.bits[l]):
+            e = self.row(t)[i]
+            if e == 0:
+                continue
+            h = mix(h, (<uint64_t>l << 56) ^ (<uint64_t>i << 40) ^ <uint64_t>t)
+            if l == self.lpte or pmd_leaf(e):
+                h = mix(h, e)
+                if pte_present(e) and entry_pfn(e) < self.fhw:
+                    h = mix(h, self.ftag[entry_pfn(e)])
+                    h = mix(h, self.frmap[entry_pfn(e)])
+            else:
+                h = mix(h, entry_flags(e))
+                h = self.digest_level(l + 1, entry_pfn(e), h)
+        return h
+
+    # ------------------------------------------------------------------ validation
+    cdef int _check_addr(self, uint64_t addr) except -1:
+        if addr >= self.va_limit:
+            raise ValueError(f"address {addr:#x} beyond the {self.geometry.va_bits}-bit address space")
+        return 0
+
+    cdef int _check_range(self, uint64_t start, uint64_t end) except -1:
+        if end < start:
+            raise ValueError(f"range end {end:#x} below start {start:#x}")
+        if end > self.va_limit:
+            raise ValueError(f"range end {end:#x} beyond the {self.geometry.va_bits}-bit address space")
+        return 0
+
+    cdef int _check_page_aligned(self, uint64_t start, uint64_t end) except -1:
+        if (start | end) & (self.page_size - 1):
+            raise ValueError("range must be page aligned")
+        return 0
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def page_size(self):
+        return self.page_size
+
+    @property
+    def pmd_size(self):
+        return self.pmd_size
+
+    @property
+    def pud_size(self):
+        return self.pud_size
+
+    @property
+    def levels(self):
+        return self.nlev
+
+    @property
+    def entries_per_table(self):
+        return self.ents
+
+    @property
+    def n_tables(self):
+        """Page-table pages below the root (the pgd comes with the mm)."""
+        return self.tlive - 1
+
+    @property
+    def n_frames(self):
+        return self.flive
+
+    @property
+    def zero_frames(self):
+        """(zero page, first frame of the huge zero page)."""
+        return 0, self.huge_zero
+
+

@@ -1,0 +1,306 @@
+# cython: language_level=3
+"""move_page_tables(): the mremap() / exec stack-shift loop (mm/mremap.c).
+
+One loop serves every kernel in pymm's catalogue.  What differs between
+kernels arrives as data on the MoveControl (the kernel's
+``struct pagetable_move_control`` plus the policy bits a kernel version fixes
+at compile time): whether move_normal_pmd()/move_normal_pud() exist, how the
+"destination already established" check warns, and which PUD step the loop
+has.  Start/length adjustments (Linus's try_to_align_range(), 6.7's
+try_realign_addr()) need VMAs, so pymm applies them before calling in.
+
+The loop, per extent::
+
+    old_addr                                              old_end
+       |-- extent --|-- extent --|-- ...                     |
+       get_extent(NORMAL_PUD): PUD_SIZE? -> move_normal_pud()  (whole PMD table)
+       get_extent(NORMAL_PMD): huge PMD? -> move_huge_pmd() or split_huge_pmd()
+                               PMD_SIZE? -> move_normal_pmd()  (whole PTE table)
+       otherwise               move_ptes(): one PTE at a time
+"""
+from libc.stdint cimport uint64_t, int64_t
+
+from mmcore._entries cimport *
+from mmcore._core cimport (Engine, CTR_PTE_MOVES, CTR_PMD_MOVES, CTR_PUD_MOVES,
+                           CTR_HUGE_PMD_MOVES, CTR_TLB_FLUSHES, CTR_PTE_SLOTS_VISITED,
+                           WARN_PMD_NOT_NONE, WARN_PUD_NOT_NONE, WARN_HUGE_PMD_NOT_NONE)
+
+cdef enum:
+    # Values of MoveControl.pud_step
+    C_PUD_STEP_NONE = 0          # up to 5.10: no PUD level in the loop
+    C_PUD_STEP_IF_PUD_SIZED = 1  # 5.11 (c49dd3401802): the PUD only for PUD-sized extents
+    C_PUD_STEP_ALWAYS = 2        # later: get_old_pud()/alloc_new_pud() every extent
+    # Values of the *_warn policies
+    C_WARN_SILENT = 0
+    C_WARN_ON = 1
+    C_WARN_ON_ONCE = 2
+
+PUD_STEP_NONE = C_PUD_STEP_NONE
+PUD_STEP_IF_PUD_SIZED = C_PUD_STEP_IF_PUD_SIZED
+PUD_STEP_ALWAYS = C_PUD_STEP_ALWAYS
+WARN_SILENT = C_WARN_SILENT
+WARN_ON = C_WARN_ON
+WARN_ON_ONCE = C_WARN_ON_ONCE
+
+
+class KernelBUG(RuntimeError):
+    """The modelled kernel would hit BUG()/VM_BUG_ON() here."""
+
+
+cdef class MoveControl:
+    """``struct pagetable_move_control`` (mm/internal.h) and the policy of
+    the kernel that runs the loop.
+
+    Example::
+
+        >>> from mmcore import MoveControl
+        >>> pmc = MoveControl(0x40000000, 0x80000000, 1 << 30)
+        >>> pmc.old_end == 0x40000000 + (1 << 30)
+        True
+    """
+    cdef public uint64_t old_addr, new_addr, old_end, len_in
+    cdef public bint for_stack, need_rmap_locks
+    cdef public bint move_pmd, move_pud
+    cdef public int pud_step, pmd_warn, pud_warn, huge_pmd_warn
+
+    def __init__(self, uint64_t old_addr, uint64_t new_addr, uint64_t len_in, *,
+                 bint for_stack=False, bint need_rmap_locks=False, bint move_pmd=True,
+                 bint move_pud=True, int pud_step=C_PUD_STEP_ALWAYS, int pmd_warn=C_WARN_ON_ONCE,
+                 int pud_warn=C_WARN_ON_ONCE, int huge_pmd_warn=C_WARN_SILENT):
+        # PAGETABLE_MOVE(): old_end is fixed here; realignment moves old_addr
+        # and new_addr down but never old_end.
+        if old_addr + len_in < old_addr:
+            raise OverflowError("old_addr + len overflows")
+        self.old_addr = old_addr
+        self.new_addr = new_addr
+        self.old_end = old_addr + len_in
+        self.len_in = len_in
+        self.for_stack = for_stack
+        self.need_rmap_locks = need_rmap_locks
+        self.move_pmd = move_pmd
+        self.move_pud = move_pud
+        for name, v in (("pud_step", pud_step), ("pmd_warn", pmd_warn), ("pud_warn", pud_warn),
+                        ("huge_pmd_warn", huge_pmd_warn)):
+            if not 0 <= v <= 2:
+                raise ValueError(f"{name} must be 0, 1 or 2")
+        self.pud_step = pud_step
+        self.pmd_warn = pmd_warn
+        self.pud_warn = pud_warn
+        self.huge_pmd_warn = huge_pmd_warn
+
+    def __repr__(self):
+        return (f"MoveControl(old_addr={self.old_addr:#x}, new_addr={self.new_addr:#x}, "
+                f"old_end={self.old_end:#x}, len_in={self.len_in:#x}, for_stack={self.for_stack})")
+
+
+cdef inline uint64_t get_extent(uint64_t old_addr, uint64_t old_end, uint64_t new_addr,
+                                uint64_t size) noexcept nogil:
+    """get_extent(): the extent up to the next ``size`` boundary of both the
+    source and the destination, and no further than old_end."""
+    cdef uint64_t nxt = (old_addr + size) & ~(size - 1)
+    # even if next overflowed, extent below will be ok
+    cdef uint64_t extent = nxt - old_addr
+    if extent > old_end - old_addr:
+        extent = old_end - old_addr
+    nxt = (new_addr + size) & ~(size - 1)
+    if extent > nxt - new_addr:
+        extent = nxt - new_addr
+    return extent
+
+
+cdef inline bint warn_if(Engine eng, int policy, int site, bint cond, uint64_t old_addr,
+                         uint64_t new_addr) noexcept nogil:
+    """``if (WARN_ON(cond))`` / ``WARN_ON_ONCE`` / a silent check."""
+    if not cond:
+        return False
+    if policy != C_WARN_SILENT:
+        eng.warn(site, policy == C_WARN_ON_ONCE, old_addr, new_addr)
+    return True
+
+
+cdef inline int64_t entry_index(Engine eng, uint64_t addr, int level) noexcept nogil:
+    return <int64_t>((addr >> eng.shift[level]) & eng.imask[level])
+
+
+cdef bint move_normal_pmd(Engine eng, MoveControl pmc, int64_t ot, int64_t oi, int64_t nt,
+                          int64_t ni) noexcept nogil:
+    """move_normal_pmd(): hand the whole PTE table to the new PMD slot."""
+    cdef uint64_t pmd
+    # The destination pmd shouldn't be established, free_pgtables() should
+    # have released it.  Exec's overlapping stack shift breaks that (the WARNING
+    # of the thread): fall back to moving PTEs one at a time.
+    if warn_if(eng, pmc.pmd_warn, WARN_PMD_NOT_NONE, not pmd_none(eng.row(nt)[ni]),
+               pmc.old_addr, pmc.new_addr):
+        return False
+    pmd = eng.row(ot)[oi]
+    if not pmd_present(pmd) or pmd_leaf(pmd):  # racing with collapse?
+        return False
+    eng.row(ot)[oi] = 0                      # pmd_clear(old_pmd)
+    eng.row(nt)[ni] = pmd                    # pmd_populate(mm, new_pmd, ...)
+    eng.ctr[CTR_PMD_MOVES] += 1
+    eng.ctr[CTR_TLB_FLUSHES] += 1            # flush_tlb_range(old_addr, +PMD_SIZE)
+    return True
+
+
+cdef bint move_normal_pud(Engine eng, MoveControl pmc, int64_t ot, int64_t oi, int64_t nt,
+                          int64_t ni) noexcept nogil:
+    """move_normal_pud(): hand the whole PMD table to the new PUD slot."""
+    cdef uint64_t pud
+    if warn_if(eng, pmc.pud_warn, WARN_PUD_NOT_NONE, not pud_none(eng.row(nt)[ni]),
+               pmc.old_addr, pmc.new_addr):
+        return False
+    pud = eng.row(ot)[oi]
+    eng.row(ot)[oi] = 0
+    eng.row(nt)[ni] = pud
+    eng.ctr[CTR_PUD_MOVES] += 1
+    eng.ctr[CTR_TLB_FLUSHES] += 1
+    return True
+
+
+cdef bint move_huge_pmd(Engine eng, MoveControl pmc, int64_t ot, int64_t oi, int64_t nt,
+                        int64_t ni) noexcept nogil:
+    """move_huge_pmd() (mm/huge_memory.c): move a THP leaf whole."""
+    cdef uint64_t pmd
+    if warn_if(eng, pmc.huge_pmd_warn, WARN_HUGE_PMD_NOT_NONE, not pmd_none(eng.row(nt)[ni]),
+               pmc.old_addr, pmc.new_addr):
+        return False
+    pmd = eng.row(ot)[oi]
+    eng.row(ot)[oi] = 0                      # pmdp_huge_get_and_clear()
+    eng.row(nt)[ni] = pmd | _PAGE_SOFT_DIRTY # move_soft_dirty_pmd(); set_pmd_at()
+    eng.ctr[CTR_HUGE_PMD_MOVES] += 1
+    if pmd_present(pmd):
+        eng.ctr[CTR_TLB_FLUSHES] += 1
+    return True
+
+
+cdef void move_ptes(Engine eng, uint64_t extent, int64_t ot, int64_t oi, int64_t nt,
+                    int64_t ni) noexcept nogil:
+    """move_ptes(): move each non-none PTE of the extent to its new slot.
+
+    Ascending order, as the kernel: correct for moves down, and for moves up
+    only when source and destination do not overlap (Kirill's move-up case
+    shows what happens otherwise)."""
+    cdef uint64_t *old_ptep = eng.row(ot) + oi
+    cdef uint64_t *new_ptep = eng.row(nt) + ni
+    cdef int64_t nr = <int64_t>(extent >> eng.shift[eng.lpte])
+    cdef int64_t k, moved = 0
+    cdef uint64_t pte
+    cdef bint force_flush = False
+    for k in range(nr):
+        pte = old_ptep[k]
+        if pte_none(pte):
+            continue
+        if pte_present(pte):
+            force_flush = True
+            pte = pte_mksoft_dirty(pte)      # move_soft_dirty_pte()
+        old_ptep[k] = 0                      # get_and_clear_full_ptes()
+        new_ptep[k] = pte                    # set_ptes()
+        moved += 1
+    eng.ctr[CTR_PTE_MOVES] += moved
+    eng.ctr[CTR_PTE_SLOTS_VISITED] += nr
+    if force_flush:
+        eng.ctr[CTR_TLB_FLUSHES] += 1
+
+
+cdef int move_page_tables_c(Engine eng, MoveControl pmc) noexcept nogil:
+    """The loop of move_page_tables().  Returns -1 if a table allocation
+    failed (the kernel breaks out; the caller sees less progress), -2 if the
+    destination holds a huge leaf where a table must go (the kernel's
+    VM_BUG_ON in alloc_new_pmd(); only a raw, overlapping move gets here)."""
+    cdef uint64_t extent
+    cdef int64_t ot, nt, oi, ni
+    cdef uint64_t e
+    cdef int lpud = eng.lpud, lpmd = eng.lpmd, lpte = eng.lpte
+    cdef bint have_pud_level = eng.nlev >= 3
+    if pmc.len_in == 0:
+        return 0
+    while pmc.old_addr < pmc.old_end:       # !pmc_done(pmc)
+        # ---- PUD level --------------------------------------------------------
+        extent = get_extent(pmc.old_addr, pmc.old_end, pmc.new_addr, eng.pud_size)
+        if have_pud_level and (pmc.pud_step == C_PUD_STEP_ALWAYS or
+                               (pmc.pud_step == C_PUD_STEP_IF_PUD_SIZED and pmc.move_pud
+                                and extent == eng.pud_size)):
+            ot = eng.walk_to(pmc.old_addr, lpud)          # get_old_pud()
+            oi = entry_index(eng, pmc.old_addr, lpud)
+            if ot < 0 or pud_none(eng.row(ot)[oi]):
+                pmc.old_addr += extent; pmc.new_addr += extent
+                continue
+            nt = eng.alloc_to(pmc.new_addr, lpud)         # alloc_new_pud()
+            if nt < 0:
+                return -1
+            ni = entry_index(eng, pmc.new_addr, lpud)
+            if pmc.move_pud and extent == eng.pud_size and not pud_leaf(eng.row(ot)[oi]):
+                if move_normal_pud(eng, pmc, ot, oi, nt, ni):
+                    pmc.old_addr += extent; pmc.new_addr += extent
+                    continue
+        # ---- PMD level --------------------------------------------------------
+        extent = get_extent(pmc.old_addr, pmc.old_end, pmc.new_addr, eng.pmd_size)
+        ot = eng.walk_to(pmc.old_addr, lpmd)              # get_old_pmd()
+        oi = entry_index(eng, pmc.old_addr, lpmd)
+        if ot < 0 or pmd_none(eng.row(ot)[oi]):
+            pmc.old_addr += extent; pmc.new_addr += extent
+            continue
+        nt = eng.alloc_to(pmc.new_addr, lpmd)             # alloc_new_pmd()
+        if nt < 0:
+            return -2 if nt == -2 else -1
+        ni = entry_index(eng, pmc.new_addr, lpmd)
+        e = eng.row(ot)[oi]
+        if pmd_trans_huge(e):
+            if extent == eng.pmd_size and move_huge_pmd(eng, pmc, ot, oi, nt, ni):
+                pmc.old_addr += extent; pmc.new_addr += extent
+                continue
+            if eng.split_huge_pmd(ot, oi) < 0:
+                return -1
+        elif pmc.move_pmd and extent == eng.pmd_size:
+            if move_normal_pmd(eng, pmc, ot, oi, nt, ni):
+                pmc.old_addr += extent; pmc.new_addr += extent
+                continue
+        if pmd_none(eng.row(ot)[oi]):
+            pmc.old_addr += extent; pmc.new_addr += extent
+            continue
+        # pte_alloc(new_pmd)
+        if pmd_none(eng.row(nt)[ni]):
+            e = eng.table_alloc(lpte)
+            if <int64_t>e < 0:
+                return -1
+            eng.row(nt)[ni] = pfn_entry(<int64_t>e, _PAGE_TABLE)
+        elif pmd_leaf(eng.row(nt)[ni]):
+            return -2  # VM_BUG_ON(pmd_trans_huge(*new_pmd)) in alloc_new_pmd()
+        move_ptes(eng, extent, entry_pfn(eng.row(ot)[oi]), entry_index(eng, pmc.old_addr, lpte),
+                  entry_pfn(eng.row(nt)[ni]), entry_index(eng, pmc.new_addr, lpte))
+        pmc.old_addr += extent; pmc.new_addr += extent   # pmc_next()
+    return 0
+
+
+def move_page_tables(Engine eng not None, MoveControl pmc not None):
+    """Run the move_page_tables() loop on ``eng`` as ``pmc`` describes.
+
+    Moves the page-table entries of [pmc.old_addr, pmc.old_end) to
+    pmc.new_addr and advances pmc.old_addr/new_addr as the kernel's loop
+    does.  Returns True if the loop finished, False if it stopped early
+    (out of memory).  How many bytes that counts as moved is the kernel
+    version's business (pmc_progress() today, ``len + old_addr - old_end``
+    in 5.8), so the caller computes it from pmc.
+
+    Example::
+
+        >>> pmc = MoveControl(0x40000000, 0x80000000, 1 << 30)
+        >>> move_page_tables(eng, pmc)
+        True
+    """
+    cdef uint64_t limit = eng.va_limit
+    cdef int r
+    if pmc.old_end < pmc.old_addr:
+        raise ValueError("pmc.old_end is below pmc.old_addr")
+    if pmc.old_end > limit or pmc.old_addr >= limit and pmc.len_in:
+        raise ValueError("source range beyond the address space")
+    if pmc.new_addr >= limit and pmc.len_in or pmc.new_addr + (pmc.old_end - pmc.old_addr) > limit:
+        raise ValueError("destination range beyond the address space")
+    if (pmc.old_addr | pmc.new_addr | pmc.old_end) & (eng.page_size - 1):
+        raise ValueError("move_page_tables needs page-aligned addresses")
+    with nogil:
+        r = move_page_tables_c(eng, pmc)
+    if r == -2:
+        raise KernelBUG(f"move_page_tables: destination {pmc.new_addr:#x} is mapped by a huge "
+                        "PMD where a page table must go (VM_BUG_ON in alloc_new_pmd())")
+    return r == 0
