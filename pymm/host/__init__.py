@@ -1,0 +1,372 @@
+"""pymm.host: the same calls, run by the Linux kernel this machine runs.
+
+:class:`HostMM` offers the syscall, access and introspection subset of
+:class:`pymm.MM`, executed by the real kernel in a child process (a small C
+helper, compiled on first use).  A segfault in the child becomes
+:class:`pymm.SegmentationFault`, a failed syscall an ``OSError`` with the
+kernel's errno; ``maps()`` and ``pagemap()`` come from ``/proc``.
+
+Everything happens inside a reserved window of addresses (by default 16 TiB
+at 16 TiB): the helper fences off the rest of its address space, so the
+kernel's own placement of ``mmap(NULL, ...)`` lands in the window, and calls
+that name addresses outside it are refused before reaching the kernel.  A
+:class:`pymm.MM` created with ``window=host.window`` places mappings the
+same way, so scripts produce the same addresses on both.
+
+Example::
+
+    >>> from pymm import host
+    >>> if host.available():
+    ...     with host.HostMM() as h:
+    ...         a = h.mmap(0, 4096, pymm.PROT_READ | pymm.PROT_WRITE,
+    ...                    pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS)
+    ...         h.write(a, b"hi")
+    ...         print(h.read(a, 2), h.format_maps())
+"""
+from __future__ import annotations
+
+import errno as _errno
+import functools
+import hashlib
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from pymm import constants as C
+from pymm.errors import BusError, SegmentationFault, oserror
+from pymm.vma import VMA
+
+DEFAULT_WINDOW: Tuple[int, int] = (0x100000000000, 0x200000000000)
+CHUNK = 8 << 20
+_READY = 0x706D796D686F7374
+_SEGV_CODES = {1: "SEGV_MAPERR", 2: "SEGV_ACCERR", 3: "SEGV_BNDERR", 4: "SEGV_PKUERR"}
+_BUS_CODES = {1: "BUS_ADRALN", 2: "BUS_ADRERR", 3: "BUS_OBJERR"}
+_SOURCE = Path(__file__).with_name("helper.c")
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pymm"
+
+
+def _compiler() -> Optional[str]:
+    for cc in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if cc and shutil.which(cc):
+            return shutil.which(cc)
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def helper_path() -> Path:
+    """The compiled helper, built on first use (cached by source hash)."""
+    if sys.platform != "linux":
+        raise RuntimeError("the host oracle needs Linux")
+    src = _SOURCE.read_bytes()
+    out = _cache_dir() / f"pymm-host-{hashlib.sha256(src).hexdigest()[:16]}"
+    if out.exists():
+        return out
+    cc = _compiler()
+    if cc is None:
+        raise RuntimeError("the host oracle needs a C compiler (set CC, or install gcc)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_out = Path(tmp) / "pymm-host"
+        errors = ""
+        for extra in (["-static"], []):
+            r = subprocess.run([cc, "-O2", *extra, "-o", str(tmp_out), str(_SOURCE)],
+                               capture_output=True, text=True)
+            if r.returncode == 0:
+                break
+            errors += r.stderr
+        else:
+            raise RuntimeError(f"cannot compile the host helper:\n{errors}")
+        os.replace(tmp_out, out)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _probe() -> Tuple[bool, str]:
+    if sys.platform != "linux":
+        return False, "not Linux"
+    try:
+        with HostMM() as h:
+            h.mmap(0, 4096, C.PROT_READ, C.MAP_PRIVATE | C.MAP_ANONYMOUS)
+    except Exception as e:  # noqa: BLE001 - any failure means "not here"
+        return False, f"{type(e).__name__}: {e}"
+    return True, "ok"
+
+
+def available() -> bool:
+    """Whether HostMM can run here (Linux, a C compiler, a free window)."""
+    return _probe()[0]
+
+
+def unavailable_reason() -> str:
+    """Why :func:`available` is False (for test skip messages)."""
+    return _probe()[1]
+
+
+def _u64(x, name):
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, not {type(x).__name__}")
+    x = int(x)
+    if not -(1 << 63) <= x < 1 << 64:
+        raise OverflowError(f"{name} does not fit an unsigned long")
+    return x & ((1 << 64) - 1)
+
+
+class HostMM:
+    """The real kernel, confined to a window of addresses (see the module doc).
+
+    Attributes mirror :class:`pymm.MM`: ``page_size``, ``pmd_size``,
+    ``pud_size``, ``task_size``, ``window``.  Use it as a context manager, or
+    call :meth:`close`.
+    """
+
+    page_size = 4096
+    pmd_size = 2 << 20
+    pud_size = 1 << 30
+    task_size = 0x7FFFFFFFF000
+    kernel = "host"
+
+    def __init__(self, window: Tuple[int, int] = DEFAULT_WINDOW):
+        lo, hi = window
+        if lo >= hi or (lo | hi) & 0xFFF or hi > self.task_size:
+            raise ValueError("window must be a page-aligned (lo, hi) below task_size")
+        self.window = (lo, hi)
+        self._proc = subprocess.Popen([str(helper_path()), f"{lo:x}", f"{hi:x}"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE)
+        if self._i64() != _READY:
+            err = self._proc.stderr.read().decode(errors="replace")
+            raise RuntimeError(f"host helper did not start: {err.strip()}")
+
+    # -- plumbing -------------------------------------------------------------
+    def _send(self, op: bytes, *args, payload: bytes = b""):
+        if self._proc is None:
+            raise RuntimeError("HostMM is closed")
+        a = [(x & ((1 << 64) - 1)) for x in args] + [0] * (6 - len(args))
+        try:
+            self._proc.stdin.write(op + struct.pack("<6Q", *a) + payload)
+            self._proc.stdin.flush()
+        except BrokenPipeError:
+            raise RuntimeError("the host helper died") from None
+
+    def _i64(self) -> int:
+        b = self._proc.stdout.read(8)
+        if len(b) != 8:
+            raise RuntimeError("the host helper died")
+        return struct.unpack("<q", b)[0]
+
+    def _syscall(self, name, op, *args) -> int:
+        self._send(op, *args)
+        r = self._i64()
+        if -4096 < r < 0:
+            raise oserror(-r, name)
+        return r & ((1 << 64) - 1)
+
+    def _inside(self, start: int, end: int, what: str) -> None:
+        lo, hi = self.window
+        if not (lo <= start and end <= hi):
+            raise ValueError(f"{what} [{start:#x}, {end:#x}) leaves the HostMM window "
+                             f"[{lo:#x}, {hi:#x})")
+
+    def _confine(self, start: int, length: int, what: str, rejected_up_front: bool) -> None:
+        """Let a request through only if it stays in the window, or if the
+        kernel rejects it before looking at any VMA (so bad calls still get
+        the kernel's own errno without touching the helper's memory)."""
+        if rejected_up_front:
+            return
+        end = start + ((length + 4095) & ~4095)
+        self._inside(start & ~4095, max(end, (start & ~4095) + 4096), what)
+
+    # -- syscalls --------------------------------------------------------------------
+    def mmap(self, addr, length, prot, flags, fd=-1, offset=0) -> int:
+        addr, length, prot = _u64(addr, "addr"), _u64(length, "length"), _u64(prot, "prot")
+        flags, fd, offset = _u64(flags, "flags"), _u64(fd, "fd"), _u64(offset, "offset")
+        if not flags & C.MAP_ANONYMOUS:
+            fd = (1 << 64) - 1  # never let the helper map its own files
+        fixed = flags & C.MAP_FIXED and not flags & C.MAP_FIXED_NOREPLACE
+        if fixed:
+            t = self.task_size
+            plen = (length + 4095) & ~4095 & ((1 << 64) - 1)
+            up_front = (offset & 4095 or not flags & C.MAP_ANONYMOUS or not length or not plen
+                        or addr & 4095 or plen > t or addr > t - plen
+                        or (flags & C.MAP_TYPE) not in (C.MAP_SHARED, C.MAP_PRIVATE))
+            self._confine(addr, length, "MAP_FIXED range", bool(up_front))
+        return self._syscall("mmap", b"M", addr, length, prot, flags, fd, offset)
+
+    def munmap(self, addr, length) -> None:
+        addr, length = _u64(addr, "addr"), _u64(length, "length")
+        t = self.task_size
+        up_front = addr & 4095 or addr > t or length > t - addr or not length
+        self._confine(addr, length, "munmap range", bool(up_front))
+        self._syscall("munmap", b"U", addr, length)
+
+    def mremap(self, old_address, old_size, new_size, flags=0, new_address=0) -> int:
+        old, osz, nsz = _u64(old_address, "old_address"), _u64(old_size, "old_size"), _u64(new_size, "new_size")
+        flags, new = _u64(flags, "flags"), _u64(new_address, "new_address")
+        t, m = self.task_size, (1 << 64) - 1
+        pold, pnew = (osz + 4095) & ~4095 & m, (nsz + 4095) & ~4095 & m
+        implies_new = flags & (C.MREMAP_FIXED | C.MREMAP_DONTUNMAP)
+        up_front = (flags & ~7 or old & 4095 or not pnew or pnew > t
+                    or (implies_new and (new > t - pnew or new & 4095 or not flags & C.MREMAP_MAYMOVE
+                                         or (flags & C.MREMAP_DONTUNMAP and pold != pnew)
+                                         or (old + pold > new and new + pnew > old))))
+        self._confine(old, max(pold, pnew), "mremap source", bool(up_front))
+        if flags & C.MREMAP_FIXED and not up_front:
+            self._confine(new, pnew, "MREMAP_FIXED destination", False)
+        return self._syscall("mremap", b"R", old, osz, nsz, flags, new)
+
+    def mprotect(self, addr, length, prot) -> None:
+        addr, length, prot = _u64(addr, "addr"), _u64(length, "length"), _u64(prot, "prot")
+        plen = (length + 4095) & ~4095 & ((1 << 64) - 1)
+        grows = prot & (C.PROT_GROWSDOWN | C.PROT_GROWSUP)
+        bad_prot = (prot & ~(C.PROT_GROWSDOWN | C.PROT_GROWSUP)) & ~(C.PROT_READ | C.PROT_WRITE | C.PROT_EXEC | C.PROT_SEM)
+        up_front = (grows == C.PROT_GROWSDOWN | C.PROT_GROWSUP or addr & 4095 or not length
+                    or addr + plen <= addr or addr + plen >= 1 << 64 or bad_prot)
+        self._confine(addr, length, "mprotect range", bool(up_front))
+        self._syscall("mprotect", b"P", addr, length, prot)
+
+    def madvise(self, addr, length, advice) -> None:
+        addr, length, advice = _u64(addr, "addr"), _u64(length, "length"), _u64(advice, "advice")
+        plen = (length + 4095) & ~4095 & ((1 << 64) - 1)
+        adv = advice & 0xFFFFFFFF
+        adv = adv - (1 << 32) if adv >= 1 << 31 else adv
+        up_front = (adv not in C.MADV_VALID or addr & 4095 or not length or (length and not plen)
+                    or addr + plen >= 1 << 64)
+        self._confine(addr, length, "madvise range", bool(up_front))
+        self._syscall("madvise", b"A", addr, length, advice)
+
+    def timed_mremap(self, old_address, old_size, new_size, flags=0, new_address=0) -> Tuple[int, int]:
+        """mremap() timed inside the child with CLOCK_MONOTONIC: (result, ns)."""
+        self._confine(old_address, old_size, "mremap source", False)
+        if flags & C.MREMAP_FIXED:
+            self._confine(new_address, new_size, "MREMAP_FIXED destination", False)
+        self._send(b"T", old_address, old_size, new_size, flags, new_address)
+        r, ns = self._i64(), self._i64()
+        if -4096 < r < 0:
+            raise oserror(-r, "mremap")
+        return r, ns
+
+    # -- memory access ------------------------------------------------------------------
+    def _access(self, op: bytes, addr: int, length: int, value: int = 0, payload: bytes = b""):
+        self._inside(addr, addr + length, "access")
+        self._send(op, addr, length, value, payload=payload)
+        sig, done = self._i64(), self._i64()
+        if sig:
+            code, where = self._i64(), self._i64() & ((1 << 64) - 1)
+            data = self._proc.stdout.read(done) if op == b"r" else b""
+            if sig == 7:
+                raise BusError(where, _BUS_CODES.get(code, str(code)))
+            raise SegmentationFault(where, _SEGV_CODES.get(code, str(code)))
+        if done != length and sig == 0 and op != b"r":
+            raise RuntimeError("host helper: short access")
+        return self._proc.stdout.read(done) if op == b"r" else b""
+
+    def read(self, addr, length) -> bytes:
+        addr, length = _u64(addr, "addr"), _u64(length, "length")
+        out = []
+        for off in range(0, length, CHUNK):
+            out.append(self._access(b"r", addr + off, min(CHUNK, length - off)))
+        return b"".join(out)
+
+    def write(self, addr, data) -> None:
+        addr = _u64(addr, "addr")
+        data = bytes(data)
+        for off in range(0, len(data), CHUNK):
+            chunk = data[off:off + CHUNK]
+            self._access(b"w", addr + off, len(chunk), payload=chunk)
+
+    def memset(self, addr, value, length) -> None:
+        addr, length = _u64(addr, "addr"), _u64(length, "length")
+        value = _u64(value, "value") & 0xFF
+        for off in range(0, length, CHUNK):
+            self._access(b"s", addr + off, min(CHUNK, length - off), value)
+
+    # -- introspection --------------------------------------------------------------------
+    def _maps_lines(self) -> List[str]:
+        self._send(b"m")
+        n = self._i64()
+        text = self._proc.stdout.read(n).decode()
+        lo, hi = self.window
+        out = []
+        for line in text.splitlines():
+            span = line.split()[0]
+            s, e = (int(x, 16) for x in span.split("-"))
+            if lo <= s and e <= hi:
+                out.append(line)
+        return out
+
+    def format_maps(self) -> str:
+        """/proc/self/maps of the child, the lines inside the window."""
+        lines = self._maps_lines()
+        return "\n".join(lines) + ("\n" if lines else "")
+
+    def maps(self) -> List[VMA]:
+        out = []
+        for line in self._maps_lines():
+            f = line.split(maxsplit=5)
+            s, e = (int(x, 16) for x in f[0].split("-"))
+            p = f[1]
+            prot = (C.PROT_READ if p[0] == "r" else 0) | (C.PROT_WRITE if p[1] == "w" else 0) | \
+                (C.PROT_EXEC if p[2] == "x" else 0)
+            shared = p[3] == "s"
+            vm_flags = (C.VM_READ if p[0] == "r" else 0) | (C.VM_WRITE if p[1] == "w" else 0) | \
+                (C.VM_EXEC if p[2] == "x" else 0) | (C.VM_MAYSHARE | C.VM_SHARED if shared else 0)
+            flags = C.MAP_SHARED if shared else C.MAP_PRIVATE
+            pgoff = int(f[2], 16) >> 12
+            out.append(VMA(s, e, prot, flags, vm_flags, pgoff, None, int(f[4]) if shared else None,
+                           f[5] if len(f) > 5 else ""))
+        return out
+
+    def pagemap(self, addr, length) -> np.ndarray:
+        addr, length = _u64(addr, "addr"), _u64(length, "length")
+        start = addr & ~4095
+        end = (addr + length + 4095) & ~4095
+        n = (end - start) >> 12
+        out = np.zeros(n, dtype=np.uint64)
+        done = 0
+        while done < n:
+            self._send(b"g", start + (done << 12), n - done)
+            got = self._i64()
+            if got <= 0:
+                raise oserror(-got if got < 0 else _errno.EIO, "pagemap")
+            out[done:done + got] = np.frombuffer(self._proc.stdout.read(got * 8), dtype=np.uint64)
+            done += got
+        return out
+
+    # -- lifetime ----------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._proc is not None:
+            try:
+                self._send(b"q")
+            except RuntimeError:
+                pass
+            self._proc.stdin.close()
+            self._proc.wait(timeout=5)
+            self._proc.stdout.close()
+            self._proc.stderr.close()
+            self._proc = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def __repr__(self):
+        return f"<pymm.host.HostMM window={self.window[0]:#x}-{self.window[1]:#x}>"

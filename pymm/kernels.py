@@ -1,0 +1,367 @@
+"""The kernel catalogue: which ``move_page_tables()`` each kernel runs.
+
+A :class:`Kernel` is data plus small hook functions.  Everything outside the
+page-table move (VMA rules, errno) follows Linux 6.18; what differs is how the
+move loop behaves:
+
+* which whole-table moves exist (``move_normal_pmd``, ``move_normal_pud``);
+* how the "destination already established" check warns (``WARN_ON`` each
+  time, ``WARN_ON_ONCE``, silently) and where the kernel reports it;
+* an overlap guard (Kirill's PATCHv2);
+* an ``align`` hook that may move the start (and the length) before the
+  loop, and whether it runs before or after ``old_end`` is computed;
+* how the loop's progress becomes the return value (``len + old_addr -
+  old_end`` up to 6.6; ``pmc_progress()`` since 6.7);
+* whether ``MREMAP_FIXED`` may move several VMAs (6.17).
+
+Deriving a kernel of your own::
+
+    >>> import pymm
+    >>> def my_align(move):
+    ...     # align the start down to the PMD when source and destination agree
+    ...     # (Linus's idea, without any VMA checks: pymm.check will object)
+    ...     off = move.old_addr & (move.pmd_size - 1)
+    ...     if off and off == move.new_addr & (move.pmd_size - 1):
+    ...         move.old_addr -= off
+    ...         move.new_addr -= off
+    ...         move.len += off
+    >>> mine = pymm.KERNELS["5.8"].replace(name="5.8+mine", align=my_align)
+    >>> mm = pymm.MM(kernel=mine, check=True)
+
+Every scenario, check, benchmark and ``pymm fuzz --kernel`` works with it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional
+
+import mmcore
+
+U64 = (1 << 64) - 1
+
+WARN_SILENT = mmcore.WARN_SILENT
+WARN_ON = mmcore.WARN_ON
+WARN_ON_ONCE = mmcore.WARN_ON_ONCE
+
+
+@dataclass
+class PageTableMove:
+    """What a kernel's hooks see of one ``move_page_tables()`` call: the
+    kernel's ``pagetable_move_control`` plus the VMAs around it.
+
+    ``old_addr``, ``new_addr`` and ``len`` may be changed by an align hook;
+    ``old_end`` is fixed at ``old_addr + len`` before the hook runs unless the
+    kernel says ``align_before_old_end``.  ``old`` and ``new`` are the source
+    and destination VMAs (read-only views, possibly the same VMA for exec's
+    stack shift); ``prev_of``/``next_of`` and ``find_vma_intersection`` look
+    at their neighbours as the kernel's ``vm_prev``/``vm_next`` and
+    ``find_vma_intersection()`` do.
+    """
+
+    old_addr: int
+    new_addr: int
+    len: int
+    old: object = None
+    new: object = None
+    for_stack: bool = False
+    page_size: int = 4096
+    pmd_size: int = 2 << 20
+    pud_size: int = 1 << 30
+    old_end: int = 0
+    len_in: int = 0
+    mm: object = field(default=None, repr=False)
+
+    def prev_of(self, vma):
+        """``vma->vm_prev`` (None at the bottom)."""
+        return self.mm._prev_view(vma) if (self.mm is not None and vma is not None) else None
+
+    def next_of(self, vma):
+        """``vma->vm_next`` (None at the top)."""
+        return self.mm._next_view(vma) if (self.mm is not None and vma is not None) else None
+
+    def find_vma_intersection(self, start: int, end: int):
+        """The first VMA intersecting [start, end), or None."""
+        return self.mm._intersection_view(start, end) if self.mm is not None else None
+
+
+# -- align hooks --------------------------------------------------------------------
+def linus_try_to_align_range(check_start: bool, check_end: str) -> Callable[[PageTableMove], None]:
+    """Linus's ``try_to_align_range()`` from the thread (July 2020).
+
+    ``check_start``: v3's ``if (*old_addr > old->vm_start) return;`` in
+    try_to_align_start().  ``check_end``: ``""`` (v2: none), ``"v3"``
+    (``if (*old_addr < old->vm_end) return;``, as Naresh applied it) or
+    ``"v4"`` (``if (*old_addr + *len < old->vm_end) return;``).
+
+    The hook runs after ``old_end = old_addr + len``, so the loop still ends
+    at the original old_end: **the length that try_to_align_end() computes
+    never reaches the loop.**  It only inflates the 5.8 return value
+    ``len + old_addr - old_end``.  mremap's ``moved_len < old_len`` test
+    does not mind, but exec's ``length != move_page_tables()`` does: when the
+    stack end is not PMD-aligned (x86-64's STACK_TOP_MAX ends ...fff000) the
+    shift fails with -ENOMEM.  v2's start alignment inflates it the same way.
+    """
+
+    def before_prev(move, addr, vma):
+        # ADDR_BEFORE_PREV(addr, vma): vma->vm_prev && addr < vma->vm_prev->vm_end
+        prev = move.prev_of(vma)
+        return prev is not None and addr < prev.end
+
+    def after_next(move, addr, vma):
+        # ADDR_AFTER_NEXT(addr, vma): vma->vm_next && addr > (PMD_MASK & vm_next->vm_start)
+        nxt = move.next_of(vma)
+        return nxt is not None and addr > (nxt.start & ~(move.pmd_size - 1))
+
+    def try_to_align_start(move):
+        mask = ~(move.pmd_size - 1)
+        if check_start and move.old_addr > move.old.start:
+            return
+        if before_prev(move, move.old_addr & mask, move.old):
+            return
+        if before_prev(move, move.new_addr & mask, move.new):
+            return
+        # Bingo!
+        move.len += move.new_addr & (move.pmd_size - 1)
+        move.old_addr &= mask & U64
+        move.new_addr &= mask & U64
+
+    def try_to_align_end(move):
+        if check_end == "v3" and move.old_addr < move.old.end:
+            return
+        if check_end == "v4" and move.old_addr + move.len < move.old.end:
+            return
+        if after_next(move, move.old_addr + move.len, move.old):
+            return
+        if after_next(move, move.new_addr + move.len, move.new):
+            return
+        # Mutual alignment means this is same for new/old addr
+        end = (move.new_addr + move.len + move.pmd_size - 1) & ~(move.pmd_size - 1)
+        move.len = (end - move.new_addr) & U64
+
+    def try_to_align_range(move):
+        if move.old is None or move.new is None:
+            return
+        if (move.old_addr ^ move.new_addr) & (move.pmd_size - 1):
+            return
+        try_to_align_start(move)
+        try_to_align_end(move)
+
+    try_to_align_range.__name__ = f"try_to_align_range_{'v4' if check_end == 'v4' else 'v3' if check_start else 'v2'}"
+    return try_to_align_range
+
+
+def can_align_down(move: PageTableMove, vma, addr_to_align: int, mask: int) -> bool:
+    """mm/mremap.c can_align_down() (6.7, b1e5a3dee255 for the stack case)."""
+    addr_masked = addr_to_align & mask
+    # Not the start of the VMA: aligning down would eat part of the mapping.
+    if not move.for_stack and vma.start != addr_to_align:
+        return False
+    # In the stack case we explicitly permit in-VMA alignment.
+    if move.for_stack and addr_masked >= vma.start:
+        return True
+    # The realigned start must not fall on an existing mapping.
+    return move.find_vma_intersection(addr_masked, vma.start) is None
+
+
+def try_realign_addr(move: PageTableMove) -> None:
+    """mm/mremap.c try_realign_addr()/can_realign_addr() (6.7, af8ca1c14906):
+    align old_addr/new_addr down to the PMD when they are mutually aligned,
+    the copy reaches the next PMD boundary and nothing lives in between.
+    ``old_end`` stays, so only the start of the copy changes.
+
+        boundary                        boundary
+           .              |----------------.-----------|
+           .              |          vma   .           |
+      old_addr (aligned)  <- was old_addr   .      old_end
+           <------------------------------------------->
+                        move these page tables
+    """
+    if move.old is None or move.new is None:
+        return
+    align_mask = move.pmd_size - 1
+    mask = ~align_mask & U64
+    old_align = move.old_addr & align_mask
+    new_align = move.new_addr & align_mask
+    old_align_next = move.pmd_size - old_align
+    if move.len_in < old_align_next:        # the copy must reach the boundary
+        return
+    if old_align == 0:                      # already aligned
+        return
+    if old_align != new_align:              # only mutually aligned moves
+        return
+    if not can_align_down(move, move.old, move.old_addr, mask) or \
+            not can_align_down(move, move.new, move.new_addr, mask):
+        return
+    move.old_addr &= mask
+    move.new_addr &= mask
+
+
+# -- overlap guard --------------------------------------------------------------------
+def kirill_overlap_guard(move: PageTableMove) -> tuple:
+    """Kirill's PATCHv2: returns ``(allow_move_normal_pmd, warn_moving_up)``.
+
+    shift_arg_pages() can call move_page_tables() on overlapping ranges; then
+    move_normal_pmd() may meet an established destination PMD, so skip it.
+    Moving up over an overlap would corrupt data: WARN_ON(overlaps).
+    """
+    if move.old_addr > move.new_addr:
+        overlaps = move.old_addr - move.new_addr < move.len
+        return (not overlaps, False)
+    overlaps = move.new_addr - move.old_addr < move.len
+    return (not overlaps, overlaps)
+
+
+# -- return values ----------------------------------------------------------------------
+def progress_len(move: PageTableMove, old_addr_after: int) -> int:
+    """Up to 6.6: ``return len + old_addr - old_end; /* how much done */``,
+    with whatever ``len`` the align hook left (unsigned arithmetic)."""
+    return (move.len + old_addr_after - move.old_end) & U64
+
+
+def pmc_progress(move: PageTableMove, old_addr_after: int) -> int:
+    """6.7+: bytes of the *input* range done; 0 when a realigned start broke
+    out of the loop before reaching it."""
+    orig_old_addr = move.old_end - move.len_in
+    return 0 if old_addr_after < orig_old_addr else old_addr_after - orig_old_addr
+
+
+@dataclass(frozen=True)
+class Warning_:
+    """Where a warning site of a kernel reports (as its WARNING line would)."""
+
+    location: str
+    function: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One kernel version's ``move_page_tables()``: see the module docstring.
+
+    Use :meth:`replace` to derive your own.
+    """
+
+    name: str
+    models: str
+    pmd_moves: bool = True
+    pud_moves: bool = True
+    pud_step: int = mmcore.PUD_STEP_ALWAYS
+    pmd_warn: int = WARN_ON_ONCE
+    pud_warn: int = WARN_ON_ONCE
+    huge_pmd_warn: int = WARN_SILENT
+    warn_sites: Dict[str, Warning_] = field(default_factory=dict, compare=False)
+    overlap_guard: Optional[Callable] = None
+    align: Optional[Callable] = None
+    align_before_old_end: bool = False
+    progress: Callable = pmc_progress
+    exec_passes_for_stack: bool = True
+    multi_vma_move: bool = True
+    notes: str = ""
+
+    def replace(self, **changes) -> "Kernel":
+        """A copy with some fields changed, e.g. ``replace(name="mine", align=f)``."""
+        if "name" not in changes:
+            changes["name"] = self.name + "+custom"
+        return dataclasses.replace(self, **changes)
+
+    def site(self, key: str) -> Warning_:
+        default = {
+            "pmd_not_none": Warning_("mm/mremap.c", "move_page_tables",
+                                     "move_normal_pmd(): destination PMD already established"),
+            "pud_not_none": Warning_("mm/mremap.c", "move_page_tables",
+                                     "move_normal_pud(): destination PUD already established"),
+            "huge_pmd_not_none": Warning_("mm/huge_memory.c", "move_huge_pmd",
+                                          "move_huge_pmd(): destination PMD already established"),
+            "overlap_up": Warning_("mm/mremap.c", "move_page_tables",
+                                   "overlapping move up would corrupt data"),
+        }
+        return self.warn_sites.get(key, default[key])
+
+    def __str__(self):
+        return self.name
+
+
+def _pmd_site(line: str, function: str = "move_page_tables") -> Dict[str, Warning_]:
+    return {"pmd_not_none": Warning_(f"mm/mremap.c:{line}", function,
+                                     "move_normal_pmd(): destination PMD already established")}
+
+
+_NO_PMD_MOVES = dict(pmd_moves=False, pud_moves=False, pud_step=mmcore.PUD_STEP_NONE,
+                     pmd_warn=WARN_SILENT, pud_warn=WARN_SILENT, huge_pmd_warn=WARN_ON,
+                     progress=progress_len, exec_passes_for_stack=False, multi_vma_move=False)
+_V5_8 = dict(pmd_moves=True, pud_moves=False, pud_step=mmcore.PUD_STEP_NONE, pmd_warn=WARN_ON,
+             pud_warn=WARN_SILENT, huge_pmd_warn=WARN_ON, progress=progress_len,
+             exec_passes_for_stack=False, multi_vma_move=False)
+
+
+def _catalogue():
+    k = {}
+    k["4.19"] = Kernel(
+        "4.19", "before 2c91bd4a4e2e (\"mm: speed up mremap by 20x on large regions\")",
+        **_NO_PMD_MOVES, notes="per-PTE moves only; THP leaves moved whole")
+    k["5.8"] = Kernel(
+        "5.8", "v5.8-rc5, the kernel of the thread (2c91bd4a4e2e's move_normal_pmd)",
+        warn_sites=_pmd_site("211", "move_page_tables+0x6ef/0x720"), **_V5_8,
+        notes="WARN_ON(!pmd_none(*new_pmd)) then per-PTE fallback")
+    k["5.8+kirill"] = Kernel(
+        "5.8+kirill", "the thread's [PATCHv2] mm: Fix warning in move_normal_pmd()",
+        warn_sites={**_pmd_site("211"),
+                    "overlap_up": Warning_("mm/mremap.c:266", "move_page_tables",
+                                           "WARN_ON(overlaps): moving up over an overlap")},
+        overlap_guard=kirill_overlap_guard, **_V5_8,
+        notes="overlapping ranges never use move_normal_pmd()")
+    # Naresh built Linus's patches on mainline of 16 July 2020, which carried
+    # f81fdd0c4ab7: its 19-line comment moved the WARN to line 230 and made it
+    # WARN_ON_ONCE.
+    linus = dict(_V5_8, pmd_warn=WARN_ON_ONCE)
+    k["5.8+linus-v2"] = Kernel(
+        "5.8+linus-v2", "Linus's second patch: try_to_align_range() after old_end, no VMA-limit checks",
+        warn_sites=_pmd_site("230", "move_page_tables+0x818/0x840"),
+        align=linus_try_to_align_range(check_start=False, check_end=""), **linus,
+        notes="Kirill's test moves a PTE outside every VMA and loses a source page")
+    k["5.8+linus-v3"] = Kernel(
+        "5.8+linus-v3", "v2 + the incremental checks as Naresh applied them "
+        "(*old_addr > old->vm_start, *old_addr < old->vm_end)",
+        warn_sites=_pmd_site("230", "move_page_tables+0x818/0x840"),
+        align=linus_try_to_align_range(check_start=True, check_end="v3"), **linus,
+        notes="no overcopy; the stack-shift warning remains")
+    k["5.8+linus-v4"] = Kernel(
+        "5.8+linus-v4", "v3 with *old_addr + *len < old->vm_end in try_to_align_end()",
+        warn_sites=_pmd_site("230", "move_page_tables+0x818/0x840"),
+        align=linus_try_to_align_range(check_start=True, check_end="v4"), **linus,
+        notes="same warning on the stack shift (Naresh's second test)")
+    k["5.9"] = Kernel(
+        "5.9", "f81fdd0c4ab7 \"mm: document warning in move_normal_pmd() and make it warn only once\"",
+        warn_sites=_pmd_site("230"), **dict(_V5_8, pmd_warn=WARN_ON_ONCE),
+        notes="as 5.8 with WARN_ON_ONCE")
+    k["5.11"] = Kernel(
+        "5.11", "c49dd3401802 + be37c98d1134: move_normal_pud(), HAVE_MOVE_PUD",
+        pmd_moves=True, pud_moves=True, pud_step=mmcore.PUD_STEP_IF_PUD_SIZED,
+        pmd_warn=WARN_ON_ONCE, pud_warn=WARN_ON_ONCE, huge_pmd_warn=WARN_ON,
+        progress=progress_len, exec_passes_for_stack=False, multi_vma_move=False,
+        notes="+ PUD-level moves when extent == PUD_SIZE")
+    k["6.7"] = Kernel(
+        "6.7", "af8ca1c14906 + b1e5a3dee255: try_realign_addr(), can_align_down(), for_stack",
+        align=try_realign_addr, progress=pmc_progress, multi_vma_move=False,
+        notes="+ realignment of mutually aligned starts to the PMD; exec passes for_stack")
+    k["6.18"] = Kernel(
+        "6.18", "the kernel this machine runs (6.17's multi-VMA MREMAP_FIXED moves)",
+        align=try_realign_addr, progress=pmc_progress, multi_vma_move=True,
+        notes="as 6.7, plus moves of several VMAs with MREMAP_FIXED")
+    return k
+
+
+KERNELS: Dict[str, Kernel] = _catalogue()
+DEFAULT_KERNEL = "6.18"
+
+
+def get_kernel(kernel) -> Kernel:
+    """A Kernel from a name in KERNELS or a Kernel; a clear error otherwise."""
+    if isinstance(kernel, Kernel):
+        return kernel
+    if isinstance(kernel, str):
+        if kernel in KERNELS:
+            return KERNELS[kernel]
+        raise ValueError(f"unknown kernel {kernel!r}; choose from {', '.join(KERNELS)}")
+    raise TypeError(f"kernel must be a name or a pymm.Kernel, not {type(kernel).__name__}")

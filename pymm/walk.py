@@ -1,0 +1,116 @@
+"""mm.walk(addr): a page-table walk, level by level, as the MMU does it.
+
+Example::
+
+    >>> print(mm.walk(0x7f0000001234))
+    walk of 0x7f0000001234 (x86_64, 4 levels)
+      pgd[254] (bits 47-39) in table 0: 0x0000000000001067 -> table 1  P RW US A D
+      ...
+      pte[1]   (bits 20-12) in table 3: 0x8000000000201867 -> frame 513  P RW US A D SD NX
+      = frame 513 + offset 0x234
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+FLAG_BITS = [(0, "P"), (1, "RW"), (2, "US"), (5, "A"), (6, "D"), (7, "PS"), (8, "PROTNONE"),
+             (9, "SPECIAL"), (11, "SD"), (63, "NX")]
+PFN_MASK = ((1 << 52) - 1) & ~0xFFF
+
+
+def decode_flags(entry: int) -> List[str]:
+    """Names of the bits set in an x86-64 page-table entry."""
+    names = [name for bit, name in FLAG_BITS if entry >> bit & 1]
+    if not entry & 1:
+        names = [n for n in names if n != "PROTNONE"] + (["PROTNONE"] if entry >> 8 & 1 else [])
+    return names
+
+
+@dataclass(frozen=True)
+class WalkStep:
+    """One level of a walk: the entry read and what it leads to."""
+
+    level: int
+    level_name: str
+    table: int
+    index: int
+    entry: int
+    shift: int
+    bits: int
+    flags: tuple
+    leads_to: str  # "table", "frame", "huge", "miss"
+    target: Optional[int]
+
+    @property
+    def index_bits(self) -> str:
+        return f"bits {self.shift + self.bits - 1}-{self.shift}"
+
+
+class Walk:
+    """The translation of one address: iterate it for the steps.
+
+    ``frame`` is the data frame reached (None on a miss), ``offset`` the
+    offset inside it, ``leaf_level`` the level of the leaf ("pte", or
+    "pmd" for a 2 MiB leaf).
+    """
+
+    def __init__(self, mm, addr: int):
+        g = mm.geometry
+        self.addr = addr
+        self.geometry = g
+        self.steps: List[WalkStep] = []
+        self.frame: Optional[int] = None
+        self.offset = 0
+        self.leaf_level: Optional[str] = None
+        if addr >= 1 << g.va_bits:
+            raise ValueError(f"{addr:#x} is beyond the {g.va_bits}-bit address space")
+        for level, table, index, entry in mm.engine.walk(addr):
+            name = g.level_names[level]
+            shift = g.shift(level)
+            present = bool(entry & 0x101)
+            last = level == g.levels - 1
+            huge = bool(entry & 0x80) and not last
+            if not present:
+                kind, target = "miss", None
+            elif last or huge:
+                kind = "frame" if last else "huge"
+                sub = (addr >> g.page_shift) & ((1 << (shift - g.page_shift)) - 1) if huge else 0
+                target = ((entry & PFN_MASK) >> 12) + sub
+                self.frame = target
+                self.offset = addr & (g.page_size - 1)
+                self.leaf_level = name
+            else:
+                kind, target = "table", (entry & PFN_MASK) >> 12
+            self.steps.append(WalkStep(level, name, table, index, entry, shift, g.level_bits[level],
+                                       tuple(decode_flags(entry)), kind, target))
+
+    def __iter__(self):
+        return iter(self.steps)
+
+    def __len__(self):
+        return len(self.steps)
+
+    @property
+    def hit(self) -> bool:
+        return self.frame is not None
+
+    def __str__(self):
+        g = self.geometry
+        lines = [f"walk of {self.addr:#x} ({g.name}, {g.levels} levels)"]
+        width = max(len(n) for n in g.level_names)
+        for s in self.steps:
+            where = f"{s.level_name}[{s.index}]".ljust(width + 6)
+            lead = {"table": f"-> table {s.target}", "frame": f"-> frame {s.target}",
+                    "huge": f"-> huge leaf, frame {s.target}", "miss": "-> not present"}[s.leads_to]
+            lines.append(f"  {where} ({s.index_bits}) in table {s.table}: {s.entry:#018x} {lead}"
+                         f"  {' '.join(s.flags)}".rstrip())
+        if self.hit:
+            lines.append(f"  = frame {self.frame} + offset {self.offset:#x}"
+                         + (f" (a {self.leaf_level} leaf)" if self.leaf_level != g.level_names[-1] else ""))
+        else:
+            lines.append("  = miss: the MMU faults, the kernel's fault handler decides")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"<Walk {self.addr:#x}: {'frame ' + str(self.frame) if self.hit else 'miss'}>"
