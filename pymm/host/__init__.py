@@ -219,8 +219,12 @@ class HostMM:
         up_front = (flags & ~7 or old & 4095 or not pnew or pnew > t
                     or (implies_new and (new > t - pnew or new & 4095 or not flags & C.MREMAP_MAYMOVE
                                          or (flags & C.MREMAP_DONTUNMAP and pold != pnew)
-                                         or (old + pold > new and new + pnew > old))))
-        self._confine(old, max(pold, pnew), "mremap source", bool(up_front))
+                                         or (old + pold > new and new + pnew > old)))
+                    # a shrink whose munmap() part is rejected (beyond task_size)
+                    or (pold > pnew and (old + pnew > t or pold - pnew > t - (old + pnew))))
+        # In-place growth only ever takes free space (never a fence), so the
+        # source range itself is what must stay inside the window.
+        self._confine(old, pold or 4096, "mremap source", bool(up_front))
         if flags & C.MREMAP_FIXED and not up_front:
             self._confine(new, pnew, "MREMAP_FIXED destination", False)
         return self._syscall("mremap", b"R", old, osz, nsz, flags, new)

@@ -1,0 +1,23 @@
+"""Constants and small helpers shared by the tests."""
+import os
+
+import pytest
+
+import pymm
+from pymm import host
+
+RW = pymm.PROT_READ | pymm.PROT_WRITE
+PRIV = pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS
+SHARED = pymm.MAP_SHARED | pymm.MAP_ANONYMOUS
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+PAGE = 4096
+
+
+def long_runs() -> bool:
+    """True with --long or PYMM_LONG=1: run thousands of examples."""
+    return os.environ.get("PYMM_LONG", "") not in ("", "0")
+
+
+def host_or_skip():
+    if not host.available():
+        pytest.skip(f"the host-kernel oracle is unavailable here: {host.unavailable_reason()}")
