@@ -333,9 +333,8 @@ class MM:
             right = False
         if left and right:
             prev.end = nxt.end
-            merged_anon = prev.anon or nxt.anon or anon
+            self._set_anon(prev, prev.anon or nxt.anon or anon)  # take the reference first
             self._remove(nxt)
-            self._set_anon(prev, merged_anon)
             return prev
         if left:
             prev.end = end
@@ -365,14 +364,13 @@ class MM:
         if merge_left and merge_right and not self._anon_ok(prev.anon, nxt.anon):
             merge_right = False
         if merge_left and merge_right:                  # prev + vma + next
-            anon = prev.anon or vma.anon or nxt.anon
+            self._set_anon(prev, prev.anon or vma.anon or nxt.anon)
             prev.end = nxt.end
             self._remove(vma)
             self._remove(nxt)
-            self._set_anon(prev, anon)
             return prev
         if merge_left:
-            anon = prev.anon or vma.anon
+            self._set_anon(prev, prev.anon or vma.anon)
             if right_side:                               # prev absorbs all of vma
                 prev.end = vma.end
                 self._remove(vma)
@@ -381,20 +379,19 @@ class MM:
                 prev.end = end
                 vma.pgoff += self._pages(end - vma.start)
                 self._tree.set_start(vma, end)
-            self._set_anon(prev, anon)
             return prev
         if merge_right:
-            anon = nxt.anon or vma.anon
+            self._set_anon(nxt, nxt.anon or vma.anon)
             if left_side:                                # next absorbs all of vma
-                self._tree.set_start(nxt, vma.start)
-                nxt.pgoff = vma.pgoff
-                self._remove(vma)
+                start_, pgoff_ = vma.start, vma.pgoff
+                self._remove(vma)                        # first: starts stay unique
+                self._tree.set_start(nxt, start_)
+                nxt.pgoff = pgoff_
             else:                                        # next takes [start, end)
                 self._split_huge_at(start)
                 vma.end = start
                 self._tree.set_start(nxt, start)
                 nxt.pgoff = pgoff
-            self._set_anon(nxt, anon)
             return nxt
         if start > vma.start:
             vma = self._split_vma_checked(vma, start)
@@ -801,6 +798,9 @@ class MM:
             raise _Errno(EINVAL)
         if end == start:
             return
+        if advice in (C.MADV_POPULATE_READ, C.MADV_POPULATE_WRITE):
+            self._madvise_populate(start, end, advice == C.MADV_POPULATE_WRITE)
+            return
         handler = self._madvise_handler(advice)
         # madvise_walk_vmas(): apply to each mapped part; a hole is ENOMEM at the end
         unmapped = False
@@ -849,18 +849,28 @@ class MM:
                 self.engine.zap(start, end)          # zap_page_range_single()
                 return vma
             return dontneed
-        if advice in (C.MADV_POPULATE_READ, C.MADV_POPULATE_WRITE):
-            write = advice == C.MADV_POPULATE_WRITE
-
-            def populate(vma, start, end):
-                if not vma.vm_flags & C.VM_ACCESS_FLAGS or (write and not vma.vm_flags & C.VM_WRITE):
-                    raise _Errno(EINVAL if write and vma.vm_flags & C.VM_ACCESS_FLAGS else ENOMEM)
-                self._fault_range(vma, start, self._shmem_clip(vma, start, end), write)
-                return vma
-            return populate
         if advice in (C.MADV_WILLNEED, C.MADV_COLD, C.MADV_PAGEOUT, C.MADV_FREE):
             return lambda vma, start, end: vma
         raise NotImplementedError(f"madvise advice {advice} is valid on Linux but not modelled by pymm")
+
+    def _madvise_populate(self, start: int, end: int, write: bool) -> None:
+        """madvise_populate(): fault in from start as GUP does; a hole is
+        ENOMEM, a VMA GUP refuses (check_vma_flags()) is EINVAL, a page
+        beyond a shmem object is EFAULT.  What came before stays populated."""
+        pos = start
+        while pos < end:
+            vma = self._tree.lookup(pos)
+            if vma is None:
+                raise _Errno(ENOMEM)
+            if write and not vma.vm_flags & C.VM_WRITE or not write and not vma.vm_flags & C.VM_READ:
+                raise _Errno(EINVAL)
+            stop = min(end, vma.end)
+            clipped = self._shmem_clip(vma, pos, stop)
+            self._fault_range(vma, pos, clipped, write)
+            self._partial_ok = True
+            if clipped < stop:
+                raise _Errno(EFAULT)                     # VM_FAULT_SIGBUS
+            pos = stop
 
     # ------------------------------------------------------------------ faults and populate
     def _thp_allowed(self, vma: Vma) -> bool:
@@ -1213,10 +1223,9 @@ class MM:
         pgoff = vma.pgoff + self._pages(vma.end - vma.start)
         if self._can_merge_before(nxt, end, vma.vm_flags, vma.anon, vma.shm, pgoff, pages) \
                 and nxt.name == vma.name and self._anon_ok(vma.anon, nxt.anon):
-            anon = vma.anon or nxt.anon
+            self._set_anon(vma, vma.anon or nxt.anon)
             vma.end = nxt.end
             self._remove(nxt)
-            self._set_anon(vma, anon)
         else:
             vma.end = end
 
@@ -1262,9 +1271,11 @@ class MM:
         return new_addr
 
     def _dontunmap_complete(self, vma: Vma, new_vma: Vma, addr: int, length: int) -> None:
-        """dontunmap_complete(): the source keeps its VMA, loses VM_LOCKED and
-        VM_ACCOUNT, and its anon_vma if all of it moved."""
-        vma.vm_flags &= ~(C.VM_LOCKED | C.VM_LOCKONFAULT | C.VM_ACCOUNT)
+        """dontunmap_complete(): the source keeps its VMA, loses VM_LOCKED, and
+        its anon_vma if all of it moved.  (It keeps VM_ACCOUNT: this
+        machine's 6.18 shows "ac" in smaps afterwards and re-merges the
+        source with fresh accounted mappings.)"""
+        vma.vm_flags &= ~(C.VM_LOCKED | C.VM_LOCKONFAULT)
         if new_vma is not vma and vma.start == addr and vma.end == addr + length:
             self._set_anon(vma, 0)
 

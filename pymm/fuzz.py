@@ -1,0 +1,107 @@
+"""pymm fuzz: search syscall programs for a kernel's bugs, shrink, reproduce.
+
+Runs random programs (see :mod:`pymm.ops`) on ``pymm.MM(kernel=...)`` and
+looks for a broken invariant (:func:`pymm.check`) or a kernel warning.  The
+search and the shrinking are hypothesis's (:func:`hypothesis.find`); the hit
+comes back as the smallest program found, printable as a Python script and as
+a C program to run on a real machine.
+
+Example::
+
+    >>> from pymm.fuzz import fuzz
+    >>> hit = fuzz("5.8+linus-v2", seconds=60)
+    >>> print(hit.python)      # replay in pymm
+    >>> print(hit.c)           # compile with gcc, run on a real kernel
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+from pymm.kernels import Kernel, get_kernel
+from pymm.mm import MM
+from pymm.ops import Op, programs, run_program, to_c, to_python
+
+DEFAULT_BASE = 0x100000000  # 4 GiB, where Kirill put SRC
+
+
+@dataclass
+class Hit:
+    """What the fuzzer found: the shrunk program and why it is a bug."""
+
+    kernel: str
+    program: List[Op]
+    problems: List[str]
+    warnings: List[str]
+    probes: List[int] = field(default_factory=list)
+    examples: int = 0
+    seconds: float = 0.0
+
+    @property
+    def python(self) -> str:
+        return to_python(self.program, self.kernel, self.probes)
+
+    @property
+    def c(self) -> str:
+        return to_c(self.program, self.probes)
+
+    def summary(self) -> str:
+        what = self.problems[:3] + self.warnings[:2]
+        return (f"kernel {self.kernel}: {len(self.program)}-call program after {self.examples} "
+                f"programs ({self.seconds:.1f} s):\n  " + "\n  ".join(what))
+
+
+def evaluate(kernel: Kernel, program) -> tuple:
+    """Run a program; return (problems, warnings) as strings."""
+    import warnings as _w
+    mm = MM(kernel=kernel, check=False)
+    with _w.catch_warnings():
+        _w.simplefilter("ignore")
+        run_program(mm, program)
+    from pymm.check import check
+    problems = check(mm)
+    return [str(p) for p in problems], [str(w) for w in mm.warnings], problems
+
+
+def fuzz(kernel="6.18", *, max_examples: int = 50000, seconds: float = 60.0,
+         seed: Optional[int] = 0, base: int = DEFAULT_BASE, max_ops: int = 10,
+         progress: Optional[Callable[[int, float], None]] = None) -> Optional[Hit]:
+    """Search for a program that breaks an invariant or makes ``kernel`` warn.
+
+    Returns the shrunk :class:`Hit`, or None when the budget (``max_examples``
+    programs or ``seconds``) ran out.  ``kernel`` may be a name or a Kernel
+    of your own.  The search runs in batches of hypothesis.find() with
+    successive seeds, so the time budget is checked between batches.
+    """
+    import random
+
+    from hypothesis import HealthCheck, Phase, find, settings
+    from hypothesis.errors import NoSuchExample
+
+    k = get_kernel(kernel)
+    start = time.monotonic()
+    count = [0]
+    strategy = programs(base=base, slots=8, max_ops=max_ops, big=True)
+
+    def is_bug(program) -> bool:
+        count[0] += 1
+        if progress is not None and count[0] % 100 == 0:
+            progress(count[0], time.monotonic() - start)
+        problems, warns, _ = evaluate(k, program)
+        return bool(problems or warns)
+
+    batch, rnd = 500, random.Random(seed)
+    while count[0] < max_examples and time.monotonic() - start < seconds:
+        cfg = settings(max_examples=min(batch, max_examples - count[0]), deadline=None,
+                       database=None, phases=[Phase.generate, Phase.shrink],
+                       suppress_health_check=list(HealthCheck))
+        try:
+            program = find(strategy, is_bug, settings=cfg, random=random.Random(rnd.getrandbits(64)))
+        except NoSuchExample:
+            continue
+        problems, warns, raw = evaluate(k, program)
+        probes = sorted({p.address for p in raw
+                         if p.address and p.invariant in ("orphan-pte", "rmap-index", "rmap-owner")})[:4]
+        return Hit(k.name, list(program), problems, warns, probes, count[0], time.monotonic() - start)
+    return None
