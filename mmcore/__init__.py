@@ -28,11 +28,12 @@ from mmcore._mremap import (
     KernelBUG,
     MoveControl,
     move_page_tables,
+    move_range,
 )
 from mmcore.geometry import ARM64_64K, GEOMETRIES, X86_64, X86_64_LA57, Geometry
 
 __all__ = [
-    "Engine", "MoveControl", "KernelBUG", "move_page_tables", "Geometry", "GEOMETRIES",
+    "Engine", "MoveControl", "KernelBUG", "move_page_tables", "move_range", "Geometry", "GEOMETRIES",
     "X86_64", "X86_64_LA57", "ARM64_64K", "COUNTER_NAMES", "PROBLEM_CODES",
     "WARN_SITES", "PUD_STEP_NONE", "PUD_STEP_IF_PUD_SIZED", "PUD_STEP_ALWAYS",
     "WARN_SILENT", "WARN_ON", "WARN_ON_ONCE",

@@ -72,7 +72,8 @@ cdef struct FaultArgs:
     bint write           # FAULT_FLAG_WRITE
     bint thp             # a PMD-sized folio may be used (thp_vma_allowable_order)
     bint zero_page       # map the (huge) zero page on read faults
-    int64_t object_pages # shmem object size in pages (beyond: SIGBUS)
+    bint fill            # memset() in the same pass: give every page fill_tag
+    uint64_t fill_tag
 
 
 cdef struct Warn:
@@ -165,8 +166,10 @@ cdef class Engine:
     # -- frames -----------------------------------------------------------------
     cdef int grow_frames(self, int64_t need) noexcept nogil
     cdef int64_t frame_alloc(self, uint64_t rmap) noexcept nogil
+    cdef int64_t frame_alloc_tagged(self, uint64_t rmap, uint64_t tag) noexcept nogil
     cdef void push_free_range(self, int64_t f, int64_t n) noexcept nogil
     cdef int64_t frame_alloc_huge(self, uint64_t rmap0) noexcept nogil
+    cdef void set_tags_huge(self, int64_t f, uint64_t tag) noexcept nogil
     cdef void frame_free(self, int64_t f) noexcept nogil
     cdef void frame_free_huge(self, int64_t f) noexcept nogil
     cdef void drop_buffer(self, int64_t f) noexcept nogil

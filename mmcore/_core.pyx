@@ -335,6 +335,10 @@ cdef class Engine:
 
     cdef int64_t frame_alloc(self, uint64_t rmap) noexcept nogil:
         """alloc_page(): one zero-filled frame."""
+        return self.frame_alloc_tagged(rmap, TAG_FILL)
+
+    cdef int64_t frame_alloc_tagged(self, uint64_t rmap, uint64_t tag) noexcept nogil:
+        """A frame that starts out holding ``tag`` (a fault and a memset in one)."""
         cdef int64_t f
         if self.ffree_head >= 0:
             f = self.ffree_head
@@ -355,7 +359,11 @@ cdef class Engine:
                 return -1
             f = self.fhw
             self.fhw += 1
-        self.ftag[f] = TAG_FILL
+            store_nt(&self.ftag[f], tag)            # a fresh frame: nothing reads it soon
+            store_nt(&self.frmap[f], rmap)
+            self.flive += 1
+            return f
+        self.ftag[f] = tag
         self.frmap[f] = rmap
         self.flive += 1
         return f
@@ -391,6 +399,12 @@ cdef class Engine:
             self.frmap[f + i] = rmap0 + <uint64_t>i if rmap0 else 0
         self.flive += n
         return f
+
+    cdef void set_tags_huge(self, int64_t f, uint64_t tag) noexcept nogil:
+        cdef int64_t i
+        for i in range(<int64_t>self.ptrs_per_pte):
+            self.drop_buffer(f + i)
+            self.ftag[f + i] = tag
 
     cdef void frame_free(self, int64_t f) noexcept nogil:
         """put_page() of an anonymous page whose last mapping went away."""
@@ -596,9 +610,10 @@ cdef class Engine:
     cdef int fault_pte(self, uint64_t *ptep, uint64_t va, FaultArgs *a) noexcept nogil:
         """handle_pte_fault(): do_anonymous_page(), do_shared_fault()/
         do_read_fault() on shmem, and do_wp_page() for a write to a
-        read-only entry.  Returns -1 when out of memory."""
+        read-only entry.  With a.fill the page then gets a.fill_tag (a
+        memset in the same pass).  Returns -1 when out of memory."""
         cdef uint64_t e = ptep[0], index
-        cdef int64_t f, o
+        cdef int64_t f
         cdef uint64_t flags
         if e == 0:
             index = a.pgoff + ((va - a.vma_start) >> self.shift[self.lpte])
@@ -610,8 +625,10 @@ cdef class Engine:
                 if a.write:
                     flags |= _PAGE_DIRTY | _PAGE_SOFT_DIRTY
                 self.rss_shmem += 1
+                if a.fill:
+                    self.set_tag(f, a.fill_tag)
             elif a.write or not a.zero_page:
-                f = self.frame_alloc(rmap_word(a.owner, index))
+                f = self.frame_alloc_tagged(rmap_word(a.owner, index), a.fill_tag if a.fill else TAG_FILL)
                 if f < 0:
                     return -1
                 flags = a.prot
@@ -621,24 +638,26 @@ cdef class Engine:
             else:
                 f = 0  # my_zero_pfn(): read fault on private anonymous memory
                 flags = a.prot | _PAGE_SPECIAL
-            ptep[0] = pfn_entry(f, flags)
+            store_nt(ptep, pfn_entry(f, flags))
             self.ctr[CTR_FAULTS] += 1
             return 0
-        if not a.write or pte_write(e) or not a.writable:
-            return 0
-        # do_wp_page(): write to a present read-only entry in a writable VMA
-        f = entry_pfn(e)
-        if pte_special(e) or self.is_zero_frame(f):
-            index = a.pgoff + ((va - a.vma_start) >> self.shift[self.lpte])
-            f = self.frame_alloc(rmap_word(a.owner, index))  # wp_page_copy()
-            if f < 0:
-                return -1
-            self.rss_anon += 1
-            self.ctr[CTR_COW] += 1
-            ptep[0] = pfn_entry(f, (entry_flags(e) & ~_PAGE_SPECIAL) | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY)
-        else:
-            ptep[0] = e | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY  # reuse / wp_page_shared()
-        self.ctr[CTR_FAULTS] += 1
+        if a.write and a.writable and not pte_write(e):
+            # do_wp_page(): write to a present read-only entry in a writable VMA
+            f = entry_pfn(e)
+            if pte_special(e) or self.is_zero_frame(f):
+                index = a.pgoff + ((va - a.vma_start) >> self.shift[self.lpte])
+                f = self.frame_alloc(rmap_word(a.owner, index))  # wp_page_copy()
+                if f < 0:
+                    return -1
+                self.rss_anon += 1
+                self.ctr[CTR_COW] += 1
+                e = pfn_entry(f, (entry_flags(e) & ~_PAGE_SPECIAL) | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY)
+            else:
+                e = e | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY  # reuse / wp_page_shared()
+            ptep[0] = e
+            self.ctr[CTR_FAULTS] += 1
+        if a.fill and pte_write(e) and pte_hw_present(e):
+            self.set_tag(entry_pfn(e), a.fill_tag)
         return 0
 
     cdef int64_t shmem_get(self, int64_t o, int64_t index) noexcept nogil:
@@ -675,22 +694,24 @@ cdef class Engine:
             else:
                 f = self.huge_zero  # the huge zero page (use_zero_page=1)
                 flags = a.prot | _PAGE_PSE | _PAGE_SPECIAL
-            pmdp[0] = pfn_entry(f, flags)
+            e = pfn_entry(f, flags)
+            pmdp[0] = e
             self.ctr[CTR_FAULTS] += 1
-            return 0
-        if not a.write or pte_write(e) or not a.writable:
-            return 0
-        f = entry_pfn(e)
-        if self.is_zero_frame(f):
-            f = self.frame_alloc_huge(rmap_word(a.owner, index))
-            if f < 0:
-                return -1
-            self.rss_anon += <int64_t>self.ptrs_per_pte
-            self.ctr[CTR_COW] += 1
-            pmdp[0] = pfn_entry(f, (entry_flags(e) & ~_PAGE_SPECIAL) | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY)
-        else:
-            pmdp[0] = e | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY
-        self.ctr[CTR_FAULTS] += 1
+        elif a.write and a.writable and not pte_write(e):
+            f = entry_pfn(e)
+            if self.is_zero_frame(f):
+                f = self.frame_alloc_huge(rmap_word(a.owner, index))
+                if f < 0:
+                    return -1
+                self.rss_anon += <int64_t>self.ptrs_per_pte
+                self.ctr[CTR_COW] += 1
+                e = pfn_entry(f, (entry_flags(e) & ~_PAGE_SPECIAL) | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY)
+            else:
+                e = e | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY
+            pmdp[0] = e
+            self.ctr[CTR_FAULTS] += 1
+        if a.fill and pte_write(e) and pte_hw_present(e):
+            self.set_tags_huge(entry_pfn(e), a.fill_tag)
         return 0
 
     cdef int fault_range_c(self, uint64_t start, uint64_t end, FaultArgs *a) noexcept nogil:
@@ -729,12 +750,13 @@ cdef class Engine:
                     return -1
                 r = self.row(pte_t)  # the table array may have moved
             addr = nxt
+        store_fence()
         return 0
 
     def fault(self, uint64_t start, uint64_t end, *, uint64_t vma_start, uint64_t vma_end,
               int64_t owner, uint64_t pgoff, bint write=False, bint writable=True,
               bint shared=False, bint thp=False, bint zero_page=True, bint exec_=False,
-              bint protnone=False):
+              bint protnone=False, int fill=-1):
         """handle_mm_fault() for every page of [start, end), which must lie in
         the VMA [vma_start, vma_end).  ``write`` makes them write faults.
 
@@ -770,6 +792,12 @@ cdef class Engine:
         a.write = write
         a.thp = thp
         a.zero_page = zero_page
+        if not -1 <= fill <= 255:
+            raise ValueError("fill must be a byte value (or -1 for none)")
+        if fill >= 0 and not write:
+            raise ValueError("fill needs write faults")
+        a.fill = fill >= 0
+        a.fill_tag = TAG_FILL | <uint64_t>(fill if fill >= 0 else 0)
         cdef int r
         with nogil:
             r = self.fault_range_c(start, end, &a)
@@ -784,17 +812,24 @@ cdef class Engine:
         cdef uint64_t size = (<uint64_t>1) << self.shift[l]
         cdef uint64_t nxt, e
         cdef int64_t i = (addr >> self.shift[l]) & self.imask[l]
+        cdef int64_t n, k
         cdef uint64_t *r
+        if l == self.lpte:                   # zap_pte_range(): one tight pass over the slots
+            n = <int64_t>((end - addr + size - 1) >> self.shift[l])
+            r = self.row(t) + i
+            for k in range(n):
+                e = r[k]
+                if e != 0:
+                    r[k] = 0
+                    if pte_present(e):
+                        self.release_frame(entry_pfn(e), False)
+            return
         while addr < end:
             nxt = span_end(addr, end, size)
             r = self.row(t)
             e = r[i]
             if e != 0:
-                if l == self.lpte:
-                    r[i] = 0
-                    if pte_present(e):
-                        self.release_frame(entry_pfn(e), False)
-                elif pmd_leaf(e):
+                if pmd_leaf(e):
                     if nxt - addr == size:
                         r[i] = 0  # zap_huge_pmd()
                         self.release_frame(entry_pfn(e), True)
@@ -1258,10 +1293,18 @@ cdef class Engine:
             "frame_rows_used": self.fhw,
             "buffers": self.blive,
             "owners": self.olive,
-            "host_bytes_tables": self.thw * self.ents * 8 + self.tcap * 9,
+            # table rows as the host backs them (2 MiB huge pages) plus each
+            # table's level byte and free-list slot
+            "host_bytes_tables": ((self.thw * self.ents * 8 + (2 << 20) - 1) & ~((2 << 20) - 1))
+                                 + self.tcap * 9,
             "host_bytes_frames": self.fhw * 16,
             "host_bytes_buffers": self.blive * <int64_t>self.page_size + self.bcap * 8,
         }
+
+    @property
+    def pending_warnings(self):
+        """Warnings recorded and not yet taken."""
+        return self.nwarn
 
     def take_warnings(self):
         """The warnings recorded since the last call: (site, old_addr, new_addr)."""

@@ -173,6 +173,38 @@ cdef bint move_huge_pmd(Engine eng, MoveControl pmc, int64_t ot, int64_t oi, int
     return True
 
 
+cdef void move_normal_pmd_run(Engine eng, MoveControl pmc, int64_t ot, int64_t oi, int64_t nt,
+                              int64_t ni) noexcept nogil:
+    """More move_normal_pmd() in a row, without going round the loop: while
+    the next extent is again a whole PMD in the same two PMD tables, with a
+    normal table at the source and nothing at the destination, the loop
+    would do exactly this.  Anything else (a PUD boundary, a huge leaf, an
+    established destination and its warning) goes back to the loop."""
+    cdef uint64_t size = eng.pmd_size
+    cdef int64_t last = <int64_t>eng.imask[eng.lpmd]
+    cdef uint64_t pud_mask = eng.pud_size - 1
+    cdef uint64_t *src = eng.row(ot)
+    cdef uint64_t *dst = eng.row(nt)
+    cdef uint64_t e
+    cdef int64_t moved = 0
+    while oi <= last and ni <= last and pmc.old_end - pmc.old_addr >= size:
+        if pmc.pud_step != C_PUD_STEP_NONE and ((pmc.old_addr & pud_mask) == 0 or
+                                                 (pmc.new_addr & pud_mask) == 0):
+            break                            # the PUD step may act here
+        e = src[oi]
+        if pmd_none(e) or pmd_leaf(e) or not pmd_present(e) or not pmd_none(dst[ni]):
+            break
+        src[oi] = 0
+        dst[ni] = e
+        oi += 1
+        ni += 1
+        moved += 1
+        pmc.old_addr += size
+        pmc.new_addr += size
+    eng.ctr[CTR_PMD_MOVES] += moved
+    eng.ctr[CTR_TLB_FLUSHES] += moved
+
+
 cdef void move_ptes(Engine eng, uint64_t extent, int64_t ot, int64_t oi, int64_t nt,
                     int64_t ni) noexcept nogil:
     """move_ptes(): move each non-none PTE of the extent to its new slot.
@@ -202,6 +234,28 @@ cdef void move_ptes(Engine eng, uint64_t extent, int64_t ot, int64_t oi, int64_t
         eng.ctr[CTR_TLB_FLUSHES] += 1
 
 
+cdef struct WalkCache:
+    # The table at one level covering the last address looked up, keyed by the
+    # address bits above it: within a PUD-span the PMD table cannot change
+    # under the loop except by a move_normal_pud(), which resets the cache.
+    uint64_t key
+    int64_t tid
+
+
+cdef inline int64_t cached_walk(Engine eng, WalkCache *c, uint64_t addr, int level,
+                                bint allocate) noexcept nogil:
+    """walk_to()/alloc_to() with a one-entry cache (get_old_pmd()/alloc_new_pmd()
+    walk from the pgd each time; the answer is the same within a span)."""
+    cdef uint64_t key = addr >> eng.shift[level - 1] if level else 0
+    cdef int64_t t
+    if c.tid >= 0 and c.key == key:
+        return c.tid
+    t = eng.alloc_to(addr, level) if allocate else eng.walk_to(addr, level)
+    if t >= 0:
+        c.key, c.tid = key, t
+    return t
+
+
 cdef int move_page_tables_c(Engine eng, MoveControl pmc) noexcept nogil:
     """The loop of move_page_tables().  Returns -1 if a table allocation
     failed (the kernel breaks out; the caller sees less progress), -2 if the
@@ -212,6 +266,8 @@ cdef int move_page_tables_c(Engine eng, MoveControl pmc) noexcept nogil:
     cdef uint64_t e
     cdef int lpud = eng.lpud, lpmd = eng.lpmd, lpte = eng.lpte
     cdef bint have_pud_level = eng.nlev >= 3
+    cdef WalkCache old_pud, new_pud, old_pmd, new_pmd
+    old_pud.tid = new_pud.tid = old_pmd.tid = new_pmd.tid = -1
     if pmc.len_in == 0:
         return 0
     while pmc.old_addr < pmc.old_end:       # !pmc_done(pmc)
@@ -220,27 +276,28 @@ cdef int move_page_tables_c(Engine eng, MoveControl pmc) noexcept nogil:
         if have_pud_level and (pmc.pud_step == C_PUD_STEP_ALWAYS or
                                (pmc.pud_step == C_PUD_STEP_IF_PUD_SIZED and pmc.move_pud
                                 and extent == eng.pud_size)):
-            ot = eng.walk_to(pmc.old_addr, lpud)          # get_old_pud()
+            ot = cached_walk(eng, &old_pud, pmc.old_addr, lpud, False)   # get_old_pud()
             oi = entry_index(eng, pmc.old_addr, lpud)
             if ot < 0 or pud_none(eng.row(ot)[oi]):
                 pmc.old_addr += extent; pmc.new_addr += extent
                 continue
-            nt = eng.alloc_to(pmc.new_addr, lpud)         # alloc_new_pud()
+            nt = cached_walk(eng, &new_pud, pmc.new_addr, lpud, True)    # alloc_new_pud()
             if nt < 0:
                 return -1
             ni = entry_index(eng, pmc.new_addr, lpud)
             if pmc.move_pud and extent == eng.pud_size and not pud_leaf(eng.row(ot)[oi]):
                 if move_normal_pud(eng, pmc, ot, oi, nt, ni):
+                    old_pmd.tid = new_pmd.tid = -1                 # PMD tables changed hands
                     pmc.old_addr += extent; pmc.new_addr += extent
                     continue
         # ---- PMD level --------------------------------------------------------
         extent = get_extent(pmc.old_addr, pmc.old_end, pmc.new_addr, eng.pmd_size)
-        ot = eng.walk_to(pmc.old_addr, lpmd)              # get_old_pmd()
+        ot = cached_walk(eng, &old_pmd, pmc.old_addr, lpmd, False)       # get_old_pmd()
         oi = entry_index(eng, pmc.old_addr, lpmd)
         if ot < 0 or pmd_none(eng.row(ot)[oi]):
             pmc.old_addr += extent; pmc.new_addr += extent
             continue
-        nt = eng.alloc_to(pmc.new_addr, lpmd)             # alloc_new_pmd()
+        nt = cached_walk(eng, &new_pmd, pmc.new_addr, lpmd, True)        # alloc_new_pmd()
         if nt < 0:
             return -2 if nt == -2 else -1
         ni = entry_index(eng, pmc.new_addr, lpmd)
@@ -254,6 +311,7 @@ cdef int move_page_tables_c(Engine eng, MoveControl pmc) noexcept nogil:
         elif pmc.move_pmd and extent == eng.pmd_size:
             if move_normal_pmd(eng, pmc, ot, oi, nt, ni):
                 pmc.old_addr += extent; pmc.new_addr += extent
+                move_normal_pmd_run(eng, pmc, ot, oi + 1, nt, ni + 1)
                 continue
         if pmd_none(eng.row(ot)[oi]):
             pmc.old_addr += extent; pmc.new_addr += extent
@@ -270,6 +328,22 @@ cdef int move_page_tables_c(Engine eng, MoveControl pmc) noexcept nogil:
                   entry_pfn(eng.row(nt)[ni]), entry_index(eng, pmc.new_addr, lpte))
         pmc.old_addr += extent; pmc.new_addr += extent   # pmc_next()
     return 0
+
+
+def move_range(Engine eng not None, uint64_t old_addr, uint64_t new_addr, uint64_t old_end,
+               uint64_t len_in, MoveControl policy not None):
+    """The move_page_tables() loop without building a MoveControl per call:
+    the addresses come as arguments, everything else from ``policy`` (a
+    MoveControl used as a template; it is not modified).  Returns the final
+    pmc.old_addr, or raises as move_page_tables() does.  pymm's syscalls use
+    this; experiments can use either."""
+    cdef MoveControl pmc = MoveControl.__new__(MoveControl)
+    pmc.old_addr, pmc.new_addr, pmc.old_end, pmc.len_in = old_addr, new_addr, old_end, len_in
+    pmc.for_stack, pmc.need_rmap_locks = policy.for_stack, policy.need_rmap_locks
+    pmc.move_pmd, pmc.move_pud, pmc.pud_step = policy.move_pmd, policy.move_pud, policy.pud_step
+    pmc.pmd_warn, pmc.pud_warn, pmc.huge_pmd_warn = policy.pmd_warn, policy.pud_warn, policy.huge_pmd_warn
+    move_page_tables(eng, pmc)
+    return pmc.old_addr
 
 
 def move_page_tables(Engine eng not None, MoveControl pmc not None):

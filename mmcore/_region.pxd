@@ -22,16 +22,16 @@ cdef extern from *:
     #define MAP_ANONYMOUS MAP_ANON
     #endif
     typedef struct { unsigned char *base; size_t reserved; size_t used; } pymm_region;
-    #define PYMM_HUGE_FROM ((size_t)2 << 20)
+    #define PYMM_HUGE_FROM ((size_t)0)
 
-    static void pymm_region_advise(pymm_region *r) {
+    static inline void pymm_region_advise(pymm_region *r) {
     #ifdef MADV_HUGEPAGE
         if (r->reserved > PYMM_HUGE_FROM)
             madvise(r->base + PYMM_HUGE_FROM, r->reserved - PYMM_HUGE_FROM, MADV_HUGEPAGE);
     #endif
     }
 
-    static int pymm_region_init(pymm_region *r, size_t reserve) {
+    static inline int pymm_region_init(pymm_region *r, size_t reserve) {
         void *p = mmap(NULL, reserve, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p == MAP_FAILED) { r->base = NULL; r->reserved = 0; r->used = 0; return -1; }
@@ -41,7 +41,7 @@ cdef extern from *:
     }
 
     /* Make the first `need` bytes usable; returns 0, or -1 if out of memory. */
-    static int pymm_region_grow(pymm_region *r, size_t need) {
+    static inline int pymm_region_grow(pymm_region *r, size_t need) {
         size_t nres;
         void *p;
         if (need <= r->reserved) { if (need > r->used) r->used = need; return 0; }
@@ -62,7 +62,7 @@ cdef extern from *:
         return 0;
     }
 
-    static void pymm_region_free(pymm_region *r) {
+    static inline void pymm_region_free(pymm_region *r) {
         if (r->base) munmap(r->base, r->reserved);
         r->base = NULL; r->reserved = 0; r->used = 0;
     }

@@ -45,7 +45,6 @@ WARN_ON = mmcore.WARN_ON
 WARN_ON_ONCE = mmcore.WARN_ON_ONCE
 
 
-@dataclass
 class PageTableMove:
     """What a kernel's hooks see of one ``move_page_tables()`` call: the
     kernel's ``pagetable_move_control`` plus the VMAs around it.
@@ -53,24 +52,45 @@ class PageTableMove:
     ``old_addr``, ``new_addr`` and ``len`` may be changed by an align hook;
     ``old_end`` is fixed at ``old_addr + len`` before the hook runs unless the
     kernel says ``align_before_old_end``.  ``old`` and ``new`` are the source
-    and destination VMAs (read-only views, possibly the same VMA for exec's
-    stack shift); ``prev_of``/``next_of`` and ``find_vma_intersection`` look
-    at their neighbours as the kernel's ``vm_prev``/``vm_next`` and
-    ``find_vma_intersection()`` do.
+    and destination VMAs as read-only views (:class:`pymm.vma.VmaView`:
+    start, end, vm_flags, pgoff, anon_vma, shmem, name), possibly the same
+    VMA for exec's stack shift; ``prev_of``/``next_of`` and
+    ``find_vma_intersection`` look at their neighbours as the kernel's
+    ``vm_prev``/``vm_next`` and ``find_vma_intersection()`` do.
     """
 
-    old_addr: int
-    new_addr: int
-    len: int
-    old: object = None
-    new: object = None
-    for_stack: bool = False
-    page_size: int = 4096
-    pmd_size: int = 2 << 20
-    pud_size: int = 1 << 30
-    old_end: int = 0
-    len_in: int = 0
-    mm: object = field(default=None, repr=False)
+    __slots__ = ("old_addr", "new_addr", "len", "_old", "_new", "for_stack", "page_size",
+                 "pmd_size", "pud_size", "old_end", "len_in", "mm")
+
+    def __init__(self, old_addr: int, new_addr: int, len: int, old=None, new=None,
+                 for_stack: bool = False, page_size: int = 4096, pmd_size: int = 2 << 20,
+                 pud_size: int = 1 << 30, old_end: int = 0, len_in: int = 0, mm=None):
+        self.old_addr, self.new_addr, self.len = old_addr, new_addr, len
+        self._old, self._new, self.for_stack = old, new, for_stack
+        self.page_size, self.pmd_size, self.pud_size = page_size, pmd_size, pud_size
+        self.old_end = old_end or old_addr + len
+        self.len_in = len_in or len
+        self.mm = mm
+
+    @property
+    def old(self):
+        """The source VMA (a read-only view), made when first asked for."""
+        if self._old is not None and not isinstance(self._old, tuple):
+            from pymm.vma import view
+            self._old = view(self._old)
+        return self._old
+
+    @property
+    def new(self):
+        """The destination VMA (a read-only view), made when first asked for."""
+        if self._new is not None and not isinstance(self._new, tuple):
+            from pymm.vma import view
+            self._new = view(self._new)
+        return self._new
+
+    def __repr__(self):
+        return (f"PageTableMove(old_addr={self.old_addr:#x}, new_addr={self.new_addr:#x}, "
+                f"len={self.len:#x}, old_end={self.old_end:#x}, for_stack={self.for_stack})")
 
     def prev_of(self, vma):
         """``vma->vm_prev`` (None at the bottom)."""
@@ -177,8 +197,6 @@ def try_realign_addr(move: PageTableMove) -> None:
            <------------------------------------------->
                         move these page tables
     """
-    if move.old is None or move.new is None:
-        return
     align_mask = move.pmd_size - 1
     mask = ~align_mask & U64
     old_align = move.old_addr & align_mask
@@ -189,6 +207,8 @@ def try_realign_addr(move: PageTableMove) -> None:
     if old_align == 0:                      # already aligned
         return
     if old_align != new_align:              # only mutually aligned moves
+        return
+    if move.old is None or move.new is None:
         return
     if not can_align_down(move, move.old, move.old_addr, mask) or \
             not can_align_down(move, move.new, move.new_addr, mask):

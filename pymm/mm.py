@@ -32,12 +32,22 @@ from pymm.errors import (EACCES, EBADF, EEXIST, EFAULT, EINVAL, ENOMEM, EPERM, B
                           InvariantError,
                          KernelWarning, SegmentationFault, oserror)
 from pymm.kernels import Kernel, PageTableMove, get_kernel
-from pymm.vma import VMA, ShmemObject, Vma, VmaTree, perms, snapshot
+from pymm.vma import VMA, ShmemObject, Vma, VmaTree, perms, snapshot, view
 
 U64 = (1 << 64) - 1
 ARCHES = {"x86_64": mmcore.X86_64, "x86_64-la57": mmcore.X86_64_LA57}
 THP_MODES = ("always", "madvise", "never")
+_SITE_NAMES = {v: k for k, v in mmcore.WARN_SITES.items()}
 PM_SOFT_DIRTY = np.uint64(1 << 55)
+
+
+@functools.lru_cache(maxsize=None)
+def _policy(move_pmd, for_stack, move_pud, pud_step, pmd_warn, pud_warn, huge_pmd_warn) -> MoveControl:
+    """A MoveControl template per distinct kernel policy (templates are never
+    modified: mmcore.move_range() copies the policy out of them)."""
+    return MoveControl(0, 0, 0, for_stack=for_stack, move_pmd=move_pmd, move_pud=move_pud,
+                       pud_step=pud_step, pmd_warn=pmd_warn, pud_warn=pud_warn,
+                       huge_pmd_warn=huge_pmd_warn)
 
 
 class _Errno(Exception):
@@ -52,6 +62,8 @@ def _u64(value, name: str) -> int:
 
     Negative ints wrap as they would through C (``-4096`` is ``2**64 - 4096``);
     anything else that is not an int is a TypeError."""
+    if type(value) is int and 0 <= value <= U64:   # the common case, fast
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     value = int(value)
@@ -119,7 +131,7 @@ class MM:
                  mmap_base: Optional[int] = None, window=None,
                  max_map_count: int = C.DEFAULT_MAX_MAP_COUNT, privileged: bool = False,
                  commit_limit: Optional[int] = None, rlimit_stack: int = C.RLIMIT_STACK_DEFAULT):
-        self.kernel: Kernel = get_kernel(kernel)
+        self._kernel: Kernel = get_kernel(kernel)
         if arch not in ARCHES:
             raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(ARCHES)}")
         if thp not in THP_MODES:
@@ -136,6 +148,8 @@ class MM:
         self.pud_size = self.geometry.pud_size
         self.task_size = self.geometry.task_size
         self.map_window = self.geometry.map_window
+        self._pmask = self.page_size - 1          # offset_in_page()
+        self._va_limit = 1 << self.geometry.va_bits
         self.stack_guard_gap = C.STACK_GUARD_GAP_PAGES * self.page_size
         self.mmap_min_addr = C.MMAP_MIN_ADDR
         if max_map_count < 1:
@@ -166,6 +180,11 @@ class MM:
         self.check_enabled = check
 
     # ------------------------------------------------------------------ public attributes
+    @property
+    def kernel(self) -> Kernel:
+        """The kernel this address space runs (fixed at creation)."""
+        return self._kernel
+
     @property
     def stats(self) -> Dict[str, int]:
         """Counters since creation or reset_stats(): pte_moves, pmd_moves,
@@ -254,23 +273,20 @@ class MM:
     # ------------------------------------------------------------------ views for kernel hooks
     def _prev_view(self, vma):
         v = self._tree.prev(self._tree.lookup(vma.start))
-        return snapshot(v) if v is not None else None
+        return view(v) if v is not None else None
 
     def _next_view(self, vma):
         v = self._tree.next(self._tree.lookup(vma.start))
-        return snapshot(v) if v is not None else None
+        return view(v) if v is not None else None
 
     def _intersection_view(self, start, end):
         v = self._tree.first_intersecting(start, end)
-        return snapshot(v) if v is not None else None
+        return view(v) if v is not None else None
 
     # ------------------------------------------------------------------ helpers
     def _page_align(self, x: int) -> int:
         """PAGE_ALIGN(): rounds up, wrapping at 2**64 like the C macro."""
-        return (x + self.page_size - 1) & ~(self.page_size - 1) & U64
-
-    def _offset_in_page(self, x: int) -> int:
-        return x & (self.page_size - 1)
+        return (x + self._pmask) & ~self._pmask & U64
 
     def _pages(self, nbytes: int) -> int:
         return nbytes >> self.page_shift
@@ -545,7 +561,7 @@ class MM:
             addr = self._arch_get_unmapped_area_topdown(addr, length, flags)
         if addr > self.task_size - length:
             raise _Errno(ENOMEM)
-        if self._offset_in_page(addr):
+        if (self._pmask & addr):
             raise _Errno(EINVAL)
         if addr < self.mmap_min_addr and not self.privileged:
             raise _Errno(EPERM)  # security_mmap_addr()
@@ -567,28 +583,32 @@ class MM:
     def _do_munmap(self, start: int, length: int) -> None:
         """do_vmi_munmap() -> do_vmi_align_munmap(): split at the edges, zap,
         free page tables between the neighbours, drop the VMAs."""
-        if self._offset_in_page(start) or start > self.task_size or length > self.task_size - start:
+        if (self._pmask & start) or start > self.task_size or length > self.task_size - start:
             raise _Errno(EINVAL)
         end = start + self._page_align(length)
         if end == start:
             raise _Errno(EINVAL)
-        vmas = self._tree.intersecting(start, end)
-        if not vmas:
+        tree = self._tree
+        i, j = tree.span(start, end)                     # the VMAs overlapping [start, end)
+        if i == j:
             return
-        first = vmas[0]
-        if first.start < start and end < first.end and self.map_count >= self.max_map_count:
+        first = tree[i]
+        if first.start < start and end < first.end and len(tree) >= self.max_map_count:
             raise _Errno(ENOMEM)
         if first.start < start:
-            vmas[0] = self._split_vma(first, start)
-        if vmas[-1].end > end:
-            self._split_vma(vmas[-1], end)
-        prev = self._tree.prev(vmas[0])
-        nxt = self._tree.next(vmas[-1])
+            self._split_vma(first, start)
+            i, j = i + 1, j + 1
+        if tree[j - 1].end > end:
+            self._split_vma(tree[j - 1], end)
+        vmas = tree[i:j]
+        floor = tree[i - 1].end if i > 0 else 0
+        ceiling = tree[j].start if j < len(tree) else 0
         for v in vmas:                                   # unmap_vmas()
             self.engine.zap(v.start, v.end)
-        self._free_pgtables(vmas, prev.end if prev else 0, nxt.start if nxt else 0)
+        self._free_pgtables(vmas, floor, ceiling)
+        tree.remove_span(i, j)
         for v in vmas:
-            self._remove(v)
+            self._detach(v)
 
     @_syscall
     def munmap(self, addr, length) -> None:
@@ -617,7 +637,7 @@ class MM:
         addr, length = _u64(addr, "addr"), _u64(length, "length")
         prot, flags = _u64(prot, "prot") & 0xFFFFFFFF, _u64(flags, "flags") & 0xFFFFFFFF
         fd, offset = _u64(fd, "fd"), _u64(offset, "offset")
-        if self._offset_in_page(offset):                 # sys_mmap() on x86-64
+        if (self._pmask & offset):                 # sys_mmap() on x86-64
             raise _Errno(EINVAL)
         if not flags & C.MAP_ANONYMOUS:
             raise _Errno(EBADF)                          # fget(fd) finds no file
@@ -717,7 +737,7 @@ class MM:
         prot &= ~(C.PROT_GROWSDOWN | C.PROT_GROWSUP)
         if grows == C.PROT_GROWSDOWN | C.PROT_GROWSUP:
             raise _Errno(EINVAL)
-        if self._offset_in_page(start):
+        if (self._pmask & start):
             raise _Errno(EINVAL)
         if not length:
             return
@@ -739,16 +759,18 @@ class MM:
         elif grows & C.PROT_GROWSUP:
             raise _Errno(EINVAL)                             # no VM_GROWSUP on x86
         nstart, tmp = start, vma.start
-        for vma in self._tree.intersecting(start, end):
+        while vma is not None and vma.start < end:           # for_each_vma_range()
             if vma.start != tmp:
                 raise _Errno(ENOMEM)                         # a hole
             newflags = self._calc_vm_prot_bits(prot) | (vma.vm_flags & ~C.VM_ACCESS_FLAGS)
             if (newflags & ~(newflags >> 4)) & C.VM_ACCESS_FLAGS:
                 raise _Errno(EACCES)                         # beyond VM_MAY*
             tmp = min(vma.end, end)
-            self._mprotect_fixup(vma, nstart, tmp, newflags)
+            vma = self._mprotect_fixup(vma, nstart, tmp, newflags)
             self._partial_ok = True                          # later errors keep this
-            nstart = tmp
+            # the iterator sits on the (maybe merged) VMA: go on from its end
+            tmp = nstart = vma.end
+            vma = self._tree.find_vma(tmp)
         if tmp < end:
             raise _Errno(ENOMEM)
 
@@ -788,7 +810,7 @@ class MM:
             advice -= 1 << 32
         if advice not in C.MADV_VALID:
             raise _Errno(EINVAL)
-        if self._offset_in_page(start):
+        if (self._pmask & start):
             raise _Errno(EINVAL)
         length = self._page_align(len_in)
         if len_in and not length:
@@ -814,12 +836,12 @@ class MM:
                 if start >= end:
                     break
             tmp = min(vma.end, end)
-            vma = handler(vma, start, tmp)
+            vma = handler(vma, start, tmp)                 # becomes "prev"
             self._partial_ok = True
-            start = tmp
+            start = max(tmp, vma.end) if vma.start < tmp else tmp
             if start >= end:
                 break
-            vma = self._tree.find_vma(start)
+            vma = self._tree.find_vma(vma.end if vma.end > start else start)
         if unmapped:
             raise _Errno(ENOMEM)
 
@@ -886,8 +908,9 @@ class MM:
         obj_end = vma.start + ((vma.shm.npages - vma.pgoff) << self.page_shift)
         return max(start, min(end, obj_end))
 
-    def _fault_range(self, vma: Vma, start: int, end: int, write: bool) -> None:
-        """handle_mm_fault() for each page of [start, end) inside vma."""
+    def _fault_range(self, vma: Vma, start: int, end: int, write: bool, fill: int = -1) -> None:
+        """handle_mm_fault() for each page of [start, end) inside vma (and,
+        with ``fill``, the memset of each page in the same pass)."""
         if end <= start:
             return
         thp = self._thp_allowed(vma)
@@ -900,7 +923,7 @@ class MM:
         self.engine.fault(start, end, vma_start=vma.start, vma_end=vma.end, owner=owner,
                           pgoff=vma.pgoff, write=write, writable=bool(vma.vm_flags & C.VM_WRITE),
                           shared=vma.shm is not None, thp=thp,
-                          exec_=bool(vma.vm_flags & C.VM_EXEC))
+                          exec_=bool(vma.vm_flags & C.VM_EXEC), fill=fill)
 
     def _read_only_owner(self) -> int:
         # The engine wants an owner id even for zero-page mappings; one
@@ -920,7 +943,7 @@ class MM:
             write = vma.vm_flags & (C.VM_WRITE | C.VM_SHARED) == C.VM_WRITE
             self._fault_range(vma, s, self._shmem_clip(vma, s, e), write)
 
-    def _handle_fault(self, addr: int, write: bool, end: int) -> None:
+    def _handle_fault(self, addr: int, write: bool, end: int, fill: int = -1) -> int:
         """do_user_addr_fault(): find the VMA (growing a stack down if need
         be), check the access, then fault [addr, end) within it in one go."""
         vma = self._tree.find_vma(addr)
@@ -938,7 +961,8 @@ class MM:
         clipped = self._shmem_clip(vma, page, stop)
         if clipped <= page:
             raise BusError(addr, "BUS_ADRERR", "beyond the end of the shared memory object")
-        self._fault_range(vma, page, clipped, write)
+        self._fault_range(vma, page, clipped, write, fill)
+        return clipped
 
     def _expand_stack(self, vma: Vma, addr: int) -> bool:
         """expand_downwards(): grow a VM_GROWSDOWN VMA to cover addr."""
@@ -1041,7 +1065,8 @@ class MM:
             while pos < tail_start:
                 pos = self.engine.memset_pages(pos, tail_start, value)
                 if pos < tail_start:
-                    self._handle_fault(pos, True, tail_start)
+                    # fault in the rest of this VMA's part and fill it in one pass
+                    pos = self._handle_fault(pos, True, tail_start, fill=value)
             if end > tail_start:
                 self.write(tail_start, bytes([value]) * (end - tail_start))
         finally:
@@ -1054,7 +1079,7 @@ class MM:
         (addr >> PAGE_SHIFT) as a repeated 8-byte word: distinct contents at
         O(1) per page, to check after a move that every page landed right."""
         addr, length = self._access_args(addr, length)
-        if self._offset_in_page(addr | length):
+        if (self._pmask & addr | length):
             raise ValueError("stamp needs a page-aligned range")
         pos, end = addr, addr + length
         while pos < end:
@@ -1079,9 +1104,10 @@ class MM:
         addr = _u64(old_address, "old_address")
         old_len, new_len = _u64(old_size, "old_size"), _u64(new_size, "new_size")
         flags, new_addr = _u64(flags, "flags"), _u64(new_address, "new_address")
-        old_len, new_len = self._page_align(old_len), self._page_align(new_len)
+        pm = self._pmask
+        old_len, new_len = (old_len + pm) & ~pm & U64, (new_len + pm) & ~pm & U64  # PAGE_ALIGN()
         self._check_mremap_params(addr, old_len, new_len, flags, new_addr)
-        if self.kernel.multi_vma_move and flags & C.MREMAP_FIXED and old_len == new_len:
+        if self._kernel.multi_vma_move and flags & C.MREMAP_FIXED and old_len == new_len:
             return self._remap_move(addr, old_len, flags, new_addr)
         vma = self._tree.lookup(addr)
         self._check_prep_vma(vma, addr, old_len, new_len, flags)
@@ -1093,7 +1119,7 @@ class MM:
         """check_mremap_params()."""
         if flags & ~(C.MREMAP_FIXED | C.MREMAP_MAYMOVE | C.MREMAP_DONTUNMAP):
             raise _Errno(EINVAL)
-        if self._offset_in_page(addr):
+        if (self._pmask & addr):
             raise _Errno(EINVAL)
         if not new_len:
             raise _Errno(EINVAL)
@@ -1103,7 +1129,7 @@ class MM:
             return
         if new_addr > self.task_size - new_len:
             raise _Errno(EINVAL)
-        if self._offset_in_page(new_addr):
+        if (self._pmask & new_addr):
             raise _Errno(EINVAL)
         if not flags & C.MREMAP_MAYMOVE:
             raise _Errno(EINVAL)
@@ -1111,7 +1137,7 @@ class MM:
             raise _Errno(EINVAL)
         if addr + old_len > new_addr and new_addr + new_len > addr:   # vrm_overlaps()
             raise _Errno(EINVAL)
-        if self.map_count + 2 >= self.max_map_count - 3:
+        if len(self._tree) + 2 >= self.max_map_count - 3:
             raise _Errno(ENOMEM)
 
     def _check_prep_vma(self, vma, addr, old_len, new_len, flags) -> None:
@@ -1137,6 +1163,10 @@ class MM:
         """remap_move() (6.17): move every VMA in [addr, addr+length) to
         new_addr, keeping the gaps between them."""
         start, end = addr, addr + length
+        vma = self._tree.lookup(start)
+        if vma is not None and vma.end >= end:             # one VMA: the common case
+            self._check_prep_vma(vma, start, length, length, flags)
+            return self._mremap_to(start, length, length, flags, new_addr)
         target = new_addr
         res = None
         last_end = 0
@@ -1169,15 +1199,13 @@ class MM:
         if flags & C.MREMAP_FIXED:
             self._do_munmap(new_addr, new_len)
             self._partial_ok = True                        # the destination is gone for good
-            if self._tree.lookup(addr) is None:
-                raise _Errno(EFAULT)
         if old_len > new_len:                              # shrink_vma()
             self._do_munmap(addr + new_len, old_len - new_len)
             self._partial_ok = True
             old_len = new_len
         vma = self._tree.lookup(addr)
         if vma is None:
-            raise _Errno(EFAULT)
+            raise _Errno(EFAULT)                           # the source went with the unmap
         new_addr = self._vrm_set_new_addr(vma, addr, new_len, flags, new_addr)
         return self._move_vma(vma, addr, old_len, new_len, flags, new_addr)
 
@@ -1247,7 +1275,7 @@ class MM:
     def _move_vma(self, vma: Vma, addr, old_len, new_len, flags, new_addr) -> int:
         """move_vma(): copy the VMA, move its page tables, unmap the source
         (or, with MREMAP_DONTUNMAP, leave it empty)."""
-        if self.map_count >= self.max_map_count - 3:      # prep_move_vma()
+        if len(self._tree) >= self.max_map_count - 3:    # prep_move_vma()
             raise _Errno(ENOMEM)
         new_pgoff = vma.pgoff + self._pages(addr - vma.start)
         new_vma, vma = self._copy_vma(vma, new_addr, new_len, new_pgoff)
@@ -1285,16 +1313,12 @@ class MM:
         """move_page_tables() as ``self.kernel`` runs it: overlap guard,
         align hook, the mmcore loop, warnings, and the kernel's idea of how
         many bytes that moved."""
-        k = self.kernel
-        move = PageTableMove(old_addr, new_addr, length,
-                             old=snapshot(old_vma) if old_vma is not None else None,
-                             new=snapshot(new_vma) if new_vma is not None else None,
-                             for_stack=for_stack and k.exec_passes_for_stack,
-                             page_size=self.page_size, pmd_size=self.pmd_size,
-                             pud_size=self.pud_size, old_end=old_addr + length, len_in=length,
-                             mm=self)
         if not length:
             return 0
+        k = self._kernel
+        move = PageTableMove(old_addr, new_addr, length, old_vma, new_vma,  # views made lazily
+                             for_stack and k.exec_passes_for_stack, self.page_size, self.pmd_size,
+                             self.pud_size, old_addr + length, length, self)
         allow_pmd = k.pmd_moves
         if k.overlap_guard is not None:
             allow, warn_up = k.overlap_guard(move)
@@ -1303,34 +1327,39 @@ class MM:
                 self.engine.record_warning("overlap_up", old_addr, new_addr)
         if k.align is not None:
             k.align(move)
-            self._validate_move(move)
+            if (move.old_addr, move.new_addr, move.len) != (old_addr, new_addr, length):
+                self._validate_move(move)
             if k.align_before_old_end:
                 move.old_end = move.old_addr + move.len
-        pmc = MoveControl(move.old_addr, move.new_addr, 0, for_stack=move.for_stack,
-                          move_pmd=allow_pmd, move_pud=k.pud_moves, pud_step=k.pud_step,
-                          pmd_warn=k.pmd_warn, pud_warn=k.pud_warn, huge_pmd_warn=k.huge_pmd_warn)
-        pmc.old_end = move.old_end
-        pmc.len_in = move.len_in
+        end_addr = move.old_addr
         if move.old_addr < move.old_end:
-            mmcore.move_page_tables(self.engine, pmc)
-        self._collect_warnings()
-        return k.progress(move, pmc.old_addr)
+            end_addr = mmcore.move_range(self.engine, move.old_addr, move.new_addr, move.old_end,
+                                         move.len_in, self._move_policy(allow_pmd, move.for_stack))
+        if self.engine.pending_warnings:
+            self._collect_warnings()
+        return k.progress(move, end_addr)
+
+    def _move_policy(self, allow_pmd: bool, for_stack: bool) -> MoveControl:
+        """The kernel's compile-time choices, as a MoveControl template."""
+        k = self._kernel
+        return _policy(allow_pmd, for_stack, k.pud_moves, k.pud_step, k.pmd_warn, k.pud_warn,
+                       k.huge_pmd_warn)
 
     def _validate_move(self, move: PageTableMove) -> None:
+        """An align hook (maybe a user's) must leave a sane move behind."""
         for name in ("old_addr", "new_addr", "len"):
             v = getattr(move, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= U64:
+            if type(v) is not int or not 0 <= v <= U64:
                 raise ValueError(f"align hook left move.{name}={v!r}: not an unsigned long")
         if (move.old_addr | move.new_addr) & (self.page_size - 1):
             raise ValueError("align hook left an unaligned address")
-        if move.old_addr >= self.geometry.task_size + self.page_size or \
-                move.new_addr + (move.old_end - move.old_addr) > (1 << self.geometry.va_bits):
+        if move.old_addr >= self.task_size + self.page_size or \
+                move.new_addr + (move.old_end - move.old_addr) > self._va_limit:
             raise ValueError("align hook moved the range outside the address space")
 
     def _collect_warnings(self) -> None:
-        names = {v: k for k, v in mmcore.WARN_SITES.items()}
         for site, old, new in self.engine.take_warnings():
-            name = names[site]
+            name = _SITE_NAMES[site]
             s = self.kernel.site(name)
             w = KernelWarning(s.function, s.location,
                               f"{s.message}; old_addr={old:#x} new_addr={new:#x}",
@@ -1351,7 +1380,7 @@ class MM:
         """
         top = self.task_size if top is None else _u64(top, "top")
         size = self._page_align(max(int(arg_bytes), self.page_size))
-        if self._offset_in_page(top) or size >= top or top > self.task_size:
+        if (self._pmask & top) or size >= top or top > self.task_size:
             raise ValueError("stack top must be page aligned, above the stack size, within task_size")
         start = top - size
         if self._tree.first_intersecting(start, top):
@@ -1382,7 +1411,7 @@ class MM:
         vma = self._tree.lookup(vma_start)
         if vma is None or vma.start != vma_start:
             raise ValueError(f"no VMA starts at {vma_start:#x}")
-        if self._offset_in_page(shift):
+        if (self._pmask & shift):
             raise ValueError("shift must be page aligned")
         old_start, old_end = vma.start, vma.end
         length = old_end - old_start

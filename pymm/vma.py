@@ -7,6 +7,7 @@ it changes (inserting shifts the list in C, never in Python).
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import namedtuple
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -103,6 +104,15 @@ class VMA:
         return f"VMA({self.start:#x}-{self.end:#x} {self.perms}{' ' + self.name if self.name else ''})"
 
 
+VmaView = namedtuple("VmaView", "start end vm_flags pgoff anon_vma shmem name")
+VmaView.__doc__ = """A cheap read-only view of a VMA, for kernel hooks (see PageTableMove)."""
+
+
+def view(v: Vma) -> VmaView:
+    return VmaView(v.start, v.end, v.vm_flags, v.pgoff, v.anon or None,
+                   v.shm.owner if v.shm is not None else None, v.name)
+
+
 def snapshot(v: Vma) -> VMA:
     prot = ((PROT_READ if v.vm_flags & VM_READ else 0) | (PROT_WRITE if v.vm_flags & VM_WRITE else 0)
             | (PROT_EXEC if v.vm_flags & VM_EXEC else 0))
@@ -155,6 +165,21 @@ class VmaTree:
                 out.append(self._vmas[i])
             i += 1
         return out
+
+    def span(self, start: int, end: int):
+        """Indices (i, j): self[i:j] are the VMAs overlapping [start, end)."""
+        i = bisect_right(self._starts, start) - 1
+        if i < 0 or self._vmas[i].end <= start:
+            i += 1
+        j = bisect_right(self._starts, end - 1) if end else len(self._vmas)
+        return i, max(i, j)
+
+    def __getitem__(self, i):
+        return self._vmas[i]
+
+    def remove_span(self, i: int, j: int) -> None:
+        del self._starts[i:j]
+        del self._vmas[i:j]
 
     def first_intersecting(self, start: int, end: int) -> Optional[Vma]:
         v = self.find_vma(start)

@@ -146,3 +146,12 @@ def test_regression_dontunmap_source_keeps_vm_account_and_remerges():
     replay_both([Op("mmap", (B, 0x201000, RW, RWP)),
                  Op("mremap", (B, PAGE, PAGE, pymm.MREMAP_MAYMOVE | pymm.MREMAP_DONTUNMAP, B + PAGE)),
                  Op("mmap", (B, PAGE, RW, RWP))])
+
+
+def test_regression_mprotect_continues_after_a_merge():
+    # The kernel's VMA iterator goes on from the end of the merged VMA; pymm
+    # used to revisit the VMA that had just been merged away (ENOMEM).
+    replay_both([Op("mmap", (B, 2 * PAGE, pymm.PROT_READ, RWP)), Op("mmap", (B, PAGE, RW, RWP)),
+                 Op("mprotect", (B, 2 * PAGE, pymm.PROT_READ))])
+    replay_both([Op("mmap", (B, 3 * PAGE, RW, RWP)), Op("mmap", (B + PAGE, PAGE, pymm.PROT_READ, RWP)),
+                 Op("mprotect", (B, 16 * PAGE, pymm.PROT_READ))])
