@@ -102,6 +102,31 @@ cdef struct Problem:
     uint64_t found
     uint64_t expected
 
+# Engine.leaf_runs(): merged runs of leaves.
+cdef struct LeafRun:
+    uint64_t start
+    uint64_t end
+    uint64_t entry
+    int64_t frame
+    int level
+
+cdef struct RunOut:
+    LeafRun *runs
+    int64_t n
+    int64_t cap
+    int oom
+
+# Engine.table_tree(): one row per reachable page-table page.
+cdef struct TreeOut:
+    int64_t n
+    int64_t *table
+    int64_t *parent
+    int64_t *index
+    int64_t *fill
+    uint64_t *base
+    int8_t *level
+    uint8_t *seen
+
 cdef struct ScanState:
     int64_t nv
     uint64_t *vstart
@@ -204,8 +229,10 @@ cdef class Engine:
     cdef void pagemap_c(self, uint64_t start, int64_t npages, uint64_t *out) noexcept nogil
     # -- warnings, checks ------------------------------------------------------------
     cdef bint warn(self, int site, int once, uint64_t old_addr, uint64_t new_addr) noexcept nogil
-    cdef void _collect(self, int l, int64_t t, uint64_t addr, uint64_t end, list addrs,
-                       list levels, list ents)
+    cdef void runs_level(self, RunOut *o, int l, int64_t t, uint64_t addr, uint64_t end) noexcept nogil
+    cdef void add_leaf(self, RunOut *o, uint64_t addr, uint64_t size, int l, uint64_t e) noexcept nogil
+    cdef void tree_level(self, TreeOut *o, int l, int64_t t, uint64_t base, int64_t parent,
+                         int64_t index) noexcept nogil
     cdef void scan_level(self, ScanState *s, int l, int64_t t, uint64_t base) noexcept nogil
     cdef void scan_leaf(self, ScanState *s, uint64_t addr, int64_t f) noexcept nogil
     cdef void scan_frames(self, ScanState *s) noexcept nogil

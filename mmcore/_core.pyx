@@ -73,6 +73,10 @@ PROBLEM_CODES = (
     "frame-count",         # the allocator's live-frame count disagrees with the scan
 )
 
+# Leaves merge into one run only if these bits agree (not A, D or soft-dirty).
+cdef uint64_t RUN_FLAG_MASK = (_PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_PSE | _PAGE_PROTNONE
+                               | _PAGE_SPECIAL | _PAGE_NX)
+
 MAX_OWNERS = 1 << (64 - 44)  # owner ids fit the 20 bits above the 44-bit index
 
 
@@ -1371,34 +1375,131 @@ cdef class Engine:
         fill_page(<uint8_t*>PyBytes_AS_STRING(out), self.ftag[f], <int64_t>self.page_size, self.bufs, 0)
         return out
 
-    def leaves(self, uint64_t start, uint64_t end):
-        """Every present leaf in [start, end) as arrays (addr, level, entry).
-        A huge leaf is one row.  For pictures and tests; the checker has its
-        own scan."""
-        self._check_range(start, end)
-        addrs, levels, ents = [], [], []
-        self._collect(0, 0, start, end, addrs, levels, ents)
-        return (np.array(addrs, dtype=np.uint64), np.array(levels, dtype=np.int8),
-                np.array(ents, dtype=np.uint64))
+    def leaf_runs(self, uint64_t start, uint64_t end):
+        """The present leaves in [start, end), merged into runs: address-
+        contiguous leaves of one level, with the same permission bits, that
+        map consecutive frames (or all the zero page).  Returns a dict of
+        arrays: ``start``, ``end``, ``level``, ``entry`` (the first leaf's
+        entry) and ``frame`` (the first frame).  Backs ``MM.describe()``.
 
-    cdef void _collect(self, int l, int64_t t, uint64_t addr, uint64_t end, list addrs,
-                       list levels, list ents):
+        Example::
+
+            >>> runs = eng.leaf_runs(0, 1 << 47)
+            >>> runs["start"][0], runs["level"][0]
+        """
+        self._check_range(start, end)
+        cdef RunOut o
+        o.n = 0
+        o.cap = 64
+        o.oom = 0
+        o.runs = <LeafRun *>malloc(o.cap * sizeof(LeafRun))
+        if o.runs == NULL:
+            raise MemoryError()
+        try:
+            with nogil:
+                self.runs_level(&o, 0, 0, start, end)
+            if o.oom:
+                raise MemoryError()
+            out = {k: np.empty(o.n, dtype=d) for k, d in (
+                ("start", np.uint64), ("end", np.uint64), ("level", np.int8),
+                ("entry", np.uint64), ("frame", np.int64))}
+            for i in range(o.n):
+                out["start"][i] = o.runs[i].start
+                out["end"][i] = o.runs[i].end
+                out["level"][i] = o.runs[i].level
+                out["entry"][i] = o.runs[i].entry
+                out["frame"][i] = o.runs[i].frame
+            return out
+        finally:
+            free(o.runs)
+
+    cdef void runs_level(self, RunOut *o, int l, int64_t t, uint64_t addr, uint64_t end) noexcept nogil:
         cdef uint64_t size = (<uint64_t>1) << self.shift[l]
         cdef uint64_t nxt, e
         cdef int64_t i = (addr >> self.shift[l]) & self.imask[l]
-        while addr < end:
+        while addr < end and not o.oom:
             nxt = span_end(addr, end, size)
             e = self.row(t)[i]
             if e != 0:
                 if l == self.lpte or pmd_leaf(e):
                     if pte_present(e):
-                        addrs.append(addr & ~(size - 1))
-                        levels.append(l)
-                        ents.append(e)
+                        self.add_leaf(o, addr & ~(size - 1), size, l, e)
                 else:
-                    self._collect(l + 1, entry_pfn(e), addr, nxt, addrs, levels, ents)
+                    self.runs_level(o, l + 1, entry_pfn(e), addr, nxt)
             addr = nxt
             i += 1
+
+    cdef void add_leaf(self, RunOut *o, uint64_t addr, uint64_t size, int l, uint64_t e) noexcept nogil:
+        """Extend the last run with this leaf, or start a new run."""
+        cdef int64_t f = entry_pfn(e)
+        cdef LeafRun *r
+        cdef LeafRun *grown
+        if o.n:
+            r = &o.runs[o.n - 1]
+            if (r.end == addr and r.level == l and (r.entry & RUN_FLAG_MASK) == (e & RUN_FLAG_MASK)
+                    and (f == r.frame + <int64_t>((addr - r.start) >> self.shift[self.lpte])
+                         or (self.is_zero_frame(f) and self.is_zero_frame(r.frame)))):
+                r.end = addr + size
+                return
+        if o.n == o.cap:
+            grown = <LeafRun *>realloc(o.runs, 2 * o.cap * sizeof(LeafRun))
+            if grown == NULL:
+                o.oom = 1
+                return
+            o.runs = grown
+            o.cap *= 2
+        r = &o.runs[o.n]
+        r.start, r.end, r.level, r.entry, r.frame = addr, addr + size, l, e, f
+        o.n += 1
+
+    def table_tree(self):
+        """Every page-table page reachable from the root, parents first:
+        a dict of arrays ``table``, ``level``, ``parent`` (-1 for the root),
+        ``index`` (the slot in the parent), ``base`` (first address it
+        covers) and ``fill`` (entries that are not none).  Tables missing
+        from it but allocated are what the checker calls unreachable.
+
+        Example::
+
+            >>> tree = eng.table_tree()
+            >>> int(tree["fill"][0])     # entries used in the pgd
+        """
+        cdef TreeOut o
+        cdef int64_t n = self.thw
+        cols = {k: np.zeros(n, dtype=np.int64) for k in ("table", "parent", "index", "fill")}
+        cols["base"] = np.zeros(n, dtype=np.uint64)
+        cols["level"] = np.zeros(n, dtype=np.int8)
+        seen = np.zeros(n, dtype=np.uint8)
+        cdef int64_t[::1] vt = cols["table"], vp = cols["parent"], vi = cols["index"], vf = cols["fill"]
+        cdef uint64_t[::1] vb = cols["base"]
+        cdef int8_t[::1] vl = cols["level"]
+        cdef uint8_t[::1] vs = seen
+        o.n = 0
+        o.table, o.parent, o.index, o.fill = &vt[0], &vp[0], &vi[0], &vf[0]
+        o.base, o.level, o.seen = &vb[0], &vl[0], &vs[0]
+        with nogil:
+            self.tree_level(&o, 0, 0, 0, -1, -1)
+        return {k: v[:o.n].copy() for k, v in cols.items()}
+
+    cdef void tree_level(self, TreeOut *o, int l, int64_t t, uint64_t base, int64_t parent,
+                         int64_t index) noexcept nogil:
+        cdef int64_t k = o.n, i, fill = 0, child
+        cdef uint64_t *r
+        cdef uint64_t e
+        if t < 0 or t >= self.thw or o.seen[t] or self.tlevel[t] != l:
+            return          # corrupt link: the checker reports it (table-level)
+        r = self.row(t)
+        o.seen[t] = 1
+        o.n += 1
+        o.table[k], o.level[k], o.base[k], o.parent[k], o.index[k] = t, l, base, parent, index
+        for i in range(self.ents):
+            e = r[i]
+            if e == 0:
+                continue
+            fill += 1
+            if l < self.lpte and not pmd_leaf(e) and pte_present(e):
+                self.tree_level(o, l + 1, entry_pfn(e), base + (<uint64_t>i << self.shift[l]), t, i)
+        o.fill[k] = fill
 
     # ------------------------------------------------------------------ checks
     def check_scan(self, cnp.uint64_t[::1] vstart not None, cnp.uint64_t[::1] vend not None,

@@ -1393,7 +1393,7 @@ class MM:
         return start
 
     @_syscall
-    def shift_arg_pages(self, vma_start, shift) -> None:
+    def shift_arg_pages(self, vma_start, shift, *, partial=None) -> None:
         """relocate_vma_down() (fs/exec.c shift_arg_pages() before 6.x): move
         the VMA starting at vma_start down by shift bytes, as exec moves the
         stack.  The ranges overlap when shift is smaller than the VMA.
@@ -1402,6 +1402,10 @@ class MM:
         2. move_page_tables(vma, old_start, vma, new_start, len, for_stack);
         3. free_pgd_range() of the tail (floor/ceiling as exec chooses);
         4. shrink the VMA to [new_start, new_end).
+
+        ``partial=n`` stops after step 2 with only the first n bytes moved:
+        the state the kernel's loop is in after its first extent (for
+        pictures; the VMA is left expanded, as it is at that moment).
 
         Example::
 
@@ -1422,7 +1426,14 @@ class MM:
             raise _Errno(EFAULT)                       # a VMA sits in between
         if not shift:
             return
+        if partial is not None:
+            partial = _u64(partial, "partial")
+            if partial & self._pmask or not 0 < partial <= length:
+                raise ValueError("partial must be page aligned and within the VMA")
         self._tree.set_start(vma, new_start)             # vma_expand()
+        if partial is not None:
+            self._move_page_tables(vma, vma, old_start, new_start, partial, for_stack=True)
+            return
         moved = self._move_page_tables(vma, vma, old_start, new_start, length, for_stack=True)
         if moved != length:
             raise _Errno(ENOMEM)                         # "rely on process cleanup"
@@ -1509,6 +1520,33 @@ class MM:
         """
         from pymm.walk import Walk
         return Walk(self, _u64(addr, "addr"))
+
+    def describe(self, start=0, end=None, *, check=True):
+        """The page tables as merged ranges (4K/2M/1G, permissions, frame
+        runs), per-level fill, empty tables kept alive and orphan entries;
+        ``str()`` of the result is what ``pymm show`` prints; it also lists
+        broken invariants unless ``check=False``.
+
+        Example::
+
+            >>> d = mm.describe()
+            >>> d.ranges[0].page, len(d.empty_tables)
+            ('4K', 0)
+        """
+        from pymm.show import describe
+        limit = 1 << self.geometry.va_bits
+        start = _u64(start, "start")
+        end = limit if end is None else _u64(end, "end")
+        if not start <= end <= limit:
+            raise ValueError(f"describe() range [{start:#x}, {end:#x}) is not inside the address space")
+        return describe(self, start, end, check=bool(check))
+
+    def _repr_html_(self) -> str:
+        """Rich display in a notebook: the maps and the page-table summary."""
+        import html
+        maps = html.escape(self.format_maps()) or "(no mappings)"
+        return (f"<p><code>{html.escape(repr(self))}</code></p><pre>{maps}</pre>"
+                + self.describe()._repr_html_())
 
     def __repr__(self):
         return (f"<pymm.MM kernel={self.kernel.name} arch={self.arch} vmas={self.map_count} "

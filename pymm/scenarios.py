@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 import warnings as _warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -82,6 +82,46 @@ def _finish(res: Result, mm: MM) -> Result:
     return res
 
 
+# -- stages: a scenario's address space, and the move still to run ----------------------
+@dataclass
+class Stage:
+    """A scenario split in two: the address space it sets up, and the move
+    it then runs (``act()``).  Pictures and ``pymm show`` look at ``mm``
+    before and after; ``window`` is the address range worth drawing.
+    ``first_step()``, where given, runs instead of ``act()`` only as far as
+    the move loop's first extent: the state the second extent meets.
+
+    Example::
+
+        >>> st = stack_shift_stage("5.8")
+        >>> before = st.mm.describe()
+        >>> st.act()
+        >>> st.mm.stats["pmd_moves"]
+        0
+    """
+
+    name: str
+    mm: MM
+    act: Callable[[], object]
+    window: Tuple[int, int]
+    first_step: Optional[Callable[[], object]] = None
+    details: Dict[str, int] = field(default_factory=dict)
+
+
+def stack_shift_stage(kernel="5.8", *, stack_bytes: int = 4 * MiB, shift: int = PMD,
+                      stack_top: Optional[int] = None) -> Stage:
+    """The stack VMA of a new exec, and its shift down by ``shift`` (see
+    :func:`stack_shift_warning`)."""
+    mm = MM(kernel=get_kernel(kernel))
+    start = mm.setup_exec_stack(arg_bytes=stack_bytes, top=stack_top)
+    top = mm.maps()[0].end
+    boundary = (start + PMD - 1) & ~(PMD - 1)
+    window = ((start - shift) & ~(PMD - 1), (top + PMD - 1) & ~(PMD - 1))
+    first = (lambda: mm.shift_arg_pages(start, shift, partial=boundary - start)) if boundary != start else None
+    return Stage("stack shift", mm, lambda: mm.shift_arg_pages(start, shift), window, first,
+                 {"old_start": start, "old_end": top, "shift": shift})
+
+
 # -- 1. the WARNING -----------------------------------------------------------------------
 def stack_shift_warning(kernel="5.8", *, stack_bytes: int = 4 * MiB, shift: int = PMD,
                         stack_top: Optional[int] = None) -> Result:
@@ -92,23 +132,22 @@ def stack_shift_warning(kernel="5.8", *, stack_bytes: int = 4 * MiB, shift: int 
 
         new_start        old_start  B1              old_end
            |<--- shift --->|--------|---- full PMD ---|--...
-        the first extent is per-PTE (old_start is off a boundary), which
-        allocates a PTE table in the PMD below B1; then the PMD-sized extent
-        at B1 moves to that very PMD: WARN_ON(!pmd_none(*new_pmd)).
+        the first extent is per-PTE (old_start is off a boundary): its
+        source PTE table, in the PMD just below B1, is left empty; then the
+        PMD-sized extent at B1 moves to that very PMD, whose table is still
+        there: WARN_ON(!pmd_none(*new_pmd)).
 
     ``stack_top`` defaults to STACK_TOP_MAX (x86-64: task_size, which ends
     ...fff000, off a PMD boundary); pass an aligned one to model i386.
     """
-    k = get_kernel(kernel)
-    mm = MM(kernel=k)
-    res = Result("stack shift", k.name, "")
-    start = mm.setup_exec_stack(arg_bytes=stack_bytes, top=stack_top)
-    top = mm.maps()[0].end
+    st = stack_shift_stage(kernel, stack_bytes=stack_bytes, shift=shift, stack_top=stack_top)
+    mm, start, top = st.mm, st.details["old_start"], st.details["old_end"]
+    res = Result(st.name, mm.kernel.name, "")
     npages = (top - start) // PAGE
     before = mm.engine.page_tags(start, npages)
     mm.reset_stats()
     try:
-        _quiet(lambda: mm.shift_arg_pages(start, shift))
+        _quiet(st.act)
     except OSError as e:
         res.error = f"shift_arg_pages failed: {e.strerror.split(' [')[0]} (exec would abort)"
     after = mm.engine.page_tags(start - shift, npages)
@@ -124,7 +163,7 @@ def stack_shift_warning(kernel="5.8", *, stack_bytes: int = 4 * MiB, shift: int 
     if res.error:
         bits.append("exec fails with ENOMEM")
     res.outcome = ", ".join(bits)
-    res.details = {"old_start": start, "old_end": top, "shift": shift}
+    res.details = dict(st.details)
     return res
 
 
@@ -162,6 +201,18 @@ def _read_byte(mm, addr):
         return f"SIGSEGV ({f.code})"
 
 
+def kirill_stage(kernel="6.18") -> Stage:
+    """Kirill's program up to its mremap(), which ``act()`` runs."""
+    mm = MM(kernel=get_kernel(kernel))
+    mm.mmap(SRC_ADDR, 2 * MiB, C.PROT_READ | C.PROT_WRITE, C.MAP_PRIVATE | C.MAP_ANONYMOUS)
+    mm.madvise(SRC_ADDR, 2 * MiB, C.MADV_NOHUGEPAGE)
+    mm.memset(SRC_ADDR, 0x33, 2 * MiB)
+    return Stage("Kirill's test case", mm,
+                 lambda: mm.mremap(SRC_ADDR + PAGE, PAGE, PAGE, C.MREMAP_MAYMOVE | C.MREMAP_FIXED,
+                                   DST_ADDR + PAGE),
+                 (SRC_ADDR, DST_ADDR + PMD))
+
+
 def kirill_test_case(kernel="6.18") -> Result:
     """Kirill's program from the thread, call for call.
 
@@ -170,16 +221,10 @@ def kirill_test_case(kernel="6.18") -> Result:
     PMD and drags SRC's first PTE along: DST[0] reads 0x33 from a PTE
     outside every VMA, and SRC[0] has lost its page (it reads 0 now).
     """
-    k = get_kernel(kernel)
-    mm = MM(kernel=k)
-    res = Result("Kirill's test case", k.name, "")
-
-    def run():
-        mm.mmap(SRC_ADDR, 2 * MiB, C.PROT_READ | C.PROT_WRITE, C.MAP_PRIVATE | C.MAP_ANONYMOUS)
-        mm.madvise(SRC_ADDR, 2 * MiB, C.MADV_NOHUGEPAGE)
-        mm.memset(SRC_ADDR, 0x33, 2 * MiB)
-        mm.mremap(SRC_ADDR + PAGE, PAGE, PAGE, C.MREMAP_MAYMOVE | C.MREMAP_FIXED, DST_ADDR + PAGE)
-    _quiet(run)
+    st = kirill_stage(kernel)
+    mm = st.mm
+    res = Result(st.name, mm.kernel.name, "")
+    _quiet(st.act)
     # printf("0: %#x 4096: %#x") reads DST[0] first: on a correct kernel that
     # faults, so read DST[4096] separately, and SRC[0] before the check.
     _finish(res, mm)

@@ -1,13 +1,19 @@
 """mm.walk(addr): a page-table walk, level by level, as the MMU does it.
 
-Example::
+Works for any geometry (4-level x86-64, 5-level LA57, ...).  Iterate the
+walk for its steps; ``str()`` explains it, ``_repr_html_`` draws it in a
+notebook.
 
-    >>> print(mm.walk(0x7f0000001234))
-    walk of 0x7f0000001234 (x86_64, 4 levels)
-      pgd[254] (bits 47-39) in table 0: 0x0000000000001067 -> table 1  P RW US A D
-      ...
-      pte[1]   (bits 20-12) in table 3: 0x8000000000201867 -> frame 513  P RW US A D SD NX
-      = frame 513 + offset 0x234
+Example (the stack after exec's shift, ``pymm show --walk 0x7fffffa01234``)::
+
+    >>> print(mm.walk(0x7fffffa01234))
+    walk of 0x7fffffa01234 (x86_64, 4 levels)
+      0x7fffffa01234 = pgd 255 | pud 511 | pmd 509 | pte 1 | offset 0x234
+      pgd[255]  (bits 47-39) in table 0: 0x0000000000001067 -> table 1  P RW US A D
+      pud[511]  (bits 38-30) in table 1: 0x0000000000002067 -> table 2  P RW US A D
+      pmd[509]  (bits 29-21) in table 2: 0x0000000000003067 -> table 3  P RW US A D
+      pte[1]    (bits 20-12) in table 3: 0x8000000000003867 -> frame 3  P RW US A D SD NX
+      = frame 3 + offset 0x234
 """
 from __future__ import annotations
 
@@ -97,7 +103,7 @@ class Walk:
 
     def __str__(self):
         g = self.geometry
-        lines = [f"walk of {self.addr:#x} ({g.name}, {g.levels} levels)"]
+        lines = [f"walk of {self.addr:#x} ({g.name}, {g.levels} levels)", "  " + self.split()]
         width = max(len(n) for n in g.level_names)
         for s in self.steps:
             where = f"{s.level_name}[{s.index}]".ljust(width + 6)
@@ -111,6 +117,28 @@ class Walk:
         else:
             lines.append("  = miss: the MMU faults, the kernel's fault handler decides")
         return "\n".join(lines)
+
+    def split(self) -> str:
+        """The address cut into its indices, as the MMU cuts it:
+        ``0x7fffffa00000 = pgd 255 | pud 511 | pmd 509 | pte 0 | offset 0x0``."""
+        g = self.geometry
+        parts = [f"{name} {(self.addr >> g.shift(lv)) & ((1 << g.level_bits[lv]) - 1)}"
+                 for lv, name in enumerate(g.level_names)]
+        return f"{self.addr:#x} = " + " | ".join(parts) + f" | offset {self.addr & (g.page_size - 1):#x}"
+
+    def _repr_html_(self) -> str:
+        """Rich display in a notebook: one table row per level."""
+        import html
+        rows = "".join(
+            f"<tr><td>{s.level_name}[{s.index}]</td><td>{s.index_bits}</td><td>{s.table}</td>"
+            f"<td><code>{s.entry:#018x}</code></td><td>{html.escape(' '.join(s.flags))}</td>"
+            f"<td>{s.leads_to}{'' if s.target is None else ' ' + str(s.target)}</td></tr>" for s in self.steps)
+        result = (f"frame {self.frame} + offset {self.offset:#x}" if self.hit
+                  else "miss: the MMU faults")
+        return (f"<div><b>walk of <code>{self.addr:#x}</code></b> ({self.geometry.name}, "
+                f"{self.geometry.levels} levels): <code>{html.escape(self.split())}</code><table><tr><th>entry</th><th>index bits</th>"
+                f"<th>in table</th><th>raw</th><th>flags</th><th>leads to</th></tr>{rows}</table>"
+                f"<p>= {result}</p></div>")
 
     def __repr__(self):
         return f"<Walk {self.addr:#x}: {'frame ' + str(self.frame) if self.hit else 'miss'}>"
