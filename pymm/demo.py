@@ -66,15 +66,16 @@ def demo(out: TextIO = sys.stdout, *, run_host: bool = True, execs: int = 2048) 
     """Tell the story; returns the exit status (0)."""
     results: Dict[str, Dict[str, object]] = {k: {} for k in KERNELS}
     names = list(KERNELS)
-    with Progress("demo", total=len(names) * 4 + 3) as prog:
+    with Progress("demo", total=len(names) * 5) as prog:
         for k in names:
             results[k]["shift"] = S.stack_shift_warning(k)
             results[k]["kirill"] = S.kirill_test_case(k)
             results[k]["moveup"] = S.kirill_move_up(k)
             results[k]["ptenone"] = S.pte_none_regression(k)
             prog.step(k, advance=4)
-        loops = {k: S.naresh_runs(k, execs=execs) for k in ("5.8", "5.8+linus-v3", "5.8+linus-v4")}
-        prog.step("Naresh's runs", advance=3)
+            results[k]["naresh"] = S.naresh_runs(k, execs=execs)
+            prog.step(f"{k}: {execs} execs")
+    loops = {k: results[k]["naresh"] for k in ("5.8", "5.8+linus-v3", "5.8+linus-v4")}
 
     out.write("pymm demo: the move_normal_pmd() WARNING thread of July 2020, replayed on\n"
               "pymm's page-table engine under each kernel the thread produced.\n")
@@ -169,10 +170,15 @@ def _cell_moveup(r) -> str:
     return ("ok" if r.data_intact else "CORRUPT") + (" WARN" if r.warned else "")
 
 
+def _cell_naresh(loop) -> str:
+    return loop.rate + (f", ENOMEM x{loop.failed}" if loop.failed else "")
+
+
 def summary_table(results) -> str:
     cols = [("stack shift", "shift", _cell_shift), ("Kirill's test", "kirill", _cell_kirill),
             ("move-up", "moveup", _cell_moveup),
-            ("pte_none x", "ptenone", lambda r: f"{r.details['pte_slots_visited'] // r.details['pages']}x")]
+            ("pte_none x", "ptenone", lambda r: f"{r.details['pte_slots_visited'] // r.details['pages']}x"),
+            ("Naresh loop: warns", "naresh", _cell_naresh)]
     widths = [max(13, len(c[0])) for c in cols]
     lines = ["kernel".ljust(14) + "".join(c[0].ljust(w + 2) for c, w in zip(cols, widths))]
     lines.append("-" * len(lines[0]))

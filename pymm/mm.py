@@ -1079,7 +1079,7 @@ class MM:
         (addr >> PAGE_SHIFT) as a repeated 8-byte word: distinct contents at
         O(1) per page, to check after a move that every page landed right."""
         addr, length = self._access_args(addr, length)
-        if (self._pmask & addr | length):
+        if (addr | length) & self._pmask:
             raise ValueError("stamp needs a page-aligned range")
         pos, end = addr, addr + length
         while pos < end:

@@ -262,3 +262,15 @@ def test_unknown_kernel_arch_thp_are_value_errors():
         pymm.MM(thp="sometimes")
     with pytest.raises(TypeError):
         pymm.MM(kernel=5.8)
+
+
+def test_stamp_writes_each_page_its_page_number_and_faults_pages_in(mm):
+    a = mm.mmap(0, 8 * PAGE, RW, PRIV)
+    mm.stamp(a + PAGE, 3 * PAGE)
+    for i in (1, 2, 3):
+        assert mm.read(a + i * PAGE + 8, 8) == ((a >> 12) + i).to_bytes(8, "little")
+    assert mm.read(a, 1) == b"\0" and mm.rss == 3 * PAGE      # page 0: the zero page, not RSS
+    with pytest.raises(ValueError):
+        mm.stamp(a + 1, PAGE)
+    with pytest.raises(ValueError):
+        mm.stamp(a, PAGE + 1)
