@@ -205,9 +205,10 @@ def twenty_x(rows: Dict[str, Row]) -> List[str]:
     return out
 
 
-def run(size: int = PUD, reps: int = 5, host: Optional[bool] = None, out=sys.stdout,
+def run(size: int = PUD, reps: int = 5, host: Optional[bool] = None, out=None,
         json_path: Optional[str] = None, plot_path: Optional[str] = None) -> int:
     from pymm import host as host_mod
+    out = sys.stdout if out is None else out
     use_host = host_mod.available() if host is None else host
     h = host_mod.HostMM() if use_host else None
     plan = [(case, "6.18") for case in CASES] + [("PMD-aligned", "4.19"), ("PMD-aligned", "5.8")]
@@ -216,6 +217,7 @@ def run(size: int = PUD, reps: int = 5, host: Optional[bool] = None, out=sys.std
     out.write(f"pymm bench: mremap(MREMAP_MAYMOVE|MREMAP_FIXED) of a populated {fmt_size(size)} region, "
               f"median of {reps}\nmachine: Linux {platform.release()}, {os.cpu_count()} CPUs; kernel column: "
               + ("this machine's kernel, timed inside a child process\n\n" if h else
+                 "skipped (--no-host)\n\n" if host is False else
                  f"unavailable ({host_mod.unavailable_reason()})\n\n"))
     out.flush()
     rows: Dict[str, Row] = {}
