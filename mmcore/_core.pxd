@@ -240,4 +240,5 @@ cdef class Engine:
     cdef uint64_t digest_level(self, int l, int64_t t, uint64_t h) noexcept nogil
     cdef int _check_addr(self, uint64_t addr) except -1
     cdef int _check_range(self, uint64_t start, uint64_t end) except -1
+    cdef int _check_pages(self, uint64_t start, int64_t npages) except -1
     cdef int _check_page_aligned(self, uint64_t start, uint64_t end) except -1

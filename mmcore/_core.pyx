@@ -78,6 +78,12 @@ cdef uint64_t RUN_FLAG_MASK = (_PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_PSE
                                | _PAGE_SPECIAL | _PAGE_NX)
 
 MAX_OWNERS = 1 << (64 - 44)  # owner ids fit the 20 bits above the 44-bit index
+# Largest per-page array a call returns (pagemap, page_tags): 512 GiB of
+# address space, 1 GiB of uint64.  Beyond it a request is refused rather
+# than left to the allocator (with overcommit, np.zeros would succeed and
+# the fill would exhaust the machine).
+MAX_ARRAY_PAGES = 1 << 27
+MAX_READ_BYTES = 1 << 32      # read_bytes() returns one bytes object
 
 
 cdef inline uint64_t span_end(uint64_t addr, uint64_t end, uint64_t size) noexcept nogil:
@@ -460,7 +466,7 @@ cdef class Engine:
         if owner > 0 and self.okind[owner] == OWNER_SHMEM:
             for i in range(n):
                 idx = <int64_t>rmap_index(self.frmap[f + i])
-                if self.omapc[owner][idx] > 0:
+                if idx < self.onpages[owner] and self.omapc[owner][idx] > 0:
                     self.omapc[owner][idx] -= 1
                 self.rss_shmem -= 1
             return
@@ -572,10 +578,15 @@ cdef class Engine:
         return o
 
     def owner_free(self, int64_t o):
-        """The last VMA using owner ``o`` went away.  A shmem object drops the
-        pages no leaf maps any more (mapped ones are left to the checker)."""
+        """The last VMA using owner ``o`` went away.  A shmem object drops its
+        pages; it must have none mapped (zap first).  An anonymous owner's
+        stale frames, if a caller left any, are the checker's to report."""
         cdef int64_t i, f
         self._check_owner(o)
+        if self.okind[o] == OWNER_SHMEM:
+            for i in range(self.onpages[o]):
+                if self.omapc[o][i]:
+                    raise ValueError(f"shmem object {o} still has page {i} mapped: zap it first")
         with nogil:
             if self.okind[o] == OWNER_SHMEM:
                 for i in range(self.onpages[o]):
@@ -1165,8 +1176,8 @@ cdef class Engine:
     def read_bytes(self, uint64_t addr, int64_t n):
         """Read n bytes at addr as the CPU would.  Returns ``(data, done)``:
         data holds the ``done`` bytes read before the first fault."""
-        if n < 0:
-            raise ValueError("length must be >= 0")
+        if not 0 <= n <= MAX_READ_BYTES:
+            raise ValueError(f"length {n} must be in [0, {MAX_READ_BYTES}]")
         self._check_range(addr, addr + <uint64_t>n)
         out = PyBytes_FromStringAndSize(NULL, n)
         cdef uint8_t *p = <uint8_t*>PyBytes_AS_STRING(out)
@@ -1192,7 +1203,7 @@ cdef class Engine:
         """The content tag of each page of [start, start + npages pages): the
         raw 64-bit tag, or 2**64-1 where no page is mapped.  For integrity
         checks at scale (compare before and after a move)."""
-        self._check_range(start, start + (<uint64_t>npages << self.shift[self.lpte]))
+        self._check_pages(start, npages)
         out = np.empty(npages, dtype=np.uint64)
         cdef uint64_t[:] v = out
         cdef int64_t i, f
@@ -1228,9 +1239,7 @@ cdef class Engine:
         """/proc/pid/pagemap entries for npages pages from start: bit 63
         present, 61 file-page/shared-anon, 56 exclusively mapped, 55
         soft-dirty (from the entry; the caller ORs in VM_SOFTDIRTY), 0-54 PFN."""
-        if npages < 0:
-            raise ValueError("npages must be >= 0")
-        self._check_range(start, start + (<uint64_t>npages << self.shift[self.lpte]))
+        self._check_pages(start, npages)
         out = np.zeros(npages, dtype=np.uint64)
         cdef uint64_t[:] v = out
         with nogil:
@@ -1262,7 +1271,7 @@ cdef class Engine:
                         if owner > 0 and self.okind[owner] == OWNER_SHMEM:
                             val |= (<uint64_t>1) << 61
                             idx = <int64_t>rmap_index(self.frmap[f])
-                            if self.omapc[owner][idx] == 1:
+                            if idx < self.onpages[owner] and self.omapc[owner][idx] == 1:
                                 val |= (<uint64_t>1) << 56
                         else:
                             val |= (<uint64_t>1) << 56
@@ -1665,6 +1674,14 @@ cdef class Engine:
         if end > self.va_limit:
             raise ValueError(f"range end {end:#x} beyond the {self.geometry.va_bits}-bit address space")
         return 0
+
+    cdef int _check_pages(self, uint64_t start, int64_t npages) except -1:
+        """A per-page array request: npages pages from start, inside the
+        address space, and small enough to allocate (MAX_ARRAY_PAGES)."""
+        if not 0 <= npages <= MAX_ARRAY_PAGES:
+            raise ValueError(f"npages={npages} must be in [0, {MAX_ARRAY_PAGES}] (one array entry "
+                             "per page; ask for a large range in pieces)")
+        return self._check_range(start, start + (<uint64_t>npages << self.shift[self.lpte]))
 
     cdef int _check_page_aligned(self, uint64_t start, uint64_t end) except -1:
         if (start | end) & (self.page_size - 1):

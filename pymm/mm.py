@@ -39,6 +39,8 @@ ARCHES = {"x86_64": mmcore.X86_64, "x86_64-la57": mmcore.X86_64_LA57}
 THP_MODES = ("always", "madvise", "never")
 _SITE_NAMES = {v: k for k, v in mmcore.WARN_SITES.items()}
 PM_SOFT_DIRTY = np.uint64(1 << 55)
+MAX_READ = 1 << 32            # mm.read() returns bytes: 4 GiB at most per call
+READ_CHUNK = 1 << 26
 
 
 @functools.lru_cache(maxsize=None)
@@ -1000,17 +1002,19 @@ class MM:
             b'\\x00\\x00\\x00\\x00'
         """
         addr, length = self._access_args(addr, length)
-        if addr + length > self.geometry.task_size + self.page_size or length > 1 << 40:
-            if length > 1 << 40:
-                raise ValueError("read length too large")
+        if length > MAX_READ:
+            raise ValueError(f"read of {length:#x} bytes: at most {MAX_READ:#x} at a time")
+        if addr + length > self.geometry.task_size + self.page_size:
             raise SegmentationFault(max(addr, self.task_size), "SEGV_MAPERR", "beyond task_size")
         out = []
         pos, end = addr, addr + length
         while pos < end:
-            data, done = self.engine.read_bytes(pos, end - pos)
+            # in chunks: a read that faults early never allocates the whole buffer
+            chunk = min(end - pos, READ_CHUNK)
+            data, done = self.engine.read_bytes(pos, chunk)
             out.append(data[:done])
             pos += done
-            if pos < end:
+            if done < chunk:
                 self._handle_fault(pos, False, end)
         result = b"".join(out)
         if self.check_enabled:
