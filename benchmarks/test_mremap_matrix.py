@@ -25,7 +25,7 @@ def test_pymm_mremap_1g(benchmark, case, kernel):
 
     def run(mm):
         assert mm.mremap(src, SIZE, SIZE, bench.MOVE, dst) == dst
-    benchmark.pedantic(run, setup=setup, rounds=15)
+    benchmark.pedantic(run, setup=setup, rounds=31)
 
 
 @pytest.mark.parametrize("case", CASES)

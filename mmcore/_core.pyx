@@ -41,7 +41,7 @@ cimport numpy as cnp
 import numpy as np
 
 from mmcore._entries cimport *
-from mmcore._region cimport region_init, region_grow, region_free
+from mmcore._region cimport region_init, region_grow, region_release
 
 cnp.import_array()
 
@@ -77,6 +77,7 @@ PROBLEM_CODES = (
 cdef uint64_t RUN_FLAG_MASK = (_PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_PSE | _PAGE_PROTNONE
                                | _PAGE_SPECIAL | _PAGE_NX)
 
+cdef size_t REGION_RESERVE = 1 << 30   # address space reserved per big array (grows if needed)
 MAX_OWNERS = 1 << (64 - 44)  # owner ids fit the 20 bits above the 44-bit index
 # Largest per-page array a call returns (pagemap, page_tags): 512 GiB of
 # address space, 1 GiB of uint64.  Beyond it a request is refused rather
@@ -203,8 +204,8 @@ cdef class Engine:
         self.ptrs_per_pte = (<uint64_t>1) << self.bits[self.lpte]
         self.va_limit = (<uint64_t>1) << geometry.va_bits
         # Reserve address space for the big arrays: 1 GiB each, touched on use.
-        if region_init(&self.rtbl, 1 << 30) < 0 or region_init(&self.rftag, 1 << 30) < 0 \
-                or region_init(&self.rfrmap, 1 << 30) < 0:
+        if region_init(&self.rtbl, REGION_RESERVE) < 0 or region_init(&self.rftag, REGION_RESERVE) < 0 \
+                or region_init(&self.rfrmap, REGION_RESERVE) < 0:
             raise MemoryError("cannot reserve address space for the engine")
         self.tbl = <uint64_t*>self.rtbl.base
         self.ftag = <uint64_t*>self.rftag.base
@@ -242,7 +243,11 @@ cdef class Engine:
                 free(self.omapc[i])
         free(self.oframes); free(self.omapc); free(self.onpages); free(self.okind)
         free(self.tlevel); free(self.tfree)
-        region_free(&self.rtbl); region_free(&self.rftag); region_free(&self.rfrmap)
+        # to the pool, zeroed as far as used: a region may come back as any
+        # of the three, and table_alloc() relies on fresh rows reading zero
+        region_release(&self.rtbl, REGION_RESERVE, <size_t>self.thw * self.ents * sizeof(uint64_t))
+        region_release(&self.rftag, REGION_RESERVE, <size_t>self.fhw * sizeof(uint64_t))
+        region_release(&self.rfrmap, REGION_RESERVE, <size_t>self.fhw * sizeof(uint64_t))
 
     # ------------------------------------------------------------------ tables
     cdef uint64_t* row(self, int64_t t) noexcept nogil:

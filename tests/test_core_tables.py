@@ -334,3 +334,30 @@ def test_digest_changes_with_contents_and_mappings():
     d2 = eng.digest()
     assert len({d0, d1, d2}) == 3
     assert eng.digest() == d2
+
+
+def test_engines_reuse_released_memory_and_it_reads_as_zero():
+    """Freed engines hand their arrays to the next one (a pool): every
+    table row and every frame the new engine hands out must look fresh."""
+    import gc
+    GiB, MiB = 1 << 30, 1 << 20
+    for size in (3 * GiB, 8 * MiB):                 # beyond and within the kept 4 MiB
+        eng = mmcore.Engine(mmcore.X86_64)
+        o = eng.owner_new("anon")
+        eng.fault(GiB, GiB + size, vma_start=GiB, vma_end=GiB + size, owner=o, pgoff=GiB >> 12,
+                  write=True, fill=0xAB)
+        del eng
+        gc.collect()
+        fresh = mmcore.Engine(mmcore.X86_64)
+        o = fresh.owner_new("anon")
+        base = 64 * GiB
+        fresh.fault(base, base + 4 * GiB, vma_start=base, vma_end=base + 4 * GiB, owner=o,
+                    pgoff=base >> 12, write=False)   # zero-page reads: tables, no frames
+        tree = fresh.table_tree()
+        assert tree["fill"][tree["level"] == 3].tolist() == [512] * 2048
+        pm = fresh.pagemap(base, 1 << 20)
+        assert bool(((pm >> np.uint64(63)) == 1).all())             # every page present ...
+        assert not (pm & np.uint64((1 << 55) - 1)).any()            # ... as the zero page
+        fresh.fault(base, base + 2 * MiB, vma_start=base, vma_end=base + 4 * GiB, owner=o,
+                    pgoff=base >> 12, write=True)
+        assert fresh.read_bytes(base + 12345, 4)[0] == b"\0\0\0\0"
