@@ -13,7 +13,7 @@ d*PUDs``, which estimates what a kernel variant's path would cost here.
 
 Example::
 
-    $ pymm bench                      # 1 GiB, 5 repetitions, about 20 s
+    $ pymm bench                      # 1 GiB, 9 repetitions, about 20 s
     $ pymm bench --size 256M --reps 9 --json out.json --plot sizes.png
 """
 from __future__ import annotations
@@ -114,15 +114,21 @@ def run_host_once(h, case: str, size: int) -> int:
 
 
 def measure(kernel: str, case: str, size: int, reps: int, h=None) -> Row:
+    """pymm's reps (after one unmeasured warm-up run), then the host's."""
     pymm_ns, path = [], None
-    for _ in range(reps):
+    for i in range(reps + 1):
         ns, stats = run_pymm_once(kernel, case, size)
-        pymm_ns.append(ns)
+        if i:
+            pymm_ns.append(ns)
         path = {k: stats[k] for k in ("pte_moves", "pmd_moves", "pud_moves", "huge_pmd_moves")}
     row = Row(case, kernel, size, path, pymm_ns)
     if h is not None:
-        row.host_ns = [run_host_once(h, case, size) for _ in range(reps)]
+        measure_host(row, h, reps)
     return row
+
+
+def measure_host(row: Row, h, reps: int) -> None:
+    row.host_ns = [run_host_once(h, row.case, row.size) for _ in range(reps)]
 
 
 # -- the cost model ----------------------------------------------------------------------
@@ -152,8 +158,16 @@ def fit_cost_model(rows: List[Row]) -> Optional[CostModel]:
     X = np.array([[1.0, p["pte_moves"], p["pmd_moves"] + p["huge_pmd_moves"], p["pud_moves"]]
                   for p, _ in pts])
     y = np.array([t for _, t in pts], dtype=float)
-    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-    coef = np.maximum(coef, 0.0)  # a negative cost per entry is noise, not physics
+    # Least squares with no negative cost (a negative cost per entry is noise,
+    # not physics): drop the most negative term and refit until none is left.
+    keep = list(range(4))
+    while True:
+        sol, *_ = np.linalg.lstsq(X[:, keep], y, rcond=None)
+        if sol.min() >= 0 or len(keep) == 1:
+            break
+        keep.pop(int(np.argmin(sol)))
+    coef = np.zeros(4)
+    coef[keep] = np.maximum(sol, 0.0)
     return CostModel(*coef, points=len(pts))
 
 
@@ -205,7 +219,7 @@ def twenty_x(rows: Dict[str, Row]) -> List[str]:
     return out
 
 
-def run(size: int = PUD, reps: int = 5, host: Optional[bool] = None, out=None,
+def run(size: int = PUD, reps: int = 9, host: Optional[bool] = None, out=None,
         json_path: Optional[str] = None, plot_path: Optional[str] = None) -> int:
     from pymm import host as host_mod
     out = sys.stdout if out is None else out
@@ -213,7 +227,7 @@ def run(size: int = PUD, reps: int = 5, host: Optional[bool] = None, out=None,
     h = host_mod.HostMM() if use_host else None
     plan = [(case, "6.18") for case in CASES] + [("PMD-aligned", "4.19"), ("PMD-aligned", "5.8")]
     fit_sizes = [s for s in (size // 16, size // 4) if s >= 4 * PMD]
-    steps = len(plan) + (len(fit_sizes) * 3 if h else 0)
+    steps = len(plan) + (len(CASES) + len(fit_sizes) * 3 if h else 0)
     out.write(f"pymm bench: mremap(MREMAP_MAYMOVE|MREMAP_FIXED) of a populated {fmt_size(size)} region, "
               f"median of {reps}\nmachine: Linux {platform.release()}, {os.cpu_count()} CPUs; kernel column: "
               + ("this machine's kernel, timed inside a child process\n\n" if h else
@@ -224,10 +238,15 @@ def run(size: int = PUD, reps: int = 5, host: Optional[bool] = None, out=None,
     fit_rows: List[Row] = []
     try:
         with Progress("bench", total=steps) as prog:
+            # pymm first, the kernel after: the child's 1 GiB memsets sweep the
+            # caches, and would otherwise land in the middle of pymm's runs
             for case, kernel in plan:
                 prog.show(f"{case} [{kernel}]")
-                row = measure(kernel, case, size, reps, h if kernel == "6.18" else None)
-                rows[case if kernel == "6.18" else f"{kernel} {case}"] = row
+                rows[case if kernel == "6.18" else f"{kernel} {case}"] = measure(kernel, case, size, reps)
+                prog.step()
+            for case in CASES if h else []:
+                prog.show(f"{case} [this kernel]")
+                measure_host(rows[case], h, reps)
                 prog.step()
             for s in fit_sizes if h else []:
                 for case in ("per-PTE", "PMD-aligned", "PUD-aligned"):
@@ -333,7 +352,7 @@ def add_parser(sub, size_type):
         "  pymm bench --json bench.json --plot sizes.png",
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("--size", type=size_type, default=PUD, help="region size (default 1G)")
-    p.add_argument("--reps", type=int, default=5, help="repetitions per case; medians shown (default 5)")
+    p.add_argument("--reps", type=int, default=9, help="repetitions per case; medians shown (default 9)")
     p.add_argument("--no-host", action="store_true", help="skip this machine's kernel")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--plot", metavar="PATH", help="write a PNG: time vs size (1 MiB-64 GiB), log-log")

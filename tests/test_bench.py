@@ -1,0 +1,43 @@
+"""pymm bench's pieces: the cost model fit and the path column."""
+import pytest
+
+from pymm.bench import Row, fit_cost_model, twenty_x
+
+
+def row(pte=0, pmd=0, pud=0, host=()):
+    return Row("case", "6.18", 0, {"pte_moves": pte, "pmd_moves": pmd, "pud_moves": pud,
+                                   "huge_pmd_moves": 0}, [1000], list(host))
+
+
+PATHS = [(262144, 0, 0), (0, 512, 0), (0, 0, 1), (16384, 0, 0), (0, 32, 0), (65536, 0, 0)]
+
+
+def test_cost_model_recovers_known_costs():
+    rows = [row(p, m, u, [40_000 + 12 * p + 400 * m + 1_000 * u]) for p, m, u in PATHS]
+    model = fit_cost_model(rows)
+    assert model.points == 6
+    assert (round(model.a), round(model.b, 3), round(model.c), round(model.d)) == (40_000, 12.0, 400, 1_000)
+    assert model.predict({"pte_moves": 1000, "pmd_moves": 0, "pud_moves": 0, "huge_pmd_moves": 0}) \
+        == pytest.approx(52_000)
+
+
+def test_cost_model_never_reports_a_negative_cost():
+    # a PUD move cheaper than the fixed cost: the PUD term goes, the rest is refitted
+    rows = [row(p, m, u, [40_000 + 12 * p + 400 * m - 10_000 * u]) for p, m, u in PATHS]
+    model = fit_cost_model(rows)
+    assert min(model.a, model.b, model.c, model.d) >= 0 and model.d == 0
+    assert model.b == pytest.approx(12, rel=0.05)
+
+
+def test_cost_model_needs_enough_runs():
+    assert fit_cost_model([row(1, 0, 0, [5])]) is None
+
+
+def test_path_text_and_twenty_x_lines():
+    assert row(0, 512, 0).path_text() == "512 PMDs" and row(1, 0, 1).path_text() == "1 PUD + 1 PTE"
+    rows = {"per-PTE": row(262144, host=[3_000_000]), "PMD-aligned": row(0, 512, host=[200_000]),
+            "PUD-aligned": row(0, 0, 1, host=[30_000])}
+    rows["per-PTE"].pymm_ns = [300_000]
+    rows["PMD-aligned"].pymm_ns = [10_000]
+    lines = twenty_x(rows)
+    assert "= 30.0x" in lines[0] and "= 15.0x, then 6.7x" in lines[1]
