@@ -27,6 +27,7 @@ from pymm.errors import (BusError, InvariantError, KernelBUG, KernelWarning, Mem
 from pymm.kernels import KERNELS, Kernel, PageTableMove
 from pymm.mm import MM
 from pymm.vma import VMA
+from pymm import host, scenarios  # noqa: E402  (pymm.host.HostMM, pymm.scenarios.*)
 
 __version__ = "0.1.0"
 
@@ -37,5 +38,5 @@ __all__ = [
     "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC", "MAP_SHARED", "MAP_PRIVATE",
     "MAP_FIXED", "MAP_ANONYMOUS", "MAP_POPULATE", "MAP_FIXED_NOREPLACE", "MAP_GROWSDOWN",
     "MREMAP_MAYMOVE", "MREMAP_FIXED", "MREMAP_DONTUNMAP", "MADV_DONTNEED", "MADV_HUGEPAGE",
-    "MADV_NOHUGEPAGE",
+    "MADV_NOHUGEPAGE", "host", "scenarios",
 ]

@@ -67,14 +67,17 @@ class KernelWarning(UserWarning):
     """A WARN_ON()/WARN_ON_ONCE() that fired in the modelled kernel.
 
     ``function`` names the function the kernel would print (inlined helpers
-    show up as their caller, as in the thread's ``move_page_tables+0x6ef``),
-    ``location`` the source line (``"mm/mremap.c:211"``), ``message`` what
-    happened, ``kernel`` the kernel's name.
+    show up as their caller: ``"move_page_tables"``), ``symbol`` the same
+    with the offset where the thread's log has one
+    (``"move_page_tables+0x6ef/0x720"``), ``location`` the source line
+    (``"mm/mremap.c:211"``), ``message`` what happened, ``kernel`` the
+    kernel's name.
     """
 
     def __init__(self, function: str, location: str, message: str, kernel: str = "",
                  site: str = "", old_addr: int = 0, new_addr: int = 0):
-        self.function = function
+        self.symbol = function
+        self.function = function.split("+", 1)[0]
         self.location = location
         self.message = message
         self.kernel = kernel
@@ -84,13 +87,13 @@ class KernelWarning(UserWarning):
         super().__init__(str(self))
 
     def __str__(self):
-        return f"WARNING: CPU: 0 PID: 1 at {self.location} {self.function}  ({self.message})"
+        return f"WARNING: CPU: 0 PID: 1 at {self.location} {self.symbol}  ({self.message})"
 
     def __repr__(self):
         return f"KernelWarning({self.location}, {self.function!r}, {self.message!r})"
 
     def __reduce__(self):
-        return (KernelWarning, (self.function, self.location, self.message, self.kernel,
+        return (KernelWarning, (self.symbol, self.location, self.message, self.kernel,
                                 self.site, self.old_addr, self.new_addr))
 
 

@@ -66,7 +66,11 @@ def test_warnings_reach_python_warnings_as_kernel_warnings():
     with pytest.warns(pymm.KernelWarning, match="mm/mremap.c:211") as rec:
         st.act()
     w = rec[0].message
-    assert (w.function, w.kernel, w.site) == ("move_page_tables+0x6ef/0x720", "5.8", "pmd_not_none")
+    assert (w.function, w.symbol, w.kernel, w.site) == ("move_page_tables", "move_page_tables+0x6ef/0x720",
+                                                        "5.8", "pmd_not_none")
+    assert w.location == "mm/mremap.c:211" and "destination PMD already established" in w.message
+    import pickle
+    assert str(pickle.loads(pickle.dumps(w))) == str(w)
     assert w.new_addr == 0x7fffffa00000 and w.old_addr == 0x7fffffc00000
 
 
