@@ -30,6 +30,7 @@ from pymm.vma import perms as vma_perms
 
 # Leaves merge into one row only if these entry bits agree (mmcore's RUN_FLAG_MASK).
 _P, _RW, _PSE, _PROTNONE, _SPECIAL, _NX = 1, 2, 1 << 7, 1 << 8, 1 << 9, 1 << 63
+FRAME_RUNS_KEPT = 8
 ROW_FLAG_MASK = np.uint64(_P | _RW | 4 | _PSE | _PROTNONE | _SPECIAL | _NX)
 
 
@@ -59,8 +60,9 @@ def entry_perms(entry: int) -> str:
 @dataclass(frozen=True)
 class MappedRange:
     """Address-contiguous leaves of one size and permission, inside one VMA
-    (or outside all of them: ``orphan``).  ``frames`` lists the runs of
-    consecutive frames as (first frame, pages)."""
+    (or outside all of them: ``orphan``).  ``frames`` lists the first runs
+    of consecutive frames as (first frame, pages), at most FRAME_RUNS_KEPT
+    of them; ``frame_runs`` counts them all."""
 
     start: int
     end: int
@@ -68,19 +70,17 @@ class MappedRange:
     level: str                 # "pte", "pmd" or "pud"
     perms: str                 # from the entries: "rw-", "r--", "---" ...
     frames: Tuple[Tuple[int, int], ...]
+    frame_runs: int
+    pages: int                 # base pages mapped (a 2M leaf counts 512)
     zero_page: bool            # every leaf maps the (huge) zero page
     vma: Optional[str]         # "rw-p [stack]"; None when no VMA covers it
     orphan: bool
-
-    @property
-    def pages(self) -> int:
-        return sum(n for _, n in self.frames)
 
     def frames_text(self, shown: int = 2) -> str:
         if self.zero_page:
             return "zero page"
         parts = [f"{f}" if n == 1 else f"{f}-{f + n - 1}" for f, n in self.frames[:shown]]
-        more = len(self.frames) - shown
+        more = self.frame_runs - shown
         return ", ".join(parts) + (f" +{more} runs" if more > 0 else "")
 
 
@@ -292,11 +292,13 @@ def _ranges(mm, runs: Dict[str, np.ndarray], vmas) -> List[MappedRange]:
     out = []
     for a, b in zip(bounds[:-1], bounds[1:]):
         level = int(lv[a])
-        frames = tuple((int(fr[k]), int(e[k] - s[k]) >> g.page_shift) for k in range(a, b))
+        kept = range(a, min(b, a + FRAME_RUNS_KEPT))      # Python work per row stays bounded
+        frames = tuple((int(fr[k]), int(e[k] - s[k]) >> g.page_shift) for k in kept)
         v = vmas[vi[a]] if vi[a] >= 0 else None
         zero = bool(fr[a] == 0 or 0 <= fr[a] - huge_zero < g.entries(g.levels - 1))
         out.append(MappedRange(int(s[a]), int(e[b - 1]), size_label(1 << g.shift(level)), g.level_names[level],
-                               entry_perms(int(ent[a])), frames, zero,
+                               entry_perms(int(ent[a])), frames, int(b - a),
+                               int(e[b - 1] - s[a]) >> g.page_shift, zero,
                                f"{vma_perms(v.vm_flags)} {v.name}".rstrip() if v else None, v is None))
     return out
 
