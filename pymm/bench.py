@@ -285,13 +285,10 @@ def plot_sizes(path: str, reps: int = 3, host: bool = True,
                sizes=(1 << 20, 16 << 20, 256 << 20, 1 << 30, 4 << 30, 16 << 30, 64 << 30)) -> str:
     """Time versus region size, log-log, for each alignment: pymm beside the
     kernel (the kernel only up to what this machine can populate)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return ("--plot needs matplotlib: pip install 'pymm[plot]' (or pip install matplotlib); "
-                "no plot written")
+    from pymm.pictures import MATPLOTLIB_HINT, load_matplotlib
+    plt = load_matplotlib()
+    if plt is None:
+        return f"--plot {MATPLOTLIB_HINT}; no plot written"
     from pymm import host as host_mod
     h = host_mod.HostMM() if host and host_mod.available() else None
     host_limit = min(4 << 30, _mem_available() // 4)

@@ -33,6 +33,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from pymm.kernels import get_kernel
+from pymm.walk import PFN_MASK
 
 GRID = (16, 32)                        # 512 PTEs per table, as a 16 x 32 grid
 STAMP_KIND, KIND_SHIFT, VALUE_MASK = 2, 62, (1 << 62) - 1
@@ -47,15 +48,25 @@ BORDERS = {   # kind: colour, width, style, legend, label under the table
 }
 
 
-def require_matplotlib():
-    """Import matplotlib with the Agg backend, or explain how to get it."""
+MATPLOTLIB_HINT = "needs matplotlib, an optional extra: pip install 'pymm[plot]' (or pip install matplotlib)"
+
+
+def load_matplotlib():
+    """matplotlib.pyplot with the Agg backend, or None if it is not installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit("pictures need matplotlib, an optional extra: pip install 'pymm[plot]' "
-                         "(or pip install matplotlib)") from None
+        return None
+    return plt
+
+
+def require_matplotlib():
+    """matplotlib.pyplot, or exit with a message saying how to get it."""
+    plt = load_matplotlib()
+    if plt is None:
+        raise SystemExit(f"pictures {MATPLOTLIB_HINT}")
     return plt
 
 
@@ -105,7 +116,7 @@ def snapshot(mm, window, caption: str, origin: int, npages: int) -> Snapshot:
 
 def entry_table(entry: int) -> int:
     """The table id a pmd entry points to (pmd_pfn())."""
-    return (entry & (((1 << 52) - 1) & ~0xFFF)) >> 12
+    return (entry & PFN_MASK) >> 12
 
 
 def provenance(slot: Slot, first: Snapshot) -> Optional[str]:

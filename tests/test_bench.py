@@ -41,3 +41,11 @@ def test_path_text_and_twenty_x_lines():
     rows["PMD-aligned"].pymm_ns = [10_000]
     lines = twenty_x(rows)
     assert "= 30.0x" in lines[0] and "= 15.0x, then 6.7x" in lines[1]
+
+
+def test_plot_without_matplotlib_says_how_to_get_it(monkeypatch):
+    import sys
+    from pymm.bench import plot_sizes
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    msg = plot_sizes("/nonexistent/x.png", reps=1, host=False, sizes=(1 << 20,))
+    assert "pip install 'pymm[plot]'" in msg and "no plot written" in msg
