@@ -136,3 +136,21 @@ def test_bench_rejects_bad_sizes(capsys):
 
 def test_parser_builds_without_optional_extras():
     assert build_parser().prog == "pymm"
+
+
+def test_progress_draws_on_a_terminal_and_stays_quiet_when_piped():
+    from pymm.progress import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        with Progress("bench", total=4, stream=stream) as p:
+            p.step("per-PTE")
+            p.step("PMD-aligned")
+    assert "bench [######..................] 1/4" in tty.getvalue()
+    assert "bench [############............] 2/4" in tty.getvalue() and "PMD-aligned" in tty.getvalue()
+    assert tty.getvalue().endswith("\r")               # the line is cleared at the end
+    assert pipe.getvalue() == ""
