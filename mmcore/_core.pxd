@@ -74,6 +74,7 @@ cdef struct FaultArgs:
     bint zero_page       # map the (huge) zero page on read faults
     bint fill            # memset() in the same pass: give every page fill_tag
     uint64_t fill_tag
+    int64_t fault_around # fault_around_bytes / PAGE_SIZE: read faults on shmem map cached neighbours
 
 
 cdef struct Warn:
@@ -208,6 +209,7 @@ cdef class Engine:
     cdef int64_t shmem_get(self, int64_t o, int64_t index) noexcept nogil
     # -- faults, zap, free_pgd_range, mprotect ------------------------------------
     cdef int fault_pte(self, uint64_t *ptep, uint64_t va, FaultArgs *a) noexcept nogil
+    cdef void do_fault_around(self, uint64_t *r, int64_t pte_off, uint64_t va, FaultArgs *a) noexcept nogil
     cdef int fault_huge(self, uint64_t *pmdp, uint64_t haddr, FaultArgs *a) noexcept nogil
     cdef int fault_range_c(self, uint64_t start, uint64_t end, FaultArgs *a) noexcept nogil
     cdef void zap_level(self, int l, int64_t t, uint64_t addr, uint64_t end) noexcept nogil

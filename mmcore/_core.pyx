@@ -680,6 +680,32 @@ cdef class Engine:
             self.set_tag(entry_pfn(e), a.fill_tag)
         return 0
 
+    cdef void do_fault_around(self, uint64_t *r, int64_t pte_off, uint64_t va, FaultArgs *a) noexcept nogil:
+        """do_fault_around() + filemap_map_pages(): before a read fault on a
+        shmem page, map the neighbours already in the object (the page
+        cache) whose PTEs are none, in the fault_around-aligned window,
+        clamped to the VMA and to this PTE table.  Nothing is allocated."""
+        cdef int64_t nr = a.fault_around, j, index, f
+        cdef int64_t vma_off = <int64_t>((va - a.vma_start) >> self.shift[self.lpte])
+        cdef int64_t vma_pages = <int64_t>((a.vma_end - a.vma_start) >> self.shift[self.lpte])
+        cdef int64_t from_pte = max(pte_off - pte_off % nr, pte_off - min(pte_off, vma_off))
+        cdef int64_t to_pte = min(min(from_pte + nr, <int64_t>self.ptrs_per_pte),
+                                  pte_off + vma_pages - vma_off)
+        cdef uint64_t flags = a.prot | (_PAGE_RW if a.writable else 0)
+        for j in range(from_pte, to_pte):
+            if r[j] != 0:
+                continue
+            index = <int64_t>a.pgoff + vma_off + (j - pte_off)
+            if index < 0 or index >= self.onpages[a.owner]:
+                continue
+            f = self.oframes[a.owner][index]
+            if f == 0:
+                continue                          # not in the page cache: left to a fault
+            if self.omapc[a.owner][index] < 0xFFFF:
+                self.omapc[a.owner][index] += 1
+            self.rss_shmem += 1
+            r[j] = pfn_entry(f, flags)
+
     cdef int64_t shmem_get(self, int64_t o, int64_t index) noexcept nogil:
         """shmem_get_folio(): the object's page at index, allocated on first
         use; counts one more mapping of it."""
@@ -766,6 +792,8 @@ cdef class Engine:
             i0 = (addr >> self.shift[self.lpte]) & self.imask[self.lpte]
             n = <int64_t>((nxt - addr) >> self.shift[self.lpte])
             for i in range(n):
+                if a.fault_around > 1 and a.shared and not a.write and r[i0 + i] == 0:
+                    self.do_fault_around(r, i0 + i, addr + (<uint64_t>i << self.shift[self.lpte]), a)
                 if self.fault_pte(r + i0 + i, addr + (<uint64_t>i << self.shift[self.lpte]), a) < 0:
                     return -1
                 r = self.row(pte_t)  # the table array may have moved
@@ -776,9 +804,11 @@ cdef class Engine:
     def fault(self, uint64_t start, uint64_t end, *, uint64_t vma_start, uint64_t vma_end,
               int64_t owner, uint64_t pgoff, bint write=False, bint writable=True,
               bint shared=False, bint thp=False, bint zero_page=True, bint exec_=False,
-              bint protnone=False, int fill=-1):
+              bint protnone=False, int fill=-1, int fault_around=1):
         """handle_mm_fault() for every page of [start, end), which must lie in
         the VMA [vma_start, vma_end).  ``write`` makes them write faults.
+        ``fault_around`` (pages, a power of two): read faults on shmem first
+        map the cached neighbours in that window (do_fault_around()).
 
         Permission checks are the caller's (the VMA's) job, as they are in
         do_user_addr_fault(); this only installs entries.
@@ -818,6 +848,9 @@ cdef class Engine:
             raise ValueError("fill needs write faults")
         a.fill = fill >= 0
         a.fill_tag = TAG_FILL | <uint64_t>(fill if fill >= 0 else 0)
+        if not 1 <= fault_around <= <int>self.ptrs_per_pte or fault_around & (fault_around - 1):
+            raise ValueError("fault_around must be a power of two from 1 to PTRS_PER_PTE pages")
+        a.fault_around = fault_around
         cdef int r
         with nogil:
             r = self.fault_range_c(start, end, &a)

@@ -39,6 +39,7 @@ ARCHES = {"x86_64": mmcore.X86_64, "x86_64-la57": mmcore.X86_64_LA57}
 THP_MODES = ("always", "madvise", "never")
 _SITE_NAMES = {v: k for k, v in mmcore.WARN_SITES.items()}
 PM_SOFT_DIRTY = np.uint64(1 << 55)
+FAULT_AROUND_BYTES = 65536
 MAX_READ = 1 << 32            # mm.read() returns bytes: 4 GiB at most per call
 READ_CHUNK = 1 << 26
 
@@ -151,6 +152,9 @@ class MM:
         self.task_size = self.geometry.task_size
         self.map_window = self.geometry.map_window
         self._pmask = self.page_size - 1          # offset_in_page()
+        # /sys/kernel/debug/fault_around_bytes (default 64 KiB): read faults
+        # on shared memory also map the cached pages around them
+        self._fault_around_pages = max(1, FAULT_AROUND_BYTES >> self.page_shift)
         self._va_limit = 1 << self.geometry.va_bits
         self.stack_guard_gap = C.STACK_GUARD_GAP_PAGES * self.page_size
         self.mmap_min_addr = C.MMAP_MIN_ADDR
@@ -925,7 +929,8 @@ class MM:
         self.engine.fault(start, end, vma_start=vma.start, vma_end=vma.end, owner=owner,
                           pgoff=vma.pgoff, write=write, writable=bool(vma.vm_flags & C.VM_WRITE),
                           shared=vma.shm is not None, thp=thp,
-                          exec_=bool(vma.vm_flags & C.VM_EXEC), fill=fill)
+                          exec_=bool(vma.vm_flags & C.VM_EXEC), fill=fill,
+                          fault_around=self._fault_around_pages)
 
     def _read_only_owner(self) -> int:
         # The engine wants an owner id even for zero-page mappings; one

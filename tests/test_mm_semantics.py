@@ -274,3 +274,34 @@ def test_stamp_writes_each_page_its_page_number_and_faults_pages_in(mm):
         mm.stamp(a + 1, PAGE)
     with pytest.raises(ValueError):
         mm.stamp(a, PAGE + 1)
+
+
+def present(target, addr, npages):
+    return "".join(str(int(p) >> 63) for p in target.pagemap(addr, npages * PAGE))
+
+
+def aligned_hole(target, npages, align=16 * PAGE):
+    """A free, ``align``-aligned stretch of npages pages."""
+    r = target.mmap(0, npages * PAGE + align, pymm.PROT_NONE, PRIV)
+    target.munmap(r, npages * PAGE + align)
+    return (r + align - 1) & ~(align - 1)
+
+
+def test_read_fault_on_shared_memory_maps_the_cached_neighbours(target):
+    """do_fault_around(): a read fault on shmem maps the pages of its
+    64 KiB-aligned window that are already in the object, clamped to the
+    VMA; pages not in the object stay unmapped.  (Found by the long
+    differential run: pymm mapped only the faulting page.)"""
+    X = target.mmap(aligned_hole(target, 40), 40 * PAGE, RW, SHARED | pymm.MAP_FIXED | pymm.MAP_POPULATE)
+    target.madvise(X, 40 * PAGE, pymm.MADV_DONTNEED)      # PTEs gone, pages stay in the object
+    target.read(X + 17 * PAGE, 1)
+    assert present(target, X, 40) == "0" * 16 + "1" * 16 + "0" * 8
+    target.munmap(X, 40 * PAGE)
+    Z = target.mmap(aligned_hole(target, 24) + 3 * PAGE, 20 * PAGE, RW, SHARED | pymm.MAP_FIXED)
+    for i in (2, 6, 17):
+        target.write(Z + i * PAGE, b"x")
+    target.madvise(Z, 20 * PAGE, pymm.MADV_DONTNEED)
+    target.read(Z + PAGE, 1)                               # window clamped to the VMA start
+    assert present(target, Z, 20) == "01100010000000000000"
+    target.write(Z + 18 * PAGE, b"y")                      # write faults do not fault around
+    assert present(target, Z, 20) == "01100010000000000010"
