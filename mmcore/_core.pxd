@@ -62,6 +62,8 @@ cdef extern from *:
 
 cdef struct FaultArgs:
     # What the fault handler needs from the VMA (mm/memory.c handle_mm_fault).
+    uint64_t start       # the range faulted (what a fill covers)
+    uint64_t end
     uint64_t vma_start
     uint64_t vma_end
     int64_t owner        # anon_vma or shmem object id
@@ -195,7 +197,7 @@ cdef class Engine:
     cdef int64_t frame_alloc_tagged(self, uint64_t rmap, uint64_t tag) noexcept nogil
     cdef void push_free_range(self, int64_t f, int64_t n) noexcept nogil
     cdef int64_t frame_alloc_huge(self, uint64_t rmap0) noexcept nogil
-    cdef void set_tags_huge(self, int64_t f, uint64_t tag) noexcept nogil
+    cdef void set_tags_run(self, int64_t f, int64_t n, uint64_t tag) noexcept nogil
     cdef void frame_free(self, int64_t f) noexcept nogil
     cdef void frame_free_huge(self, int64_t f) noexcept nogil
     cdef void drop_buffer(self, int64_t f) noexcept nogil
@@ -209,6 +211,9 @@ cdef class Engine:
     cdef int64_t shmem_get(self, int64_t o, int64_t index) noexcept nogil
     # -- faults, zap, free_pgd_range, mprotect ------------------------------------
     cdef int fault_pte(self, uint64_t *ptep, uint64_t va, FaultArgs *a) noexcept nogil
+    cdef int64_t around_window(self, int64_t pte_off, uint64_t va, FaultArgs *a,
+                               int64_t *to_pte) noexcept nogil
+    cdef int64_t cached_index(self, int64_t pte_off, int64_t j, uint64_t va, FaultArgs *a) noexcept nogil
     cdef void do_fault_around(self, uint64_t *r, int64_t pte_off, uint64_t va, FaultArgs *a) noexcept nogil
     cdef int fault_huge(self, uint64_t *pmdp, uint64_t haddr, FaultArgs *a) noexcept nogil
     cdef int fault_range_c(self, uint64_t start, uint64_t end, FaultArgs *a) noexcept nogil

@@ -415,9 +415,10 @@ cdef class Engine:
         self.flive += n
         return f
 
-    cdef void set_tags_huge(self, int64_t f, uint64_t tag) noexcept nogil:
+    cdef void set_tags_run(self, int64_t f, int64_t n, uint64_t tag) noexcept nogil:
+        """Give frames f .. f+n-1 new contents (the subpages of a huge page)."""
         cdef int64_t i
-        for i in range(<int64_t>self.ptrs_per_pte):
+        for i in range(n):
             self.drop_buffer(f + i)
             self.ftag[f + i] = tag
 
@@ -680,31 +681,86 @@ cdef class Engine:
             self.set_tag(entry_pfn(e), a.fill_tag)
         return 0
 
-    cdef void do_fault_around(self, uint64_t *r, int64_t pte_off, uint64_t va, FaultArgs *a) noexcept nogil:
-        """do_fault_around() + filemap_map_pages(): before a read fault on a
-        shmem page, map the neighbours already in the object (the page
-        cache) whose PTEs are none, in the fault_around-aligned window,
-        clamped to the VMA and to this PTE table.  Nothing is allocated."""
-        cdef int64_t nr = a.fault_around, j, index, f
+    cdef int64_t around_window(self, int64_t pte_off, uint64_t va, FaultArgs *a,
+                               int64_t *to_pte) noexcept nogil:
+        """do_fault_around()'s window for a fault at va (PTE index pte_off):
+        [from_pte, to_pte), fault_around-aligned, clamped to the VMA and to
+        this PTE table.  Returns from_pte."""
+        cdef int64_t nr = a.fault_around
         cdef int64_t vma_off = <int64_t>((va - a.vma_start) >> self.shift[self.lpte])
         cdef int64_t vma_pages = <int64_t>((a.vma_end - a.vma_start) >> self.shift[self.lpte])
         cdef int64_t from_pte = max(pte_off - pte_off % nr, pte_off - min(pte_off, vma_off))
-        cdef int64_t to_pte = min(min(from_pte + nr, <int64_t>self.ptrs_per_pte),
-                                  pte_off + vma_pages - vma_off)
+        to_pte[0] = min(min(from_pte + nr, <int64_t>self.ptrs_per_pte), pte_off + vma_pages - vma_off)
+        return from_pte
+
+    cdef int64_t cached_index(self, int64_t pte_off, int64_t j, uint64_t va, FaultArgs *a) noexcept nogil:
+        """The object's page behind PTE j of the window (j - pte_off pages
+        from va), or 0 when it is not in the page cache."""
+        cdef int64_t index = <int64_t>a.pgoff + <int64_t>((va - a.vma_start) >> self.shift[self.lpte]) \
+            + (j - pte_off)
+        if index < 0 or index >= self.onpages[a.owner]:
+            return 0
+        return self.oframes[a.owner][index]
+
+    cdef void do_fault_around(self, uint64_t *r, int64_t pte_off, uint64_t va, FaultArgs *a) noexcept nogil:
+        """do_fault_around() + filemap_map_pages(): before a read fault on a
+        shmem page, map the neighbours already in the object (the page
+        cache) whose PTEs are none.  Nothing is allocated."""
+        cdef int64_t j, f, to_pte, index
+        cdef int64_t from_pte = self.around_window(pte_off, va, a, &to_pte)
         cdef uint64_t flags = a.prot | (_PAGE_RW if a.writable else 0)
         for j in range(from_pte, to_pte):
             if r[j] != 0:
                 continue
-            index = <int64_t>a.pgoff + vma_off + (j - pte_off)
-            if index < 0 or index >= self.onpages[a.owner]:
-                continue
-            f = self.oframes[a.owner][index]
+            f = self.cached_index(pte_off, j, va, a)
             if f == 0:
                 continue                          # not in the page cache: left to a fault
+            index = <int64_t>rmap_index(self.frmap[f])
             if self.omapc[a.owner][index] < 0xFFFF:
                 self.omapc[a.owner][index] += 1
             self.rss_shmem += 1
             r[j] = pfn_entry(f, flags)
+
+    def fault_around(self, uint64_t addr, *, uint64_t vma_start, uint64_t vma_end, int64_t owner,
+                     uint64_t pgoff, bint writable=True, bint exec_=False, int fault_around=16):
+        """do_fault_around() alone, for a read fault at addr in a shared VMA
+        whose page lies beyond the object (the fault then SIGBUSes, but the
+        cached neighbours stay mapped).  The PTE table is allocated only if
+        a page is found, as filemap_map_pages() installs it.
+
+        Example::
+
+            >>> eng.fault_around(addr, vma_start=v0, vma_end=v1, owner=shm, pgoff=0)
+        """
+        cdef FaultArgs a
+        cdef int64_t pte_off, from_pte, to_pte, j, t
+        cdef bint found = False
+        self._check_range(vma_start, vma_end)
+        if not (vma_start <= addr < vma_end) or (addr | vma_start | vma_end) & (self.page_size - 1):
+            raise ValueError("fault_around needs a page-aligned address inside the VMA")
+        self._check_owner(owner)
+        if self.okind[owner] != OWNER_SHMEM:
+            raise ValueError("fault-around maps shmem pages: a shmem owner is required")
+        if not 1 <= fault_around <= <int>self.ptrs_per_pte or fault_around & (fault_around - 1):
+            raise ValueError("fault_around must be a power of two from 1 to PTRS_PER_PTE pages")
+        if pgoff + ((vma_end - vma_start) >> self.shift[self.lpte]) > RMAP_INDEX_MASK:
+            raise OverflowError("vm_pgoff too large for the rmap index")
+        a.vma_start, a.vma_end, a.owner, a.pgoff = vma_start, vma_end, owner, pgoff
+        a.prot = _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED | (0 if exec_ else _PAGE_NX)
+        a.writable, a.shared, a.write, a.fault_around = writable, True, False, fault_around
+        pte_off = <int64_t>((addr >> self.shift[self.lpte]) & self.imask[self.lpte])
+        with nogil:
+            from_pte = self.around_window(pte_off, addr, &a, &to_pte)
+            for j in range(from_pte, to_pte):
+                if self.cached_index(pte_off, j, addr, &a) != 0:
+                    found = True
+                    break
+            if found:
+                t = self.alloc_to(addr, self.lpte)
+                if t >= 0:
+                    self.do_fault_around(self.row(t), pte_off, addr, &a)
+        if found and t < 0:
+            raise MemoryError("out of memory allocating a page table")
 
     cdef int64_t shmem_get(self, int64_t o, int64_t index) noexcept nogil:
         """shmem_get_folio(): the object's page at index, allocated on first
@@ -725,7 +781,7 @@ cdef class Engine:
     cdef int fault_huge(self, uint64_t *pmdp, uint64_t haddr, FaultArgs *a) noexcept nogil:
         """do_huge_pmd_anonymous_page() on a none PMD, or the write-protect
         fault on an existing huge PMD (do_huge_pmd_wp_page())."""
-        cdef uint64_t e = pmdp[0], index, flags
+        cdef uint64_t e = pmdp[0], index, flags, lo, hi
         cdef int64_t f
         index = a.pgoff + ((haddr - a.vma_start) >> self.shift[self.lpte])
         if e == 0:
@@ -757,7 +813,11 @@ cdef class Engine:
             pmdp[0] = e
             self.ctr[CTR_FAULTS] += 1
         if a.fill and pte_write(e) and pte_hw_present(e):
-            self.set_tags_huge(entry_pfn(e), a.fill_tag)
+            # memset() fills only what it covers of the huge page
+            lo = max(haddr, a.start)
+            hi = min(haddr + self.pmd_size, a.end)
+            self.set_tags_run(entry_pfn(e) + <int64_t>((lo - haddr) >> self.shift[self.lpte]),
+                              <int64_t>((hi - lo) >> self.shift[self.lpte]), a.fill_tag)
         return 0
 
     cdef int fault_range_c(self, uint64_t start, uint64_t end, FaultArgs *a) noexcept nogil:
@@ -847,6 +907,7 @@ cdef class Engine:
         if fill >= 0 and not write:
             raise ValueError("fill needs write faults")
         a.fill = fill >= 0
+        a.start, a.end = start, end
         a.fill_tag = TAG_FILL | <uint64_t>(fill if fill >= 0 else 0)
         if not 1 <= fault_around <= <int>self.ptrs_per_pte or fault_around & (fault_around - 1):
             raise ValueError("fault_around must be a power of two from 1 to PTRS_PER_PTE pages")

@@ -967,6 +967,12 @@ class MM:
         stop = self._page_align(min(end, vma.end))
         clipped = self._shmem_clip(vma, page, stop)
         if clipped <= page:
+            if not write and self._fault_around_pages > 1:
+                # do_read_fault() maps the cached neighbours before shmem_fault() fails
+                self.engine.fault_around(page, vma_start=vma.start, vma_end=vma.end, owner=vma.owner,
+                                         pgoff=vma.pgoff, writable=bool(vma.vm_flags & C.VM_WRITE),
+                                         exec_=bool(vma.vm_flags & C.VM_EXEC),
+                                         fault_around=self._fault_around_pages)
             raise BusError(addr, "BUS_ADRERR", "beyond the end of the shared memory object")
         self._fault_range(vma, page, clipped, write, fill)
         return clipped

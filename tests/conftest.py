@@ -35,3 +35,13 @@ def target(request):
 @pytest.fixture
 def mm():
     return pymm.MM(check=True)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How much the differential run compared (for the closing notes)."""
+    import sys
+    diff = sys.modules.get("test_differential")
+    if diff is not None and diff.STATS["steps"]:
+        s = diff.STATS
+        terminalreporter.write_line(f"differential: {s['sequences']} sequences, {s['steps']} steps, "
+                                    f"{s['pages_compared']} page contents compared")

@@ -91,13 +91,6 @@ def _needs_host(request):
         host_or_skip()
 
 
-def test_report_counts(capsys):
-    """Print how much was compared (shows in -s output and the closing note)."""
-    with capsys.disabled():
-        print(f"\ndifferential: {STATS['sequences']} sequences, {STATS['steps']} steps, "
-              f"{STATS['pages_compared']} page contents compared")
-
-
 # -- regressions: divergences the state machine found, pinned ----------------------
 def replay_both(program):
     h = host.HostMM()

@@ -305,3 +305,28 @@ def test_read_fault_on_shared_memory_maps_the_cached_neighbours(target):
     assert present(target, Z, 20) == "01100010000000000000"
     target.write(Z + 18 * PAGE, b"y")                      # write faults do not fault around
     assert present(target, Z, 20) == "01100010000000000010"
+
+
+def test_a_read_fault_beyond_a_shmem_object_still_maps_the_cached_neighbours(target):
+    """do_read_fault(): fault-around runs before shmem_fault() finds the page
+    beyond the object's end; the neighbours stay mapped, then SIGBUS.
+    (Found by the long differential run.)"""
+    X = target.mmap(aligned_hole(target, 32), 31 * PAGE, RW, SHARED | pymm.MAP_FIXED | pymm.MAP_POPULATE)
+    # a second view of the object, one page longer than it, 64 KiB aligned
+    Y = target.mremap(X, 0, 32 * PAGE, pymm.MREMAP_MAYMOVE | pymm.MREMAP_FIXED, aligned_hole(target, 32))
+    with pytest.raises(pymm.BusError):
+        target.read(Y + 31 * PAGE, 1)
+    assert present(target, Y, 32) == "0" * 16 + "1" * 15 + "0"   # the faulting page's window only
+
+
+def test_memset_into_a_fresh_huge_page_fills_only_what_it_covers(target):
+    """A write fault that allocates a THP during memset() fills only the
+    bytes memset covers.  (Found by the long differential run: pymm filled
+    the whole 2 MiB.)"""
+    X = target.mmap(aligned_hole(target, 1024, align=2 << 20), 4 << 20, RW, PRIV | pymm.MAP_FIXED)
+    target.madvise(X, 4 << 20, pymm.MADV_HUGEPAGE)
+    target.memset(X + 2 * PAGE, 1, 3 * PAGE)
+    target.memset(X + (2 << 20) - PAGE, 2, 2 * PAGE)
+    got = [target.read(X + off, 1) for off in (0, PAGE, 2 * PAGE, 5 * PAGE, (2 << 20) - PAGE,
+                                                 2 << 20, (2 << 20) + PAGE)]
+    assert got == [b"\0", b"\0", b"\1", b"\0", b"\2", b"\2", b"\0"]
