@@ -334,21 +334,19 @@ def _catalogue():
     # Naresh built Linus's patches on mainline of 16 July 2020, which carried
     # f81fdd0c4ab7: its 19-line comment moved the WARN to line 230 and made it
     # WARN_ON_ONCE.
-    linus = dict(_V5_8, pmd_warn=WARN_ON_ONCE)
+    linus = dict(_V5_8, pmd_warn=WARN_ON_ONCE,
+                 warn_sites=_pmd_site("230", "move_page_tables+0x818/0x840"))
     k["5.8+linus-v2"] = Kernel(
         "5.8+linus-v2", "Linus's second patch: try_to_align_range() after old_end, no VMA-limit checks",
-        warn_sites=_pmd_site("230", "move_page_tables+0x818/0x840"),
         align=linus_try_to_align_range(check_start=False, check_end=""), **linus,
         notes="Kirill's test moves a PTE outside every VMA and loses a source page")
     k["5.8+linus-v3"] = Kernel(
         "5.8+linus-v3", "v2 + the incremental checks as Naresh applied them "
         "(*old_addr > old->vm_start, *old_addr < old->vm_end)",
-        warn_sites=_pmd_site("230", "move_page_tables+0x818/0x840"),
         align=linus_try_to_align_range(check_start=True, check_end="v3"), **linus,
         notes="no overcopy; the stack-shift warning remains")
     k["5.8+linus-v4"] = Kernel(
         "5.8+linus-v4", "v3 with *old_addr + *len < old->vm_end in try_to_align_end()",
-        warn_sites=_pmd_site("230", "move_page_tables+0x818/0x840"),
         align=linus_try_to_align_range(check_start=True, check_end="v4"), **linus,
         notes="same warning on the stack shift (Naresh's second test)")
     k["5.9"] = Kernel(
