@@ -211,6 +211,9 @@ cdef class Engine:
     cdef int64_t shmem_get(self, int64_t o, int64_t index) noexcept nogil
     # -- faults, zap, free_pgd_range, mprotect ------------------------------------
     cdef int fault_pte(self, uint64_t *ptep, uint64_t va, FaultArgs *a) noexcept nogil
+    cdef int _vma_fault_args(self, FaultArgs *a, uint64_t vma_start, uint64_t vma_end, int64_t owner,
+                             uint64_t pgoff, bint shared, bint writable, bint exec_, bint protnone,
+                             int fault_around) except -1
     cdef int64_t around_window(self, int64_t pte_off, uint64_t va, FaultArgs *a,
                                int64_t *to_pte) noexcept nogil
     cdef int64_t cached_index(self, int64_t pte_off, int64_t j, uint64_t va, FaultArgs *a) noexcept nogil

@@ -721,6 +721,26 @@ cdef class Engine:
             self.rss_shmem += 1
             r[j] = pfn_entry(f, flags)
 
+    cdef int _vma_fault_args(self, FaultArgs *a, uint64_t vma_start, uint64_t vma_end, int64_t owner,
+                             uint64_t pgoff, bint shared, bint writable, bint exec_, bint protnone,
+                             int fault_around) except -1:
+        """Validate what a VMA tells the fault handler and fill those fields of a."""
+        self._check_range(vma_start, vma_end)
+        self._check_owner(owner)
+        if shared != (self.okind[owner] == OWNER_SHMEM):
+            raise ValueError("shared faults need a shmem owner, private ones an anon owner")
+        if pgoff + ((vma_end - vma_start) >> self.shift[self.lpte]) > RMAP_INDEX_MASK:
+            raise OverflowError("vm_pgoff too large for the rmap index")
+        if not 1 <= fault_around <= <int>self.ptrs_per_pte or fault_around & (fault_around - 1):
+            raise ValueError("fault_around must be a power of two from 1 to PTRS_PER_PTE pages")
+        a.vma_start, a.vma_end, a.owner, a.pgoff = vma_start, vma_end, owner, pgoff
+        a.prot = _PAGE_PROTNONE | _PAGE_ACCESSED if protnone else \
+            (_PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED | (0 if exec_ else _PAGE_NX))
+        a.writable = writable and not protnone
+        a.shared = shared
+        a.fault_around = fault_around
+        return 0
+
     def fault_around(self, uint64_t addr, *, uint64_t vma_start, uint64_t vma_end, int64_t owner,
                      uint64_t pgoff, bint writable=True, bint exec_=False, int fault_around=16):
         """do_fault_around() alone, for a read fault at addr in a shared VMA
@@ -735,19 +755,11 @@ cdef class Engine:
         cdef FaultArgs a
         cdef int64_t pte_off, from_pte, to_pte, j, t
         cdef bint found = False
-        self._check_range(vma_start, vma_end)
+        self._vma_fault_args(&a, vma_start, vma_end, owner, pgoff, True, writable, exec_, False,
+                             fault_around)
         if not (vma_start <= addr < vma_end) or (addr | vma_start | vma_end) & (self.page_size - 1):
             raise ValueError("fault_around needs a page-aligned address inside the VMA")
-        self._check_owner(owner)
-        if self.okind[owner] != OWNER_SHMEM:
-            raise ValueError("fault-around maps shmem pages: a shmem owner is required")
-        if not 1 <= fault_around <= <int>self.ptrs_per_pte or fault_around & (fault_around - 1):
-            raise ValueError("fault_around must be a power of two from 1 to PTRS_PER_PTE pages")
-        if pgoff + ((vma_end - vma_start) >> self.shift[self.lpte]) > RMAP_INDEX_MASK:
-            raise OverflowError("vm_pgoff too large for the rmap index")
-        a.vma_start, a.vma_end, a.owner, a.pgoff = vma_start, vma_end, owner, pgoff
-        a.prot = _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED | (0 if exec_ else _PAGE_NX)
-        a.writable, a.shared, a.write, a.fault_around = writable, True, False, fault_around
+        a.write = False
         pte_off = <int64_t>((addr >> self.shift[self.lpte]) & self.imask[self.lpte])
         with nogil:
             from_pte = self.around_window(pte_off, addr, &a, &to_pte)
@@ -880,25 +892,13 @@ cdef class Engine:
         """
         cdef FaultArgs a
         self._check_range(start, end)
-        self._check_range(vma_start, vma_end)
+        self._vma_fault_args(&a, vma_start, vma_end, owner, pgoff, shared, writable, exec_, protnone,
+                             fault_around)
         if not (vma_start <= start and end <= vma_end):
             raise ValueError("fault range must lie inside the VMA")
-        self._check_owner(owner)
-        if shared != (self.okind[owner] == OWNER_SHMEM):
-            raise ValueError("shared faults need a shmem owner, private ones an anon owner")
-        if pgoff + ((vma_end - vma_start) >> self.shift[self.lpte]) > RMAP_INDEX_MASK:
-            raise OverflowError("vm_pgoff too large for the rmap index")
         if shared:
             if pgoff + ((end - vma_start) >> self.shift[self.lpte]) > <uint64_t>self.onpages[owner]:
                 raise ValueError("fault beyond the end of the shmem object (SIGBUS)")
-        a.vma_start = vma_start
-        a.vma_end = vma_end
-        a.owner = owner
-        a.pgoff = pgoff
-        a.prot = _PAGE_PROTNONE | _PAGE_ACCESSED if protnone else \
-            (_PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED | (0 if exec_ else _PAGE_NX))
-        a.writable = writable and not protnone
-        a.shared = shared
         a.write = write
         a.thp = thp
         a.zero_page = zero_page
@@ -909,9 +909,6 @@ cdef class Engine:
         a.fill = fill >= 0
         a.start, a.end = start, end
         a.fill_tag = TAG_FILL | <uint64_t>(fill if fill >= 0 else 0)
-        if not 1 <= fault_around <= <int>self.ptrs_per_pte or fault_around & (fault_around - 1):
-            raise ValueError("fault_around must be a power of two from 1 to PTRS_PER_PTE pages")
-        a.fault_around = fault_around
         cdef int r
         with nogil:
             r = self.fault_range_c(start, end, &a)

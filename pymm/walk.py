@@ -20,16 +20,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional
 
-FLAG_BITS = [(0, "P"), (1, "RW"), (2, "US"), (5, "A"), (6, "D"), (7, "PS"), (8, "PROTNONE"),
+FLAG_BITS = [(0, "P"), (1, "RW"), (2, "US"), (5, "A"), (6, "D"), (7, "PS"), (8, "G"),
              (9, "SPECIAL"), (11, "SD"), (63, "NX")]
 PFN_MASK = ((1 << 52) - 1) & ~0xFFF
 
 
 def decode_flags(entry: int) -> List[str]:
-    """Names of the bits set in an x86-64 page-table entry."""
+    """Names of the bits set in an x86-64 page-table entry.  Bit 8 is
+    GLOBAL in a present entry and _PAGE_PROTNONE in a non-present one."""
     names = [name for bit, name in FLAG_BITS if entry >> bit & 1]
     if not entry & 1:
-        names = [n for n in names if n != "PROTNONE"] + (["PROTNONE"] if entry >> 8 & 1 else [])
+        names = ["PROTNONE" if n == "G" else n for n in names]
     return names
 
 

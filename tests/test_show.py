@@ -248,3 +248,12 @@ def test_show_rejects_bad_arguments(capsys):
             main(argv)
         assert e.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_walk_names_bit_8_protnone_only_when_not_present():
+    mm = pymm.MM()
+    a = populated(mm, 2 * PAGE)
+    mm.mprotect(a + PAGE, PAGE, pymm.PROT_NONE)
+    assert "G" not in mm.walk(a).steps[-1].flags and "P" in mm.walk(a).steps[-1].flags
+    last = mm.walk(a + PAGE).steps[-1]
+    assert "PROTNONE" in last.flags and "P" not in last.flags and last.leads_to == "frame"
