@@ -26,7 +26,7 @@ from pymm.errors import (BusError, InvariantError, KernelBUG, KernelWarning, Mem
                          SegmentationFault)
 from pymm.kernels import KERNELS, Kernel, PageTableMove
 from pymm.mm import MM
-from pymm.vma import VMA
+from pymm.mm.vma import VMA
 from pymm import host, scenarios  # noqa: E402  (pymm.host.HostMM, pymm.scenarios.*)
 
 __version__ = "0.1.0"

@@ -76,7 +76,7 @@ class PageTableMove:
     def old(self):
         """The source VMA (a read-only view), made when first asked for."""
         if self._old is not None and not isinstance(self._old, tuple):
-            from pymm.vma import view
+            from pymm.mm.vma import view
             self._old = view(self._old)
         return self._old
 
@@ -84,7 +84,7 @@ class PageTableMove:
     def new(self):
         """The destination VMA (a read-only view), made when first asked for."""
         if self._new is not None and not isinstance(self._new, tuple):
-            from pymm.vma import view
+            from pymm.mm.vma import view
             self._new = view(self._new)
         return self._new
 

@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from pymm.vma import perms as vma_perms
+from pymm.mm.vma import perms as vma_perms
 
 # Leaves merge into one row only if these entry bits agree (mmcore's RUN_FLAG_MASK).
 _P, _RW, _PSE, _PROTNONE, _SPECIAL, _NX = 1, 2, 1 << 7, 1 << 8, 1 << 9, 1 << 63

@@ -41,7 +41,7 @@ import numpy as np
 
 from pymm import constants as C
 from pymm.errors import BusError, SegmentationFault, oserror
-from pymm.vma import VMA
+from pymm.mm.vma import VMA
 
 DEFAULT_WINDOW: Tuple[int, int] = (0x100000000000, 0x200000000000)
 CHUNK = 8 << 20

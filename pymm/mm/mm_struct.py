@@ -32,7 +32,7 @@ from pymm.errors import (EACCES, EBADF, EEXIST, EFAULT, EINVAL, ENOMEM, EPERM, B
                           InvariantError,
                          KernelWarning, SegmentationFault, oserror)
 from pymm.kernels import Kernel, PageTableMove, get_kernel
-from pymm.vma import VMA, ShmemObject, Vma, VmaTree, perms, snapshot, view
+from pymm.mm.vma import VMA, ShmemObject, Vma, VmaTree, perms, snapshot, view
 
 U64 = (1 << 64) - 1
 ARCHES = {"x86_64": mmcore.X86_64, "x86_64-la57": mmcore.X86_64_LA57}
