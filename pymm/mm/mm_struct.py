@@ -29,12 +29,11 @@ import mmcore
 from mmcore import Engine, MoveControl
 from pymm import constants as C
 from pymm.errors import (EACCES, EBADF, EEXIST, EFAULT, EINVAL, ENOMEM, EPERM, BusError,
-                          InvariantError,
-                         KernelWarning, SegmentationFault, oserror)
+                         KernelWarning, SegmentationFault)
 from pymm.kernels import Kernel, PageTableMove, get_kernel
+from pymm.mm.syscall import U64, _Errno, _syscall, _u64, check_now
 from pymm.mm.vma import VMA, ShmemObject, Vma, VmaTree, perms, snapshot, view
 
-U64 = (1 << 64) - 1
 ARCHES = {"x86_64": mmcore.X86_64, "x86_64-la57": mmcore.X86_64_LA57}
 THP_MODES = ("always", "madvise", "never")
 _SITE_NAMES = {v: k for k, v in mmcore.WARN_SITES.items()}
@@ -51,59 +50,6 @@ def _policy(move_pmd, for_stack, move_pud, pud_step, pmd_warn, pud_warn, huge_pm
     return MoveControl(0, 0, 0, for_stack=for_stack, move_pmd=move_pmd, move_pud=move_pud,
                        pud_step=pud_step, pmd_warn=pmd_warn, pud_warn=pud_warn,
                        huge_pmd_warn=huge_pmd_warn)
-
-
-class _Errno(Exception):
-    """Internal: a syscall's error return (-errno), turned into OSError at the edge."""
-
-    def __init__(self, code):
-        self.code = code
-
-
-def _u64(value, name: str) -> int:
-    """A syscall argument as the kernel sees it: an unsigned long.
-
-    Negative ints wrap as they would through C (``-4096`` is ``2**64 - 4096``);
-    anything else that is not an int is a TypeError."""
-    if type(value) is int and 0 <= value <= U64:   # the common case, fast
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    value = int(value)
-    if not -(1 << 63) <= value <= U64:
-        raise OverflowError(f"{name}={value:#x} does not fit an unsigned long")
-    return value & U64
-
-
-def _syscall(fn):
-    """Wrap a syscall: errno -> OSError, and with check=True verify that a
-    failed call changed nothing and that every invariant holds after it."""
-
-    @functools.wraps(fn)
-    def wrapper(self, *args, **kwargs):
-        if not self.check_enabled:
-            try:
-                return fn(self, *args, **kwargs)
-            except _Errno as e:
-                raise oserror(e.code, fn.__name__) from None
-        before = self._state_digest()
-        self._partial_ok = False
-        try:
-            result = fn(self, *args, **kwargs)
-        except _Errno as e:
-            # Linux leaves the address space as it was for every error it
-            # checks up front; only calls that had already changed something
-            # (mprotect/madvise over a hole, mremap after unmapping the
-            # destination) may fail with a changed state.
-            if self._state_digest() != before and not self._partial_ok:
-                raise InvariantError([f"failed {fn.__name__} (errno {e.code}) changed the address space"],
-                                     fn.__name__) from None
-            self._check_now(fn.__name__)
-            raise oserror(e.code, fn.__name__) from None
-        self._check_now(fn.__name__)
-        return result
-
-    return wrapper
 
 
 class MM:
@@ -220,17 +166,6 @@ class MM:
         return {"VmSize": size // 1024, "VmRSS": (anon + shmem) * kb, "RssAnon": anon * kb,
                 "RssShmem": shmem * kb, "VmPTE": self.engine.n_tables * kb,
                 "map_count": self.map_count}
-
-    # ------------------------------------------------------------------ check support
-    def _state_digest(self):
-        vmas = tuple((v.start, v.end, v.vm_flags, v.pgoff, v.anon, id(v.shm)) for v in self._tree)
-        return (vmas, self.engine.digest())
-
-    def _check_now(self, after: str) -> None:
-        from pymm.check import check
-        problems = check(self)
-        if problems:
-            raise InvariantError(problems, after)
 
     # ------------------------------------------------------------------ owners
     def _attach(self, vma: Vma) -> None:
@@ -1029,7 +964,7 @@ class MM:
                 self._handle_fault(pos, False, end)
         result = b"".join(out)
         if self.check_enabled:
-            self._check_now("read")
+            check_now(self, "read")
         return result
 
     def write(self, addr, data) -> None:
@@ -1054,7 +989,7 @@ class MM:
             if pos < end:
                 self._handle_fault(pos, True, end)
         if self.check_enabled:
-            self._check_now("write")
+            check_now(self, "write")
 
     def memset(self, addr, value, length) -> None:
         """memset(): whole pages take the bulk path (one tag per page), so
@@ -1087,7 +1022,7 @@ class MM:
         finally:
             self.check_enabled = check
         if check:
-            self._check_now("memset")
+            check_now(self, "memset")
 
     def stamp(self, addr, length) -> None:
         """Write into each whole page of the range its own page number

@@ -1,0 +1,92 @@
+"""The syscall boundary: arguments as the kernel reads them, errors as it returns them.
+
+Models the edge every syscall crosses in Linux 6.18: ``SYSCALL_DEFINEx()``
+(include/linux/syscalls.h) takes each argument as an ``unsigned long``, and a
+failure is a ``-errno`` return.  Inside pymm a kernel function that fails
+raises :class:`_Errno`; :func:`_syscall` turns it into the ``OSError`` the
+caller sees and, with ``check=True``, verifies the address space after the
+call.
+
+Example::
+
+    >>> mm = pymm.MM()
+    >>> mm.munmap(4095, 4096)         # do_vmi_munmap() raises _Errno(EINVAL)
+    Traceback (most recent call last):
+    OSError: [Errno 22] Invalid argument [munmap]
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from pymm.check import check
+from pymm.errors import InvariantError, oserror
+
+U64 = (1 << 64) - 1
+
+
+class _Errno(Exception):
+    """Internal: a syscall's error return (-errno), turned into OSError at the edge."""
+
+    def __init__(self, code):
+        self.code = code
+
+
+def _u64(value, name: str) -> int:
+    """A syscall argument as the kernel sees it: an unsigned long.
+
+    Negative ints wrap as they would through C (``-4096`` is ``2**64 - 4096``);
+    anything else that is not an int is a TypeError."""
+    if type(value) is int and 0 <= value <= U64:   # the common case, fast
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    value = int(value)
+    if not -(1 << 63) <= value <= U64:
+        raise OverflowError(f"{name}={value:#x} does not fit an unsigned long")
+    return value & U64
+
+
+def state_digest(mm):
+    """What a failed call must leave unchanged: the VMAs and the page tables."""
+    vmas = tuple((v.start, v.end, v.vm_flags, v.pgoff, v.anon, id(v.shm)) for v in mm._tree)
+    return (vmas, mm.engine.digest())
+
+
+def check_now(mm, after: str) -> None:
+    """Run pymm.check(mm); raise InvariantError naming the call ``after`` which it failed."""
+    problems = check(mm)
+    if problems:
+        raise InvariantError(problems, after)
+
+
+def _syscall(fn):
+    """Wrap a syscall: errno -> OSError, and with check=True verify that a
+    failed call changed nothing and that every invariant holds after it."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        if not self.check_enabled:
+            try:
+                return fn(self, *args, **kwargs)
+            except _Errno as e:
+                raise oserror(e.code, fn.__name__) from None
+        before = state_digest(self)
+        self._partial_ok = False
+        try:
+            result = fn(self, *args, **kwargs)
+        except _Errno as e:
+            # Linux leaves the address space as it was for every error it
+            # checks up front; only calls that had already changed something
+            # (mprotect/madvise over a hole, mremap after unmapping the
+            # destination) may fail with a changed state.
+            if state_digest(self) != before and not self._partial_ok:
+                raise InvariantError([f"failed {fn.__name__} (errno {e.code}) changed the address space"],
+                                     fn.__name__) from None
+            check_now(self, fn.__name__)
+            raise oserror(e.code, fn.__name__) from None
+        check_now(self, fn.__name__)
+        return result
+
+    return wrapper
