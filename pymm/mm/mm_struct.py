@@ -32,7 +32,9 @@ from pymm.errors import (EACCES, EBADF, EEXIST, EFAULT, EINVAL, ENOMEM, EPERM, B
                          KernelWarning, SegmentationFault)
 from pymm.kernels import Kernel, PageTableMove, get_kernel
 from pymm.mm.syscall import U64, _Errno, _syscall, _u64, check_now
-from pymm.mm.vma import VMA, ShmemObject, Vma, VmaTree, perms, snapshot, view
+from pymm.mm.vma import (VMA, ShmemObject, Vma, VmaTree, anon_vma_prepare, copy_vma, do_vmi_munmap,
+                         page_align, perms, snapshot, view, vm_start_gap, vma_adjust_trans_huge, vma_link,
+                         vma_merge_extend, vma_merge_new_range, vma_modify, vma_set_anon)
 
 ARCHES = {"x86_64": mmcore.X86_64, "x86_64-la57": mmcore.X86_64_LA57}
 THP_MODES = ("always", "madvise", "never")
@@ -167,50 +169,6 @@ class MM:
                 "RssShmem": shmem * kb, "VmPTE": self.engine.n_tables * kb,
                 "map_count": self.map_count}
 
-    # ------------------------------------------------------------------ owners
-    def _attach(self, vma: Vma) -> None:
-        if vma.anon:
-            self._anon_refs[vma.anon] = self._anon_refs.get(vma.anon, 0) + 1
-        if vma.shm is not None:
-            vma.shm.refs += 1
-
-    def _detach(self, vma: Vma) -> None:
-        if vma.anon:
-            n = self._anon_refs[vma.anon] - 1
-            if n:
-                self._anon_refs[vma.anon] = n
-            else:
-                del self._anon_refs[vma.anon]
-                self.engine.owner_free(vma.anon)
-        if vma.shm is not None:
-            vma.shm.refs -= 1
-            if vma.shm.refs == 0:
-                self.engine.owner_free(vma.shm.owner)
-
-    def _set_anon(self, vma: Vma, anon: int) -> None:
-        if vma.anon == anon:
-            return
-        if vma.anon:
-            self._detach_anon(vma)
-        vma.anon = anon
-        if anon:
-            self._anon_refs[anon] = self._anon_refs.get(anon, 0) + 1
-
-    def _detach_anon(self, vma: Vma) -> None:
-        shm, vma.shm = vma.shm, None
-        self._detach(vma)
-        vma.shm = shm
-        vma.anon = 0
-
-    def _insert(self, vma: Vma) -> Vma:
-        self._tree.insert(vma)
-        self._attach(vma)
-        return vma
-
-    def _remove(self, vma: Vma) -> None:
-        self._tree.remove(vma)
-        self._detach(vma)
-
     # ------------------------------------------------------------------ views for kernel hooks
     def _prev_view(self, vma):
         v = self._tree.prev(self._tree.lookup(vma.start))
@@ -225,171 +183,10 @@ class MM:
         return view(v) if v is not None else None
 
     # ------------------------------------------------------------------ helpers
-    def _page_align(self, x: int) -> int:
-        """PAGE_ALIGN(): rounds up, wrapping at 2**64 like the C macro."""
-        return (x + self._pmask) & ~self._pmask & U64
-
     def _pages(self, nbytes: int) -> int:
         return nbytes >> self.page_shift
 
-    def _split_huge_at(self, addr: int) -> None:
-        """vma_adjust_trans_huge(): a VMA boundary inside a huge PMD splits it."""
-        if addr & (self.pmd_size - 1) and addr < self.task_size:
-            self.engine.split_huge_pmd_at(addr)
-
-    def _vm_start_gap(self, vma: Vma) -> int:
-        if vma.vm_flags & C.VM_GROWSDOWN:
-            return max(vma.start - self.stack_guard_gap, 0)
-        return vma.start
-
-    @staticmethod
-    def _anon_ok(a1: int, a2: int) -> bool:
-        """is_mergeable_anon_vma(): either has none yet, or they are the same."""
-        return not a1 or not a2 or a1 == a2
-
-    @staticmethod
-    def _flags_mergeable(f1: int, f2: int) -> bool:
-        """is_mergeable_vma() on vm_flags: equal but for VM_SOFTDIRTY."""
-        return not ((f1 ^ f2) & ~C.VM_IGNORE_MERGE)
-
-    def _can_merge_after(self, prev: Optional[Vma], start: int, vm_flags: int, anon: int, shm,
-                         pgoff: int) -> bool:
-        """can_vma_merge_after(): may prev absorb a range starting at start?"""
-        return (prev is not None and prev.end == start and self._flags_mergeable(prev.vm_flags, vm_flags)
-                and prev.shm is shm and self._anon_ok(prev.anon, anon)
-                and prev.pgoff + prev.pages(self.page_shift) == pgoff)
-
-    def _can_merge_before(self, nxt: Optional[Vma], end: int, vm_flags: int, anon: int, shm,
-                          pgoff: int, pages: int) -> bool:
-        """can_vma_merge_before(): may next absorb a range ending at end?"""
-        return (nxt is not None and nxt.start == end and self._flags_mergeable(nxt.vm_flags, vm_flags)
-                and nxt.shm is shm and self._anon_ok(anon, nxt.anon) and pgoff + pages == nxt.pgoff)
-
-    # ------------------------------------------------------------------ VMA surgery (mm/vma.c)
-    def _split_vma(self, vma: Vma, addr: int) -> Vma:
-        """__split_vma(): cut vma at addr; returns the upper part."""
-        upper = Vma(addr, vma.end, vma.vm_flags, vma.pgoff + self._pages(addr - vma.start),
-                    vma.anon, vma.shm, vma.name)
-        self._split_huge_at(addr)
-        vma.end = addr
-        self._insert(upper)
-        return upper
-
-    def _vma_merge_new_range(self, start: int, end: int, vm_flags: int, anon: int, shm, pgoff: int,
-                             name: str = "") -> Optional[Vma]:
-        """vma_merge_new_range(): let a new range [start, end) join its
-        neighbours if compatible; returns the VMA now covering it, or None."""
-        prev = self._tree.prev_of_addr(start)
-        prev = prev if prev is not None and prev.end == start else None
-        nxt = self._tree.find_vma(end)
-        nxt = nxt if nxt is not None and nxt.start == end else None
-        pages = self._pages(end - start)
-        left = self._can_merge_after(prev, start, vm_flags, anon, shm, pgoff) and prev.name == name
-        right = self._can_merge_before(nxt, end, vm_flags, anon, shm, pgoff, pages) and nxt.name == name
-        if left and right and not self._anon_ok(prev.anon, nxt.anon):
-            right = False
-        if left and right:
-            prev.end = nxt.end
-            self._set_anon(prev, prev.anon or nxt.anon or anon)  # take the reference first
-            self._remove(nxt)
-            return prev
-        if left:
-            prev.end = end
-            self._set_anon(prev, prev.anon or anon)
-            return prev
-        if right:
-            self._tree.set_start(nxt, start)
-            nxt.pgoff = pgoff
-            self._set_anon(nxt, nxt.anon or anon)
-            return nxt
-        return None
-
-    def _vma_modify(self, vma: Vma, start: int, end: int, vm_flags: int) -> Vma:
-        """vma_modify_flags() -> vma_merge_existing_range() or split: give
-        [start, end) of vma new flags, merging with a neighbour where the
-        result is compatible, splitting otherwise.  Returns the VMA holding
-        [start, end)."""
-        left_side, right_side = start == vma.start, end == vma.end
-        pgoff = vma.pgoff + self._pages(start - vma.start)
-        pages = self._pages(end - start)
-        prev = self._tree.prev(vma) if left_side else None
-        nxt = self._tree.next(vma) if right_side else None
-        merge_left = self._can_merge_after(prev, start, vm_flags, vma.anon, vma.shm, pgoff) and \
-            prev.name == vma.name
-        merge_right = self._can_merge_before(nxt, end, vm_flags, vma.anon, vma.shm, pgoff, pages) and \
-            nxt.name == vma.name
-        if merge_left and merge_right and not self._anon_ok(prev.anon, nxt.anon):
-            merge_right = False
-        if merge_left and merge_right:                  # prev + vma + next
-            self._set_anon(prev, prev.anon or vma.anon or nxt.anon)
-            prev.end = nxt.end
-            self._remove(vma)
-            self._remove(nxt)
-            return prev
-        if merge_left:
-            self._set_anon(prev, prev.anon or vma.anon)
-            if right_side:                               # prev absorbs all of vma
-                prev.end = vma.end
-                self._remove(vma)
-            else:                                        # prev takes [start, end)
-                self._split_huge_at(end)
-                prev.end = end
-                vma.pgoff += self._pages(end - vma.start)
-                self._tree.set_start(vma, end)
-            return prev
-        if merge_right:
-            self._set_anon(nxt, nxt.anon or vma.anon)
-            if left_side:                                # next absorbs all of vma
-                start_, pgoff_ = vma.start, vma.pgoff
-                self._remove(vma)                        # first: starts stay unique
-                self._tree.set_start(nxt, start_)
-                nxt.pgoff = pgoff_
-            else:                                        # next takes [start, end)
-                self._split_huge_at(start)
-                vma.end = start
-                self._tree.set_start(nxt, start)
-                nxt.pgoff = pgoff
-            return nxt
-        if start > vma.start:
-            vma = self._split_vma_checked(vma, start)
-        if end < vma.end:
-            self._split_vma_checked(vma, end)
-        vma.vm_flags = vm_flags
-        return vma
-
-    def _split_vma_checked(self, vma: Vma, addr: int) -> Vma:
-        """split_vma(): refuses at max_map_count.  A failure after an
-        earlier split leaves that split in place, as in the kernel."""
-        if self.map_count >= self.max_map_count:
-            raise _Errno(ENOMEM)
-        self._partial_ok = True
-        return self._split_vma(vma, addr)
-
     # ------------------------------------------------------------------ anon_vma
-    def _anon_vma_prepare(self, vma: Vma) -> None:
-        """anon_vma_prepare(): the first anonymous page needs an anon_vma;
-        reuse a neighbour's when it could merge later (find_mergeable_anon_vma)."""
-        if vma.anon or vma.shm is not None:
-            return
-        anon = 0
-        nxt = self._tree.next(vma)
-        if nxt is not None and self._anon_vma_compatible(vma, nxt) and nxt.anon:
-            anon = nxt.anon
-        else:
-            prev = self._tree.prev(vma)
-            if prev is not None and self._anon_vma_compatible(prev, vma) and prev.anon:
-                anon = prev.anon
-        if not anon:
-            anon = self.engine.owner_new("anon")
-        self._set_anon(vma, anon)
-
-    def _anon_vma_compatible(self, a: Vma, b: Vma) -> bool:
-        """anon_vma_compatible(): adjacent, same file, flags equal but for
-        access bits, contiguous vm_pgoff."""
-        return (a.end == b.start and a.shm is b.shm
-                and not ((a.vm_flags ^ b.vm_flags) & ~(C.VM_ACCESS_FLAGS | C.VM_SOFTDIRTY))
-                and b.pgoff == a.pgoff + self._pages(b.start - a.start))
-
     # ------------------------------------------------------------------ get_unmapped_area
     def _gaps_topdown(self, low: int, high: int, length: int) -> Optional[int]:
         """unmapped_area_topdown(): the end of the highest free gap in
@@ -401,7 +198,7 @@ class MM:
         gap_end = high
         while True:
             if i < len(vmas):
-                gap_end = min(gap_end, self._vm_start_gap(vmas[i]), high)
+                gap_end = min(gap_end, vm_start_gap(self, vmas[i]), high)
             prev_end = vmas[i - 1].end if i > 0 else 0
             gap_start = max(prev_end, low)
             if gap_end >= gap_start and gap_end - gap_start >= length:
@@ -418,7 +215,7 @@ class MM:
         vmas = self._tree._vmas
         start = max(low, vmas[i - 1].end if i > 0 else 0)
         while start + length <= high:
-            end = min(high, self._vm_start_gap(vmas[i])) if i < len(vmas) else high
+            end = min(high, vm_start_gap(self, vmas[i])) if i < len(vmas) else high
             if end >= start and end - start >= length:
                 return start
             if i >= len(vmas):
@@ -436,7 +233,7 @@ class MM:
         if self.window and not (self.window[0] <= addr and addr + length <= self.window[1]):
             return False
         vma = self._tree.find_vma(addr)
-        return vma is None or addr + length <= self._vm_start_gap(vma)
+        return vma is None or addr + length <= vm_start_gap(self, vma)
 
     def _arch_get_unmapped_area_topdown(self, addr: int, length: int, flags: int) -> int:
         """arch/x86/kernel/sys_x86_64.c arch_get_unmapped_area_topdown()."""
@@ -509,48 +306,6 @@ class MM:
         return addr
 
     # ------------------------------------------------------------------ munmap (mm/vma.c)
-    def _free_pgtables(self, vmas: List[Vma], floor: int, ceiling: int) -> None:
-        """free_pgtables(): free the page tables under the removed VMAs,
-        gathering neighbours closer than a PMD into one free_pgd_range()."""
-        i, n = 0, len(vmas)
-        while i < n:
-            addr, j = vmas[i].start, i
-            while j + 1 < n and vmas[j + 1].start <= vmas[j].end + self.pmd_size:
-                j += 1
-            nxt_start = vmas[j + 1].start if j + 1 < n else ceiling
-            self.engine.free_pgd_range(addr, vmas[j].end, floor, nxt_start)
-            i = j + 1
-
-    def _do_munmap(self, start: int, length: int) -> None:
-        """do_vmi_munmap() -> do_vmi_align_munmap(): split at the edges, zap,
-        free page tables between the neighbours, drop the VMAs."""
-        if (self._pmask & start) or start > self.task_size or length > self.task_size - start:
-            raise _Errno(EINVAL)
-        end = start + self._page_align(length)
-        if end == start:
-            raise _Errno(EINVAL)
-        tree = self._tree
-        i, j = tree.span(start, end)                     # the VMAs overlapping [start, end)
-        if i == j:
-            return
-        first = tree[i]
-        if first.start < start and end < first.end and len(tree) >= self.max_map_count:
-            raise _Errno(ENOMEM)
-        if first.start < start:
-            self._split_vma(first, start)
-            i, j = i + 1, j + 1
-        if tree[j - 1].end > end:
-            self._split_vma(tree[j - 1], end)
-        vmas = tree[i:j]
-        floor = tree[i - 1].end if i > 0 else 0
-        ceiling = tree[j].start if j < len(tree) else 0
-        for v in vmas:                                   # unmap_vmas()
-            self.engine.zap(v.start, v.end)
-        self._free_pgtables(vmas, floor, ceiling)
-        tree.remove_span(i, j)
-        for v in vmas:
-            self._detach(v)
-
     @_syscall
     def munmap(self, addr, length) -> None:
         """munmap(2).  Unmapping nothing is not an error.
@@ -560,7 +315,7 @@ class MM:
             >>> mm.munmap(a, 4096)
         """
         addr, length = _u64(addr, "addr"), _u64(length, "length")
-        self._do_munmap(addr, length)
+        do_vmi_munmap(self, addr, length)
 
     # ------------------------------------------------------------------ mmap (mm/mmap.c)
     @_syscall
@@ -593,8 +348,8 @@ class MM:
         if flags & C.MAP_FIXED_NOREPLACE:
             flags |= C.MAP_FIXED
         if not flags & C.MAP_FIXED and addr and addr < self.mmap_min_addr:
-            addr = self._page_align(self.mmap_min_addr)  # round_hint_to_min()
-        length = self._page_align(length)
+            addr = page_align(self, self.mmap_min_addr)  # round_hint_to_min()
+        length = page_align(self, length)
         if not length:
             raise _Errno(ENOMEM)
         if self.map_count > self.max_map_count:
@@ -645,16 +400,16 @@ class MM:
                 raise _Errno(ENOMEM)
             vm_flags |= C.VM_ACCOUNT
         if self._tree.first_intersecting(addr, end) is not None:
-            self._do_munmap(addr, length)
+            do_vmi_munmap(self, addr, length)
         vm_flags |= C.VM_SOFTDIRTY
         if shared:
             shm = ShmemObject(self.engine.owner_new("shmem", npages=self._pages(length)),
                               self._pages(length), self._next_inode())
-            return self._insert(Vma(addr, end, vm_flags, pgoff, 0, shm))
-        merged = self._vma_merge_new_range(addr, end, vm_flags, 0, None, pgoff)
+            return vma_link(self, Vma(addr, end, vm_flags, pgoff, 0, shm))
+        merged = vma_merge_new_range(self, addr, end, vm_flags, 0, None, pgoff)
         if merged is not None:
             return merged
-        return self._insert(Vma(addr, end, vm_flags, pgoff))
+        return vma_link(self, Vma(addr, end, vm_flags, pgoff))
 
     def _next_inode(self) -> int:
         self._shm_inode += 1
@@ -682,7 +437,7 @@ class MM:
             raise _Errno(EINVAL)
         if not length:
             return
-        length = self._page_align(length)
+        length = page_align(self, length)
         end = start + length
         if end <= start or end > U64:
             raise _Errno(ENOMEM)
@@ -726,7 +481,7 @@ class MM:
                 newflags |= C.VM_ACCOUNT
         elif oldflags & C.VM_ACCOUNT and vma.shm is None and not vma.anon:
             newflags &= ~C.VM_ACCOUNT  # no anon_vma yet: the charge can go
-        vma = self._vma_modify(vma, start, end, newflags)
+        vma = vma_modify(self, vma, start, end, newflags)
         vma.vm_flags = newflags if vma.start == start and vma.end == end else vma.vm_flags
         self.engine.change_protection(start, end, read=bool(newflags & C.VM_ACCESS_FLAGS),
                                       write=bool(newflags & C.VM_WRITE),
@@ -753,7 +508,7 @@ class MM:
             raise _Errno(EINVAL)
         if (self._pmask & start):
             raise _Errno(EINVAL)
-        length = self._page_align(len_in)
+        length = page_align(self, len_in)
         if len_in and not length:
             raise _Errno(EINVAL)
         end = start + length
@@ -803,7 +558,7 @@ class MM:
                 newflags = (vma.vm_flags & ~clear) | set_
                 if newflags == vma.vm_flags:
                     return vma
-                return self._vma_modify(vma, start, end, newflags)  # madvise_update_vma()
+                return vma_modify(self, vma, start, end, newflags)  # madvise_update_vma()
             return update
         if advice in (C.MADV_DONTNEED, C.MADV_DONTNEED_LOCKED):
             def dontneed(vma, start, end):
@@ -856,7 +611,7 @@ class MM:
             return
         thp = self._thp_allowed(vma)
         if vma.shm is None and (write or thp):
-            self._anon_vma_prepare(vma)
+            anon_vma_prepare(self, vma)
         owner = vma.owner
         if not owner:
             # read faults without an anon_vma map the zero page only
@@ -899,7 +654,7 @@ class MM:
         if not vma.vm_flags & C.VM_ACCESS_FLAGS:
             raise SegmentationFault(addr, "SEGV_ACCERR", "PROT_NONE VMA")
         page = addr & ~(self.page_size - 1)
-        stop = self._page_align(min(end, vma.end))
+        stop = page_align(self, min(end, vma.end))
         clipped = self._shmem_clip(vma, page, stop)
         if clipped <= page:
             if not write and self._fault_around_pages > 1:
@@ -926,7 +681,7 @@ class MM:
         grow = self._pages(vma.start - addr)
         if grow > vma.pgoff or vma.end - addr > self.rlimit_stack:
             return False
-        self._anon_vma_prepare(vma)
+        anon_vma_prepare(self, vma)
         self._tree.set_start(vma, addr)
         vma.pgoff -= grow
         return True
@@ -1005,7 +760,7 @@ class MM:
         if end > self.task_size + self.page_size:
             raise SegmentationFault(max(addr, self.task_size), "SEGV_MAPERR", "beyond task_size")
         ps = self.page_size
-        head_end = min(end, self._page_align(addr))
+        head_end = min(end, page_align(self, addr))
         tail_start = max(head_end, end & ~(ps - 1))
         check, self.check_enabled = self.check_enabled, False
         try:
@@ -1147,10 +902,10 @@ class MM:
     def _mremap_to(self, addr, old_len, new_len, flags, new_addr) -> int:
         """mremap_to(): the move to a chosen (FIXED) or found (DONTUNMAP) place."""
         if flags & C.MREMAP_FIXED:
-            self._do_munmap(new_addr, new_len)
+            do_vmi_munmap(self, new_addr, new_len)
             self._partial_ok = True                        # the destination is gone for good
         if old_len > new_len:                              # shrink_vma()
-            self._do_munmap(addr + new_len, old_len - new_len)
+            do_vmi_munmap(self, addr + new_len, old_len - new_len)
             self._partial_ok = True
             old_len = new_len
         vma = self._tree.lookup(addr)
@@ -1171,11 +926,11 @@ class MM:
         if new_len == old_len:
             return addr
         if new_len < old_len:
-            self._do_munmap(addr + new_len, old_len - new_len)
+            do_vmi_munmap(self, addr + new_len, old_len - new_len)
             return addr
         delta = new_len - old_len
         if vma.end - addr == old_len and self._vma_expandable(vma, delta):
-            self._vma_merge_extend(vma, delta)             # expand_vma_in_place()
+            vma_merge_extend(self, vma, delta)             # expand_vma_in_place()
             if vma.vm_flags & C.VM_LOCKED:
                 self._mm_populate(addr + old_len, delta)
             return addr
@@ -1192,43 +947,13 @@ class MM:
             return False
         return not (self.window and end > self.window[1])
 
-    def _vma_merge_extend(self, vma: Vma, delta: int) -> None:
-        """vma_merge_extend(): grow vma by delta, joining the next VMA if it
-        then touches a compatible one."""
-        end = vma.end + delta
-        nxt = self._tree.find_vma(end)
-        pages = self._pages(end - vma.end)
-        pgoff = vma.pgoff + self._pages(vma.end - vma.start)
-        if self._can_merge_before(nxt, end, vma.vm_flags, vma.anon, vma.shm, pgoff, pages) \
-                and nxt.name == vma.name and self._anon_ok(vma.anon, nxt.anon):
-            self._set_anon(vma, vma.anon or nxt.anon)
-            vma.end = nxt.end
-            self._remove(nxt)
-        else:
-            vma.end = end
-
-    def _copy_vma(self, vma: Vma, addr: int, length: int, pgoff: int):
-        """copy_vma(): the destination VMA, merged with a neighbour if it can
-        be.  Returns (new_vma, source_vma) since the source may have merged
-        into the destination (an unfaulted VMA moved next to itself)."""
-        vma_start = vma.start
-        if vma.shm is None and not vma.anon:
-            pgoff = addr >> self.page_shift  # unfaulted: take the new place's pgoff
-        new = self._vma_merge_new_range(addr, addr + length, vma.vm_flags, vma.anon, vma.shm, pgoff,
-                                        vma.name)
-        if new is not None:
-            src = new if new.start <= vma_start < new.end else vma
-            return new, src
-        new = self._insert(Vma(addr, addr + length, vma.vm_flags, pgoff, vma.anon, vma.shm, vma.name))
-        return new, vma
-
     def _move_vma(self, vma: Vma, addr, old_len, new_len, flags, new_addr) -> int:
         """move_vma(): copy the VMA, move its page tables, unmap the source
         (or, with MREMAP_DONTUNMAP, leave it empty)."""
         if len(self._tree) >= self.max_map_count - 3:    # prep_move_vma()
             raise _Errno(ENOMEM)
         new_pgoff = vma.pgoff + self._pages(addr - vma.start)
-        new_vma, vma = self._copy_vma(vma, new_addr, new_len, new_pgoff)
+        new_vma, vma = copy_vma(self, vma, new_addr, new_len, new_pgoff)
         moved = self._move_page_tables(vma, new_vma, addr, new_addr, old_len, for_stack=False)
         err = 0
         if moved < old_len:
@@ -1240,7 +965,7 @@ class MM:
             self._dontunmap_complete(vma, new_vma, addr, old_len)
         else:
             try:                                           # unmap_source_vma()
-                self._do_munmap(addr, old_len)
+                do_vmi_munmap(self, addr, old_len)
             except _Errno:
                 pass  # "OOM: unable to split vma, just get accounts right"; old_len 0 lands here too
         if err:
@@ -1255,7 +980,7 @@ class MM:
         source with fresh accounted mappings.)"""
         vma.vm_flags &= ~(C.VM_LOCKED | C.VM_LOCKONFAULT)
         if new_vma is not vma and vma.start == addr and vma.end == addr + length:
-            self._set_anon(vma, 0)
+            vma_set_anon(self, vma, 0)
 
     # ------------------------------------------------------------------ move_page_tables
     def _move_page_tables(self, old_vma: Optional[Vma], new_vma: Optional[Vma], old_addr: int,
@@ -1329,14 +1054,14 @@ class MM:
             >>> start = mm.setup_exec_stack(arg_bytes=3 << 20)
         """
         top = self.task_size if top is None else _u64(top, "top")
-        size = self._page_align(max(int(arg_bytes), self.page_size))
+        size = page_align(self, max(int(arg_bytes), self.page_size))
         if (self._pmask & top) or size >= top or top > self.task_size:
             raise ValueError("stack top must be page aligned, above the stack size, within task_size")
         start = top - size
         if self._tree.first_intersecting(start, top):
             raise ValueError("the stack would overlap an existing mapping")
         flags = C.VM_STACK_FLAGS | C.VM_STACK_INCOMPLETE_SETUP | C.VM_SOFTDIRTY
-        vma = self._insert(Vma(start, top, flags, start >> self.page_shift, name="[stack]"))
+        vma = vma_link(self, Vma(start, top, flags, start >> self.page_shift, name="[stack]"))
         self._fault_range(vma, start, top, True)
         self.engine.stamp_pages(start, top)
         self.start_stack = top - 8
@@ -1393,7 +1118,7 @@ class MM:
             self.engine.free_pgd_range(new_end, old_end, new_end, ceiling)
         else:
             self.engine.free_pgd_range(old_start, old_end, new_end, ceiling)
-        self._split_huge_at(new_end)
+        vma_adjust_trans_huge(self, new_end)
         vma.end = new_end                                # vma_shrink()
         if self.start_stack and old_start <= self.start_stack < old_end:
             self.start_stack -= shift
@@ -1449,7 +1174,7 @@ class MM:
         """
         addr, length = _u64(addr, "addr"), _u64(length, "length")
         start = addr & ~(self.page_size - 1)
-        end = self._page_align(addr + length)
+        end = page_align(self, addr + length)
         if end > 1 << self.geometry.va_bits:
             raise ValueError("pagemap range beyond the address space")
         n = (end - start) >> self.page_shift
