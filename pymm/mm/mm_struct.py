@@ -28,11 +28,12 @@ import numpy as np
 import mmcore
 from mmcore import Engine, MoveControl
 from pymm import constants as C
-from pymm.errors import (EACCES, EBADF, EEXIST, EFAULT, EINVAL, ENOMEM, EPERM, BusError,
-                         KernelWarning, SegmentationFault)
+from pymm.errors import EACCES, EBADF, EEXIST, EFAULT, EINVAL, ENOMEM, EPERM, KernelWarning
 from pymm.kernels import Kernel, PageTableMove, get_kernel
+from pymm.mm.memory import (FAULT_AROUND_BYTES, cpu_memset, cpu_read, cpu_stamp, cpu_write,
+                             fault_range, mm_populate, shmem_clip)
 from pymm.mm.syscall import U64, _Errno, _syscall, _u64, check_now
-from pymm.mm.vma import (VMA, ShmemObject, Vma, VmaTree, anon_vma_prepare, copy_vma, do_vmi_munmap,
+from pymm.mm.vma import (VMA, ShmemObject, Vma, VmaTree, copy_vma, do_vmi_munmap,
                          page_align, perms, snapshot, view, vm_start_gap, vma_adjust_trans_huge, vma_link,
                          vma_merge_extend, vma_merge_new_range, vma_modify, vma_set_anon)
 
@@ -40,9 +41,7 @@ ARCHES = {"x86_64": mmcore.X86_64, "x86_64-la57": mmcore.X86_64_LA57}
 THP_MODES = ("always", "madvise", "never")
 _SITE_NAMES = {v: k for k, v in mmcore.WARN_SITES.items()}
 PM_SOFT_DIRTY = np.uint64(1 << 55)
-FAULT_AROUND_BYTES = 65536
 MAX_READ = 1 << 32            # mm.read() returns bytes: 4 GiB at most per call
-READ_CHUNK = 1 << 26
 
 
 @functools.lru_cache(maxsize=None)
@@ -131,6 +130,7 @@ class MM:
         self.check_enabled = False
         self._partial_ok = False
         self.start_stack = 0
+        self._zero_owner = 0                      # memory.zero_page_owner(), made on first use
         self.check_enabled = check
 
     # ------------------------------------------------------------------ public attributes
@@ -186,7 +186,6 @@ class MM:
     def _pages(self, nbytes: int) -> int:
         return nbytes >> self.page_shift
 
-    # ------------------------------------------------------------------ anon_vma
     # ------------------------------------------------------------------ get_unmapped_area
     def _gaps_topdown(self, low: int, high: int, length: int) -> Optional[int]:
         """unmapped_area_topdown(): the end of the highest free gap in
@@ -374,7 +373,7 @@ class MM:
             vm_flags |= C.VM_NORESERVE
         self._mmap_region(addr, length, vm_flags, pgoff, shared)
         if vm_flags & C.VM_LOCKED or flags & (C.MAP_POPULATE | C.MAP_NONBLOCK) == C.MAP_POPULATE:
-            self._mm_populate(addr, length)
+            mm_populate(self, addr, length)
         return addr
 
     @staticmethod
@@ -583,108 +582,12 @@ class MM:
             if write and not vma.vm_flags & C.VM_WRITE or not write and not vma.vm_flags & C.VM_READ:
                 raise _Errno(EINVAL)
             stop = min(end, vma.end)
-            clipped = self._shmem_clip(vma, pos, stop)
-            self._fault_range(vma, pos, clipped, write)
+            clipped = shmem_clip(self, vma, pos, stop)
+            fault_range(self, vma, pos, clipped, write)
             self._partial_ok = True
             if clipped < stop:
                 raise _Errno(EFAULT)                     # VM_FAULT_SIGBUS
             pos = stop
-
-    # ------------------------------------------------------------------ faults and populate
-    def _thp_allowed(self, vma: Vma) -> bool:
-        """thp_vma_allowable_order(PMD_ORDER) for a fault."""
-        if vma.shm is not None or self.thp == "never" or vma.vm_flags & C.VM_NOHUGEPAGE:
-            return False
-        return self.thp == "always" or bool(vma.vm_flags & C.VM_HUGEPAGE)
-
-    def _shmem_clip(self, vma: Vma, start: int, end: int) -> int:
-        """The end of [start, end) that lies inside the shmem object."""
-        if vma.shm is None:
-            return end
-        obj_end = vma.start + ((vma.shm.npages - vma.pgoff) << self.page_shift)
-        return max(start, min(end, obj_end))
-
-    def _fault_range(self, vma: Vma, start: int, end: int, write: bool, fill: int = -1) -> None:
-        """handle_mm_fault() for each page of [start, end) inside vma (and,
-        with ``fill``, the memset of each page in the same pass)."""
-        if end <= start:
-            return
-        thp = self._thp_allowed(vma)
-        if vma.shm is None and (write or thp):
-            anon_vma_prepare(self, vma)
-        owner = vma.owner
-        if not owner:
-            # read faults without an anon_vma map the zero page only
-            owner = self._read_only_owner()
-        self.engine.fault(start, end, vma_start=vma.start, vma_end=vma.end, owner=owner,
-                          pgoff=vma.pgoff, write=write, writable=bool(vma.vm_flags & C.VM_WRITE),
-                          shared=vma.shm is not None, thp=thp,
-                          exec_=bool(vma.vm_flags & C.VM_EXEC), fill=fill,
-                          fault_around=self._fault_around_pages)
-
-    def _read_only_owner(self) -> int:
-        # The engine wants an owner id even for zero-page mappings; one
-        # shared placeholder anon owner serves every VMA without an anon_vma.
-        if not hasattr(self, "_zero_owner"):
-            self._zero_owner = self.engine.owner_new("anon")
-        return self._zero_owner
-
-    def _mm_populate(self, start: int, length: int) -> None:
-        """__mm_populate() for MAP_POPULATE/VM_LOCKED: fault in what may be,
-        ignoring errors (PROT_NONE, beyond a shmem object)."""
-        end = start + length
-        for vma in self._tree.intersecting(start, end):
-            if not vma.vm_flags & C.VM_ACCESS_FLAGS:
-                continue
-            s, e = max(start, vma.start), min(end, vma.end)
-            write = vma.vm_flags & (C.VM_WRITE | C.VM_SHARED) == C.VM_WRITE
-            self._fault_range(vma, s, self._shmem_clip(vma, s, e), write)
-
-    def _handle_fault(self, addr: int, write: bool, end: int, fill: int = -1) -> int:
-        """do_user_addr_fault(): find the VMA (growing a stack down if need
-        be), check the access, then fault [addr, end) within it in one go."""
-        vma = self._tree.find_vma(addr)
-        if vma is None:
-            raise SegmentationFault(addr, "SEGV_MAPERR", "no VMA")
-        if vma.start > addr:
-            if not vma.vm_flags & C.VM_GROWSDOWN or not self._expand_stack(vma, addr):
-                raise SegmentationFault(addr, "SEGV_MAPERR", "no VMA")
-        if write and not vma.vm_flags & C.VM_WRITE:
-            raise SegmentationFault(addr, "SEGV_ACCERR", f"write to {perms(vma.vm_flags)} VMA")
-        if not vma.vm_flags & C.VM_ACCESS_FLAGS:
-            raise SegmentationFault(addr, "SEGV_ACCERR", "PROT_NONE VMA")
-        page = addr & ~(self.page_size - 1)
-        stop = page_align(self, min(end, vma.end))
-        clipped = self._shmem_clip(vma, page, stop)
-        if clipped <= page:
-            if not write and self._fault_around_pages > 1:
-                # do_read_fault() maps the cached neighbours before shmem_fault() fails
-                self.engine.fault_around(page, vma_start=vma.start, vma_end=vma.end, owner=vma.owner,
-                                         pgoff=vma.pgoff, writable=bool(vma.vm_flags & C.VM_WRITE),
-                                         exec_=bool(vma.vm_flags & C.VM_EXEC),
-                                         fault_around=self._fault_around_pages)
-            raise BusError(addr, "BUS_ADRERR", "beyond the end of the shared memory object")
-        self._fault_range(vma, page, clipped, write, fill)
-        return clipped
-
-    def _expand_stack(self, vma: Vma, addr: int) -> bool:
-        """expand_downwards(): grow a VM_GROWSDOWN VMA to cover addr."""
-        addr &= ~(self.page_size - 1)
-        if addr < self.mmap_min_addr:
-            return False
-        prev = self._tree.prev(vma)
-        if prev is not None and not prev.vm_flags & C.VM_GROWSDOWN and \
-                prev.vm_flags & C.VM_ACCESS_FLAGS and addr - prev.end < self.stack_guard_gap:
-            return False
-        if prev is not None and prev.end > addr:
-            return False
-        grow = self._pages(vma.start - addr)
-        if grow > vma.pgoff or vma.end - addr > self.rlimit_stack:
-            return False
-        anon_vma_prepare(self, vma)
-        self._tree.set_start(vma, addr)
-        vma.pgoff -= grow
-        return True
 
     # ------------------------------------------------------------------ memory access (the CPU)
     def _access_args(self, addr, length):
@@ -705,19 +608,7 @@ class MM:
         addr, length = self._access_args(addr, length)
         if length > MAX_READ:
             raise ValueError(f"read of {length:#x} bytes: at most {MAX_READ:#x} at a time")
-        if addr + length > self.geometry.task_size + self.page_size:
-            raise SegmentationFault(max(addr, self.task_size), "SEGV_MAPERR", "beyond task_size")
-        out = []
-        pos, end = addr, addr + length
-        while pos < end:
-            # in chunks: a read that faults early never allocates the whole buffer
-            chunk = min(end - pos, READ_CHUNK)
-            data, done = self.engine.read_bytes(pos, chunk)
-            out.append(data[:done])
-            pos += done
-            if done < chunk:
-                self._handle_fault(pos, False, end)
-        result = b"".join(out)
+        result = cpu_read(self, addr, length)
         if self.check_enabled:
             check_now(self, "read")
         return result
@@ -732,17 +623,7 @@ class MM:
         addr = _u64(addr, "addr")
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("data must be bytes-like")
-        data = bytes(data)
-        end = addr + len(data)
-        if end > self.task_size + self.page_size:
-            raise SegmentationFault(max(addr, self.task_size), "SEGV_MAPERR", "beyond task_size")
-        pos = addr
-        view = memoryview(data)
-        while pos < end:
-            done = self.engine.write_bytes(pos, view[pos - addr:])
-            pos += done
-            if pos < end:
-                self._handle_fault(pos, True, end)
+        cpu_write(self, addr, bytes(data))
         if self.check_enabled:
             check_now(self, "write")
 
@@ -756,27 +637,8 @@ class MM:
         """
         addr, length = self._access_args(addr, length)
         value = _u64(value, "value") & 0xFF
-        end = addr + length
-        if end > self.task_size + self.page_size:
-            raise SegmentationFault(max(addr, self.task_size), "SEGV_MAPERR", "beyond task_size")
-        ps = self.page_size
-        head_end = min(end, page_align(self, addr))
-        tail_start = max(head_end, end & ~(ps - 1))
-        check, self.check_enabled = self.check_enabled, False
-        try:
-            if head_end > addr:
-                self.write(addr, bytes([value]) * (head_end - addr))
-            pos = head_end
-            while pos < tail_start:
-                pos = self.engine.memset_pages(pos, tail_start, value)
-                if pos < tail_start:
-                    # fault in the rest of this VMA's part and fill it in one pass
-                    pos = self._handle_fault(pos, True, tail_start, fill=value)
-            if end > tail_start:
-                self.write(tail_start, bytes([value]) * (end - tail_start))
-        finally:
-            self.check_enabled = check
-        if check:
+        cpu_memset(self, addr, value, length)
+        if self.check_enabled:
             check_now(self, "memset")
 
     def stamp(self, addr, length) -> None:
@@ -786,11 +648,7 @@ class MM:
         addr, length = self._access_args(addr, length)
         if (addr | length) & self._pmask:
             raise ValueError("stamp needs a page-aligned range")
-        pos, end = addr, addr + length
-        while pos < end:
-            pos = self.engine.stamp_pages(pos, end)
-            if pos < end:
-                self._handle_fault(pos, True, end)
+        cpu_stamp(self, addr, length)
 
     # ------------------------------------------------------------------ mremap (mm/mremap.c)
     @_syscall
@@ -932,7 +790,7 @@ class MM:
         if vma.end - addr == old_len and self._vma_expandable(vma, delta):
             vma_merge_extend(self, vma, delta)             # expand_vma_in_place()
             if vma.vm_flags & C.VM_LOCKED:
-                self._mm_populate(addr + old_len, delta)
+                mm_populate(self, addr + old_len, delta)
             return addr
         if not flags & C.MREMAP_MAYMOVE:
             raise _Errno(ENOMEM)
@@ -1062,7 +920,7 @@ class MM:
             raise ValueError("the stack would overlap an existing mapping")
         flags = C.VM_STACK_FLAGS | C.VM_STACK_INCOMPLETE_SETUP | C.VM_SOFTDIRTY
         vma = vma_link(self, Vma(start, top, flags, start >> self.page_shift, name="[stack]"))
-        self._fault_range(vma, start, top, True)
+        fault_range(self, vma, start, top, True)
         self.engine.stamp_pages(start, top)
         self.start_stack = top - 8
         return start
