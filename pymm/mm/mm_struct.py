@@ -28,14 +28,14 @@ import numpy as np
 import mmcore
 from mmcore import Engine, MoveControl
 from pymm import constants as C
-from pymm.errors import EACCES, EBADF, EEXIST, EFAULT, EINVAL, ENOMEM, EPERM, KernelWarning
+from pymm.errors import EACCES, EFAULT, EINVAL, ENOMEM, KernelWarning
 from pymm.kernels import Kernel, PageTableMove, get_kernel
 from pymm.mm.memory import (FAULT_AROUND_BYTES, cpu_memset, cpu_read, cpu_stamp, cpu_write,
                              fault_range, mm_populate, shmem_clip)
+from pymm.mm.mmap import calc_vm_prot_bits, get_unmapped_area, sys_mmap
 from pymm.mm.syscall import U64, _Errno, _syscall, _u64, check_now
-from pymm.mm.vma import (VMA, ShmemObject, Vma, VmaTree, copy_vma, do_vmi_munmap,
-                         page_align, perms, snapshot, view, vm_start_gap, vma_adjust_trans_huge, vma_link,
-                         vma_merge_extend, vma_merge_new_range, vma_modify, vma_set_anon)
+from pymm.mm.vma import (VMA, Vma, VmaTree, copy_vma, do_vmi_munmap, page_align, perms, snapshot, view,
+                         vma_adjust_trans_huge, vma_link, vma_merge_extend, vma_modify, vma_set_anon)
 
 ARCHES = {"x86_64": mmcore.X86_64, "x86_64-la57": mmcore.X86_64_LA57}
 THP_MODES = ("always", "madvise", "never")
@@ -186,124 +186,6 @@ class MM:
     def _pages(self, nbytes: int) -> int:
         return nbytes >> self.page_shift
 
-    # ------------------------------------------------------------------ get_unmapped_area
-    def _gaps_topdown(self, low: int, high: int, length: int) -> Optional[int]:
-        """unmapped_area_topdown(): the end of the highest free gap in
-        [low, high) at least ``length`` long (the gap below a VM_GROWSDOWN
-        VMA stops stack_guard_gap short of it)."""
-        vmas = self._tree._vmas
-        nxt = self._tree.find_vma(high)
-        i = len(vmas) if nxt is None else self._tree.index(nxt)
-        gap_end = high
-        while True:
-            if i < len(vmas):
-                gap_end = min(gap_end, vm_start_gap(self, vmas[i]), high)
-            prev_end = vmas[i - 1].end if i > 0 else 0
-            gap_start = max(prev_end, low)
-            if gap_end >= gap_start and gap_end - gap_start >= length:
-                return gap_end
-            if i == 0 or prev_end <= low:
-                return None
-            i -= 1
-            gap_end = high
-
-    def _gaps_bottomup(self, low: int, high: int, length: int) -> Optional[int]:
-        """unmapped_area(): the start of the lowest free gap in [low, high)."""
-        v = self._tree.find_vma(low)
-        i = len(self._tree) if v is None else self._tree.index(v)
-        vmas = self._tree._vmas
-        start = max(low, vmas[i - 1].end if i > 0 else 0)
-        while start + length <= high:
-            end = min(high, vm_start_gap(self, vmas[i])) if i < len(vmas) else high
-            if end >= start and end - start >= length:
-                return start
-            if i >= len(vmas):
-                return None
-            start = max(start, vmas[i].end)
-            i += 1
-        return None
-
-    def _hint_fits(self, addr: int, length: int) -> bool:
-        """mmap_address_hint_valid() and the hole check for a hint."""
-        if self.task_size - length < addr:
-            return False
-        if (addr > self.map_window) != (addr + length > self.map_window):
-            return False
-        if self.window and not (self.window[0] <= addr and addr + length <= self.window[1]):
-            return False
-        vma = self._tree.find_vma(addr)
-        return vma is None or addr + length <= vm_start_gap(self, vma)
-
-    def _arch_get_unmapped_area_topdown(self, addr: int, length: int, flags: int) -> int:
-        """arch/x86/kernel/sys_x86_64.c arch_get_unmapped_area_topdown()."""
-        if length > self.task_size:
-            raise _Errno(ENOMEM)
-        if flags & C.MAP_FIXED:
-            return addr
-        if addr:
-            addr &= ~(self.page_size - 1) & U64
-            if self._hint_fits(addr, length):
-                return addr
-        if flags & C.MAP_32BIT:
-            return self._arch_get_unmapped_area_bottomup(addr, length, flags)
-        low = max(self.page_size, self.mmap_min_addr)
-        high = self.mmap_base
-        if flags & C.MAP_ABOVE4G:
-            low = max(low, 1 << 32)
-        if addr > self.map_window:
-            high += self.task_size - self.map_window
-        if self.window:
-            low, high = max(low, self.window[0]), min(high, self.window[1])
-        end = self._gaps_topdown(low, high, length)
-        if end is not None:
-            return end - length
-        return self._arch_get_unmapped_area_bottomup(addr, length, flags)
-
-    def _arch_get_unmapped_area_bottomup(self, addr: int, length: int, flags: int) -> int:
-        """arch_get_unmapped_area(): the legacy bottom-up search, the
-        top-down one's fallback."""
-        if flags & C.MAP_32BIT:
-            low, high = 0x40000000, 0x80000000
-        else:
-            low = self.mmap_legacy_base
-            high = self.task_size if addr > self.map_window else self.map_window
-        if self.window:
-            low, high = max(low, self.window[0]), min(high, self.window[1])
-        start = self._gaps_bottomup(low, high, length)
-        if start is None:
-            raise _Errno(ENOMEM)
-        return start
-
-    def _thp_get_unmapped_area(self, length: int, flags: int) -> int:
-        """thp_get_unmapped_area_vmflags() for anonymous memory: pad the
-        request by a PMD, then align inside the padding."""
-        size = self.pmd_size
-        try:
-            ret = self._arch_get_unmapped_area_topdown(0, length + size, flags)
-        except _Errno:
-            return self._arch_get_unmapped_area_topdown(0, length, flags)
-        off_sub = (0 - ret) & (size - 1)
-        if not off_sub:
-            return ret + size  # MMF_TOPDOWN: keep to the top of the padded area
-        return ret + off_sub
-
-    def _get_unmapped_area(self, addr: int, length: int, flags: int, shared_file: bool) -> int:
-        """__get_unmapped_area(): pick (or check) where a mapping goes."""
-        if length > self.task_size:
-            raise _Errno(ENOMEM)
-        if not shared_file and not addr and not (flags & C.MAP_FIXED) \
-                and length % self.pmd_size == 0:
-            addr = self._thp_get_unmapped_area(length, flags)
-        else:
-            addr = self._arch_get_unmapped_area_topdown(addr, length, flags)
-        if addr > self.task_size - length:
-            raise _Errno(ENOMEM)
-        if (self._pmask & addr):
-            raise _Errno(EINVAL)
-        if addr < self.mmap_min_addr and not self.privileged:
-            raise _Errno(EPERM)  # security_mmap_addr()
-        return addr
-
     # ------------------------------------------------------------------ munmap (mm/vma.c)
     @_syscall
     def munmap(self, addr, length) -> None:
@@ -332,87 +214,7 @@ class MM:
         addr, length = _u64(addr, "addr"), _u64(length, "length")
         prot, flags = _u64(prot, "prot") & 0xFFFFFFFF, _u64(flags, "flags") & 0xFFFFFFFF
         fd, offset = _u64(fd, "fd"), _u64(offset, "offset")
-        if (self._pmask & offset):                 # sys_mmap() on x86-64
-            raise _Errno(EINVAL)
-        if not flags & C.MAP_ANONYMOUS:
-            raise _Errno(EBADF)                          # fget(fd) finds no file
-        if flags & C.MAP_HUGETLB:
-            raise NotImplementedError("MAP_HUGETLB (hugetlbfs) is not modelled by pymm")
-        return self._do_mmap(addr, length, prot, flags)
-
-    def _do_mmap(self, addr: int, length: int, prot: int, flags: int) -> int:
-        """do_mmap() for anonymous memory."""
-        if not length:
-            raise _Errno(EINVAL)
-        if flags & C.MAP_FIXED_NOREPLACE:
-            flags |= C.MAP_FIXED
-        if not flags & C.MAP_FIXED and addr and addr < self.mmap_min_addr:
-            addr = page_align(self, self.mmap_min_addr)  # round_hint_to_min()
-        length = page_align(self, length)
-        if not length:
-            raise _Errno(ENOMEM)
-        if self.map_count > self.max_map_count:
-            raise _Errno(ENOMEM)
-        map_type = flags & C.MAP_TYPE
-        if map_type not in (C.MAP_SHARED, C.MAP_PRIVATE):
-            raise _Errno(EINVAL)
-        shared = map_type == C.MAP_SHARED
-        vm_flags = self._calc_vm_prot_bits(prot) | self._calc_vm_flag_bits(flags) \
-            | C.VM_MAYREAD | C.VM_MAYWRITE | C.VM_MAYEXEC
-        addr = self._get_unmapped_area(addr, length, flags, shared_file=shared)
-        if flags & C.MAP_FIXED_NOREPLACE and self._tree.first_intersecting(addr, addr + length):
-            raise _Errno(EEXIST)
-        if shared:
-            if vm_flags & C.VM_GROWSDOWN:
-                raise _Errno(EINVAL)
-            pgoff = 0
-            vm_flags |= C.VM_SHARED | C.VM_MAYSHARE
-        else:
-            pgoff = addr >> self.page_shift
-        if flags & C.MAP_NORESERVE:
-            vm_flags |= C.VM_NORESERVE
-        self._mmap_region(addr, length, vm_flags, pgoff, shared)
-        if vm_flags & C.VM_LOCKED or flags & (C.MAP_POPULATE | C.MAP_NONBLOCK) == C.MAP_POPULATE:
-            mm_populate(self, addr, length)
-        return addr
-
-    @staticmethod
-    def _calc_vm_prot_bits(prot: int) -> int:
-        return ((C.VM_READ if prot & C.PROT_READ else 0) | (C.VM_WRITE if prot & C.PROT_WRITE else 0)
-                | (C.VM_EXEC if prot & C.PROT_EXEC else 0))
-
-    @staticmethod
-    def _calc_vm_flag_bits(flags: int) -> int:
-        return ((C.VM_GROWSDOWN if flags & C.MAP_GROWSDOWN else 0)
-                | (C.VM_LOCKED if flags & C.MAP_LOCKED else 0)
-                | (C.VM_NOHUGEPAGE if flags & C.MAP_STACK else 0))
-
-    def _accountable(self, vm_flags: int) -> bool:
-        """accountable_mapping(): private writable memory is charged."""
-        return vm_flags & (C.VM_NORESERVE | C.VM_SHARED | C.VM_WRITE) == C.VM_WRITE
-
-    def _mmap_region(self, addr: int, length: int, vm_flags: int, pgoff: int, shared: bool) -> Vma:
-        """__mmap_region(): unmap what MAP_FIXED covers, charge, merge or insert."""
-        end = addr + length
-        if self._accountable(vm_flags):
-            if self.commit_limit is not None and length > self.commit_limit:
-                raise _Errno(ENOMEM)
-            vm_flags |= C.VM_ACCOUNT
-        if self._tree.first_intersecting(addr, end) is not None:
-            do_vmi_munmap(self, addr, length)
-        vm_flags |= C.VM_SOFTDIRTY
-        if shared:
-            shm = ShmemObject(self.engine.owner_new("shmem", npages=self._pages(length)),
-                              self._pages(length), self._next_inode())
-            return vma_link(self, Vma(addr, end, vm_flags, pgoff, 0, shm))
-        merged = vma_merge_new_range(self, addr, end, vm_flags, 0, None, pgoff)
-        if merged is not None:
-            return merged
-        return vma_link(self, Vma(addr, end, vm_flags, pgoff))
-
-    def _next_inode(self) -> int:
-        self._shm_inode += 1
-        return self._shm_inode
+        return sys_mmap(self, addr, length, prot, flags, fd, offset)
 
     # ------------------------------------------------------------------ mprotect (mm/mprotect.c)
     @_syscall
@@ -457,7 +259,7 @@ class MM:
         while vma is not None and vma.start < end:           # for_each_vma_range()
             if vma.start != tmp:
                 raise _Errno(ENOMEM)                         # a hole
-            newflags = self._calc_vm_prot_bits(prot) | (vma.vm_flags & ~C.VM_ACCESS_FLAGS)
+            newflags = calc_vm_prot_bits(prot) | (vma.vm_flags & ~C.VM_ACCESS_FLAGS)
             if (newflags & ~(newflags >> 4)) & C.VM_ACCESS_FLAGS:
                 raise _Errno(EACCES)                         # beyond VM_MAY*
             tmp = min(vma.end, end)
@@ -777,7 +579,7 @@ class MM:
         map_flags = (C.MAP_FIXED if flags & C.MREMAP_FIXED else 0) | \
             (C.MAP_SHARED if vma.vm_flags & C.VM_MAYSHARE else 0)
         hint = new_addr if flags & (C.MREMAP_FIXED | C.MREMAP_DONTUNMAP) else 0
-        return self._get_unmapped_area(hint, new_len, map_flags, shared_file=vma.shm is not None)
+        return get_unmapped_area(self, hint, new_len, map_flags, shared_file=vma.shm is not None)
 
     def _mremap_at(self, vma, addr, old_len, new_len, flags) -> int:
         """mremap_at(): no new address asked for: no-op, shrink or expand."""

@@ -1,0 +1,246 @@
+"""mmap(): mm/mmap.c and arch/x86/kernel/sys_x86_64.c of Linux 6.18.
+
+``do_mmap()`` for anonymous memory, private or shared, and where a mapping
+goes: ``__get_unmapped_area()`` with THP alignment
+(``thp_get_unmapped_area_vmflags()``, mm/huge_memory.c) over x86's top-down
+search and its bottom-up fallback.  Since 6.13 the kernel keeps
+``mmap_region()`` and the gap searches ``unmapped_area()`` /
+``unmapped_area_topdown()`` in mm/vma.c; they live here, next to their only
+callers.
+
+Example (``mm.mmap()`` is a thin wrapper around :func:`sys_mmap`)::
+
+    >>> mm = pymm.MM()
+    >>> hex(get_unmapped_area(mm, 0, 2 << 20, pymm.MAP_PRIVATE, shared_file=False))
+    '0x7ffff7c00000'
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from pymm import constants as C
+from pymm.errors import EBADF, EEXIST, EINVAL, ENOMEM, EPERM
+from pymm.mm.memory import mm_populate
+from pymm.mm.syscall import U64, _Errno
+from pymm.mm.vma import (ShmemObject, Vma, do_vmi_munmap, page_align, vm_start_gap, vma_link,
+                         vma_merge_new_range)
+
+
+# ---------------------------------------------------------------- include/linux/mman.h
+def calc_vm_prot_bits(prot: int) -> int:
+    """calc_vm_prot_bits(): PROT_* to VM_READ/VM_WRITE/VM_EXEC."""
+    return ((C.VM_READ if prot & C.PROT_READ else 0) | (C.VM_WRITE if prot & C.PROT_WRITE else 0)
+            | (C.VM_EXEC if prot & C.PROT_EXEC else 0))
+
+
+def calc_vm_flag_bits(flags: int) -> int:
+    """calc_vm_flag_bits(): the MAP_* flags that become VM_* flags."""
+    return ((C.VM_GROWSDOWN if flags & C.MAP_GROWSDOWN else 0)
+            | (C.VM_LOCKED if flags & C.MAP_LOCKED else 0)
+            | (C.VM_NOHUGEPAGE if flags & C.MAP_STACK else 0))
+
+
+# ---------------------------------------------------------------- get_unmapped_area
+def unmapped_area_topdown(mm, low: int, high: int, length: int) -> Optional[int]:
+    """unmapped_area_topdown(): the end of the highest free gap in
+    [low, high) at least ``length`` long (the gap below a VM_GROWSDOWN
+    VMA stops stack_guard_gap short of it)."""
+    tree = mm._tree
+    vmas = tree._vmas
+    nxt = tree.find_vma(high)
+    i = len(vmas) if nxt is None else tree.index(nxt)
+    gap_end = high
+    while True:
+        if i < len(vmas):
+            gap_end = min(gap_end, vm_start_gap(mm, vmas[i]), high)
+        prev_end = vmas[i - 1].end if i > 0 else 0
+        gap_start = max(prev_end, low)
+        if gap_end >= gap_start and gap_end - gap_start >= length:
+            return gap_end
+        if i == 0 or prev_end <= low:
+            return None
+        i -= 1
+        gap_end = high
+
+
+def unmapped_area(mm, low: int, high: int, length: int) -> Optional[int]:
+    """unmapped_area(): the start of the lowest free gap in [low, high)."""
+    tree = mm._tree
+    v = tree.find_vma(low)
+    i = len(tree) if v is None else tree.index(v)
+    vmas = tree._vmas
+    start = max(low, vmas[i - 1].end if i > 0 else 0)
+    while start + length <= high:
+        end = min(high, vm_start_gap(mm, vmas[i])) if i < len(vmas) else high
+        if end >= start and end - start >= length:
+            return start
+        if i >= len(vmas):
+            return None
+        start = max(start, vmas[i].end)
+        i += 1
+    return None
+
+
+def mmap_address_hint_valid(mm, addr: int, length: int) -> bool:
+    """mmap_address_hint_valid() plus its caller's check that the hint's hole is free."""
+    if mm.task_size - length < addr:
+        return False
+    if (addr > mm.map_window) != (addr + length > mm.map_window):
+        return False
+    if mm.window and not (mm.window[0] <= addr and addr + length <= mm.window[1]):
+        return False
+    vma = mm._tree.find_vma(addr)
+    return vma is None or addr + length <= vm_start_gap(mm, vma)
+
+
+def arch_get_unmapped_area_topdown(mm, addr: int, length: int, flags: int) -> int:
+    """arch_get_unmapped_area_topdown() (arch/x86/kernel/sys_x86_64.c)."""
+    if length > mm.task_size:
+        raise _Errno(ENOMEM)
+    if flags & C.MAP_FIXED:
+        return addr
+    if addr:
+        addr &= ~(mm.page_size - 1) & U64
+        if mmap_address_hint_valid(mm, addr, length):
+            return addr
+    if flags & C.MAP_32BIT:
+        return arch_get_unmapped_area(mm, addr, length, flags)
+    low = max(mm.page_size, mm.mmap_min_addr)
+    high = mm.mmap_base
+    if flags & C.MAP_ABOVE4G:
+        low = max(low, 1 << 32)
+    if addr > mm.map_window:
+        high += mm.task_size - mm.map_window
+    if mm.window:
+        low, high = max(low, mm.window[0]), min(high, mm.window[1])
+    end = unmapped_area_topdown(mm, low, high, length)
+    if end is not None:
+        return end - length
+    return arch_get_unmapped_area(mm, addr, length, flags)
+
+
+def arch_get_unmapped_area(mm, addr: int, length: int, flags: int) -> int:
+    """arch_get_unmapped_area(): the legacy bottom-up search, the top-down one's fallback."""
+    if flags & C.MAP_32BIT:
+        low, high = 0x40000000, 0x80000000
+    else:
+        low = mm.mmap_legacy_base
+        high = mm.task_size if addr > mm.map_window else mm.map_window
+    if mm.window:
+        low, high = max(low, mm.window[0]), min(high, mm.window[1])
+    start = unmapped_area(mm, low, high, length)
+    if start is None:
+        raise _Errno(ENOMEM)
+    return start
+
+
+def thp_get_unmapped_area(mm, length: int, flags: int) -> int:
+    """thp_get_unmapped_area_vmflags() for anonymous memory: pad the
+    request by a PMD, then align inside the padding."""
+    size = mm.pmd_size
+    try:
+        ret = arch_get_unmapped_area_topdown(mm, 0, length + size, flags)
+    except _Errno:
+        return arch_get_unmapped_area_topdown(mm, 0, length, flags)
+    off_sub = (0 - ret) & (size - 1)
+    if not off_sub:
+        return ret + size  # MMF_TOPDOWN: keep to the top of the padded area
+    return ret + off_sub
+
+
+def get_unmapped_area(mm, addr: int, length: int, flags: int, shared_file: bool) -> int:
+    """__get_unmapped_area(): pick (or check) where a mapping goes."""
+    if length > mm.task_size:
+        raise _Errno(ENOMEM)
+    if not shared_file and not addr and not (flags & C.MAP_FIXED) \
+            and length % mm.pmd_size == 0:
+        addr = thp_get_unmapped_area(mm, length, flags)
+    else:
+        addr = arch_get_unmapped_area_topdown(mm, addr, length, flags)
+    if addr > mm.task_size - length:
+        raise _Errno(ENOMEM)
+    if (mm._pmask & addr):
+        raise _Errno(EINVAL)
+    if addr < mm.mmap_min_addr and not mm.privileged:
+        raise _Errno(EPERM)  # security_mmap_addr()
+    return addr
+
+
+# ---------------------------------------------------------------- mmap
+def sys_mmap(mm, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
+    """SYSCALL_DEFINE6(mmap) -> ksys_mmap_pgoff(): the offset check, fget(), then do_mmap()."""
+    if (mm._pmask & offset):                          # sys_mmap() on x86-64
+        raise _Errno(EINVAL)
+    if not flags & C.MAP_ANONYMOUS:
+        raise _Errno(EBADF)                           # fget(fd) finds no file
+    if flags & C.MAP_HUGETLB:
+        raise NotImplementedError("MAP_HUGETLB (hugetlbfs) is not modelled by pymm")
+    return do_mmap(mm, addr, length, prot, flags)
+
+
+def do_mmap(mm, addr: int, length: int, prot: int, flags: int) -> int:
+    """do_mmap() for anonymous memory."""
+    if not length:
+        raise _Errno(EINVAL)
+    if flags & C.MAP_FIXED_NOREPLACE:
+        flags |= C.MAP_FIXED
+    if not flags & C.MAP_FIXED and addr and addr < mm.mmap_min_addr:
+        addr = page_align(mm, mm.mmap_min_addr)       # round_hint_to_min()
+    length = page_align(mm, length)
+    if not length:
+        raise _Errno(ENOMEM)
+    if mm.map_count > mm.max_map_count:
+        raise _Errno(ENOMEM)
+    map_type = flags & C.MAP_TYPE
+    if map_type not in (C.MAP_SHARED, C.MAP_PRIVATE):
+        raise _Errno(EINVAL)
+    shared = map_type == C.MAP_SHARED
+    vm_flags = calc_vm_prot_bits(prot) | calc_vm_flag_bits(flags) \
+        | C.VM_MAYREAD | C.VM_MAYWRITE | C.VM_MAYEXEC
+    addr = get_unmapped_area(mm, addr, length, flags, shared_file=shared)
+    if flags & C.MAP_FIXED_NOREPLACE and mm._tree.first_intersecting(addr, addr + length):
+        raise _Errno(EEXIST)
+    if shared:
+        if vm_flags & C.VM_GROWSDOWN:
+            raise _Errno(EINVAL)
+        pgoff = 0
+        vm_flags |= C.VM_SHARED | C.VM_MAYSHARE
+    else:
+        pgoff = addr >> mm.page_shift
+    if flags & C.MAP_NORESERVE:
+        vm_flags |= C.VM_NORESERVE
+    mmap_region(mm, addr, length, vm_flags, pgoff, shared)
+    if vm_flags & C.VM_LOCKED or flags & (C.MAP_POPULATE | C.MAP_NONBLOCK) == C.MAP_POPULATE:
+        mm_populate(mm, addr, length)
+    return addr
+
+
+def accountable_mapping(vm_flags: int) -> bool:
+    """accountable_mapping(): private writable memory is charged."""
+    return vm_flags & (C.VM_NORESERVE | C.VM_SHARED | C.VM_WRITE) == C.VM_WRITE
+
+
+def mmap_region(mm, addr: int, length: int, vm_flags: int, pgoff: int, shared: bool) -> Vma:
+    """__mmap_region(): unmap what MAP_FIXED covers, charge, merge or insert."""
+    end = addr + length
+    if accountable_mapping(vm_flags):
+        if mm.commit_limit is not None and length > mm.commit_limit:
+            raise _Errno(ENOMEM)
+        vm_flags |= C.VM_ACCOUNT
+    if mm._tree.first_intersecting(addr, end) is not None:
+        do_vmi_munmap(mm, addr, length)
+    vm_flags |= C.VM_SOFTDIRTY
+    if shared:
+        return vma_link(mm, Vma(addr, end, vm_flags, pgoff, 0, shmem_zero_setup(mm, length)))
+    merged = vma_merge_new_range(mm, addr, end, vm_flags, 0, None, pgoff)
+    if merged is not None:
+        return merged
+    return vma_link(mm, Vma(addr, end, vm_flags, pgoff))
+
+
+def shmem_zero_setup(mm, length: int) -> ShmemObject:
+    """shmem_zero_setup() (mm/shmem.c): the "/dev/zero (deleted)" object behind a shared anonymous mapping."""
+    npages = length >> mm.page_shift
+    owner = mm.engine.owner_new("shmem", npages=npages)
+    mm._shm_inode += 1
+    return ShmemObject(owner, npages, mm._shm_inode)
