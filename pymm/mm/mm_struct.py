@@ -28,11 +28,12 @@ import numpy as np
 import mmcore
 from mmcore import Engine, MoveControl
 from pymm import constants as C
-from pymm.errors import EACCES, EFAULT, EINVAL, ENOMEM, KernelWarning
+from pymm.errors import EFAULT, EINVAL, ENOMEM, KernelWarning
 from pymm.kernels import Kernel, PageTableMove, get_kernel
 from pymm.mm.memory import (FAULT_AROUND_BYTES, cpu_memset, cpu_read, cpu_stamp, cpu_write,
                              fault_range, mm_populate, shmem_clip)
-from pymm.mm.mmap import calc_vm_prot_bits, get_unmapped_area, sys_mmap
+from pymm.mm.mmap import get_unmapped_area, sys_mmap
+from pymm.mm.mprotect import do_mprotect_pkey
 from pymm.mm.syscall import U64, _Errno, _syscall, _u64, check_now
 from pymm.mm.vma import (VMA, Vma, VmaTree, copy_vma, do_vmi_munmap, page_align, perms, snapshot, view,
                          vma_adjust_trans_huge, vma_link, vma_merge_extend, vma_modify, vma_set_anon)
@@ -230,64 +231,7 @@ class MM:
         """
         start, length = _u64(addr, "addr"), _u64(length, "length")
         prot = _u64(prot, "prot") & 0xFFFFFFFF
-        grows = prot & (C.PROT_GROWSDOWN | C.PROT_GROWSUP)
-        prot &= ~(C.PROT_GROWSDOWN | C.PROT_GROWSUP)
-        if grows == C.PROT_GROWSDOWN | C.PROT_GROWSUP:
-            raise _Errno(EINVAL)
-        if (self._pmask & start):
-            raise _Errno(EINVAL)
-        if not length:
-            return
-        length = page_align(self, length)
-        end = start + length
-        if end <= start or end > U64:
-            raise _Errno(ENOMEM)
-        if prot & ~(C.PROT_READ | C.PROT_WRITE | C.PROT_EXEC | C.PROT_SEM):
-            raise _Errno(EINVAL)                             # arch_validate_prot()
-        vma = self._tree.find_vma(start)
-        if vma is None or vma.start >= end:
-            raise _Errno(ENOMEM)
-        if grows & C.PROT_GROWSDOWN:
-            start = vma.start
-            if not vma.vm_flags & C.VM_GROWSDOWN:
-                raise _Errno(EINVAL)
-        elif vma.start > start:
-            raise _Errno(ENOMEM)
-        elif grows & C.PROT_GROWSUP:
-            raise _Errno(EINVAL)                             # no VM_GROWSUP on x86
-        nstart, tmp = start, vma.start
-        while vma is not None and vma.start < end:           # for_each_vma_range()
-            if vma.start != tmp:
-                raise _Errno(ENOMEM)                         # a hole
-            newflags = calc_vm_prot_bits(prot) | (vma.vm_flags & ~C.VM_ACCESS_FLAGS)
-            if (newflags & ~(newflags >> 4)) & C.VM_ACCESS_FLAGS:
-                raise _Errno(EACCES)                         # beyond VM_MAY*
-            tmp = min(vma.end, end)
-            vma = self._mprotect_fixup(vma, nstart, tmp, newflags)
-            self._partial_ok = True                          # later errors keep this
-            # the iterator sits on the (maybe merged) VMA: go on from its end
-            tmp = nstart = vma.end
-            vma = self._tree.find_vma(tmp)
-        if tmp < end:
-            raise _Errno(ENOMEM)
-
-    def _mprotect_fixup(self, vma: Vma, start: int, end: int, newflags: int) -> Vma:
-        """mprotect_fixup(): VM_ACCOUNT bookkeeping, merge/split, then
-        change_protection() on the page tables."""
-        oldflags = vma.vm_flags
-        if newflags == oldflags:
-            return vma
-        if newflags & C.VM_WRITE:
-            if not oldflags & (C.VM_ACCOUNT | C.VM_WRITE | C.VM_SHARED | C.VM_NORESERVE):
-                newflags |= C.VM_ACCOUNT
-        elif oldflags & C.VM_ACCOUNT and vma.shm is None and not vma.anon:
-            newflags &= ~C.VM_ACCOUNT  # no anon_vma yet: the charge can go
-        vma = vma_modify(self, vma, start, end, newflags)
-        vma.vm_flags = newflags if vma.start == start and vma.end == end else vma.vm_flags
-        self.engine.change_protection(start, end, read=bool(newflags & C.VM_ACCESS_FLAGS),
-                                      write=bool(newflags & C.VM_WRITE),
-                                      exec_=bool(newflags & C.VM_EXEC))
-        return vma
+        do_mprotect_pkey(self, start, length, prot)
 
     # ------------------------------------------------------------------ madvise (mm/madvise.c)
     @_syscall
