@@ -30,13 +30,14 @@ from mmcore import Engine, MoveControl
 from pymm import constants as C
 from pymm.errors import EFAULT, EINVAL, ENOMEM, KernelWarning
 from pymm.kernels import Kernel, PageTableMove, get_kernel
+from pymm.mm.madvise import do_madvise
 from pymm.mm.memory import (FAULT_AROUND_BYTES, cpu_memset, cpu_read, cpu_stamp, cpu_write,
-                             fault_range, mm_populate, shmem_clip)
+                             fault_range, mm_populate)
 from pymm.mm.mmap import get_unmapped_area, sys_mmap
 from pymm.mm.mprotect import do_mprotect_pkey
 from pymm.mm.syscall import U64, _Errno, _syscall, _u64, check_now
 from pymm.mm.vma import (VMA, Vma, VmaTree, copy_vma, do_vmi_munmap, page_align, perms, snapshot, view,
-                         vma_adjust_trans_huge, vma_link, vma_merge_extend, vma_modify, vma_set_anon)
+                         vma_adjust_trans_huge, vma_link, vma_merge_extend, vma_set_anon)
 
 ARCHES = {"x86_64": mmcore.X86_64, "x86_64-la57": mmcore.X86_64_LA57}
 THP_MODES = ("always", "madvise", "never")
@@ -249,91 +250,7 @@ class MM:
         advice = _u64(advice, "advice") & 0xFFFFFFFF
         if advice >= 1 << 31:
             advice -= 1 << 32
-        if advice not in C.MADV_VALID:
-            raise _Errno(EINVAL)
-        if (self._pmask & start):
-            raise _Errno(EINVAL)
-        length = page_align(self, len_in)
-        if len_in and not length:
-            raise _Errno(EINVAL)
-        end = start + length
-        if end > U64:
-            raise _Errno(EINVAL)
-        if end == start:
-            return
-        if advice in (C.MADV_POPULATE_READ, C.MADV_POPULATE_WRITE):
-            self._madvise_populate(start, end, advice == C.MADV_POPULATE_WRITE)
-            return
-        handler = self._madvise_handler(advice)
-        # madvise_walk_vmas(): apply to each mapped part; a hole is ENOMEM at the end
-        unmapped = False
-        vma = self._tree.find_vma(start)
-        while True:
-            if vma is None:
-                raise _Errno(ENOMEM)
-            if start < vma.start:
-                unmapped = True
-                start = vma.start
-                if start >= end:
-                    break
-            tmp = min(vma.end, end)
-            vma = handler(vma, start, tmp)                 # becomes "prev"
-            self._partial_ok = True
-            start = max(tmp, vma.end) if vma.start < tmp else tmp
-            if start >= end:
-                break
-            vma = self._tree.find_vma(vma.end if vma.end > start else start)
-        if unmapped:
-            raise _Errno(ENOMEM)
-
-    def _madvise_handler(self, advice: int):
-        flag_changes = {
-            C.MADV_NORMAL: (C.VM_SEQ_READ | C.VM_RAND_READ, 0),
-            C.MADV_RANDOM: (C.VM_SEQ_READ, C.VM_RAND_READ),
-            C.MADV_SEQUENTIAL: (C.VM_RAND_READ, C.VM_SEQ_READ),
-            C.MADV_HUGEPAGE: (C.VM_NOHUGEPAGE, C.VM_HUGEPAGE),
-            C.MADV_NOHUGEPAGE: (C.VM_HUGEPAGE, C.VM_NOHUGEPAGE),
-            C.MADV_DONTDUMP: (0, C.VM_DONTDUMP),
-            C.MADV_DODUMP: (C.VM_DONTDUMP, 0),
-        }
-        if advice in flag_changes:
-            clear, set_ = flag_changes[advice]
-
-            def update(vma, start, end):
-                newflags = (vma.vm_flags & ~clear) | set_
-                if newflags == vma.vm_flags:
-                    return vma
-                return vma_modify(self, vma, start, end, newflags)  # madvise_update_vma()
-            return update
-        if advice in (C.MADV_DONTNEED, C.MADV_DONTNEED_LOCKED):
-            def dontneed(vma, start, end):
-                if vma.vm_flags & C.VM_LOCKED and advice == C.MADV_DONTNEED:
-                    raise _Errno(EINVAL)
-                self.engine.zap(start, end)          # zap_page_range_single()
-                return vma
-            return dontneed
-        if advice in (C.MADV_WILLNEED, C.MADV_COLD, C.MADV_PAGEOUT, C.MADV_FREE):
-            return lambda vma, start, end: vma
-        raise NotImplementedError(f"madvise advice {advice} is valid on Linux but not modelled by pymm")
-
-    def _madvise_populate(self, start: int, end: int, write: bool) -> None:
-        """madvise_populate(): fault in from start as GUP does; a hole is
-        ENOMEM, a VMA GUP refuses (check_vma_flags()) is EINVAL, a page
-        beyond a shmem object is EFAULT.  What came before stays populated."""
-        pos = start
-        while pos < end:
-            vma = self._tree.lookup(pos)
-            if vma is None:
-                raise _Errno(ENOMEM)
-            if write and not vma.vm_flags & C.VM_WRITE or not write and not vma.vm_flags & C.VM_READ:
-                raise _Errno(EINVAL)
-            stop = min(end, vma.end)
-            clipped = shmem_clip(self, vma, pos, stop)
-            fault_range(self, vma, pos, clipped, write)
-            self._partial_ok = True
-            if clipped < stop:
-                raise _Errno(EFAULT)                     # VM_FAULT_SIGBUS
-            pos = stop
+        do_madvise(self, start, len_in, advice)
 
     # ------------------------------------------------------------------ memory access (the CPU)
     def _access_args(self, addr, length):

@@ -1,0 +1,118 @@
+"""madvise(): mm/madvise.c of Linux 6.18.
+
+``do_madvise()`` walks the VMAs of the range (``madvise_walk_vmas()``) and
+applies the advice to each mapped part: VMA flag changes merge or split
+(``madvise_update_vma()``), ``MADV_DONTNEED`` zaps, ``MADV_POPULATE_*``
+faults in as GUP does.  A hole is ENOMEM, reported after the mapped parts
+were done.
+
+Example (``mm.madvise()`` is a thin wrapper around :func:`do_madvise`)::
+
+    >>> a = mm.mmap(0, 4 << 20, pymm.PROT_READ | pymm.PROT_WRITE,
+    ...             pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS)
+    >>> do_madvise(mm, a, 2 << 20, pymm.MADV_HUGEPAGE)
+    >>> len(mm.maps())
+    2
+"""
+from __future__ import annotations
+
+from pymm import constants as C
+from pymm.errors import EFAULT, EINVAL, ENOMEM
+from pymm.mm.memory import fault_range, shmem_clip
+from pymm.mm.syscall import U64, _Errno
+from pymm.mm.vma import page_align, vma_modify
+
+# The advice that only changes VM_* flags: (flags cleared, flags set).
+FLAG_CHANGES = {
+    C.MADV_NORMAL: (C.VM_SEQ_READ | C.VM_RAND_READ, 0),
+    C.MADV_RANDOM: (C.VM_SEQ_READ, C.VM_RAND_READ),
+    C.MADV_SEQUENTIAL: (C.VM_RAND_READ, C.VM_SEQ_READ),
+    C.MADV_HUGEPAGE: (C.VM_NOHUGEPAGE, C.VM_HUGEPAGE),
+    C.MADV_NOHUGEPAGE: (C.VM_HUGEPAGE, C.VM_NOHUGEPAGE),
+    C.MADV_DONTDUMP: (0, C.VM_DONTDUMP),
+    C.MADV_DODUMP: (C.VM_DONTDUMP, 0),
+}
+
+
+def do_madvise(mm, start: int, len_in: int, advice: int) -> None:
+    """do_madvise() -> madvise_walk_vmas(): apply advice to each mapped part of the range."""
+    if advice not in C.MADV_VALID:
+        raise _Errno(EINVAL)
+    if (mm._pmask & start):
+        raise _Errno(EINVAL)
+    length = page_align(mm, len_in)
+    if len_in and not length:
+        raise _Errno(EINVAL)
+    end = start + length
+    if end > U64:
+        raise _Errno(EINVAL)
+    if end == start:
+        return
+    if advice in (C.MADV_POPULATE_READ, C.MADV_POPULATE_WRITE):
+        madvise_populate(mm, start, end, advice == C.MADV_POPULATE_WRITE)
+        return
+    handler = madvise_vma_behavior(mm, advice)
+    # madvise_walk_vmas(): apply to each mapped part; a hole is ENOMEM at the end
+    unmapped = False
+    vma = mm._tree.find_vma(start)
+    while True:
+        if vma is None:
+            raise _Errno(ENOMEM)
+        if start < vma.start:
+            unmapped = True
+            start = vma.start
+            if start >= end:
+                break
+        tmp = min(vma.end, end)
+        vma = handler(vma, start, tmp)                 # becomes "prev"
+        mm._partial_ok = True
+        start = max(tmp, vma.end) if vma.start < tmp else tmp
+        if start >= end:
+            break
+        vma = mm._tree.find_vma(vma.end if vma.end > start else start)
+    if unmapped:
+        raise _Errno(ENOMEM)
+
+
+def madvise_vma_behavior(mm, advice: int):
+    """madvise_vma_behavior(): the function that applies ``advice`` to one
+    VMA's part [start, end) and returns the VMA the walk goes on from."""
+    if advice in FLAG_CHANGES:
+        clear, set_ = FLAG_CHANGES[advice]
+
+        def update(vma, start, end):
+            newflags = (vma.vm_flags & ~clear) | set_
+            if newflags == vma.vm_flags:
+                return vma
+            return vma_modify(mm, vma, start, end, newflags)  # madvise_update_vma()
+        return update
+    if advice in (C.MADV_DONTNEED, C.MADV_DONTNEED_LOCKED):
+        def dontneed(vma, start, end):
+            if vma.vm_flags & C.VM_LOCKED and advice == C.MADV_DONTNEED:
+                raise _Errno(EINVAL)
+            mm.engine.zap(start, end)                # zap_page_range_single()
+            return vma
+        return dontneed
+    if advice in (C.MADV_WILLNEED, C.MADV_COLD, C.MADV_PAGEOUT, C.MADV_FREE):
+        return lambda vma, start, end: vma
+    raise NotImplementedError(f"madvise advice {advice} is valid on Linux but not modelled by pymm")
+
+
+def madvise_populate(mm, start: int, end: int, write: bool) -> None:
+    """madvise_populate(): fault in from start as GUP does; a hole is
+    ENOMEM, a VMA GUP refuses (check_vma_flags()) is EINVAL, a page
+    beyond a shmem object is EFAULT.  What came before stays populated."""
+    pos = start
+    while pos < end:
+        vma = mm._tree.lookup(pos)
+        if vma is None:
+            raise _Errno(ENOMEM)
+        if write and not vma.vm_flags & C.VM_WRITE or not write and not vma.vm_flags & C.VM_READ:
+            raise _Errno(EINVAL)
+        stop = min(end, vma.end)
+        clipped = shmem_clip(mm, vma, pos, stop)
+        fault_range(mm, vma, pos, clipped, write)
+        mm._partial_ok = True
+        if clipped < stop:
+            raise _Errno(EFAULT)                     # VM_FAULT_SIGBUS
+        pos = stop
