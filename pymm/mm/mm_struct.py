@@ -19,40 +19,28 @@ Example::
 """
 from __future__ import annotations
 
-import functools
-import warnings as _warnings
 from typing import Dict, List, Optional
 
 import numpy as np
 
 import mmcore
-from mmcore import Engine, MoveControl
+from mmcore import Engine
 from pymm import constants as C
-from pymm.errors import EFAULT, EINVAL, ENOMEM, KernelWarning
-from pymm.kernels import Kernel, PageTableMove, get_kernel
+from pymm.errors import EFAULT, ENOMEM, KernelWarning
+from pymm.kernels import Kernel, get_kernel
 from pymm.mm.madvise import do_madvise
-from pymm.mm.memory import (FAULT_AROUND_BYTES, cpu_memset, cpu_read, cpu_stamp, cpu_write,
-                             fault_range, mm_populate)
-from pymm.mm.mmap import get_unmapped_area, sys_mmap
+from pymm.mm.memory import FAULT_AROUND_BYTES, cpu_memset, cpu_read, cpu_stamp, cpu_write, fault_range
+from pymm.mm.mmap import sys_mmap
 from pymm.mm.mprotect import do_mprotect_pkey
-from pymm.mm.syscall import U64, _Errno, _syscall, _u64, check_now
-from pymm.mm.vma import (VMA, Vma, VmaTree, copy_vma, do_vmi_munmap, page_align, perms, snapshot, view,
-                         vma_adjust_trans_huge, vma_link, vma_merge_extend, vma_set_anon)
+from pymm.mm.mremap import do_mremap, move_page_tables
+from pymm.mm.syscall import _Errno, _syscall, _u64, check_now
+from pymm.mm.vma import (VMA, Vma, VmaTree, do_vmi_munmap, page_align, perms, snapshot, view,
+                         vma_adjust_trans_huge, vma_link)
 
 ARCHES = {"x86_64": mmcore.X86_64, "x86_64-la57": mmcore.X86_64_LA57}
 THP_MODES = ("always", "madvise", "never")
-_SITE_NAMES = {v: k for k, v in mmcore.WARN_SITES.items()}
 PM_SOFT_DIRTY = np.uint64(1 << 55)
 MAX_READ = 1 << 32            # mm.read() returns bytes: 4 GiB at most per call
-
-
-@functools.lru_cache(maxsize=None)
-def _policy(move_pmd, for_stack, move_pud, pud_step, pmd_warn, pud_warn, huge_pmd_warn) -> MoveControl:
-    """A MoveControl template per distinct kernel policy (templates are never
-    modified: mmcore.move_range() copies the policy out of them)."""
-    return MoveControl(0, 0, 0, for_stack=for_stack, move_pmd=move_pmd, move_pud=move_pud,
-                       pud_step=pud_step, pmd_warn=pmd_warn, pud_warn=pud_warn,
-                       huge_pmd_warn=huge_pmd_warn)
 
 
 class MM:
@@ -330,238 +318,7 @@ class MM:
         addr = _u64(old_address, "old_address")
         old_len, new_len = _u64(old_size, "old_size"), _u64(new_size, "new_size")
         flags, new_addr = _u64(flags, "flags"), _u64(new_address, "new_address")
-        pm = self._pmask
-        old_len, new_len = (old_len + pm) & ~pm & U64, (new_len + pm) & ~pm & U64  # PAGE_ALIGN()
-        self._check_mremap_params(addr, old_len, new_len, flags, new_addr)
-        if self._kernel.multi_vma_move and flags & C.MREMAP_FIXED and old_len == new_len:
-            return self._remap_move(addr, old_len, flags, new_addr)
-        vma = self._tree.lookup(addr)
-        self._check_prep_vma(vma, addr, old_len, new_len, flags)
-        if flags & (C.MREMAP_FIXED | C.MREMAP_DONTUNMAP):
-            return self._mremap_to(addr, old_len, new_len, flags, new_addr)
-        return self._mremap_at(vma, addr, old_len, new_len, flags)
-
-    def _check_mremap_params(self, addr, old_len, new_len, flags, new_addr) -> None:
-        """check_mremap_params()."""
-        if flags & ~(C.MREMAP_FIXED | C.MREMAP_MAYMOVE | C.MREMAP_DONTUNMAP):
-            raise _Errno(EINVAL)
-        if (self._pmask & addr):
-            raise _Errno(EINVAL)
-        if not new_len:
-            raise _Errno(EINVAL)
-        if new_len > self.task_size:
-            raise _Errno(EINVAL)
-        if not flags & (C.MREMAP_FIXED | C.MREMAP_DONTUNMAP):
-            return
-        if new_addr > self.task_size - new_len:
-            raise _Errno(EINVAL)
-        if (self._pmask & new_addr):
-            raise _Errno(EINVAL)
-        if not flags & C.MREMAP_MAYMOVE:
-            raise _Errno(EINVAL)
-        if flags & C.MREMAP_DONTUNMAP and old_len != new_len:
-            raise _Errno(EINVAL)
-        if addr + old_len > new_addr and new_addr + new_len > addr:   # vrm_overlaps()
-            raise _Errno(EINVAL)
-        if len(self._tree) + 2 >= self.max_map_count - 3:
-            raise _Errno(ENOMEM)
-
-    def _check_prep_vma(self, vma, addr, old_len, new_len, flags) -> None:
-        """check_prep_vma(): the VMA-dependent checks, only where a new
-        mapping will appear (expand or move)."""
-        if vma is None:
-            raise _Errno(EFAULT)
-        will_map_new = new_len > old_len or flags & (C.MREMAP_FIXED | C.MREMAP_DONTUNMAP)
-        if not will_map_new:
-            return
-        if not old_len and vma.shm is None:
-            raise _Errno(EINVAL)   # "attempted to duplicate a private mapping with mremap"
-        check_len = new_len if old_len > new_len else old_len
-        if check_len > vma.end - addr:
-            raise _Errno(EFAULT)
-        if new_len == check_len:
-            return
-        pgoff = vma.pgoff + self._pages(addr - vma.start)
-        if pgoff + self._pages(new_len) > U64:
-            raise _Errno(EINVAL)
-
-    def _remap_move(self, addr, length, flags, new_addr) -> int:
-        """remap_move() (6.17): move every VMA in [addr, addr+length) to
-        new_addr, keeping the gaps between them."""
-        start, end = addr, addr + length
-        vma = self._tree.lookup(start)
-        if vma is not None and vma.end >= end:             # one VMA: the common case
-            self._check_prep_vma(vma, start, length, length, flags)
-            return self._mremap_to(start, length, length, flags, new_addr)
-        target = new_addr
-        res = None
-        last_end = 0
-        vmas = self._tree.intersecting(start, end)
-        if not vmas or vmas[0].start > start:
-            raise _Errno(EFAULT)                           # no gap at the start
-        # Move in order; each move may reshape the tree, so re-find by address.
-        pieces = [(max(v.start, start), min(end, v.end), v.start, v.end) for v in vmas]
-        for i, (s, e, vstart, vend) in enumerate(pieces):
-            offset = vstart - last_end if i else 0
-            last_end = vend
-            vma = self._tree.lookup(s)
-            if vma is None:
-                raise _Errno(EFAULT)
-            if i == 0 and len(pieces) > 1 and not self._multi_allowed(vma):
-                raise _Errno(EFAULT)
-            self._check_prep_vma(vma, s, e - s, e - s, flags)
-            r = self._mremap_to(s, e - s, e - s, flags, target + offset)
-            if res is None:
-                res = r
-            target = r + (e - s)
-        return res
-
-    @staticmethod
-    def _multi_allowed(vma: Vma) -> bool:
-        return True  # anonymous and shmem VMAs; no uffd in pymm
-
-    def _mremap_to(self, addr, old_len, new_len, flags, new_addr) -> int:
-        """mremap_to(): the move to a chosen (FIXED) or found (DONTUNMAP) place."""
-        if flags & C.MREMAP_FIXED:
-            do_vmi_munmap(self, new_addr, new_len)
-            self._partial_ok = True                        # the destination is gone for good
-        if old_len > new_len:                              # shrink_vma()
-            do_vmi_munmap(self, addr + new_len, old_len - new_len)
-            self._partial_ok = True
-            old_len = new_len
-        vma = self._tree.lookup(addr)
-        if vma is None:
-            raise _Errno(EFAULT)                           # the source went with the unmap
-        new_addr = self._vrm_set_new_addr(vma, addr, new_len, flags, new_addr)
-        return self._move_vma(vma, addr, old_len, new_len, flags, new_addr)
-
-    def _vrm_set_new_addr(self, vma, addr, new_len, flags, new_addr) -> int:
-        """vrm_set_new_addr(): get_unmapped_area() for the destination."""
-        map_flags = (C.MAP_FIXED if flags & C.MREMAP_FIXED else 0) | \
-            (C.MAP_SHARED if vma.vm_flags & C.VM_MAYSHARE else 0)
-        hint = new_addr if flags & (C.MREMAP_FIXED | C.MREMAP_DONTUNMAP) else 0
-        return get_unmapped_area(self, hint, new_len, map_flags, shared_file=vma.shm is not None)
-
-    def _mremap_at(self, vma, addr, old_len, new_len, flags) -> int:
-        """mremap_at(): no new address asked for: no-op, shrink or expand."""
-        if new_len == old_len:
-            return addr
-        if new_len < old_len:
-            do_vmi_munmap(self, addr + new_len, old_len - new_len)
-            return addr
-        delta = new_len - old_len
-        if vma.end - addr == old_len and self._vma_expandable(vma, delta):
-            vma_merge_extend(self, vma, delta)             # expand_vma_in_place()
-            if vma.vm_flags & C.VM_LOCKED:
-                mm_populate(self, addr + old_len, delta)
-            return addr
-        if not flags & C.MREMAP_MAYMOVE:
-            raise _Errno(ENOMEM)
-        new_addr = self._vrm_set_new_addr(vma, addr, new_len, flags, 0)
-        return self._move_vma(vma, addr, old_len, new_len, flags, new_addr)
-
-    def _vma_expandable(self, vma: Vma, delta: int) -> bool:
-        end = vma.end + delta
-        if self._tree.first_intersecting(vma.end, end) is not None:
-            return False
-        if end > self.task_size:
-            return False
-        return not (self.window and end > self.window[1])
-
-    def _move_vma(self, vma: Vma, addr, old_len, new_len, flags, new_addr) -> int:
-        """move_vma(): copy the VMA, move its page tables, unmap the source
-        (or, with MREMAP_DONTUNMAP, leave it empty)."""
-        if len(self._tree) >= self.max_map_count - 3:    # prep_move_vma()
-            raise _Errno(ENOMEM)
-        new_pgoff = vma.pgoff + self._pages(addr - vma.start)
-        new_vma, vma = copy_vma(self, vma, new_addr, new_len, new_pgoff)
-        moved = self._move_page_tables(vma, new_vma, addr, new_addr, old_len, for_stack=False)
-        err = 0
-        if moved < old_len:
-            err = ENOMEM
-            # move entries back, then unmap the new area instead of the old
-            self._move_page_tables(new_vma, vma, new_addr, addr, moved, for_stack=False)
-            addr, old_len = new_addr, new_len
-        if not err and flags & C.MREMAP_DONTUNMAP:
-            self._dontunmap_complete(vma, new_vma, addr, old_len)
-        else:
-            try:                                           # unmap_source_vma()
-                do_vmi_munmap(self, addr, old_len)
-            except _Errno:
-                pass  # "OOM: unable to split vma, just get accounts right"; old_len 0 lands here too
-        if err:
-            self._partial_ok = True
-            raise _Errno(err)
-        return new_addr
-
-    def _dontunmap_complete(self, vma: Vma, new_vma: Vma, addr: int, length: int) -> None:
-        """dontunmap_complete(): the source keeps its VMA, loses VM_LOCKED, and
-        its anon_vma if all of it moved.  (It keeps VM_ACCOUNT: this
-        machine's 6.18 shows "ac" in smaps afterwards and re-merges the
-        source with fresh accounted mappings.)"""
-        vma.vm_flags &= ~(C.VM_LOCKED | C.VM_LOCKONFAULT)
-        if new_vma is not vma and vma.start == addr and vma.end == addr + length:
-            vma_set_anon(self, vma, 0)
-
-    # ------------------------------------------------------------------ move_page_tables
-    def _move_page_tables(self, old_vma: Optional[Vma], new_vma: Optional[Vma], old_addr: int,
-                          new_addr: int, length: int, for_stack: bool) -> int:
-        """move_page_tables() as ``self.kernel`` runs it: overlap guard,
-        align hook, the mmcore loop, warnings, and the kernel's idea of how
-        many bytes that moved."""
-        if not length:
-            return 0
-        k = self._kernel
-        move = PageTableMove(old_addr, new_addr, length, old_vma, new_vma,  # views made lazily
-                             for_stack and k.exec_passes_for_stack, self.page_size, self.pmd_size,
-                             self.pud_size, old_addr + length, length, self)
-        allow_pmd = k.pmd_moves
-        if k.overlap_guard is not None:
-            allow, warn_up = k.overlap_guard(move)
-            allow_pmd = allow_pmd and allow
-            if warn_up:
-                self.engine.record_warning("overlap_up", old_addr, new_addr)
-        if k.align is not None:
-            k.align(move)
-            if (move.old_addr, move.new_addr, move.len) != (old_addr, new_addr, length):
-                self._validate_move(move)
-            if k.align_before_old_end:
-                move.old_end = move.old_addr + move.len
-        end_addr = move.old_addr
-        if move.old_addr < move.old_end:
-            end_addr = mmcore.move_range(self.engine, move.old_addr, move.new_addr, move.old_end,
-                                         move.len_in, self._move_policy(allow_pmd, move.for_stack))
-        if self.engine.pending_warnings:
-            self._collect_warnings()
-        return k.progress(move, end_addr)
-
-    def _move_policy(self, allow_pmd: bool, for_stack: bool) -> MoveControl:
-        """The kernel's compile-time choices, as a MoveControl template."""
-        k = self._kernel
-        return _policy(allow_pmd, for_stack, k.pud_moves, k.pud_step, k.pmd_warn, k.pud_warn,
-                       k.huge_pmd_warn)
-
-    def _validate_move(self, move: PageTableMove) -> None:
-        """An align hook (maybe a user's) must leave a sane move behind."""
-        for name in ("old_addr", "new_addr", "len"):
-            v = getattr(move, name)
-            if type(v) is not int or not 0 <= v <= U64:
-                raise ValueError(f"align hook left move.{name}={v!r}: not an unsigned long")
-        if (move.old_addr | move.new_addr) & (self.page_size - 1):
-            raise ValueError("align hook left an unaligned address")
-        if move.old_addr >= self.task_size + self.page_size or \
-                move.new_addr + (move.old_end - move.old_addr) > self._va_limit:
-            raise ValueError("align hook moved the range outside the address space")
-
-    def _collect_warnings(self) -> None:
-        for site, old, new in self.engine.take_warnings():
-            name = _SITE_NAMES[site]
-            s = self.kernel.site(name)
-            w = KernelWarning(s.function, s.location,
-                              f"{s.message}; old_addr={old:#x} new_addr={new:#x}",
-                              kernel=self.kernel.name, site=name, old_addr=old, new_addr=new)
-            self.warnings.append(w)
-            _warnings.warn(w, stacklevel=4)
+        return do_mremap(self, addr, old_len, new_len, flags, new_addr)
 
     # ------------------------------------------------------------------ exec
     def setup_exec_stack(self, arg_bytes: int = 4096, top: Optional[int] = None) -> int:
@@ -628,9 +385,9 @@ class MM:
                 raise ValueError("partial must be page aligned and within the VMA")
         self._tree.set_start(vma, new_start)             # vma_expand()
         if partial is not None:
-            self._move_page_tables(vma, vma, old_start, new_start, partial, for_stack=True)
+            move_page_tables(self, vma, vma, old_start, new_start, partial, True)
             return
-        moved = self._move_page_tables(vma, vma, old_start, new_start, length, for_stack=True)
+        moved = move_page_tables(self, vma, vma, old_start, new_start, length, True)
         if moved != length:
             raise _Errno(ENOMEM)                         # "rely on process cleanup"
         nxt = self._tree.next(vma)
@@ -661,8 +418,9 @@ class MM:
             raise ValueError("move_page_tables needs page-aligned arguments")
         if old_addr + length > limit or new_addr + length > limit:
             raise ValueError("range beyond the address space")
-        return self._move_page_tables(self._tree.lookup(old_addr), self._tree.lookup(new_addr),
-                                      old_addr, new_addr, length, bool(for_stack))
+        # mm/mremap.c's move_page_tables(), the function, not this method
+        return move_page_tables(self, self._tree.lookup(old_addr), self._tree.lookup(new_addr),
+                                old_addr, new_addr, length, bool(for_stack))
 
     # ------------------------------------------------------------------ introspection
     def maps(self) -> List[VMA]:

@@ -1,0 +1,295 @@
+"""mremap(): mm/mremap.c of Linux 6.18.
+
+``do_mremap()`` and its ``vma_remap_struct`` flow: the parameter checks,
+shrink, expand in place, ``mremap_to()`` for MREMAP_FIXED/DONTUNMAP,
+``remap_move()`` (6.17: several VMAs with MREMAP_FIXED), ``move_vma()``.
+:func:`move_page_tables` is the glue around mmcore's loop: it runs the
+kernel's hooks (:class:`pymm.Kernel`: the overlap guard, the align hook,
+how progress is counted), calls ``mmcore.move_range()`` and turns the
+engine's warning records into :class:`pymm.KernelWarning`.  It is the hot
+path of every move: O(1) Python per call, whatever the size.
+
+Example (``mm.mremap()`` is a thin wrapper around :func:`do_mremap`)::
+
+    >>> a = mm.mmap(0, 1 << 30, pymm.PROT_READ | pymm.PROT_WRITE,
+    ...             pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS)
+    >>> mm.memset(a, 1, 1 << 30)
+    >>> hex(do_mremap(mm, a, 1 << 30, 1 << 30, pymm.MREMAP_MAYMOVE | pymm.MREMAP_FIXED, 1 << 40))
+    '0x10000000000'
+"""
+from __future__ import annotations
+
+import functools
+import warnings as _warnings
+from typing import Optional
+
+import mmcore
+from mmcore import MoveControl
+from pymm import constants as C
+from pymm.errors import EFAULT, EINVAL, ENOMEM, KernelWarning
+from pymm.kernels import PageTableMove
+from pymm.mm.memory import mm_populate
+from pymm.mm.mmap import get_unmapped_area
+from pymm.mm.syscall import U64, _Errno
+from pymm.mm.vma import Vma, copy_vma, do_vmi_munmap, vma_merge_extend, vma_set_anon
+
+_SITE_NAMES = {v: k for k, v in mmcore.WARN_SITES.items()}
+
+
+# ---------------------------------------------------------------- do_mremap()
+def do_mremap(mm, addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
+    """do_mremap(): check, then shrink, expand in place or move; returns the new address."""
+    pm = mm._pmask
+    old_len, new_len = (old_len + pm) & ~pm & U64, (new_len + pm) & ~pm & U64  # PAGE_ALIGN()
+    check_mremap_params(mm, addr, old_len, new_len, flags, new_addr)
+    if mm._kernel.multi_vma_move and flags & C.MREMAP_FIXED and old_len == new_len:
+        return remap_move(mm, addr, old_len, flags, new_addr)
+    vma = mm._tree.lookup(addr)
+    check_prep_vma(mm, vma, addr, old_len, new_len, flags)
+    if flags & (C.MREMAP_FIXED | C.MREMAP_DONTUNMAP):
+        return mremap_to(mm, addr, old_len, new_len, flags, new_addr)
+    return mremap_at(mm, vma, addr, old_len, new_len, flags)
+
+
+def check_mremap_params(mm, addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> None:
+    """check_mremap_params(): the checks that need no VMA."""
+    if flags & ~(C.MREMAP_FIXED | C.MREMAP_MAYMOVE | C.MREMAP_DONTUNMAP):
+        raise _Errno(EINVAL)
+    if (mm._pmask & addr):
+        raise _Errno(EINVAL)
+    if not new_len:
+        raise _Errno(EINVAL)
+    if new_len > mm.task_size:
+        raise _Errno(EINVAL)
+    if not flags & (C.MREMAP_FIXED | C.MREMAP_DONTUNMAP):
+        return
+    if new_addr > mm.task_size - new_len:
+        raise _Errno(EINVAL)
+    if (mm._pmask & new_addr):
+        raise _Errno(EINVAL)
+    if not flags & C.MREMAP_MAYMOVE:
+        raise _Errno(EINVAL)
+    if flags & C.MREMAP_DONTUNMAP and old_len != new_len:
+        raise _Errno(EINVAL)
+    if addr + old_len > new_addr and new_addr + new_len > addr:   # vrm_overlaps()
+        raise _Errno(EINVAL)
+    if len(mm._tree) + 2 >= mm.max_map_count - 3:
+        raise _Errno(ENOMEM)
+
+
+def check_prep_vma(mm, vma: Optional[Vma], addr: int, old_len: int, new_len: int, flags: int) -> None:
+    """check_prep_vma(): the VMA-dependent checks, only where a new
+    mapping will appear (expand or move)."""
+    if vma is None:
+        raise _Errno(EFAULT)
+    will_map_new = new_len > old_len or flags & (C.MREMAP_FIXED | C.MREMAP_DONTUNMAP)
+    if not will_map_new:
+        return
+    if not old_len and vma.shm is None:
+        raise _Errno(EINVAL)   # "attempted to duplicate a private mapping with mremap"
+    check_len = new_len if old_len > new_len else old_len
+    if check_len > vma.end - addr:
+        raise _Errno(EFAULT)
+    if new_len == check_len:
+        return
+    pgoff = vma.pgoff + ((addr - vma.start) >> mm.page_shift)
+    if pgoff + (new_len >> mm.page_shift) > U64:
+        raise _Errno(EINVAL)
+
+
+def remap_move(mm, addr: int, length: int, flags: int, new_addr: int) -> int:
+    """remap_move() (6.17): move every VMA in [addr, addr+length) to
+    new_addr, keeping the gaps between them."""
+    start, end = addr, addr + length
+    tree = mm._tree
+    vma = tree.lookup(start)
+    if vma is not None and vma.end >= end:             # one VMA: the common case
+        check_prep_vma(mm, vma, start, length, length, flags)
+        return mremap_to(mm, start, length, length, flags, new_addr)
+    target = new_addr
+    res = None
+    last_end = 0
+    vmas = tree.intersecting(start, end)
+    if not vmas or vmas[0].start > start:
+        raise _Errno(EFAULT)                           # no gap at the start
+    # Move in order; each move may reshape the tree, so re-find by address.
+    pieces = [(max(v.start, start), min(end, v.end), v.start, v.end) for v in vmas]
+    for i, (s, e, vstart, vend) in enumerate(pieces):
+        offset = vstart - last_end if i else 0
+        last_end = vend
+        vma = tree.lookup(s)
+        if vma is None:
+            raise _Errno(EFAULT)
+        if i == 0 and len(pieces) > 1 and not vma_multi_allowed(vma):
+            raise _Errno(EFAULT)
+        check_prep_vma(mm, vma, s, e - s, e - s, flags)
+        r = mremap_to(mm, s, e - s, e - s, flags, target + offset)
+        if res is None:
+            res = r
+        target = r + (e - s)
+    return res
+
+
+def vma_multi_allowed(vma: Vma) -> bool:
+    """vma_multi_allowed(): may this VMA move as part of several? (no uffd in pymm)"""
+    return True  # anonymous and shmem VMAs
+
+
+def mremap_to(mm, addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
+    """mremap_to(): the move to a chosen (FIXED) or found (DONTUNMAP) place."""
+    if flags & C.MREMAP_FIXED:
+        do_vmi_munmap(mm, new_addr, new_len)
+        mm._partial_ok = True                          # the destination is gone for good
+    if old_len > new_len:                              # shrink_vma()
+        do_vmi_munmap(mm, addr + new_len, old_len - new_len)
+        mm._partial_ok = True
+        old_len = new_len
+    vma = mm._tree.lookup(addr)
+    if vma is None:
+        raise _Errno(EFAULT)                           # the source went with the unmap
+    new_addr = vrm_set_new_addr(mm, vma, addr, new_len, flags, new_addr)
+    return move_vma(mm, vma, addr, old_len, new_len, flags, new_addr)
+
+
+def vrm_set_new_addr(mm, vma: Vma, addr: int, new_len: int, flags: int, new_addr: int) -> int:
+    """vrm_set_new_addr(): get_unmapped_area() for the destination."""
+    map_flags = (C.MAP_FIXED if flags & C.MREMAP_FIXED else 0) | \
+        (C.MAP_SHARED if vma.vm_flags & C.VM_MAYSHARE else 0)
+    hint = new_addr if flags & (C.MREMAP_FIXED | C.MREMAP_DONTUNMAP) else 0
+    return get_unmapped_area(mm, hint, new_len, map_flags, shared_file=vma.shm is not None)
+
+
+def mremap_at(mm, vma: Vma, addr: int, old_len: int, new_len: int, flags: int) -> int:
+    """mremap_at(): no new address asked for: no-op, shrink or expand."""
+    if new_len == old_len:
+        return addr
+    if new_len < old_len:
+        do_vmi_munmap(mm, addr + new_len, old_len - new_len)
+        return addr
+    delta = new_len - old_len
+    if vma.end - addr == old_len and vma_expandable(mm, vma, delta):
+        vma_merge_extend(mm, vma, delta)               # expand_vma_in_place()
+        if vma.vm_flags & C.VM_LOCKED:
+            mm_populate(mm, addr + old_len, delta)
+        return addr
+    if not flags & C.MREMAP_MAYMOVE:
+        raise _Errno(ENOMEM)
+    new_addr = vrm_set_new_addr(mm, vma, addr, new_len, flags, 0)
+    return move_vma(mm, vma, addr, old_len, new_len, flags, new_addr)
+
+
+def vma_expandable(mm, vma: Vma, delta: int) -> bool:
+    """vma_expandable(): nothing in the way of growing vma by delta, within TASK_SIZE."""
+    end = vma.end + delta
+    if mm._tree.first_intersecting(vma.end, end) is not None:
+        return False
+    if end > mm.task_size:
+        return False
+    return not (mm.window and end > mm.window[1])
+
+
+def move_vma(mm, vma: Vma, addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
+    """move_vma(): copy the VMA, move its page tables, unmap the source
+    (or, with MREMAP_DONTUNMAP, leave it empty)."""
+    if len(mm._tree) >= mm.max_map_count - 3:        # prep_move_vma()
+        raise _Errno(ENOMEM)
+    new_pgoff = vma.pgoff + ((addr - vma.start) >> mm.page_shift)
+    new_vma, vma = copy_vma(mm, vma, new_addr, new_len, new_pgoff)
+    moved = move_page_tables(mm, vma, new_vma, addr, new_addr, old_len, False)
+    err = 0
+    if moved < old_len:
+        err = ENOMEM
+        # move entries back, then unmap the new area instead of the old
+        move_page_tables(mm, new_vma, vma, new_addr, addr, moved, False)
+        addr, old_len = new_addr, new_len
+    if not err and flags & C.MREMAP_DONTUNMAP:
+        dontunmap_complete(mm, vma, new_vma, addr, old_len)
+    else:
+        try:                                           # unmap_source_vma()
+            do_vmi_munmap(mm, addr, old_len)
+        except _Errno:
+            pass  # "OOM: unable to split vma, just get accounts right"; old_len 0 lands here too
+    if err:
+        mm._partial_ok = True
+        raise _Errno(err)
+    return new_addr
+
+
+def dontunmap_complete(mm, vma: Vma, new_vma: Vma, addr: int, length: int) -> None:
+    """dontunmap_complete(): the source keeps its VMA, loses VM_LOCKED, and
+    its anon_vma if all of it moved.  (It keeps VM_ACCOUNT: this
+    machine's 6.18 shows "ac" in smaps afterwards and re-merges the
+    source with fresh accounted mappings.)"""
+    vma.vm_flags &= ~(C.VM_LOCKED | C.VM_LOCKONFAULT)
+    if new_vma is not vma and vma.start == addr and vma.end == addr + length:
+        vma_set_anon(mm, vma, 0)
+
+
+# ---------------------------------------------------------------- move_page_tables(): the kernel's hooks around mmcore
+@functools.lru_cache(maxsize=None)
+def _policy(move_pmd, for_stack, move_pud, pud_step, pmd_warn, pud_warn, huge_pmd_warn) -> MoveControl:
+    """A MoveControl template per distinct kernel policy (templates are never
+    modified: mmcore.move_range() copies the policy out of them)."""
+    return MoveControl(0, 0, 0, for_stack=for_stack, move_pmd=move_pmd, move_pud=move_pud,
+                       pud_step=pud_step, pmd_warn=pmd_warn, pud_warn=pud_warn,
+                       huge_pmd_warn=huge_pmd_warn)
+
+
+def move_page_tables(mm, old_vma: Optional[Vma], new_vma: Optional[Vma], old_addr: int,
+                     new_addr: int, length: int, for_stack: bool) -> int:
+    """move_page_tables() as ``mm.kernel`` runs it: overlap guard, align
+    hook, the mmcore loop, warnings, and the kernel's idea of how many
+    bytes that moved."""
+    if not length:
+        return 0
+    k = mm._kernel
+    move = PageTableMove(old_addr, new_addr, length, old_vma, new_vma,  # views made lazily
+                         for_stack and k.exec_passes_for_stack, mm.page_size, mm.pmd_size,
+                         mm.pud_size, old_addr + length, length, mm)
+    allow_pmd = k.pmd_moves
+    if k.overlap_guard is not None:
+        allow, warn_up = k.overlap_guard(move)
+        allow_pmd = allow_pmd and allow
+        if warn_up:
+            mm.engine.record_warning("overlap_up", old_addr, new_addr)
+    if k.align is not None:
+        k.align(move)
+        if (move.old_addr, move.new_addr, move.len) != (old_addr, new_addr, length):
+            validate_move(mm, move)
+        if k.align_before_old_end:
+            move.old_end = move.old_addr + move.len
+    end_addr = move.old_addr
+    if move.old_addr < move.old_end:
+        # the kernel's compile-time choices, as a MoveControl template
+        policy = _policy(allow_pmd, move.for_stack, k.pud_moves, k.pud_step, k.pmd_warn, k.pud_warn,
+                         k.huge_pmd_warn)
+        end_addr = mmcore.move_range(mm.engine, move.old_addr, move.new_addr, move.old_end,
+                                     move.len_in, policy)
+    if mm.engine.pending_warnings:
+        collect_warnings(mm)
+    return k.progress(move, end_addr)
+
+
+def validate_move(mm, move: PageTableMove) -> None:
+    """An align hook (maybe a user's) must leave a sane move behind."""
+    for name in ("old_addr", "new_addr", "len"):
+        v = getattr(move, name)
+        if type(v) is not int or not 0 <= v <= U64:
+            raise ValueError(f"align hook left move.{name}={v!r}: not an unsigned long")
+    if (move.old_addr | move.new_addr) & (mm.page_size - 1):
+        raise ValueError("align hook left an unaligned address")
+    if move.old_addr >= mm.task_size + mm.page_size or \
+            move.new_addr + (move.old_end - move.old_addr) > mm._va_limit:
+        raise ValueError("align hook moved the range outside the address space")
+
+
+def collect_warnings(mm) -> None:
+    """WARN_ON()'s report: the engine's warning records become KernelWarnings."""
+    for site, old, new in mm.engine.take_warnings():
+        name = _SITE_NAMES[site]
+        s = mm.kernel.site(name)
+        w = KernelWarning(s.function, s.location,
+                          f"{s.message}; old_addr={old:#x} new_addr={new:#x}",
+                          kernel=mm.kernel.name, site=name, old_addr=old, new_addr=new)
+        mm.warnings.append(w)
+        _warnings.warn(w, stacklevel=4)
