@@ -26,16 +26,16 @@ import numpy as np
 import mmcore
 from mmcore import Engine
 from pymm import constants as C
-from pymm.errors import EFAULT, ENOMEM, KernelWarning
+from pymm.errors import KernelWarning
 from pymm.kernels import Kernel, get_kernel
+from pymm.mm.exec import create_init_stack_vma, relocate_vma_down
 from pymm.mm.madvise import do_madvise
-from pymm.mm.memory import FAULT_AROUND_BYTES, cpu_memset, cpu_read, cpu_stamp, cpu_write, fault_range
+from pymm.mm.memory import FAULT_AROUND_BYTES, cpu_memset, cpu_read, cpu_stamp, cpu_write
 from pymm.mm.mmap import sys_mmap
 from pymm.mm.mprotect import do_mprotect_pkey
 from pymm.mm.mremap import do_mremap, move_page_tables
-from pymm.mm.syscall import _Errno, _syscall, _u64, check_now
-from pymm.mm.vma import (VMA, Vma, VmaTree, do_vmi_munmap, page_align, perms, snapshot, view,
-                         vma_adjust_trans_huge, vma_link)
+from pymm.mm.syscall import _syscall, _u64, check_now
+from pymm.mm.vma import VMA, VmaTree, do_vmi_munmap, page_align, perms, snapshot, view
 
 ARCHES = {"x86_64": mmcore.X86_64, "x86_64-la57": mmcore.X86_64_LA57}
 THP_MODES = ("always", "madvise", "never")
@@ -338,12 +338,7 @@ class MM:
         start = top - size
         if self._tree.first_intersecting(start, top):
             raise ValueError("the stack would overlap an existing mapping")
-        flags = C.VM_STACK_FLAGS | C.VM_STACK_INCOMPLETE_SETUP | C.VM_SOFTDIRTY
-        vma = vma_link(self, Vma(start, top, flags, start >> self.page_shift, name="[stack]"))
-        fault_range(self, vma, start, top, True)
-        self.engine.stamp_pages(start, top)
-        self.start_stack = top - 8
-        return start
+        return create_init_stack_vma(self, start, top)
 
     @_syscall
     def shift_arg_pages(self, vma_start, shift, *, partial=None) -> None:
@@ -370,36 +365,9 @@ class MM:
             raise ValueError(f"no VMA starts at {vma_start:#x}")
         if (self._pmask & shift):
             raise ValueError("shift must be page aligned")
-        old_start, old_end = vma.start, vma.end
-        length = old_end - old_start
-        if shift > old_start:
+        if shift > vma.start:
             raise ValueError("shift would move the VMA below address 0")
-        new_start, new_end = old_start - shift, old_end - shift
-        if self._tree.find_vma(new_start) is not vma:
-            raise _Errno(EFAULT)                       # a VMA sits in between
-        if not shift:
-            return
-        if partial is not None:
-            partial = _u64(partial, "partial")
-            if partial & self._pmask or not 0 < partial <= length:
-                raise ValueError("partial must be page aligned and within the VMA")
-        self._tree.set_start(vma, new_start)             # vma_expand()
-        if partial is not None:
-            move_page_tables(self, vma, vma, old_start, new_start, partial, True)
-            return
-        moved = move_page_tables(self, vma, vma, old_start, new_start, length, True)
-        if moved != length:
-            raise _Errno(ENOMEM)                         # "rely on process cleanup"
-        nxt = self._tree.next(vma)
-        ceiling = nxt.start if nxt is not None else 0
-        if new_end > old_start:                          # overlapping: clear from new_end
-            self.engine.free_pgd_range(new_end, old_end, new_end, ceiling)
-        else:
-            self.engine.free_pgd_range(old_start, old_end, new_end, ceiling)
-        vma_adjust_trans_huge(self, new_end)
-        vma.end = new_end                                # vma_shrink()
-        if self.start_stack and old_start <= self.start_stack < old_end:
-            self.start_stack -= shift
+        relocate_vma_down(self, vma, shift, partial)
 
     def move_page_tables(self, old_addr, new_addr, length, for_stack=False) -> int:
         """The bare move_page_tables() on the current page tables, for
