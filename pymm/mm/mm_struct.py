@@ -35,11 +35,11 @@ from pymm.mm.mmap import sys_mmap
 from pymm.mm.mprotect import do_mprotect_pkey
 from pymm.mm.mremap import do_mremap, move_page_tables
 from pymm.mm.syscall import _syscall, _u64, check_now
-from pymm.mm.vma import VMA, VmaTree, do_vmi_munmap, page_align, perms, snapshot, view
+from pymm.mm.task_mmu import pagemap_read, show_maps, task_mem
+from pymm.mm.vma import VMA, VmaTree, do_vmi_munmap, page_align, snapshot, view
 
 ARCHES = {"x86_64": mmcore.X86_64, "x86_64-la57": mmcore.X86_64_LA57}
 THP_MODES = ("always", "madvise", "never")
-PM_SOFT_DIRTY = np.uint64(1 << 55)
 MAX_READ = 1 << 32            # mm.read() returns bytes: 4 GiB at most per call
 
 
@@ -152,12 +152,7 @@ class MM:
 
     def status(self) -> Dict[str, int]:
         """The memory lines of /proc/pid/status, in kB, plus map_count."""
-        anon, shmem = self.engine.rss()
-        kb = self.page_size // 1024
-        size = sum(v.end - v.start for v in self._tree)
-        return {"VmSize": size // 1024, "VmRSS": (anon + shmem) * kb, "RssAnon": anon * kb,
-                "RssShmem": shmem * kb, "VmPTE": self.engine.n_tables * kb,
-                "map_count": self.map_count}
+        return task_mem(self)
 
     # ------------------------------------------------------------------ views for kernel hooks
     def _prev_view(self, vma):
@@ -171,10 +166,6 @@ class MM:
     def _intersection_view(self, start, end):
         v = self._tree.first_intersecting(start, end)
         return view(v) if v is not None else None
-
-    # ------------------------------------------------------------------ helpers
-    def _pages(self, nbytes: int) -> int:
-        return nbytes >> self.page_shift
 
     # ------------------------------------------------------------------ munmap (mm/vma.c)
     @_syscall
@@ -397,17 +388,7 @@ class MM:
 
     def format_maps(self) -> str:
         """The /proc/self/maps text."""
-        lines = []
-        for v in self._tree:
-            if v.shm is not None:
-                off, dev, ino, name = v.pgoff << self.page_shift, "00:01", v.shm.inode, "/dev/zero (deleted)"
-            else:
-                off, dev, ino, name = 0, "00:00", 0, v.name
-            line = f"{v.start:08x}-{v.end:08x} {perms(v.vm_flags)} {off:08x} {dev} {ino} "
-            if name:
-                line = line.ljust(73) + name
-            lines.append(line)
-        return "\n".join(lines) + ("\n" if lines else "")
+        return show_maps(self)
 
     def pagemap(self, addr, length) -> np.ndarray:
         """/proc/pid/pagemap entries, one uint64 per page: bit 63 present,
@@ -424,14 +405,7 @@ class MM:
         end = page_align(self, addr + length)
         if end > 1 << self.geometry.va_bits:
             raise ValueError("pagemap range beyond the address space")
-        n = (end - start) >> self.page_shift
-        out = self.engine.pagemap(start, n)
-        for v in self._tree.intersecting(start, end):   # VM_SOFTDIRTY marks every entry
-            if v.vm_flags & C.VM_SOFTDIRTY:
-                lo = (max(v.start, start) - start) >> self.page_shift
-                hi = (min(v.end, end) - start) >> self.page_shift
-                out[lo:hi] |= PM_SOFT_DIRTY
-        return out
+        return pagemap_read(self, start, end)
 
     def walk(self, addr):
         """The page-table walk of addr, level by level (see pymm.walk.Walk).
