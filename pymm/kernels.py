@@ -33,6 +33,7 @@ Every scenario, check, benchmark and ``pymm fuzz --kernel`` works with it.
 from __future__ import annotations
 
 import dataclasses
+from collections import namedtuple
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
 
@@ -44,6 +45,23 @@ WARN_SILENT = mmcore.WARN_SILENT
 WARN_ON = mmcore.WARN_ON
 WARN_ON_ONCE = mmcore.WARN_ON_ONCE
 
+VmaView = namedtuple("VmaView", "start end vm_flags pgoff anon_vma shmem name")
+VmaView.__doc__ = """A cheap read-only view of a VMA, what kernel hooks see (see PageTableMove).
+
+Example::
+
+    >>> a = mm.mmap(0, 8192, pymm.PROT_READ, pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS)
+    >>> v = view(mm._tree.lookup(a))       # what move.old is for a move from a
+    >>> v.start == a, v.end - v.start, v.anon_vma
+    (True, 8192, None)
+"""
+
+
+def view(v) -> VmaView:
+    """The VmaView of a pymm VMA (start, end, vm_flags, pgoff, anon, shm, name)."""
+    return VmaView(v.start, v.end, v.vm_flags, v.pgoff, v.anon or None,
+                   v.shm.owner if v.shm is not None else None, v.name)
+
 
 class PageTableMove:
     """What a kernel's hooks see of one ``move_page_tables()`` call: the
@@ -52,7 +70,7 @@ class PageTableMove:
     ``old_addr``, ``new_addr`` and ``len`` may be changed by an align hook;
     ``old_end`` is fixed at ``old_addr + len`` before the hook runs unless the
     kernel says ``align_before_old_end``.  ``old`` and ``new`` are the source
-    and destination VMAs as read-only views (:class:`pymm.vma.VmaView`:
+    and destination VMAs as read-only views (:class:`VmaView`:
     start, end, vm_flags, pgoff, anon_vma, shmem, name), possibly the same
     VMA for exec's stack shift; ``prev_of``/``next_of`` and
     ``find_vma_intersection`` look at their neighbours as the kernel's
@@ -76,7 +94,6 @@ class PageTableMove:
     def old(self):
         """The source VMA (a read-only view), made when first asked for."""
         if self._old is not None and not isinstance(self._old, tuple):
-            from pymm.mm.vma import view
             self._old = view(self._old)
         return self._old
 
@@ -84,7 +101,6 @@ class PageTableMove:
     def new(self):
         """The destination VMA (a read-only view), made when first asked for."""
         if self._new is not None and not isinstance(self._new, tuple):
-            from pymm.mm.vma import view
             self._new = view(self._new)
         return self._new
 

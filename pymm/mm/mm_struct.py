@@ -27,7 +27,7 @@ import mmcore
 from mmcore import Engine
 from pymm import constants as C
 from pymm.errors import KernelWarning
-from pymm.kernels import Kernel, get_kernel
+from pymm.kernels import Kernel, get_kernel, view
 from pymm.mm.exec import create_init_stack_vma, relocate_vma_down
 from pymm.mm.madvise import do_madvise
 from pymm.mm.memory import FAULT_AROUND_BYTES, cpu_memset, cpu_read, cpu_stamp, cpu_write
@@ -36,7 +36,7 @@ from pymm.mm.mprotect import do_mprotect_pkey
 from pymm.mm.mremap import do_mremap, move_page_tables
 from pymm.mm.syscall import _syscall, _u64, check_now
 from pymm.mm.task_mmu import pagemap_read, show_maps, task_mem
-from pymm.mm.vma import VMA, VmaTree, do_vmi_munmap, page_align, snapshot, view
+from pymm.mm.vma import VMA, VmaTree, do_vmi_munmap, page_align, snapshot
 
 ARCHES = {"x86_64": mmcore.X86_64, "x86_64-la57": mmcore.X86_64_LA57}
 THP_MODES = ("always", "madvise", "never")

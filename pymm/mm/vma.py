@@ -23,7 +23,6 @@ Example (``mm.munmap()`` is a thin wrapper around :func:`do_vmi_munmap`)::
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections import namedtuple
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -121,15 +120,6 @@ class VMA:
 
     def __repr__(self):
         return f"VMA({self.start:#x}-{self.end:#x} {self.perms}{' ' + self.name if self.name else ''})"
-
-
-VmaView = namedtuple("VmaView", "start end vm_flags pgoff anon_vma shmem name")
-VmaView.__doc__ = """A cheap read-only view of a VMA, for kernel hooks (see PageTableMove)."""
-
-
-def view(v: Vma) -> VmaView:
-    return VmaView(v.start, v.end, v.vm_flags, v.pgoff, v.anon or None,
-                   v.shm.owner if v.shm is not None else None, v.name)
 
 
 def snapshot(v: Vma) -> VMA:
