@@ -9,7 +9,7 @@ import pytest
 import pymm
 from pymm import scenarios
 from pymm.cli import main
-from pymm.show import describe
+from pymm.describe import describe
 
 from helpers import GiB, MiB, PAGE, PRIV, RW
 

@@ -429,7 +429,7 @@ class MM:
             >>> d.ranges[0].page, len(d.empty_tables)
             ('4K', 0)
         """
-        from pymm.show import describe
+        from pymm.describe import describe
         limit = 1 << self.geometry.va_bits
         start = _u64(start, "start")
         end = limit if end is None else _u64(end, "end")
