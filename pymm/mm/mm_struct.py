@@ -1,9 +1,12 @@
-"""pymm.MM: a process address space with Linux 6.18 syscall semantics.
+"""pymm.MM: a process address space, the kernel's ``struct mm_struct``
+(include/linux/mm_types.h) with Linux 6.18 syscall semantics.
 
-The VMA tree and every syscall's decisions live here; the page tables, the
-frames and every loop over them live in :mod:`mmcore`.  Each function below
-names the kernel function it models.  Python work per call is proportional to
-the VMAs it touches, never to the pages.
+:class:`MM` holds the state: the VMA tree, the page-table engine
+(:mod:`mmcore`), counters, limits and the warnings.  Its public methods are
+thin: validate the arguments as the syscall boundary reads them, call the
+function that models the kernel's (one module per kernel file, see
+:mod:`pymm.mm`), and with ``check=True`` verify the result.  Python work per
+call is proportional to the VMAs it touches, never to the pages.
 
 Example::
 
@@ -123,7 +126,7 @@ class MM:
         self._zero_owner = 0                      # memory.zero_page_owner(), made on first use
         self.check_enabled = check
 
-    # ------------------------------------------------------------------ public attributes
+    # ----------------------------------------------------------------------------------- public attributes
     @property
     def kernel(self) -> Kernel:
         """The kernel this address space runs (fixed at creation)."""
@@ -138,10 +141,18 @@ class MM:
         return self.engine.stats()
 
     def reset_stats(self) -> None:
+        """Zero the counters of :attr:`stats`.
+
+        Example::
+
+            >>> mm.reset_stats(); mm.stats["pte_moves"]
+            0
+        """
         self.engine.reset_stats()
 
     @property
     def map_count(self) -> int:
+        """mm->map_count: the number of VMAs."""
         return len(self._tree)
 
     @property
@@ -154,20 +165,25 @@ class MM:
         """The memory lines of /proc/pid/status, in kB, plus map_count."""
         return task_mem(self)
 
-    # ------------------------------------------------------------------ views for kernel hooks
+    # ------------------------------------------------------------------------------ views for kernel hooks
+    # PageTableMove.prev_of/next_of/find_vma_intersection ask the mm for these
+    # (pymm.kernels cannot import pymm.mm: it sits below it).
     def _prev_view(self, vma):
+        """vma->vm_prev, as a read-only VmaView (None at the bottom)."""
         v = self._tree.prev(self._tree.lookup(vma.start))
         return view(v) if v is not None else None
 
     def _next_view(self, vma):
+        """vma->vm_next, as a read-only VmaView (None at the top)."""
         v = self._tree.next(self._tree.lookup(vma.start))
         return view(v) if v is not None else None
 
     def _intersection_view(self, start, end):
+        """find_vma_intersection(), as a read-only VmaView."""
         v = self._tree.first_intersecting(start, end)
         return view(v) if v is not None else None
 
-    # ------------------------------------------------------------------ munmap (mm/vma.c)
+    # --------------------------------------------------------------------------- munmap: vma.py (mm/vma.c)
     @_syscall
     def munmap(self, addr, length) -> None:
         """munmap(2).  Unmapping nothing is not an error.
@@ -179,7 +195,7 @@ class MM:
         addr, length = _u64(addr, "addr"), _u64(length, "length")
         do_vmi_munmap(self, addr, length)
 
-    # ------------------------------------------------------------------ mmap (mm/mmap.c)
+    # --------------------------------------------------------------------------- mmap: mmap.py (mm/mmap.c)
     @_syscall
     def mmap(self, addr, length, prot, flags, fd=-1, offset=0) -> int:
         """mmap(2) of anonymous memory, private or shared.
@@ -197,7 +213,7 @@ class MM:
         fd, offset = _u64(fd, "fd"), _u64(offset, "offset")
         return sys_mmap(self, addr, length, prot, flags, fd, offset)
 
-    # ------------------------------------------------------------------ mprotect (mm/mprotect.c)
+    # --------------------------------------------------------------- mprotect: mprotect.py (mm/mprotect.c)
     @_syscall
     def mprotect(self, addr, length, prot) -> None:
         """mprotect(2): new protection for [addr, addr+length).
@@ -213,7 +229,7 @@ class MM:
         prot = _u64(prot, "prot") & 0xFFFFFFFF
         do_mprotect_pkey(self, start, length, prot)
 
-    # ------------------------------------------------------------------ madvise (mm/madvise.c)
+    # ------------------------------------------------------------------ madvise: madvise.py (mm/madvise.c)
     @_syscall
     def madvise(self, addr, length, advice) -> None:
         """madvise(2).  Modelled: MADV_DONTNEED (zap), MADV_HUGEPAGE /
@@ -231,7 +247,7 @@ class MM:
             advice -= 1 << 32
         do_madvise(self, start, len_in, advice)
 
-    # ------------------------------------------------------------------ memory access (the CPU)
+    # -------------------------------------------------------- memory access, as the CPU does it: memory.py
     def _access_args(self, addr, length):
         addr, length = _u64(addr, "addr"), _u64(length, "length")
         if addr + length > 1 << 64:
@@ -292,7 +308,7 @@ class MM:
             raise ValueError("stamp needs a page-aligned range")
         cpu_stamp(self, addr, length)
 
-    # ------------------------------------------------------------------ mremap (mm/mremap.c)
+    # --------------------------------------------------------------------- mremap: mremap.py (mm/mremap.c)
     @_syscall
     def mremap(self, old_address, old_size, new_size, flags=0, new_address=0) -> int:
         """mremap(2) with Linux 6.18 semantics (do_mremap()).
@@ -311,7 +327,7 @@ class MM:
         flags, new_addr = _u64(flags, "flags"), _u64(new_address, "new_address")
         return do_mremap(self, addr, old_len, new_len, flags, new_addr)
 
-    # ------------------------------------------------------------------ exec
+    # ------------------------------------------------------------ exec: exec.py (mm/vma_exec.c, fs/exec.c)
     def setup_exec_stack(self, arg_bytes: int = 4096, top: Optional[int] = None) -> int:
         """create_init_stack_vma() + copy_strings(): the new process's first
         stack VMA at STACK_TOP_MAX, populated with ``arg_bytes`` of
@@ -381,7 +397,7 @@ class MM:
         return move_page_tables(self, self._tree.lookup(old_addr), self._tree.lookup(new_addr),
                                 old_addr, new_addr, length, bool(for_stack))
 
-    # ------------------------------------------------------------------ introspection
+    # ------------------------------------------------ introspection: task_mmu.py, pymm.walk, pymm.describe
     def maps(self) -> List[VMA]:
         """The VMAs, sorted by start, as snapshots (see :class:`pymm.VMA`)."""
         return [snapshot(v) for v in self._tree]

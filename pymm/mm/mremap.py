@@ -225,7 +225,7 @@ def dontunmap_complete(mm, vma: Vma, new_vma: Vma, addr: int, length: int) -> No
         vma_set_anon(mm, vma, 0)
 
 
-# ---------------------------------------------------------------- move_page_tables(): the kernel's hooks around mmcore
+# ---------------------------------------------------------------- move_page_tables(): hooks + mmcore
 @functools.lru_cache(maxsize=None)
 def _policy(move_pmd, for_stack, move_pud, pud_step, pmd_warn, pud_warn, huge_pmd_warn) -> MoveControl:
     """A MoveControl template per distinct kernel policy (templates are never
