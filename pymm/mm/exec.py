@@ -3,7 +3,7 @@
 ``create_init_stack_vma()`` places the new process's stack at
 STACK_TOP_MAX and ``copy_strings()`` fills it with the arguments;
 ``setup_arg_pages()`` then moves it down with ``relocate_vma_down()``
-(``shift_arg_pages()`` in fs/exec.c before 6.13): expand the VMA over the
+(``shift_arg_pages()`` in fs/exec.c in older kernels): expand the VMA over the
 old and new ranges, ``move_page_tables()`` with ``for_stack``, free the page
 tables of the tail, shrink the VMA.  The ranges overlap when the shift is
 smaller than the stack, which is what the July 2020 ``move_normal_pmd()``
