@@ -3,10 +3,9 @@
 ``do_mmap()`` for anonymous memory, private or shared, and where a mapping
 goes: ``__get_unmapped_area()`` with THP alignment
 (``thp_get_unmapped_area_vmflags()``, mm/huge_memory.c) over x86's top-down
-search and its bottom-up fallback.  Since 6.13 the kernel keeps
-``mmap_region()`` and the gap searches ``unmapped_area()`` /
-``unmapped_area_topdown()`` in mm/vma.c; they live here, next to their only
-callers.
+search and its bottom-up fallback.  Recent kernels keep ``mmap_region()``
+and the gap searches ``unmapped_area()`` / ``unmapped_area_topdown()`` in
+mm/vma.c; they live here, next to their only callers.
 
 Example (``mm.mmap()`` is a thin wrapper around :func:`sys_mmap`)::
 
