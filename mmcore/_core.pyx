@@ -87,24 +87,6 @@ MAX_ARRAY_PAGES = 1 << 27
 MAX_READ_BYTES = 1 << 32      # read_bytes() returns one bytes object
 
 
-cdef inline uint64_t span_end(uint64_t addr, uint64_t end, uint64_t size) noexcept nogil:
-    """pXd_addr_end(): the next ``size`` boundary after addr, or end if nearer."""
-    cdef uint64_t boundary = (addr + size) & ~(size - 1)
-    return boundary if boundary - 1 < end - 1 else end
-
-
-cdef inline uint64_t rmap_word(int64_t owner, uint64_t index) noexcept nogil:
-    return ((<uint64_t>owner) << RMAP_INDEX_BITS) | (index & RMAP_INDEX_MASK)
-
-
-cdef inline int64_t rmap_owner(uint64_t w) noexcept nogil:
-    return <int64_t>(w >> RMAP_INDEX_BITS)
-
-
-cdef inline uint64_t rmap_index(uint64_t w) noexcept nogil:
-    return w & RMAP_INDEX_MASK
-
-
 # ---------------------------------------------------------------------- helpers
 cdef inline void add_problem(ScanState *s, int code, uint64_t addr, uint64_t found,
                              uint64_t expected) noexcept nogil:
@@ -149,21 +131,6 @@ cdef int uniform_byte(uint8_t *p, int64_t n) noexcept nogil:
         if p[i] != p[0]:
             return -1
     return p[0] if n else -1
-
-
-cdef void fill_page(uint8_t *dst, uint64_t tag, int64_t n, uint8_t **bufs, int64_t off) noexcept nogil:
-    """Produce n bytes of a page's contents from offset off."""
-    cdef uint64_t kind = tag & TAG_KIND_MASK
-    cdef uint64_t word
-    cdef int64_t i
-    if kind == TAG_BUF:
-        memcpy(dst, bufs[tag & TAG_VALUE_MASK] + off, n)
-    elif kind == TAG_STAMP:
-        word = tag & TAG_VALUE_MASK
-        for i in range(n):
-            dst[i] = <uint8_t>(word >> (8 * ((off + i) & 7)))
-    else:
-        memset(dst, <int>(tag & 0xff), n)
 
 
 @cython.final
@@ -220,7 +187,7 @@ cdef class Engine:
             raise MemoryError("cannot allocate the root table")
         self.ctr[CTR_PGTABLES_ALLOCATED] = 0  # the pgd comes with the mm
         # frame 0: the zero page; then the huge zero folio (a whole aligned block)
-        if self.frame_alloc(0) != 0:
+        if frame_alloc(self, 0) != 0:
             raise MemoryError("cannot allocate the zero page")
         self.huge_zero = self.frame_alloc_huge(0)
         if self.huge_zero < 0:
@@ -250,9 +217,6 @@ cdef class Engine:
         region_release(&self.rfrmap, REGION_RESERVE, <size_t>self.fhw * sizeof(uint64_t))
 
     # ------------------------------------------------------------------ tables
-    cdef uint64_t* row(self, int64_t t) noexcept nogil:
-        return self.tbl + t * self.ents
-
     cdef int64_t table_alloc(self, int level) noexcept nogil:
         """pte_alloc_one()/pmd_alloc_one()/...: a zeroed page-table page."""
         cdef int64_t t, ncap
@@ -262,7 +226,7 @@ cdef class Engine:
         if self.tnfree > 0:
             self.tnfree -= 1
             t = self.tfree[self.tnfree]
-            memset(self.row(t), 0, rowbytes)  # a recycled row may hold old entries
+            memset(row(self, t), 0, rowbytes) # a recycled row may hold old entries
         else:
             if self.thw == self.tcap:
                 ncap = self.tcap * 2 if self.tcap else 64
@@ -302,7 +266,7 @@ cdef class Engine:
         cdef int l
         cdef uint64_t e
         for l in range(level):
-            e = self.row(t)[(addr >> self.shift[l]) & self.imask[l]]
+            e = row(self, t)[(addr >> self.shift[l]) & self.imask[l]]
             if e == 0:
                 return -1
             if pmd_leaf(e):
@@ -320,12 +284,12 @@ cdef class Engine:
         cdef int64_t i
         for l in range(level):
             i = (addr >> self.shift[l]) & self.imask[l]
-            e = self.row(t)[i]
+            e = row(self, t)[i]
             if e == 0:
                 n = self.table_alloc(l + 1)
                 if n < 0:
                     return -1
-                self.row(t)[i] = pfn_entry(n, _PAGE_TABLE)
+                row(self, t)[i] = pfn_entry(n, _PAGE_TABLE)
                 t = n
             elif pmd_leaf(e):
                 return -2
@@ -347,41 +311,6 @@ cdef class Engine:
         self.frmap = <uint64_t*>self.rfrmap.base
         self.fcap = <int64_t>(min(self.rftag.reserved, self.rfrmap.reserved) // sizeof(uint64_t))
         return 0
-
-    cdef int64_t frame_alloc(self, uint64_t rmap) noexcept nogil:
-        """alloc_page(): one zero-filled frame."""
-        return self.frame_alloc_tagged(rmap, TAG_FILL)
-
-    cdef int64_t frame_alloc_tagged(self, uint64_t rmap, uint64_t tag) noexcept nogil:
-        """A frame that starts out holding ``tag`` (a fault and a memset in one)."""
-        cdef int64_t f
-        if self.ffree_head >= 0:
-            f = self.ffree_head
-            self.ffree_head = <int64_t>(self.ftag[f] & TAG_VALUE_MASK)
-            if self.ffree_head == <int64_t>TAG_VALUE_MASK:
-                self.ffree_head = -1
-            self.fnfree -= 1
-        elif self.fhuge_head >= 0:
-            # break up a free huge block rather than grow
-            f = self.fhuge_head
-            self.fhuge_head = <int64_t>(self.ftag[f] & TAG_VALUE_MASK)
-            if self.fhuge_head == <int64_t>TAG_VALUE_MASK:
-                self.fhuge_head = -1
-            self.fnhuge -= 1
-            self.push_free_range(f + 1, <int64_t>self.ptrs_per_pte - 1)
-        else:
-            if self.fhw >= self.fcap and self.grow_frames(self.fhw + 1) < 0:
-                return -1
-            f = self.fhw
-            self.fhw += 1
-            store_nt(&self.ftag[f], tag)            # a fresh frame: nothing reads it soon
-            store_nt(&self.frmap[f], rmap)
-            self.flive += 1
-            return f
-        self.ftag[f] = tag
-        self.frmap[f] = rmap
-        self.flive += 1
-        return f
 
     cdef void push_free_range(self, int64_t f, int64_t n) noexcept nogil:
         cdef int64_t i
@@ -419,68 +348,22 @@ cdef class Engine:
         """Give frames f .. f+n-1 new contents (the subpages of a huge page)."""
         cdef int64_t i
         for i in range(n):
-            self.drop_buffer(f + i)
+            drop_buffer(self, f + i)
             self.ftag[f + i] = tag
-
-    cdef void frame_free(self, int64_t f) noexcept nogil:
-        """put_page() of an anonymous page whose last mapping went away."""
-        self.drop_buffer(f)
-        self.ftag[f] = TAG_FREE | (<uint64_t>self.ffree_head if self.ffree_head >= 0 else TAG_VALUE_MASK)
-        self.frmap[f] = 0
-        self.ffree_head = f
-        self.fnfree += 1
-        self.flive -= 1
 
     cdef void frame_free_huge(self, int64_t f) noexcept nogil:
         """free a whole PMD-order folio back to the huge free list."""
         cdef int64_t i, n = <int64_t>self.ptrs_per_pte
         for i in range(1, n):
-            self.drop_buffer(f + i)
+            drop_buffer(self, f + i)
             self.ftag[f + i] = TAG_FREE | TAG_VALUE_MASK
             self.frmap[f + i] = 0
-        self.drop_buffer(f)
+        drop_buffer(self, f)
         self.ftag[f] = TAG_FREE | (<uint64_t>self.fhuge_head if self.fhuge_head >= 0 else TAG_VALUE_MASK)
         self.frmap[f] = 0
         self.fhuge_head = f
         self.fnhuge += 1
         self.flive -= n
-
-    cdef void drop_buffer(self, int64_t f) noexcept nogil:
-        """Forget frame f's byte buffer (its contents are about to change)."""
-        cdef int64_t slot
-        if (self.ftag[f] & TAG_KIND_MASK) == TAG_BUF:
-            slot = <int64_t>(self.ftag[f] & TAG_VALUE_MASK)
-            free(self.bufs[slot])
-            self.bufs[slot] = NULL
-            self.bfree[self.bnfree] = slot
-            self.bnfree += 1
-            self.blive -= 1
-            self.ftag[f] = TAG_FILL
-
-    cdef bint is_zero_frame(self, int64_t f) noexcept nogil:
-        return f == 0 or (f >= self.huge_zero and f < self.huge_zero + <int64_t>self.ptrs_per_pte)
-
-    cdef void release_frame(self, int64_t f, bint huge) noexcept nogil:
-        """What zap_pte_range()/zap_huge_pmd() do with the page behind a
-        cleared entry: anonymous pages are freed, shmem pages stay in their
-        object (only the map count drops), the zero page is never freed."""
-        cdef int64_t owner, idx, n, i
-        if self.is_zero_frame(f):
-            return
-        n = <int64_t>self.ptrs_per_pte if huge else 1
-        owner = rmap_owner(self.frmap[f])
-        if owner > 0 and self.okind[owner] == OWNER_SHMEM:
-            for i in range(n):
-                idx = <int64_t>rmap_index(self.frmap[f + i])
-                if idx < self.onpages[owner] and self.omapc[owner][idx] > 0:
-                    self.omapc[owner][idx] -= 1
-                self.rss_shmem -= 1
-            return
-        self.rss_anon -= n
-        if huge:
-            self.frame_free_huge(f)
-        else:
-            self.frame_free(f)
 
     cdef int64_t buf_alloc(self, int64_t f) noexcept nogil:
         """Materialise a byte buffer for frame f (its current content copied)."""
@@ -518,10 +401,6 @@ cdef class Engine:
         self.ftag[f] = TAG_BUF | <uint64_t>slot
         self.blive += 1
         return slot
-
-    cdef void set_tag(self, int64_t f, uint64_t tag) noexcept nogil:
-        self.drop_buffer(f)
-        self.ftag[f] = tag
 
     # ------------------------------------------------------------------ owners
     cdef int64_t owner_slot(self) noexcept nogil:
@@ -598,7 +477,7 @@ cdef class Engine:
                 for i in range(self.onpages[o]):
                     f = self.oframes[o][i]
                     if f != 0 and self.omapc[o][i] == 0:
-                        self.frame_free(f)
+                        frame_free(self, f)
                 free(self.oframes[o]); free(self.omapc[o])
                 self.oframes[o] = NULL; self.omapc[o] = NULL
             self.okind[o] = OWNER_FREE
@@ -639,7 +518,7 @@ cdef class Engine:
         if e == 0:
             index = a.pgoff + ((va - a.vma_start) >> self.shift[self.lpte])
             if a.shared:
-                f = self.shmem_get(a.owner, <int64_t>index)
+                f = shmem_get(self, a.owner, <int64_t>index)
                 if f < 0:
                     return -1
                 flags = a.prot | (_PAGE_RW if a.writable else 0)
@@ -647,9 +526,9 @@ cdef class Engine:
                     flags |= _PAGE_DIRTY | _PAGE_SOFT_DIRTY
                 self.rss_shmem += 1
                 if a.fill:
-                    self.set_tag(f, a.fill_tag)
+                    set_tag(self, f, a.fill_tag)
             elif a.write or not a.zero_page:
-                f = self.frame_alloc_tagged(rmap_word(a.owner, index), a.fill_tag if a.fill else TAG_FILL)
+                f = frame_alloc_tagged(self, rmap_word(a.owner, index), a.fill_tag if a.fill else TAG_FILL)
                 if f < 0:
                     return -1
                 flags = a.prot
@@ -665,9 +544,9 @@ cdef class Engine:
         if a.write and a.writable and not pte_write(e):
             # do_wp_page(): write to a present read-only entry in a writable VMA
             f = entry_pfn(e)
-            if pte_special(e) or self.is_zero_frame(f):
+            if pte_special(e) or is_zero_frame(self, f):
                 index = a.pgoff + ((va - a.vma_start) >> self.shift[self.lpte])
-                f = self.frame_alloc(rmap_word(a.owner, index))  # wp_page_copy()
+                f = frame_alloc(self, rmap_word(a.owner, index))  # wp_page_copy()
                 if f < 0:
                     return -1
                 self.rss_anon += 1
@@ -678,7 +557,7 @@ cdef class Engine:
             ptep[0] = e
             self.ctr[CTR_FAULTS] += 1
         if a.fill and pte_write(e) and pte_hw_present(e):
-            self.set_tag(entry_pfn(e), a.fill_tag)
+            set_tag(self, entry_pfn(e), a.fill_tag)
         return 0
 
     cdef int64_t around_window(self, int64_t pte_off, uint64_t va, FaultArgs *a,
@@ -770,25 +649,9 @@ cdef class Engine:
             if found:
                 t = self.alloc_to(addr, self.lpte)
                 if t >= 0:
-                    self.do_fault_around(self.row(t), pte_off, addr, &a)
+                    self.do_fault_around(row(self, t), pte_off, addr, &a)
         if found and t < 0:
             raise MemoryError("out of memory allocating a page table")
-
-    cdef int64_t shmem_get(self, int64_t o, int64_t index) noexcept nogil:
-        """shmem_get_folio(): the object's page at index, allocated on first
-        use; counts one more mapping of it."""
-        cdef int64_t f
-        if index < 0 or index >= self.onpages[o]:
-            return -1
-        f = self.oframes[o][index]
-        if f == 0:
-            f = self.frame_alloc(rmap_word(o, <uint64_t>index))
-            if f < 0:
-                return -1
-            self.oframes[o][index] = <uint32_t>f
-        if self.omapc[o][index] < 0xFFFF:
-            self.omapc[o][index] += 1
-        return f
 
     cdef int fault_huge(self, uint64_t *pmdp, uint64_t haddr, FaultArgs *a) noexcept nogil:
         """do_huge_pmd_anonymous_page() on a none PMD, or the write-protect
@@ -813,7 +676,7 @@ cdef class Engine:
             self.ctr[CTR_FAULTS] += 1
         elif a.write and a.writable and not pte_write(e):
             f = entry_pfn(e)
-            if self.is_zero_frame(f):
+            if is_zero_frame(self, f):
                 f = self.frame_alloc_huge(rmap_word(a.owner, index))
                 if f < 0:
                     return -1
@@ -844,7 +707,7 @@ cdef class Engine:
             pmd_t = self.alloc_to(addr, self.lpmd)
             if pmd_t < 0:
                 return -1
-            pmdp = self.row(pmd_t) + ((addr >> self.shift[self.lpmd]) & self.imask[self.lpmd])
+            pmdp = row(self, pmd_t) + ((addr >> self.shift[self.lpmd]) & self.imask[self.lpmd])
             haddr = addr & ~(self.pmd_size - 1)
             if pmd_leaf(pmdp[0]):
                 if self.fault_huge(pmdp, haddr, a) < 0:
@@ -860,7 +723,7 @@ cdef class Engine:
             pte_t = self.alloc_to(addr, self.lpte)
             if pte_t < 0:
                 return -1
-            r = self.row(pte_t)
+            r = row(self, pte_t)
             i0 = (addr >> self.shift[self.lpte]) & self.imask[self.lpte]
             n = <int64_t>((nxt - addr) >> self.shift[self.lpte])
             for i in range(n):
@@ -868,7 +731,7 @@ cdef class Engine:
                     self.do_fault_around(r, i0 + i, addr + (<uint64_t>i << self.shift[self.lpte]), a)
                 if self.fault_pte(r + i0 + i, addr + (<uint64_t>i << self.shift[self.lpte]), a) < 0:
                     return -1
-                r = self.row(pte_t)  # the table array may have moved
+                r = row(self, pte_t) # the table array may have moved
             addr = nxt
         store_fence()
         return 0
@@ -927,25 +790,25 @@ cdef class Engine:
         cdef uint64_t *r
         if l == self.lpte:                   # zap_pte_range(): one tight pass over the slots
             n = <int64_t>((end - addr + size - 1) >> self.shift[l])
-            r = self.row(t) + i
+            r = row(self, t) + i
             for k in range(n):
                 e = r[k]
                 if e != 0:
                     r[k] = 0
                     if pte_present(e):
-                        self.release_frame(entry_pfn(e), False)
+                        release_frame(self, entry_pfn(e), False)
             return
         while addr < end:
             nxt = span_end(addr, end, size)
-            r = self.row(t)
+            r = row(self, t)
             e = r[i]
             if e != 0:
                 if pmd_leaf(e):
                     if nxt - addr == size:
                         r[i] = 0  # zap_huge_pmd()
-                        self.release_frame(entry_pfn(e), True)
+                        release_frame(self, entry_pfn(e), True)
                     elif l == self.lpmd and self.split_huge_pmd(t, i) == 0:
-                        self.zap_level(l + 1, entry_pfn(self.row(t)[i]), addr, nxt)
+                        self.zap_level(l + 1, entry_pfn(row(self, t)[i]), addr, nxt)
                 else:
                     self.zap_level(l + 1, entry_pfn(e), addr, nxt)
             addr = nxt
@@ -967,7 +830,7 @@ cdef class Engine:
     cdef int split_huge_pmd(self, int64_t pmd_tid, int64_t pmd_idx) noexcept nogil:
         """__split_huge_pmd(): replace a huge PMD leaf by a PTE table mapping
         the same PTRS_PER_PTE frames with the same protection."""
-        cdef uint64_t e = self.row(pmd_tid)[pmd_idx]
+        cdef uint64_t e = row(self, pmd_tid)[pmd_idx]
         cdef int64_t t, f, i, n = <int64_t>self.ptrs_per_pte
         cdef uint64_t flags
         cdef uint64_t *r
@@ -978,7 +841,7 @@ cdef class Engine:
             return -1
         f = entry_pfn(e)
         flags = entry_flags(e) & ~_PAGE_PSE
-        r = self.row(t)
+        r = row(self, t)
         if f == self.huge_zero:
             # __split_huge_zero_page_pmd(): every PTE maps the small zero page
             for i in range(n):
@@ -986,7 +849,7 @@ cdef class Engine:
         else:
             for i in range(n):
                 r[i] = pfn_entry(f + i, flags)
-        self.row(pmd_tid)[pmd_idx] = pfn_entry(t, _PAGE_TABLE)
+        row(self, pmd_tid)[pmd_idx] = pfn_entry(t, _PAGE_TABLE)
         self.ctr[CTR_HUGE_PMD_SPLITS] += 1
         return 0
 
@@ -1010,7 +873,7 @@ cdef class Engine:
         cdef uint64_t *r
         while True:
             nxt = span_end(addr, end, size)
-            r = self.row(t)
+            r = row(self, t)
             e = r[i]
             if e != 0:
                 if pmd_leaf(e):
@@ -1030,7 +893,7 @@ cdef class Engine:
         """free_pmd_range() (and its siblings one level up): free below the
         table at level l hanging from entry pi of table pt, then free that
         table too if no VMA between floor and ceiling can still use it."""
-        cdef int64_t t = entry_pfn(self.row(pt)[pi])
+        cdef int64_t t = entry_pfn(row(self, pt)[pi])
         cdef uint64_t start = addr
         cdef uint64_t mask = ~(((<uint64_t>1) << self.shift[l - 1]) - 1)
         self.free_entries(l, t, addr, end, floor, ceiling)
@@ -1043,7 +906,7 @@ cdef class Engine:
                 return
         if end - 1 > ceiling - 1:
             return
-        self.row(pt)[pi] = 0
+        row(self, pt)[pi] = 0
         self.table_free(t)
 
     cdef void free_pgd_range_c(self, uint64_t addr, uint64_t end, uint64_t floor,
@@ -1098,20 +961,20 @@ cdef class Engine:
         keep = PTE_PFN_MASK | _PAGE_ACCESSED | _PAGE_DIRTY | _PAGE_SPECIAL | _PAGE_SOFT_DIRTY | _PAGE_PSE
         while addr < end:
             nxt = span_end(addr, end, size)
-            r = self.row(t)
+            r = row(self, t)
             e = r[i]
             if e != 0:
                 if l == self.lpte or pmd_leaf(e):
                     if pmd_leaf(e) and nxt - addr != size:
                         if l != self.lpmd or self.split_huge_pmd(t, i) < 0:
                             return -1
-                        if self.change_level(l + 1, entry_pfn(self.row(t)[i]), addr, nxt, prot, writable) < 0:
+                        if self.change_level(l + 1, entry_pfn(row(self, t)[i]), addr, nxt, prot, writable) < 0:
                             return -1
                     elif pte_present(e):
                         e = (e & keep) | prot
                         # can_change_pte_writable(): exclusive anonymous pages
                         # and written shmem pages regain write access at once
-                        if writable and not pte_special(e) and not self.is_zero_frame(entry_pfn(e)) \
+                        if writable and not pte_special(e) and not is_zero_frame(self, entry_pfn(e)) \
                                 and (prot & _PAGE_PRESENT):
                             e |= _PAGE_RW
                         r[i] = e
@@ -1147,7 +1010,7 @@ cdef class Engine:
         cdef int l
         cdef uint64_t e
         for l in range(self.nlev):
-            e = self.row(t)[(addr >> self.shift[l]) & self.imask[l]]
+            e = row(self, t)[(addr >> self.shift[l]) & self.imask[l]]
             if not pte_hw_present(e):
                 return -1
             if write and not pte_write(e):
@@ -1181,7 +1044,7 @@ cdef class Engine:
         out = []
         for l in range(self.nlev):
             i = (addr >> self.shift[l]) & self.imask[l]
-            e = self.row(t)[i]
+            e = row(self, t)[i]
             out.append((l, t, i, e))
             if not pte_present(e) or l == self.lpte or pmd_leaf(e):
                 break
@@ -1200,9 +1063,9 @@ cdef class Engine:
             if f < 0:
                 return <int64_t>addr
             if stamp:
-                self.set_tag(f, TAG_STAMP | ((addr >> self.shift[self.lpte]) & TAG_VALUE_MASK))
+                set_tag(self, f, TAG_STAMP | ((addr >> self.shift[self.lpte]) & TAG_VALUE_MASK))
             else:
-                self.set_tag(f, tag)
+                set_tag(self, f, tag)
             addr += ps
         return <int64_t>end
 
@@ -1247,7 +1110,7 @@ cdef class Engine:
                 if self.write_is_noop(f, off, buf + done, chunk):
                     pass
                 elif off == 0 and chunk == <int64_t>ps and uniform_byte(buf + done, chunk) >= 0:
-                    self.set_tag(f, TAG_FILL | <uint64_t>uniform_byte(buf + done, chunk))
+                    set_tag(self, f, TAG_FILL | <uint64_t>uniform_byte(buf + done, chunk))
                 else:
                     slot = self.buf_alloc(f)
                     if slot < 0:
@@ -1320,7 +1183,7 @@ cdef class Engine:
         cdef int l
         cdef uint64_t e
         for l in range(self.nlev):
-            e = self.row(t)[(addr >> self.shift[l]) & self.imask[l]]
+            e = row(self, t)[(addr >> self.shift[l]) & self.imask[l]]
             if not pte_present(e):
                 return -1
             if l == self.lpte:
@@ -1351,7 +1214,7 @@ cdef class Engine:
             t = 0
             val = 0
             for l in range(self.nlev):
-                e = self.row(t)[(addr >> self.shift[l]) & self.imask[l]]
+                e = row(self, t)[(addr >> self.shift[l]) & self.imask[l]]
                 if not pte_present(e):
                     break
                 if l == self.lpte or pmd_leaf(e):
@@ -1362,7 +1225,7 @@ cdef class Engine:
                     val = ((<uint64_t>1) << 63) | (<uint64_t>f & ((<uint64_t>1 << 55) - 1))
                     if pte_soft_dirty(e):
                         val |= (<uint64_t>1) << 55
-                    if not self.is_zero_frame(f):
+                    if not is_zero_frame(self, f):
                         owner = rmap_owner(self.frmap[f])
                         if owner > 0 and self.okind[owner] == OWNER_SHMEM:
                             val |= (<uint64_t>1) << 61
@@ -1463,7 +1326,7 @@ cdef class Engine:
         cdef uint64_t[:] v = out
         cdef int64_t i
         for i in range(self.ents):
-            v[i] = self.row(t)[i]
+            v[i] = row(self, t)[i]
         return out
 
     def frame_info(self, int64_t f):
@@ -1524,7 +1387,7 @@ cdef class Engine:
         cdef int64_t i = (addr >> self.shift[l]) & self.imask[l]
         while addr < end and not o.oom:
             nxt = span_end(addr, end, size)
-            e = self.row(t)[i]
+            e = row(self, t)[i]
             if e != 0:
                 if l == self.lpte or pmd_leaf(e):
                     if pte_present(e):
@@ -1543,7 +1406,7 @@ cdef class Engine:
             r = &o.runs[o.n - 1]
             if (r.end == addr and r.level == l and (r.entry & RUN_FLAG_MASK) == (e & RUN_FLAG_MASK)
                     and (f == r.frame + <int64_t>((addr - r.start) >> self.shift[self.lpte])
-                         or (self.is_zero_frame(f) and self.is_zero_frame(r.frame)))):
+                         or (is_zero_frame(self, f) and is_zero_frame(self, r.frame)))):
                 r.end = addr + size
                 return
         if o.n == o.cap:
@@ -1593,7 +1456,7 @@ cdef class Engine:
         cdef uint64_t e
         if t < 0 or t >= self.thw or o.seen[t] or self.tlevel[t] != l:
             return          # corrupt link: the checker reports it (table-level)
-        r = self.row(t)
+        r = row(self, t)
         o.seen[t] = 1
         o.n += 1
         o.table[k], o.level[k], o.base[k], o.parent[k], o.index[k] = t, l, base, parent, index
@@ -1654,7 +1517,7 @@ cdef class Engine:
         cdef uint64_t e, addr
         cdef uint64_t *r
         for i in range(1 << self.bits[l]):
-            r = self.row(t)
+            r = row(self, t)
             e = r[i]
             if e == 0:
                 continue
@@ -1683,7 +1546,7 @@ cdef class Engine:
         if f < 0 or f >= self.fhw:
             add_problem(s, P_MAPS_FREE_FRAME, addr, <uint64_t>f, 0)
             return
-        if self.is_zero_frame(f):
+        if is_zero_frame(self, f):
             v = find_vma(s, addr)
             if v < 0:
                 add_problem(s, P_ORPHAN, addr, <uint64_t>f, 0)
@@ -1709,7 +1572,7 @@ cdef class Engine:
     cdef void scan_frames(self, ScanState *s) noexcept nogil:
         cdef int64_t f, owner, idx, live = 0
         for f in range(self.fhw):
-            if self.is_zero_frame(f) or (self.ftag[f] & TAG_KIND_MASK) == TAG_FREE:
+            if is_zero_frame(self, f) or (self.ftag[f] & TAG_KIND_MASK) == TAG_FREE:
                 continue
             live += 1
             owner = rmap_owner(self.frmap[f])
@@ -1744,7 +1607,7 @@ cdef class Engine:
         cdef int64_t i
         cdef uint64_t e
         for i in range(1 << self.bits[l]):
-            e = self.row(t)[i]
+            e = row(self, t)[i]
             if e == 0:
                 continue
             h = mix(h, (<uint64_t>l << 56) ^ (<uint64_t>i << 40) ^ <uint64_t>t)

@@ -21,7 +21,7 @@ The loop, per extent::
 from libc.stdint cimport uint64_t, int64_t
 
 from mmcore._entries cimport *
-from mmcore._core cimport (Engine, CTR_PTE_MOVES, CTR_PMD_MOVES, CTR_PUD_MOVES,
+from mmcore._core cimport (Engine, row, CTR_PTE_MOVES, CTR_PMD_MOVES, CTR_PUD_MOVES,
                            CTR_HUGE_PMD_MOVES, CTR_TLB_FLUSHES, CTR_PTE_SLOTS_VISITED,
                            WARN_PMD_NOT_NONE, WARN_PUD_NOT_NONE, WARN_HUGE_PMD_NOT_NONE)
 
@@ -129,14 +129,14 @@ cdef bint move_normal_pmd(Engine eng, MoveControl pmc, int64_t ot, int64_t oi, i
     # The destination pmd shouldn't be established, free_pgtables() should
     # have released it.  Exec's overlapping stack shift breaks that (the WARNING
     # of the thread): fall back to moving PTEs one at a time.
-    if warn_if(eng, pmc.pmd_warn, WARN_PMD_NOT_NONE, not pmd_none(eng.row(nt)[ni]),
+    if warn_if(eng, pmc.pmd_warn, WARN_PMD_NOT_NONE, not pmd_none(row(eng, nt)[ni]),
                pmc.old_addr, pmc.new_addr):
         return False
-    pmd = eng.row(ot)[oi]
+    pmd = row(eng, ot)[oi]
     if not pmd_present(pmd) or pmd_leaf(pmd):  # racing with collapse?
         return False
-    eng.row(ot)[oi] = 0                      # pmd_clear(old_pmd)
-    eng.row(nt)[ni] = pmd                    # pmd_populate(mm, new_pmd, ...)
+    row(eng, ot)[oi] = 0                     # pmd_clear(old_pmd)
+    row(eng, nt)[ni] = pmd                   # pmd_populate(mm, new_pmd, ...)
     eng.ctr[CTR_PMD_MOVES] += 1
     eng.ctr[CTR_TLB_FLUSHES] += 1            # flush_tlb_range(old_addr, +PMD_SIZE)
     return True
@@ -146,12 +146,12 @@ cdef bint move_normal_pud(Engine eng, MoveControl pmc, int64_t ot, int64_t oi, i
                           int64_t ni) noexcept nogil:
     """move_normal_pud(): hand the whole PMD table to the new PUD slot."""
     cdef uint64_t pud
-    if warn_if(eng, pmc.pud_warn, WARN_PUD_NOT_NONE, not pud_none(eng.row(nt)[ni]),
+    if warn_if(eng, pmc.pud_warn, WARN_PUD_NOT_NONE, not pud_none(row(eng, nt)[ni]),
                pmc.old_addr, pmc.new_addr):
         return False
-    pud = eng.row(ot)[oi]
-    eng.row(ot)[oi] = 0
-    eng.row(nt)[ni] = pud
+    pud = row(eng, ot)[oi]
+    row(eng, ot)[oi] = 0
+    row(eng, nt)[ni] = pud
     eng.ctr[CTR_PUD_MOVES] += 1
     eng.ctr[CTR_TLB_FLUSHES] += 1
     return True
@@ -161,12 +161,12 @@ cdef bint move_huge_pmd(Engine eng, MoveControl pmc, int64_t ot, int64_t oi, int
                         int64_t ni) noexcept nogil:
     """move_huge_pmd() (mm/huge_memory.c): move a THP leaf whole."""
     cdef uint64_t pmd
-    if warn_if(eng, pmc.huge_pmd_warn, WARN_HUGE_PMD_NOT_NONE, not pmd_none(eng.row(nt)[ni]),
+    if warn_if(eng, pmc.huge_pmd_warn, WARN_HUGE_PMD_NOT_NONE, not pmd_none(row(eng, nt)[ni]),
                pmc.old_addr, pmc.new_addr):
         return False
-    pmd = eng.row(ot)[oi]
-    eng.row(ot)[oi] = 0                      # pmdp_huge_get_and_clear()
-    eng.row(nt)[ni] = pmd | _PAGE_SOFT_DIRTY # move_soft_dirty_pmd(); set_pmd_at()
+    pmd = row(eng, ot)[oi]
+    row(eng, ot)[oi] = 0                     # pmdp_huge_get_and_clear()
+    row(eng, nt)[ni] = pmd | _PAGE_SOFT_DIRTY # move_soft_dirty_pmd(); set_pmd_at()
     eng.ctr[CTR_HUGE_PMD_MOVES] += 1
     if pmd_present(pmd):
         eng.ctr[CTR_TLB_FLUSHES] += 1
@@ -183,8 +183,8 @@ cdef void move_normal_pmd_run(Engine eng, MoveControl pmc, int64_t ot, int64_t o
     cdef uint64_t size = eng.pmd_size
     cdef int64_t last = <int64_t>eng.imask[eng.lpmd]
     cdef uint64_t pud_mask = eng.pud_size - 1
-    cdef uint64_t *src = eng.row(ot)
-    cdef uint64_t *dst = eng.row(nt)
+    cdef uint64_t *src = row(eng, ot)
+    cdef uint64_t *dst = row(eng, nt)
     cdef uint64_t e
     cdef int64_t moved = 0
     while oi <= last and ni <= last and pmc.old_end - pmc.old_addr >= size:
@@ -212,8 +212,8 @@ cdef void move_ptes(Engine eng, uint64_t extent, int64_t ot, int64_t oi, int64_t
     Ascending order, as the kernel: correct for moves down, and for moves up
     only when source and destination do not overlap (Kirill's move-up case
     shows what happens otherwise)."""
-    cdef uint64_t *old_ptep = eng.row(ot) + oi
-    cdef uint64_t *new_ptep = eng.row(nt) + ni
+    cdef uint64_t *old_ptep = row(eng, ot) + oi
+    cdef uint64_t *new_ptep = row(eng, nt) + ni
     cdef int64_t nr = <int64_t>(extent >> eng.shift[eng.lpte])
     cdef int64_t k, moved = 0
     cdef uint64_t pte
@@ -278,14 +278,14 @@ cdef int move_page_tables_c(Engine eng, MoveControl pmc) noexcept nogil:
                                 and extent == eng.pud_size)):
             ot = cached_walk(eng, &old_pud, pmc.old_addr, lpud, False)   # get_old_pud()
             oi = entry_index(eng, pmc.old_addr, lpud)
-            if ot < 0 or pud_none(eng.row(ot)[oi]):
+            if ot < 0 or pud_none(row(eng, ot)[oi]):
                 pmc.old_addr += extent; pmc.new_addr += extent
                 continue
             nt = cached_walk(eng, &new_pud, pmc.new_addr, lpud, True)    # alloc_new_pud()
             if nt < 0:
                 return -1
             ni = entry_index(eng, pmc.new_addr, lpud)
-            if pmc.move_pud and extent == eng.pud_size and not pud_leaf(eng.row(ot)[oi]):
+            if pmc.move_pud and extent == eng.pud_size and not pud_leaf(row(eng, ot)[oi]):
                 if move_normal_pud(eng, pmc, ot, oi, nt, ni):
                     old_pmd.tid = new_pmd.tid = -1                 # PMD tables changed hands
                     pmc.old_addr += extent; pmc.new_addr += extent
@@ -294,14 +294,14 @@ cdef int move_page_tables_c(Engine eng, MoveControl pmc) noexcept nogil:
         extent = get_extent(pmc.old_addr, pmc.old_end, pmc.new_addr, eng.pmd_size)
         ot = cached_walk(eng, &old_pmd, pmc.old_addr, lpmd, False)       # get_old_pmd()
         oi = entry_index(eng, pmc.old_addr, lpmd)
-        if ot < 0 or pmd_none(eng.row(ot)[oi]):
+        if ot < 0 or pmd_none(row(eng, ot)[oi]):
             pmc.old_addr += extent; pmc.new_addr += extent
             continue
         nt = cached_walk(eng, &new_pmd, pmc.new_addr, lpmd, True)        # alloc_new_pmd()
         if nt < 0:
             return -2 if nt == -2 else -1
         ni = entry_index(eng, pmc.new_addr, lpmd)
-        e = eng.row(ot)[oi]
+        e = row(eng, ot)[oi]
         if pmd_trans_huge(e):
             if extent == eng.pmd_size and move_huge_pmd(eng, pmc, ot, oi, nt, ni):
                 pmc.old_addr += extent; pmc.new_addr += extent
@@ -313,19 +313,19 @@ cdef int move_page_tables_c(Engine eng, MoveControl pmc) noexcept nogil:
                 pmc.old_addr += extent; pmc.new_addr += extent
                 move_normal_pmd_run(eng, pmc, ot, oi + 1, nt, ni + 1)
                 continue
-        if pmd_none(eng.row(ot)[oi]):
+        if pmd_none(row(eng, ot)[oi]):
             pmc.old_addr += extent; pmc.new_addr += extent
             continue
         # pte_alloc(new_pmd)
-        if pmd_none(eng.row(nt)[ni]):
+        if pmd_none(row(eng, nt)[ni]):
             e = eng.table_alloc(lpte)
             if <int64_t>e < 0:
                 return -1
-            eng.row(nt)[ni] = pfn_entry(<int64_t>e, _PAGE_TABLE)
-        elif pmd_leaf(eng.row(nt)[ni]):
+            row(eng, nt)[ni] = pfn_entry(<int64_t>e, _PAGE_TABLE)
+        elif pmd_leaf(row(eng, nt)[ni]):
             return -2  # VM_BUG_ON(pmd_trans_huge(*new_pmd)) in alloc_new_pmd()
-        move_ptes(eng, extent, entry_pfn(eng.row(ot)[oi]), entry_index(eng, pmc.old_addr, lpte),
-                  entry_pfn(eng.row(nt)[ni]), entry_index(eng, pmc.new_addr, lpte))
+        move_ptes(eng, extent, entry_pfn(row(eng, ot)[oi]), entry_index(eng, pmc.old_addr, lpte),
+                  entry_pfn(row(eng, nt)[ni]), entry_index(eng, pmc.new_addr, lpte))
         pmc.old_addr += extent; pmc.new_addr += extent   # pmc_next()
     return 0
 
