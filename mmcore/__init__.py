@@ -18,7 +18,7 @@ Example::
     (True, 1)
 """
 from mmcore._core import COUNTER_NAMES, PROBLEM_CODES, WARN_SITES, Engine
-from mmcore._mremap import (
+from mmcore.mremap import (
     PUD_STEP_ALWAYS,
     PUD_STEP_IF_PUD_SIZED,
     PUD_STEP_NONE,

@@ -25,16 +25,6 @@ from mmcore._core cimport (Engine, row, CTR_PTE_MOVES, CTR_PMD_MOVES, CTR_PUD_MO
                            CTR_HUGE_PMD_MOVES, CTR_TLB_FLUSHES, CTR_PTE_SLOTS_VISITED,
                            WARN_PMD_NOT_NONE, WARN_PUD_NOT_NONE, WARN_HUGE_PMD_NOT_NONE)
 
-cdef enum:
-    # Values of MoveControl.pud_step
-    C_PUD_STEP_NONE = 0          # up to 5.10: no PUD level in the loop
-    C_PUD_STEP_IF_PUD_SIZED = 1  # 5.11 (c49dd3401802): the PUD only for PUD-sized extents
-    C_PUD_STEP_ALWAYS = 2        # later: get_old_pud()/alloc_new_pud() every extent
-    # Values of the *_warn policies
-    C_WARN_SILENT = 0
-    C_WARN_ON = 1
-    C_WARN_ON_ONCE = 2
-
 PUD_STEP_NONE = C_PUD_STEP_NONE
 PUD_STEP_IF_PUD_SIZED = C_PUD_STEP_IF_PUD_SIZED
 PUD_STEP_ALWAYS = C_PUD_STEP_ALWAYS
@@ -58,10 +48,7 @@ cdef class MoveControl:
         >>> pmc.old_end == 0x40000000 + (1 << 30)
         True
     """
-    cdef public uint64_t old_addr, new_addr, old_end, len_in
-    cdef public bint for_stack, need_rmap_locks
-    cdef public bint move_pmd, move_pud
-    cdef public int pud_step, pmd_warn, pud_warn, huge_pmd_warn
+    # The fields are declared in mremap.pxd.
 
     def __init__(self, uint64_t old_addr, uint64_t new_addr, uint64_t len_in, *,
                  bint for_stack=False, bint need_rmap_locks=False, bint move_pmd=True,
