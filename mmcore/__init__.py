@@ -17,7 +17,8 @@ Example::
     >>> mmcore.move_page_tables(eng, pmc), eng.stats()["pud_moves"]
     (True, 1)
 """
-from mmcore._core import COUNTER_NAMES, PROBLEM_CODES, WARN_SITES, Engine
+from mmcore._core import COUNTER_NAMES, WARN_SITES, Engine
+from mmcore.check import PROBLEM_CODES, check_scan, digest
 from mmcore.mremap import (
     PUD_STEP_ALWAYS,
     PUD_STEP_IF_PUD_SIZED,
@@ -36,5 +37,5 @@ __all__ = [
     "Engine", "MoveControl", "KernelBUG", "move_page_tables", "move_range", "Geometry", "GEOMETRIES",
     "X86_64", "X86_64_LA57", "ARM64_64K", "COUNTER_NAMES", "PROBLEM_CODES",
     "WARN_SITES", "PUD_STEP_NONE", "PUD_STEP_IF_PUD_SIZED", "PUD_STEP_ALWAYS",
-    "WARN_SILENT", "WARN_ON", "WARN_ON_ONCE",
+    "WARN_SILENT", "WARN_ON", "WARN_ON_ONCE", "check_scan", "digest",
 ]

@@ -88,26 +88,6 @@ cdef struct Warn:
     uint64_t new_addr
 
 
-# Problems found by Engine.check_scan (codes index mmcore._core.PROBLEM_CODES).
-cdef enum:
-    P_ORPHAN = 0
-    P_RMAP_OWNER = 1
-    P_RMAP_INDEX = 2
-    P_MAPS_FREE_FRAME = 3
-    P_DOUBLE_MAPPED = 4
-    P_LOST_FRAME = 5
-    P_SHMEM_MAPCOUNT = 6
-    P_TABLE_UNREACHABLE = 7
-    P_TABLE_LEVEL = 8
-    P_STALE_TABLE = 9
-    P_FRAME_COUNT = 10
-
-cdef struct Problem:
-    int code
-    uint64_t addr
-    uint64_t found
-    uint64_t expected
-
 # Engine.leaf_runs(): merged runs of leaves.
 cdef struct LeafRun:
     uint64_t start
@@ -132,19 +112,6 @@ cdef struct TreeOut:
     uint64_t *base
     int8_t *level
     uint8_t *seen
-
-cdef struct ScanState:
-    int64_t nv
-    uint64_t *vstart
-    uint64_t *vend
-    int64_t *vowner
-    uint64_t *vpgoff
-    int64_t cursor
-    Problem *probs
-    int nprob
-    int maxprob
-    uint8_t *seen_tables
-    uint8_t *frame_maps
 
 
 @cython.final
@@ -237,11 +204,6 @@ cdef class Engine:
     cdef void add_leaf(self, RunOut *o, uint64_t addr, uint64_t size, int l, uint64_t e) noexcept nogil
     cdef void tree_level(self, TreeOut *o, int l, int64_t t, uint64_t base, int64_t parent,
                          int64_t index) noexcept nogil
-    cdef void scan_level(self, ScanState *s, int l, int64_t t, uint64_t base) noexcept nogil
-    cdef void scan_leaf(self, ScanState *s, uint64_t addr, int64_t f) noexcept nogil
-    cdef void scan_frames(self, ScanState *s) noexcept nogil
-    cdef void scan_tables(self, ScanState *s) noexcept nogil
-    cdef uint64_t digest_level(self, int l, int64_t t, uint64_t h) noexcept nogil
     cdef int _check_addr(self, uint64_t addr) except -1
     cdef int _check_range(self, uint64_t start, uint64_t end) except -1
     cdef int _check_pages(self, uint64_t start, int64_t npages) except -1

@@ -224,7 +224,7 @@ class MM:
     # ------------------------------------------------------------------ check support
     def _state_digest(self):
         vmas = tuple((v.start, v.end, v.vm_flags, v.pgoff, v.anon, id(v.shm)) for v in self._tree)
-        return (vmas, self.engine.digest())
+        return (vmas, mmcore.digest(self.engine))
 
     def _check_now(self, after: str) -> None:
         from pymm.check import check
