@@ -19,6 +19,7 @@ Example::
 """
 from mmcore._core import COUNTER_NAMES, WARN_SITES, Engine
 from mmcore.check import PROBLEM_CODES, check_scan, digest
+from mmcore.mprotect import change_protection
 from mmcore.mremap import (
     PUD_STEP_ALWAYS,
     PUD_STEP_IF_PUD_SIZED,
@@ -38,4 +39,5 @@ __all__ = [
     "X86_64", "X86_64_LA57", "ARM64_64K", "COUNTER_NAMES", "PROBLEM_CODES",
     "WARN_SITES", "PUD_STEP_NONE", "PUD_STEP_IF_PUD_SIZED", "PUD_STEP_ALWAYS",
     "WARN_SILENT", "WARN_ON", "WARN_ON_ONCE", "check_scan", "digest",
+    "change_protection",
 ]

@@ -170,7 +170,7 @@ cdef class Engine:
     # -- owners -----------------------------------------------------------------
     cdef int64_t owner_slot(self) noexcept nogil
     cdef int _check_owner(self, int64_t o) except -1
-    # -- faults, zap, free_pgd_range, mprotect ------------------------------------
+    # -- faults, zap, free_pgd_range ---------------------------------------------
     cdef int fault_pte(self, uint64_t *ptep, uint64_t va, FaultArgs *a) noexcept nogil
     cdef int _vma_fault_args(self, FaultArgs *a, uint64_t vma_start, uint64_t vma_end, int64_t owner,
                              uint64_t pgoff, bint shared, bint writable, bint exec_, bint protnone,
@@ -189,8 +189,6 @@ cdef class Engine:
                          uint64_t floor, uint64_t ceiling) noexcept nogil
     cdef void free_pgd_range_c(self, uint64_t addr, uint64_t end, uint64_t floor,
                                uint64_t ceiling) noexcept nogil
-    cdef int change_level(self, int l, int64_t t, uint64_t addr, uint64_t end,
-                          uint64_t prot, bint writable) noexcept nogil
     # -- the MMU and contents ------------------------------------------------------
     cdef int64_t translate_c(self, uint64_t addr, bint write) noexcept nogil
     cdef int64_t lookup_frame(self, uint64_t addr) noexcept nogil

@@ -897,60 +897,6 @@ cdef class Engine:
         with nogil:
             self.free_pgd_range_c(addr, end, floor, ceiling)
 
-    # ------------------------------------------------------------------ mprotect
-    cdef int change_level(self, int l, int64_t t, uint64_t addr, uint64_t end,
-                          uint64_t prot, bint writable) noexcept nogil:
-        """change_protection() -> change_pmd_range() -> change_pte_range():
-        pte_modify() every present leaf of [addr, end) to the new protection."""
-        cdef uint64_t size = (<uint64_t>1) << self.shift[l]
-        cdef uint64_t nxt, e, keep
-        cdef int64_t i = (addr >> self.shift[l]) & self.imask[l]
-        cdef uint64_t *r
-        # _PAGE_CHG_MASK: what pte_modify() keeps from the old entry
-        keep = PTE_PFN_MASK | _PAGE_ACCESSED | _PAGE_DIRTY | _PAGE_SPECIAL | _PAGE_SOFT_DIRTY | _PAGE_PSE
-        while addr < end:
-            nxt = span_end(addr, end, size)
-            r = row(self, t)
-            e = r[i]
-            if e != 0:
-                if l == self.lpte or pmd_leaf(e):
-                    if pmd_leaf(e) and nxt - addr != size:
-                        if l != self.lpmd or self.split_huge_pmd(t, i) < 0:
-                            return -1
-                        if self.change_level(l + 1, entry_pfn(row(self, t)[i]), addr, nxt, prot, writable) < 0:
-                            return -1
-                    elif pte_present(e):
-                        e = (e & keep) | prot
-                        # can_change_pte_writable(): exclusive anonymous pages
-                        # and written shmem pages regain write access at once
-                        if writable and not pte_special(e) and not is_zero_frame(self, entry_pfn(e)) \
-                                and (prot & _PAGE_PRESENT):
-                            e |= _PAGE_RW
-                        r[i] = e
-                else:
-                    if self.change_level(l + 1, entry_pfn(e), addr, nxt, prot, writable) < 0:
-                        return -1
-            addr = nxt
-            i += 1
-        return 0
-
-    def change_protection(self, uint64_t start, uint64_t end, bint read=True, bint write=False,
-                          bint exec_=False):
-        """mprotect()'s page-table half: every present leaf in [start, end)
-        gets the new protection (PROT_NONE clears _PAGE_PRESENT and sets
-        _PAGE_PROTNONE, so the MMU faults while pte_present() stays true)."""
-        cdef uint64_t prot
-        cdef int r
-        self._check_range(start, end)
-        if not (read or write or exec_):
-            prot = _PAGE_PROTNONE
-        else:
-            prot = _PAGE_PRESENT | _PAGE_USER | (0 if exec_ else _PAGE_NX)
-        with nogil:
-            r = self.change_level(0, 0, start, end, prot, write)
-        if r < 0:
-            raise MemoryError("out of memory splitting a huge PMD")
-
     # ------------------------------------------------------------------ the MMU
     cdef int64_t translate_c(self, uint64_t addr, bint write) noexcept nogil:
         """What the MMU does on an access: the frame, or -1 for a page fault

@@ -793,9 +793,9 @@ class MM:
             newflags &= ~C.VM_ACCOUNT  # no anon_vma yet: the charge can go
         vma = self._vma_modify(vma, start, end, newflags)
         vma.vm_flags = newflags if vma.start == start and vma.end == end else vma.vm_flags
-        self.engine.change_protection(start, end, read=bool(newflags & C.VM_ACCESS_FLAGS),
-                                      write=bool(newflags & C.VM_WRITE),
-                                      exec_=bool(newflags & C.VM_EXEC))
+        mmcore.change_protection(self.engine, start, end, read=bool(newflags & C.VM_ACCESS_FLAGS),
+                                 write=bool(newflags & C.VM_WRITE),
+                                 exec_=bool(newflags & C.VM_EXEC))
         return vma
 
     # ------------------------------------------------------------------ madvise (mm/madvise.c)

@@ -228,12 +228,12 @@ def test_pagemap_bits():
 def test_change_protection_prot_none_keeps_pages_present():
     eng, o = anon_engine()
     populate(eng, o, GiB, GiB + 4096)
-    eng.change_protection(GiB, GiB + 4096, read=False, write=False)
+    mmcore.change_protection(eng, GiB, GiB + 4096, read=False, write=False)
     e = eng.walk(GiB)[-1][3]
     assert not e & P and e & PN
     assert eng.translate(GiB) == -1
     assert eng.pagemap(GiB, 1)[0] >> 63 == 1  # pte_present() counts PROT_NONE
-    eng.change_protection(GiB, GiB + 4096, read=True, write=True)
+    mmcore.change_protection(eng, GiB, GiB + 4096, read=True, write=True)
     assert eng.translate(GiB, write=True) > 0
 
 
