@@ -11,14 +11,24 @@ Example::
     >>> eng = mmcore.Engine(mmcore.X86_64)
     >>> anon = eng.owner_new("anon")
     >>> GiB = 1 << 30
-    >>> eng.fault(GiB, 2 * GiB, vma_start=GiB, vma_end=2 * GiB, owner=anon,
-    ...           pgoff=GiB >> 12, write=True)
+    >>> mmcore.handle_mm_fault(eng, GiB, 2 * GiB, vma_start=GiB, vma_end=2 * GiB, owner=anon,
+    ...                        pgoff=GiB >> 12, write=True)
     >>> pmc = mmcore.MoveControl(GiB, 4 * GiB, GiB)
     >>> mmcore.move_page_tables(eng, pmc), eng.stats()["pud_moves"]
     (True, 1)
 """
 from mmcore._core import COUNTER_NAMES, WARN_SITES, Engine
 from mmcore.check import PROBLEM_CODES, check_scan, digest
+from mmcore.memory import (
+    do_fault_around,
+    free_pgd_range,
+    handle_mm_fault,
+    memset_pages,
+    read_bytes,
+    stamp_pages,
+    write_bytes,
+    zap_page_range,
+)
 from mmcore.mprotect import change_protection
 from mmcore.mremap import (
     PUD_STEP_ALWAYS,
@@ -39,5 +49,6 @@ __all__ = [
     "X86_64", "X86_64_LA57", "ARM64_64K", "COUNTER_NAMES", "PROBLEM_CODES",
     "WARN_SITES", "PUD_STEP_NONE", "PUD_STEP_IF_PUD_SIZED", "PUD_STEP_ALWAYS",
     "WARN_SILENT", "WARN_ON", "WARN_ON_ONCE", "check_scan", "digest",
-    "change_protection",
+    "change_protection", "handle_mm_fault", "do_fault_around", "zap_page_range", "free_pgd_range",
+    "read_bytes", "write_bytes", "memset_pages", "stamp_pages",
 ]

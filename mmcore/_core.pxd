@@ -170,31 +170,12 @@ cdef class Engine:
     # -- owners -----------------------------------------------------------------
     cdef int64_t owner_slot(self) noexcept nogil
     cdef int _check_owner(self, int64_t o) except -1
-    # -- faults, zap, free_pgd_range ---------------------------------------------
-    cdef int fault_pte(self, uint64_t *ptep, uint64_t va, FaultArgs *a) noexcept nogil
-    cdef int _vma_fault_args(self, FaultArgs *a, uint64_t vma_start, uint64_t vma_end, int64_t owner,
-                             uint64_t pgoff, bint shared, bint writable, bint exec_, bint protnone,
-                             int fault_around) except -1
-    cdef int64_t around_window(self, int64_t pte_off, uint64_t va, FaultArgs *a,
-                               int64_t *to_pte) noexcept nogil
-    cdef int64_t cached_index(self, int64_t pte_off, int64_t j, uint64_t va, FaultArgs *a) noexcept nogil
-    cdef void do_fault_around(self, uint64_t *r, int64_t pte_off, uint64_t va, FaultArgs *a) noexcept nogil
+    # -- huge pages ---------------------------------------------------------------
     cdef int fault_huge(self, uint64_t *pmdp, uint64_t haddr, FaultArgs *a) noexcept nogil
-    cdef int fault_range_c(self, uint64_t start, uint64_t end, FaultArgs *a) noexcept nogil
-    cdef void zap_level(self, int l, int64_t t, uint64_t addr, uint64_t end) noexcept nogil
     cdef int split_huge_pmd(self, int64_t pmd_tid, int64_t pmd_idx) noexcept nogil
-    cdef void free_entries(self, int l, int64_t t, uint64_t addr, uint64_t end,
-                           uint64_t floor, uint64_t ceiling) noexcept nogil
-    cdef void free_child(self, int l, int64_t pt, int64_t pi, uint64_t addr, uint64_t end,
-                         uint64_t floor, uint64_t ceiling) noexcept nogil
-    cdef void free_pgd_range_c(self, uint64_t addr, uint64_t end, uint64_t floor,
-                               uint64_t ceiling) noexcept nogil
     # -- the MMU and contents ------------------------------------------------------
     cdef int64_t translate_c(self, uint64_t addr, bint write) noexcept nogil
     cdef int64_t lookup_frame(self, uint64_t addr) noexcept nogil
-    cdef int64_t set_tags_c(self, uint64_t start, uint64_t end, uint64_t tag, bint stamp) noexcept nogil
-    cdef int64_t copy_bytes(self, uint64_t addr, uint8_t *buf, int64_t n, bint write) noexcept nogil
-    cdef bint write_is_noop(self, int64_t f, int64_t off, uint8_t *src, int64_t n) noexcept nogil
     cdef void pagemap_c(self, uint64_t start, int64_t npages, uint64_t *out) noexcept nogil
     # -- warnings, checks ------------------------------------------------------------
     cdef bint warn(self, int site, int once, uint64_t old_addr, uint64_t new_addr) noexcept nogil

@@ -1,9 +1,19 @@
 # cython: language_level=3
-"""The page-table engine: tables, frames, faults, zap and free_pgd_range.
+"""The page-table engine's storage: tables, frames, owners, counters, warnings.
 
-Models the parts of mm/memory.c, mm/huge_memory.c and mm/shmem.c that act on
-page tables.  The engine knows nothing of VMAs: the caller (pymm) passes what a
-VMA would tell the kernel (bounds, owner, vm_pgoff, protection) with each call.
+What a process's struct mm_struct holds and the allocators behind it: the
+page-table pages (pte_alloc_one()/pmd_alloc_one()/... and their frees,
+include/asm-generic/pgalloc.h), the data frames (alloc_page()/put_page(),
+mm/page_alloc.c), the anon_vmas and shmem objects that own frames (mm/rmap.c,
+mm/shmem.c's page cache), the mm's counters (MM_ANONPAGES, MM_SHMEMPAGES,
+the page-table count) and the WARN_ON()s that fired.  What acts on them lives
+in modules named for their kernel files, as functions taking the engine:
+memory.pyx (mm/memory.c), huge_memory.pyx, mprotect.pyx, mremap.pyx,
+pagewalk.pyx and check.pyx.  The per-page helpers they share (row(),
+frame allocation, set_tag(), release_frame(), ...) are inline in _core.pxd.
+
+The engine knows nothing of VMAs: the caller (pymm) passes what a VMA would
+tell the kernel (bounds, owner, vm_pgoff, protection) with each call.
 
 Storage
 -------
@@ -69,17 +79,6 @@ MAX_OWNERS = 1 << (64 - 44)  # owner ids fit the 20 bits above the 44-bit index
 # than left to the allocator (with overcommit, np.zeros would succeed and
 # the fill would exhaust the machine).
 MAX_ARRAY_PAGES = 1 << 27
-MAX_READ_BYTES = 1 << 32      # read_bytes() returns one bytes object
-
-
-# ---------------------------------------------------------------------- helpers
-cdef int uniform_byte(uint8_t *p, int64_t n) noexcept nogil:
-    """The byte every position of p holds, or -1."""
-    cdef int64_t i
-    for i in range(1, n):
-        if p[i] != p[0]:
-            return -1
-    return p[0] if n else -1
 
 
 @cython.final
@@ -88,11 +87,11 @@ cdef class Engine:
 
     Example::
 
-        >>> from mmcore import Engine, X86_64
+        >>> from mmcore import Engine, X86_64, handle_mm_fault
         >>> eng = Engine(X86_64)
         >>> o = eng.owner_new("anon")
-        >>> eng.fault(0x40000000, 0x40200000, vma_start=0x40000000,
-        ...           vma_end=0x40200000, owner=o, pgoff=0x40000, write=True)
+        >>> handle_mm_fault(eng, 0x40000000, 0x40200000, vma_start=0x40000000,
+        ...                 vma_end=0x40200000, owner=o, pgoff=0x40000, write=True)
         >>> eng.stats()["faults"], eng.rss()
         (512, (512, 0))
     """
@@ -455,153 +454,7 @@ cdef class Engine:
             raise ValueError(f"owner {o} does not exist")
         return 0
 
-    # ------------------------------------------------------------------ faults
-    cdef int fault_pte(self, uint64_t *ptep, uint64_t va, FaultArgs *a) noexcept nogil:
-        """handle_pte_fault(): do_anonymous_page(), do_shared_fault()/
-        do_read_fault() on shmem, and do_wp_page() for a write to a
-        read-only entry.  With a.fill the page then gets a.fill_tag (a
-        memset in the same pass).  Returns -1 when out of memory."""
-        cdef uint64_t e = ptep[0], index
-        cdef int64_t f
-        cdef uint64_t flags
-        if e == 0:
-            index = a.pgoff + ((va - a.vma_start) >> self.shift[self.lpte])
-            if a.shared:
-                f = shmem_get(self, a.owner, <int64_t>index)
-                if f < 0:
-                    return -1
-                flags = a.prot | (_PAGE_RW if a.writable else 0)
-                if a.write:
-                    flags |= _PAGE_DIRTY | _PAGE_SOFT_DIRTY
-                self.rss_shmem += 1
-                if a.fill:
-                    set_tag(self, f, a.fill_tag)
-            elif a.write or not a.zero_page:
-                f = frame_alloc_tagged(self, rmap_word(a.owner, index), a.fill_tag if a.fill else TAG_FILL)
-                if f < 0:
-                    return -1
-                flags = a.prot
-                if a.writable:
-                    flags |= _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY
-                self.rss_anon += 1
-            else:
-                f = 0  # my_zero_pfn(): read fault on private anonymous memory
-                flags = a.prot | _PAGE_SPECIAL
-            store_nt(ptep, pfn_entry(f, flags))
-            self.ctr[CTR_FAULTS] += 1
-            return 0
-        if a.write and a.writable and not pte_write(e):
-            # do_wp_page(): write to a present read-only entry in a writable VMA
-            f = entry_pfn(e)
-            if pte_special(e) or is_zero_frame(self, f):
-                index = a.pgoff + ((va - a.vma_start) >> self.shift[self.lpte])
-                f = frame_alloc(self, rmap_word(a.owner, index))  # wp_page_copy()
-                if f < 0:
-                    return -1
-                self.rss_anon += 1
-                self.ctr[CTR_COW] += 1
-                e = pfn_entry(f, (entry_flags(e) & ~_PAGE_SPECIAL) | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY)
-            else:
-                e = e | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY  # reuse / wp_page_shared()
-            ptep[0] = e
-            self.ctr[CTR_FAULTS] += 1
-        if a.fill and pte_write(e) and pte_hw_present(e):
-            set_tag(self, entry_pfn(e), a.fill_tag)
-        return 0
-
-    cdef int64_t around_window(self, int64_t pte_off, uint64_t va, FaultArgs *a,
-                               int64_t *to_pte) noexcept nogil:
-        """do_fault_around()'s window for a fault at va (PTE index pte_off):
-        [from_pte, to_pte), fault_around-aligned, clamped to the VMA and to
-        this PTE table.  Returns from_pte."""
-        cdef int64_t nr = a.fault_around
-        cdef int64_t vma_off = <int64_t>((va - a.vma_start) >> self.shift[self.lpte])
-        cdef int64_t vma_pages = <int64_t>((a.vma_end - a.vma_start) >> self.shift[self.lpte])
-        cdef int64_t from_pte = max(pte_off - pte_off % nr, pte_off - min(pte_off, vma_off))
-        to_pte[0] = min(min(from_pte + nr, <int64_t>self.ptrs_per_pte), pte_off + vma_pages - vma_off)
-        return from_pte
-
-    cdef int64_t cached_index(self, int64_t pte_off, int64_t j, uint64_t va, FaultArgs *a) noexcept nogil:
-        """The object's page behind PTE j of the window (j - pte_off pages
-        from va), or 0 when it is not in the page cache."""
-        cdef int64_t index = <int64_t>a.pgoff + <int64_t>((va - a.vma_start) >> self.shift[self.lpte]) \
-            + (j - pte_off)
-        if index < 0 or index >= self.onpages[a.owner]:
-            return 0
-        return self.oframes[a.owner][index]
-
-    cdef void do_fault_around(self, uint64_t *r, int64_t pte_off, uint64_t va, FaultArgs *a) noexcept nogil:
-        """do_fault_around() + filemap_map_pages(): before a read fault on a
-        shmem page, map the neighbours already in the object (the page
-        cache) whose PTEs are none.  Nothing is allocated."""
-        cdef int64_t j, f, to_pte, index
-        cdef int64_t from_pte = self.around_window(pte_off, va, a, &to_pte)
-        cdef uint64_t flags = a.prot | (_PAGE_RW if a.writable else 0)
-        for j in range(from_pte, to_pte):
-            if r[j] != 0:
-                continue
-            f = self.cached_index(pte_off, j, va, a)
-            if f == 0:
-                continue                          # not in the page cache: left to a fault
-            index = <int64_t>rmap_index(self.frmap[f])
-            if self.omapc[a.owner][index] < 0xFFFF:
-                self.omapc[a.owner][index] += 1
-            self.rss_shmem += 1
-            r[j] = pfn_entry(f, flags)
-
-    cdef int _vma_fault_args(self, FaultArgs *a, uint64_t vma_start, uint64_t vma_end, int64_t owner,
-                             uint64_t pgoff, bint shared, bint writable, bint exec_, bint protnone,
-                             int fault_around) except -1:
-        """Validate what a VMA tells the fault handler and fill those fields of a."""
-        self._check_range(vma_start, vma_end)
-        self._check_owner(owner)
-        if shared != (self.okind[owner] == OWNER_SHMEM):
-            raise ValueError("shared faults need a shmem owner, private ones an anon owner")
-        if pgoff + ((vma_end - vma_start) >> self.shift[self.lpte]) > RMAP_INDEX_MASK:
-            raise OverflowError("vm_pgoff too large for the rmap index")
-        if not 1 <= fault_around <= <int>self.ptrs_per_pte or fault_around & (fault_around - 1):
-            raise ValueError("fault_around must be a power of two from 1 to PTRS_PER_PTE pages")
-        a.vma_start, a.vma_end, a.owner, a.pgoff = vma_start, vma_end, owner, pgoff
-        a.prot = _PAGE_PROTNONE | _PAGE_ACCESSED if protnone else \
-            (_PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED | (0 if exec_ else _PAGE_NX))
-        a.writable = writable and not protnone
-        a.shared = shared
-        a.fault_around = fault_around
-        return 0
-
-    def fault_around(self, uint64_t addr, *, uint64_t vma_start, uint64_t vma_end, int64_t owner,
-                     uint64_t pgoff, bint writable=True, bint exec_=False, int fault_around=16):
-        """do_fault_around() alone, for a read fault at addr in a shared VMA
-        whose page lies beyond the object (the fault then SIGBUSes, but the
-        cached neighbours stay mapped).  The PTE table is allocated only if
-        a page is found, as filemap_map_pages() installs it.
-
-        Example::
-
-            >>> eng.fault_around(addr, vma_start=v0, vma_end=v1, owner=shm, pgoff=0)
-        """
-        cdef FaultArgs a
-        cdef int64_t pte_off, from_pte, to_pte, j, t
-        cdef bint found = False
-        self._vma_fault_args(&a, vma_start, vma_end, owner, pgoff, True, writable, exec_, False,
-                             fault_around)
-        if not (vma_start <= addr < vma_end) or (addr | vma_start | vma_end) & (self.page_size - 1):
-            raise ValueError("fault_around needs a page-aligned address inside the VMA")
-        a.write = False
-        pte_off = <int64_t>((addr >> self.shift[self.lpte]) & self.imask[self.lpte])
-        with nogil:
-            from_pte = self.around_window(pte_off, addr, &a, &to_pte)
-            for j in range(from_pte, to_pte):
-                if self.cached_index(pte_off, j, addr, &a) != 0:
-                    found = True
-                    break
-            if found:
-                t = self.alloc_to(addr, self.lpte)
-                if t >= 0:
-                    self.do_fault_around(row(self, t), pte_off, addr, &a)
-        if found and t < 0:
-            raise MemoryError("out of memory allocating a page table")
-
+    # ------------------------------------------------------------------ huge
     cdef int fault_huge(self, uint64_t *pmdp, uint64_t haddr, FaultArgs *a) noexcept nogil:
         """do_huge_pmd_anonymous_page() on a none PMD, or the write-protect
         fault on an existing huge PMD (do_huge_pmd_wp_page())."""
@@ -644,138 +497,6 @@ cdef class Engine:
                               <int64_t>((hi - lo) >> self.shift[self.lpte]), a.fill_tag)
         return 0
 
-    cdef int fault_range_c(self, uint64_t start, uint64_t end, FaultArgs *a) noexcept nogil:
-        """Fault every page of [start, end) as the CPU would touching each in
-        turn; one PTE table at a time."""
-        cdef uint64_t addr = start, nxt, haddr
-        cdef int64_t pmd_t, pte_t, i, i0, n
-        cdef uint64_t *pmdp
-        cdef uint64_t *r
-        while addr < end:
-            nxt = span_end(addr, end, self.pmd_size)
-            pmd_t = self.alloc_to(addr, self.lpmd)
-            if pmd_t < 0:
-                return -1
-            pmdp = row(self, pmd_t) + ((addr >> self.shift[self.lpmd]) & self.imask[self.lpmd])
-            haddr = addr & ~(self.pmd_size - 1)
-            if pmd_leaf(pmdp[0]):
-                if self.fault_huge(pmdp, haddr, a) < 0:
-                    return -1
-                addr = nxt
-                continue
-            if pmdp[0] == 0 and a.thp and not a.shared and haddr >= a.vma_start \
-                    and haddr + self.pmd_size <= a.vma_end and haddr + self.pmd_size > haddr:
-                if self.fault_huge(pmdp, haddr, a) < 0:
-                    return -1
-                addr = nxt
-                continue
-            pte_t = self.alloc_to(addr, self.lpte)
-            if pte_t < 0:
-                return -1
-            r = row(self, pte_t)
-            i0 = (addr >> self.shift[self.lpte]) & self.imask[self.lpte]
-            n = <int64_t>((nxt - addr) >> self.shift[self.lpte])
-            for i in range(n):
-                if a.fault_around > 1 and a.shared and not a.write and r[i0 + i] == 0:
-                    self.do_fault_around(r, i0 + i, addr + (<uint64_t>i << self.shift[self.lpte]), a)
-                if self.fault_pte(r + i0 + i, addr + (<uint64_t>i << self.shift[self.lpte]), a) < 0:
-                    return -1
-                r = row(self, pte_t) # the table array may have moved
-            addr = nxt
-        store_fence()
-        return 0
-
-    def fault(self, uint64_t start, uint64_t end, *, uint64_t vma_start, uint64_t vma_end,
-              int64_t owner, uint64_t pgoff, bint write=False, bint writable=True,
-              bint shared=False, bint thp=False, bint zero_page=True, bint exec_=False,
-              bint protnone=False, int fill=-1, int fault_around=1):
-        """handle_mm_fault() for every page of [start, end), which must lie in
-        the VMA [vma_start, vma_end).  ``write`` makes them write faults.
-        ``fault_around`` (pages, a power of two): read faults on shmem first
-        map the cached neighbours in that window (do_fault_around()).
-
-        Permission checks are the caller's (the VMA's) job, as they are in
-        do_user_addr_fault(); this only installs entries.
-
-        Example::
-
-            >>> eng.fault(0x7f0000000000, 0x7f0000001000, vma_start=0x7f0000000000,
-            ...           vma_end=0x7f0000001000, owner=o, pgoff=0x7f0000000, write=True)
-        """
-        cdef FaultArgs a
-        self._check_range(start, end)
-        self._vma_fault_args(&a, vma_start, vma_end, owner, pgoff, shared, writable, exec_, protnone,
-                             fault_around)
-        if not (vma_start <= start and end <= vma_end):
-            raise ValueError("fault range must lie inside the VMA")
-        if shared:
-            if pgoff + ((end - vma_start) >> self.shift[self.lpte]) > <uint64_t>self.onpages[owner]:
-                raise ValueError("fault beyond the end of the shmem object (SIGBUS)")
-        a.write = write
-        a.thp = thp
-        a.zero_page = zero_page
-        if not -1 <= fill <= 255:
-            raise ValueError("fill must be a byte value (or -1 for none)")
-        if fill >= 0 and not write:
-            raise ValueError("fill needs write faults")
-        a.fill = fill >= 0
-        a.start, a.end = start, end
-        a.fill_tag = TAG_FILL | <uint64_t>(fill if fill >= 0 else 0)
-        cdef int r
-        with nogil:
-            r = self.fault_range_c(start, end, &a)
-        if r < 0:
-            raise MemoryError("out of memory while faulting")
-
-    # ------------------------------------------------------------------ zap
-    cdef void zap_level(self, int l, int64_t t, uint64_t addr, uint64_t end) noexcept nogil:
-        """unmap_page_range() -> zap_p4d_range() -> ... -> zap_pte_range():
-        clear the leaves of [addr, end) below table t (level l), keep the
-        tables.  Huge PMDs only partly covered are split first."""
-        cdef uint64_t size = (<uint64_t>1) << self.shift[l]
-        cdef uint64_t nxt, e
-        cdef int64_t i = (addr >> self.shift[l]) & self.imask[l]
-        cdef int64_t n, k
-        cdef uint64_t *r
-        if l == self.lpte:                   # zap_pte_range(): one tight pass over the slots
-            n = <int64_t>((end - addr + size - 1) >> self.shift[l])
-            r = row(self, t) + i
-            for k in range(n):
-                e = r[k]
-                if e != 0:
-                    r[k] = 0
-                    if pte_present(e):
-                        release_frame(self, entry_pfn(e), False)
-            return
-        while addr < end:
-            nxt = span_end(addr, end, size)
-            r = row(self, t)
-            e = r[i]
-            if e != 0:
-                if pmd_leaf(e):
-                    if nxt - addr == size:
-                        r[i] = 0  # zap_huge_pmd()
-                        release_frame(self, entry_pfn(e), True)
-                    elif l == self.lpmd and self.split_huge_pmd(t, i) == 0:
-                        self.zap_level(l + 1, entry_pfn(row(self, t)[i]), addr, nxt)
-                else:
-                    self.zap_level(l + 1, entry_pfn(e), addr, nxt)
-            addr = nxt
-            i += 1
-
-    def zap(self, uint64_t start, uint64_t end):
-        """zap_page_range_single(): unmap the pages of [start, end), freeing
-        anonymous frames.  Page-table pages stay (free_pgd_range's job).
-
-        Example::
-
-            >>> eng.zap(0x40000000, 0x40200000)   # MADV_DONTNEED
-        """
-        self._check_range(start, end)
-        with nogil:
-            self.zap_level(0, 0, start, end)
-
-    # ------------------------------------------------------------------ huge
     cdef int split_huge_pmd(self, int64_t pmd_tid, int64_t pmd_idx) noexcept nogil:
         """__split_huge_pmd(): replace a huge PMD leaf by a PTE table mapping
         the same PTRS_PER_PTE frames with the same protection."""
@@ -810,92 +531,6 @@ cdef class Engine:
         t = self.walk_to(addr, self.lpmd)
         if t >= 0 and self.split_huge_pmd(t, (addr >> self.shift[self.lpmd]) & self.imask[self.lpmd]) < 0:
             raise MemoryError("out of memory splitting a huge PMD")
-
-    # ------------------------------------------------------------------ free_pgd_range
-    cdef void free_entries(self, int l, int64_t t, uint64_t addr, uint64_t end,
-                           uint64_t floor, uint64_t ceiling) noexcept nogil:
-        """The loop body of free_pmd_range()/free_pud_range()/...: walk the
-        entries of table t (level l) over [addr, end) and free what hangs below."""
-        cdef uint64_t size = (<uint64_t>1) << self.shift[l]
-        cdef uint64_t nxt, e
-        cdef int64_t i = (addr >> self.shift[l]) & self.imask[l]
-        cdef uint64_t *r
-        while True:
-            nxt = span_end(addr, end, size)
-            r = row(self, t)
-            e = r[i]
-            if e != 0:
-                if pmd_leaf(e):
-                    r[i] = 0  # pmd_none_or_clear_bad(): a leaf here is "bad"
-                elif l == self.lpmd:
-                    r[i] = 0  # free_pte_range()
-                    self.table_free(entry_pfn(e))
-                else:
-                    self.free_child(l + 1, t, i, addr, nxt, floor, ceiling)
-            addr = nxt
-            i += 1
-            if addr == end:
-                break
-
-    cdef void free_child(self, int l, int64_t pt, int64_t pi, uint64_t addr, uint64_t end,
-                         uint64_t floor, uint64_t ceiling) noexcept nogil:
-        """free_pmd_range() (and its siblings one level up): free below the
-        table at level l hanging from entry pi of table pt, then free that
-        table too if no VMA between floor and ceiling can still use it."""
-        cdef int64_t t = entry_pfn(row(self, pt)[pi])
-        cdef uint64_t start = addr
-        cdef uint64_t mask = ~(((<uint64_t>1) << self.shift[l - 1]) - 1)
-        self.free_entries(l, t, addr, end, floor, ceiling)
-        start &= mask
-        if start < floor:
-            return
-        if ceiling:
-            ceiling &= mask
-            if not ceiling:
-                return
-        if end - 1 > ceiling - 1:
-            return
-        row(self, pt)[pi] = 0
-        self.table_free(t)
-
-    cdef void free_pgd_range_c(self, uint64_t addr, uint64_t end, uint64_t floor,
-                               uint64_t ceiling) noexcept nogil:
-        # mm/memory.c free_pgd_range(), "the next few lines have given us lots of grief"
-        cdef uint64_t pmd_mask = ~(self.pmd_size - 1)
-        addr &= pmd_mask
-        if addr < floor:
-            addr += self.pmd_size
-            if not addr:
-                return
-        if ceiling:
-            ceiling &= pmd_mask
-            if not ceiling:
-                return
-        if end - 1 > ceiling - 1:
-            end -= self.pmd_size
-        if addr > end - 1:
-            return
-        self.free_entries(0, 0, addr, end, floor, ceiling)
-
-    def free_pgd_range(self, uint64_t addr, uint64_t end, uint64_t floor, uint64_t ceiling):
-        """mm/memory.c free_pgd_range(addr, end, floor, ceiling).
-
-        Frees the page-table pages under [addr, end) whose whole span lies
-        inside [floor, ceiling); a table shared with a VMA outside stays.
-        ``ceiling == 0`` means the top of the address space, as in the kernel.
-
-        Example::
-
-            >>> eng.free_pgd_range(0x40000000, 0x40200000, 0, 0)
-        """
-        if end <= addr:
-            raise ValueError("free_pgd_range: end must be above addr")
-        if addr >= self.va_limit or end > self.va_limit:
-            raise ValueError("free_pgd_range: range beyond the address space")
-        if floor > self.va_limit or ceiling > self.va_limit:
-            raise ValueError("free_pgd_range: floor/ceiling beyond the address space")
-        with nogil:
-            self.free_pgd_range_c(addr, end, floor, ceiling)
 
     # ------------------------------------------------------------------ the MMU
     cdef int64_t translate_c(self, uint64_t addr, bint write) noexcept nogil:
@@ -945,113 +580,6 @@ cdef class Engine:
                 break
             t = entry_pfn(e)
         return out
-
-    # ------------------------------------------------------------------ contents
-    cdef int64_t set_tags_c(self, uint64_t start, uint64_t end, uint64_t tag, bint stamp) noexcept nogil:
-        """The bulk half of memset(): give every page of [start, end) (page
-        aligned) new contents.  Returns the first address that would fault."""
-        cdef uint64_t addr = start
-        cdef int64_t f
-        cdef uint64_t ps = self.page_size
-        while addr < end:
-            f = self.translate_c(addr, True)
-            if f < 0:
-                return <int64_t>addr
-            if stamp:
-                set_tag(self, f, TAG_STAMP | ((addr >> self.shift[self.lpte]) & TAG_VALUE_MASK))
-            else:
-                set_tag(self, f, tag)
-            addr += ps
-        return <int64_t>end
-
-    def memset_pages(self, uint64_t start, uint64_t end, int value):
-        """Fill whole pages of [start, end) with byte ``value``: one tag per
-        page, no 4 KiB buffer.  Returns the first address that faulted (== end
-        when all were present and writable)."""
-        self._check_range(start, end)
-        self._check_page_aligned(start, end)
-        if not 0 <= value <= 255:
-            raise ValueError("memset value must be a byte (0..255)")
-        cdef int64_t r
-        with nogil:
-            r = self.set_tags_c(start, end, TAG_FILL | <uint64_t>value, False)
-        return r
-
-    def stamp_pages(self, uint64_t start, uint64_t end):
-        """Write into each page of [start, end) its own page number (addr >>
-        PAGE_SHIFT) as a repeated 8-byte word: unique contents at O(1) per page,
-        for checking that data lands where it should after a move."""
-        self._check_range(start, end)
-        self._check_page_aligned(start, end)
-        cdef int64_t r
-        with nogil:
-            r = self.set_tags_c(start, end, 0, True)
-        return r
-
-    cdef int64_t copy_bytes(self, uint64_t addr, uint8_t *buf, int64_t n, bint write) noexcept nogil:
-        """read/write n bytes at addr through the MMU.  Returns the count done
-        before the first fault (the caller handles it and retries)."""
-        cdef int64_t done = 0, f, chunk, off, slot
-        cdef uint64_t ps = self.page_size
-        while done < n:
-            f = self.translate_c(addr, write)
-            if f < 0:
-                return done
-            off = <int64_t>(addr & (ps - 1))
-            chunk = <int64_t>ps - off
-            if chunk > n - done:
-                chunk = n - done
-            if write:
-                if self.write_is_noop(f, off, buf + done, chunk):
-                    pass
-                elif off == 0 and chunk == <int64_t>ps and uniform_byte(buf + done, chunk) >= 0:
-                    set_tag(self, f, TAG_FILL | <uint64_t>uniform_byte(buf + done, chunk))
-                else:
-                    slot = self.buf_alloc(f)
-                    if slot < 0:
-                        return -1
-                    memcpy(self.bufs[slot] + off, buf + done, chunk)
-            else:
-                fill_page(buf + done, self.ftag[f], chunk, self.bufs, off)
-            done += chunk
-            addr += chunk
-        return done
-
-    cdef bint write_is_noop(self, int64_t f, int64_t off, uint8_t *src, int64_t n) noexcept nogil:
-        cdef uint64_t tag = self.ftag[f]
-        cdef int64_t i
-        if (tag & TAG_KIND_MASK) != TAG_FILL:
-            return False
-        for i in range(n):
-            if src[i] != (tag & 0xff):
-                return False
-        return True
-
-    def read_bytes(self, uint64_t addr, int64_t n):
-        """Read n bytes at addr as the CPU would.  Returns ``(data, done)``:
-        data holds the ``done`` bytes read before the first fault."""
-        if not 0 <= n <= MAX_READ_BYTES:
-            raise ValueError(f"length {n} must be in [0, {MAX_READ_BYTES}]")
-        self._check_range(addr, addr + <uint64_t>n)
-        out = PyBytes_FromStringAndSize(NULL, n)
-        cdef uint8_t *p = <uint8_t*>PyBytes_AS_STRING(out)
-        cdef int64_t done
-        with nogil:
-            done = self.copy_bytes(addr, p, n, False)
-        return out, done
-
-    def write_bytes(self, uint64_t addr, const uint8_t[::1] data not None):
-        """Write data at addr as the CPU would; returns the bytes written
-        before the first fault."""
-        cdef int64_t n = data.shape[0], done
-        self._check_range(addr, addr + <uint64_t>n)
-        if n == 0:
-            return 0
-        with nogil:
-            done = self.copy_bytes(addr, <uint8_t*>&data[0], n, True)
-        if done < 0:
-            raise MemoryError("out of memory materialising a page buffer")
-        return done
 
     def page_tags(self, uint64_t start, int64_t npages):
         """The content tag of each page of [start, start + npages pages): the

@@ -583,7 +583,7 @@ class MM:
             while j + 1 < n and vmas[j + 1].start <= vmas[j].end + self.pmd_size:
                 j += 1
             nxt_start = vmas[j + 1].start if j + 1 < n else ceiling
-            self.engine.free_pgd_range(addr, vmas[j].end, floor, nxt_start)
+            mmcore.free_pgd_range(self.engine, addr, vmas[j].end, floor, nxt_start)
             i = j + 1
 
     def _do_munmap(self, start: int, length: int) -> None:
@@ -610,7 +610,7 @@ class MM:
         floor = tree[i - 1].end if i > 0 else 0
         ceiling = tree[j].start if j < len(tree) else 0
         for v in vmas:                                   # unmap_vmas()
-            self.engine.zap(v.start, v.end)
+            mmcore.zap_page_range(self.engine, v.start, v.end)
         self._free_pgtables(vmas, floor, ceiling)
         tree.remove_span(i, j)
         for v in vmas:
@@ -874,7 +874,7 @@ class MM:
             def dontneed(vma, start, end):
                 if vma.vm_flags & C.VM_LOCKED and advice == C.MADV_DONTNEED:
                     raise _Errno(EINVAL)
-                self.engine.zap(start, end)          # zap_page_range_single()
+                mmcore.zap_page_range(self.engine, start, end)   # zap_page_range_single()
                 return vma
             return dontneed
         if advice in (C.MADV_WILLNEED, C.MADV_COLD, C.MADV_PAGEOUT, C.MADV_FREE):
@@ -926,11 +926,12 @@ class MM:
         if not owner:
             # read faults without an anon_vma map the zero page only
             owner = self._read_only_owner()
-        self.engine.fault(start, end, vma_start=vma.start, vma_end=vma.end, owner=owner,
-                          pgoff=vma.pgoff, write=write, writable=bool(vma.vm_flags & C.VM_WRITE),
-                          shared=vma.shm is not None, thp=thp,
-                          exec_=bool(vma.vm_flags & C.VM_EXEC), fill=fill,
-                          fault_around=self._fault_around_pages)
+        mmcore.handle_mm_fault(self.engine, start, end, vma_start=vma.start, vma_end=vma.end,
+                               owner=owner, pgoff=vma.pgoff, write=write,
+                               writable=bool(vma.vm_flags & C.VM_WRITE),
+                               shared=vma.shm is not None, thp=thp,
+                               exec_=bool(vma.vm_flags & C.VM_EXEC), fill=fill,
+                               fault_around=self._fault_around_pages)
 
     def _read_only_owner(self) -> int:
         # The engine wants an owner id even for zero-page mappings; one
@@ -969,10 +970,11 @@ class MM:
         if clipped <= page:
             if not write and self._fault_around_pages > 1:
                 # do_read_fault() maps the cached neighbours before shmem_fault() fails
-                self.engine.fault_around(page, vma_start=vma.start, vma_end=vma.end, owner=vma.owner,
-                                         pgoff=vma.pgoff, writable=bool(vma.vm_flags & C.VM_WRITE),
-                                         exec_=bool(vma.vm_flags & C.VM_EXEC),
-                                         fault_around=self._fault_around_pages)
+                mmcore.do_fault_around(self.engine, page, vma_start=vma.start, vma_end=vma.end,
+                                       owner=vma.owner, pgoff=vma.pgoff,
+                                       writable=bool(vma.vm_flags & C.VM_WRITE),
+                                       exec_=bool(vma.vm_flags & C.VM_EXEC),
+                                       fault_around=self._fault_around_pages)
             raise BusError(addr, "BUS_ADRERR", "beyond the end of the shared memory object")
         self._fault_range(vma, page, clipped, write, fill)
         return clipped
@@ -1022,7 +1024,7 @@ class MM:
         while pos < end:
             # in chunks: a read that faults early never allocates the whole buffer
             chunk = min(end - pos, READ_CHUNK)
-            data, done = self.engine.read_bytes(pos, chunk)
+            data, done = mmcore.read_bytes(self.engine, pos, chunk)
             out.append(data[:done])
             pos += done
             if done < chunk:
@@ -1049,7 +1051,7 @@ class MM:
         pos = addr
         view = memoryview(data)
         while pos < end:
-            done = self.engine.write_bytes(pos, view[pos - addr:])
+            done = mmcore.write_bytes(self.engine, pos, view[pos - addr:])
             pos += done
             if pos < end:
                 self._handle_fault(pos, True, end)
@@ -1078,7 +1080,7 @@ class MM:
                 self.write(addr, bytes([value]) * (head_end - addr))
             pos = head_end
             while pos < tail_start:
-                pos = self.engine.memset_pages(pos, tail_start, value)
+                pos = mmcore.memset_pages(self.engine, pos, tail_start, value)
                 if pos < tail_start:
                     # fault in the rest of this VMA's part and fill it in one pass
                     pos = self._handle_fault(pos, True, tail_start, fill=value)
@@ -1098,7 +1100,7 @@ class MM:
             raise ValueError("stamp needs a page-aligned range")
         pos, end = addr, addr + length
         while pos < end:
-            pos = self.engine.stamp_pages(pos, end)
+            pos = mmcore.stamp_pages(self.engine, pos, end)
             if pos < end:
                 self._handle_fault(pos, True, end)
 
@@ -1403,7 +1405,7 @@ class MM:
         flags = C.VM_STACK_FLAGS | C.VM_STACK_INCOMPLETE_SETUP | C.VM_SOFTDIRTY
         vma = self._insert(Vma(start, top, flags, start >> self.page_shift, name="[stack]"))
         self._fault_range(vma, start, top, True)
-        self.engine.stamp_pages(start, top)
+        mmcore.stamp_pages(self.engine, start, top)
         self.start_stack = top - 8
         return start
 
@@ -1455,9 +1457,9 @@ class MM:
         nxt = self._tree.next(vma)
         ceiling = nxt.start if nxt is not None else 0
         if new_end > old_start:                          # overlapping: clear from new_end
-            self.engine.free_pgd_range(new_end, old_end, new_end, ceiling)
+            mmcore.free_pgd_range(self.engine, new_end, old_end, new_end, ceiling)
         else:
-            self.engine.free_pgd_range(old_start, old_end, new_end, ceiling)
+            mmcore.free_pgd_range(self.engine, old_start, old_end, new_end, ceiling)
         self._split_huge_at(new_end)
         vma.end = new_end                                # vma_shrink()
         if self.start_stack and old_start <= self.start_stack < old_end:

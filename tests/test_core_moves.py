@@ -17,10 +17,10 @@ def populated(ranges, geometry=X86_64, thp=False, fill=True):
     eng = Engine(geometry)
     o = eng.owner_new("anon")
     for start, end in ranges:
-        eng.fault(start, end, vma_start=start, vma_end=end, owner=o,
-                  pgoff=start >> geometry.page_shift, write=True, thp=thp)
+        mmcore.handle_mm_fault(eng, start, end, vma_start=start, vma_end=end, owner=o,
+                               pgoff=start >> geometry.page_shift, write=True, thp=thp)
         if fill:
-            eng.stamp_pages(start, end)
+            mmcore.stamp_pages(eng, start, end)
     eng.reset_stats()
     return eng
 
@@ -121,7 +121,7 @@ def test_overlapping_move_up_corrupts_as_the_kernel_loop_would():
 def test_move_into_an_established_pmd_warns_and_falls_back_losing_nothing():
     # The WARN case: the destination PMD already holds an (empty) PTE table.
     eng = populated([(GiB, GiB + 4 * MiB), (3 * GiB + 4 * MiB, 3 * GiB + 4 * MiB + PAGE)])
-    eng.zap(3 * GiB + 4 * MiB, 3 * GiB + 4 * MiB + PAGE)
+    mmcore.zap_page_range(eng, 3 * GiB + 4 * MiB, 3 * GiB + 4 * MiB + PAGE)
     before = stamps(eng, GiB, 1024)
     # destination PMD #2 of the move is the empty table left at 3G+4M
     run(eng, GiB, 3 * GiB + 2 * MiB, 4 * MiB, pmd_warn=mmcore.WARN_ON)
@@ -134,9 +134,9 @@ def test_move_into_an_established_pmd_warns_and_falls_back_losing_nothing():
 def test_warn_on_once_fires_once_per_engine():
     eng = populated([(GiB, GiB + 8 * MiB)])
     for dst in (3 * GiB, 5 * GiB):  # make two established empty destination tables
-        eng.fault(dst + 2 * MiB, dst + 2 * MiB + PAGE, vma_start=dst, vma_end=dst + 8 * MiB,
-                  owner=1, pgoff=dst >> 12, write=True)
-        eng.zap(dst + 2 * MiB, dst + 2 * MiB + PAGE)
+        mmcore.handle_mm_fault(eng, dst + 2 * MiB, dst + 2 * MiB + PAGE, vma_start=dst,
+                               vma_end=dst + 8 * MiB, owner=1, pgoff=dst >> 12, write=True)
+        mmcore.zap_page_range(eng, dst + 2 * MiB, dst + 2 * MiB + PAGE)
     run(eng, GiB, 3 * GiB, 4 * MiB, pmd_warn=mmcore.WARN_ON_ONCE)
     run(eng, GiB + 4 * MiB, 5 * GiB, 4 * MiB, pmd_warn=mmcore.WARN_ON_ONCE)
     assert eng.stats()["warnings"] == 1

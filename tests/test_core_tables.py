@@ -18,8 +18,8 @@ def anon_engine(geometry=X86_64):
 
 def populate(eng, owner, start, end, *, write=True, thp=False, vma=None):
     vs, ve = vma or (start, end)
-    eng.fault(start, end, vma_start=vs, vma_end=ve, owner=owner,
-              pgoff=vs >> eng.geometry.page_shift, write=write, thp=thp)
+    mmcore.handle_mm_fault(eng, start, end, vma_start=vs, vma_end=ve, owner=owner,
+                           pgoff=vs >> eng.geometry.page_shift, write=write, thp=thp)
 
 
 # -- geometry -----------------------------------------------------------------
@@ -117,7 +117,7 @@ def test_populate_then_zap_round_trip_frees_frames_keeps_tables():
     populate(eng, o, GiB, GiB + 4 * MiB)
     tables = eng.n_tables
     assert eng.n_frames == 1024 and eng.rss() == (1024, 0)
-    eng.zap(GiB, GiB + 4 * MiB)
+    mmcore.zap_page_range(eng, GiB, GiB + 4 * MiB)
     assert eng.n_frames == 0 and eng.rss() == (0, 0)
     assert eng.n_tables == tables  # zap keeps page tables
     assert eng.translate(GiB) == -1
@@ -129,7 +129,7 @@ def test_populate_then_zap_round_trip_frees_frames_keeps_tables():
 def test_partial_zap_of_a_huge_leaf_splits_it():
     eng, o = anon_engine()
     populate(eng, o, GiB, GiB + 2 * MiB, thp=True)
-    eng.zap(GiB, GiB + 4096)
+    mmcore.zap_page_range(eng, GiB, GiB + 4096)
     assert eng.stats()["huge_pmd_splits"] == 1
     assert eng.translate(GiB) == -1 and eng.translate(GiB + 4096) >= 0
     assert eng.rss()[0] == 511
@@ -138,32 +138,36 @@ def test_partial_zap_of_a_huge_leaf_splits_it():
 def test_shmem_pages_survive_zap_in_their_object():
     eng = Engine(X86_64)
     obj = eng.owner_new("shmem", npages=4)
-    eng.fault(GiB, GiB + 4 * 4096, vma_start=GiB, vma_end=GiB + 4 * 4096, owner=obj, pgoff=0,
-              write=True, shared=True)
+    mmcore.handle_mm_fault(eng, GiB, GiB + 4 * 4096, vma_start=GiB, vma_end=GiB + 4 * 4096,
+                           owner=obj, pgoff=0, write=True, shared=True)
     f = eng.translate(GiB)
-    eng.write_bytes(GiB, b"hello")
-    eng.zap(GiB, GiB + 4 * 4096)
+    mmcore.write_bytes(eng, GiB, b"hello")
+    mmcore.zap_page_range(eng, GiB, GiB + 4 * 4096)
     assert eng.rss() == (0, 0)
     assert eng.shmem_resident(obj).all()  # pages still in the object
-    eng.fault(GiB, GiB + 4096, vma_start=GiB, vma_end=GiB + 4 * 4096, owner=obj, pgoff=0,
-              shared=True)
+    mmcore.handle_mm_fault(eng, GiB, GiB + 4096, vma_start=GiB, vma_end=GiB + 4 * 4096,
+                           owner=obj, pgoff=0, shared=True)
     assert eng.translate(GiB) == f
-    assert eng.read_bytes(GiB, 5) == (b"hello", 5)
+    assert mmcore.read_bytes(eng, GiB, 5) == (b"hello", 5)
 
 
 def test_fault_validation():
     eng, o = anon_engine()
     with pytest.raises(ValueError):
-        eng.fault(GiB, GiB + 4096, vma_start=GiB + 4096, vma_end=GiB + 8192, owner=o, pgoff=0)
+        mmcore.handle_mm_fault(eng, GiB, GiB + 4096, vma_start=GiB + 4096, vma_end=GiB + 8192,
+                               owner=o, pgoff=0)
     with pytest.raises(ValueError):
-        eng.fault(GiB, GiB + 4096, vma_start=GiB, vma_end=GiB + 4096, owner=999, pgoff=0)
+        mmcore.handle_mm_fault(eng, GiB, GiB + 4096, vma_start=GiB, vma_end=GiB + 4096, owner=999,
+                               pgoff=0)
     with pytest.raises(ValueError):
-        eng.fault(GiB, GiB + 4096, vma_start=GiB, vma_end=GiB + 4096, owner=o, pgoff=0, shared=True)
+        mmcore.handle_mm_fault(eng, GiB, GiB + 4096, vma_start=GiB, vma_end=GiB + 4096, owner=o,
+                               pgoff=0, shared=True)
     with pytest.raises(ValueError):
-        eng.fault(1 << 48, (1 << 48) + 4096, vma_start=1 << 48, vma_end=(1 << 48) + 4096,
-                  owner=o, pgoff=0)
+        mmcore.handle_mm_fault(eng, 1 << 48, (1 << 48) + 4096, vma_start=1 << 48,
+                               vma_end=(1 << 48) + 4096, owner=o, pgoff=0)
     with pytest.raises(OverflowError):
-        eng.fault(GiB, GiB + 4096, vma_start=GiB, vma_end=GiB + 4096, owner=o, pgoff=-1)
+        mmcore.handle_mm_fault(eng, GiB, GiB + 4096, vma_start=GiB, vma_end=GiB + 4096, owner=o,
+                               pgoff=-1)
     with pytest.raises((OverflowError, TypeError)):
         eng.translate(-1)
 
@@ -172,8 +176,8 @@ def test_fault_validation():
 def test_memset_pages_is_a_tag_and_reads_back():
     eng, o = anon_engine()
     populate(eng, o, GiB, GiB + 8 * 4096)
-    assert eng.memset_pages(GiB, GiB + 8 * 4096, 0xAB) == GiB + 8 * 4096
-    data, n = eng.read_bytes(GiB + 4000, 200)
+    assert mmcore.memset_pages(eng, GiB, GiB + 8 * 4096, 0xAB) == GiB + 8 * 4096
+    data, n = mmcore.read_bytes(eng, GiB + 4000, 200)
     assert n == 200 and data == b"\xab" * 200
     assert eng.memory()["buffers"] == 0  # whole-page fills need no buffer
 
@@ -181,25 +185,25 @@ def test_memset_pages_is_a_tag_and_reads_back():
 def test_memset_pages_stops_at_the_first_fault():
     eng, o = anon_engine()
     populate(eng, o, GiB, GiB + 2 * 4096)
-    assert eng.memset_pages(GiB, GiB + 4 * 4096, 1) == GiB + 2 * 4096
+    assert mmcore.memset_pages(eng, GiB, GiB + 4 * 4096, 1) == GiB + 2 * 4096
 
 
 def test_sub_page_write_materialises_one_buffer():
     eng, o = anon_engine()
     populate(eng, o, GiB, GiB + 2 * 4096)
-    eng.memset_pages(GiB, GiB + 2 * 4096, 0x11)
-    assert eng.write_bytes(GiB + 4094, b"abcd") == 4  # straddles two pages
+    mmcore.memset_pages(eng, GiB, GiB + 2 * 4096, 0x11)
+    assert mmcore.write_bytes(eng, GiB + 4094, b"abcd") == 4  # straddles two pages
     assert eng.memory()["buffers"] == 2
-    assert eng.read_bytes(GiB + 4092, 8)[0] == b"\x11\x11abcd\x11\x11"
-    eng.memset_pages(GiB, GiB + 4096, 0)  # a whole-page fill drops the buffer
+    assert mmcore.read_bytes(eng, GiB + 4092, 8)[0] == b"\x11\x11abcd\x11\x11"
+    mmcore.memset_pages(eng, GiB, GiB + 4096, 0)  # a whole-page fill drops the buffer
     assert eng.memory()["buffers"] == 1
 
 
 def test_stamp_pages_gives_each_page_its_own_number():
     eng, o = anon_engine()
     populate(eng, o, GiB, GiB + 3 * 4096)
-    eng.stamp_pages(GiB, GiB + 3 * 4096)
-    word = eng.read_bytes(GiB + 4096, 8)[0]
+    mmcore.stamp_pages(eng, GiB, GiB + 3 * 4096)
+    word = mmcore.read_bytes(eng, GiB + 4096, 8)[0]
     assert int.from_bytes(word, "little") == (GiB + 4096) >> 12
     tags = eng.page_tags(GiB, 4)
     assert len(set(tags[:3].tolist())) == 3 and tags[3] == 2**64 - 1
@@ -208,10 +212,10 @@ def test_stamp_pages_gives_each_page_its_own_number():
 def test_read_stops_at_unmapped_and_write_at_read_only():
     eng, o = anon_engine()
     populate(eng, o, GiB, GiB + 4096)
-    data, n = eng.read_bytes(GiB + 4000, 200)
+    data, n = mmcore.read_bytes(eng, GiB + 4000, 200)
     assert n == 96
     populate(eng, o, GiB + 4096, GiB + 8192, write=False)  # zero page: read-only
-    assert eng.write_bytes(GiB + 4090, b"x" * 10) == 6
+    assert mmcore.write_bytes(eng, GiB + 4090, b"x" * 10) == 6
 
 
 def test_pagemap_bits():
@@ -242,8 +246,8 @@ def test_free_pgd_range_frees_tables_whose_span_is_free():
     eng, o = anon_engine()
     populate(eng, o, 4 * GiB, 4 * GiB + 4096)
     assert eng.n_tables == 3  # pud, pmd, pte tables
-    eng.zap(4 * GiB, 4 * GiB + 4096)
-    eng.free_pgd_range(4 * GiB, 4 * GiB + 4096, 0, 0)
+    mmcore.zap_page_range(eng, 4 * GiB, 4 * GiB + 4096)
+    mmcore.free_pgd_range(eng, 4 * GiB, 4 * GiB + 4096, 0, 0)
     assert eng.n_tables == 0 and eng.walk(4 * GiB) == [(0, 0, 0, 0)]
     assert eng.stats()["pgtables_freed"] == 3
 
@@ -253,9 +257,9 @@ def test_free_pgd_range_keeps_a_pte_table_a_neighbour_shares():
     a, b = 4 * GiB, 4 * GiB + 64 * KiB  # same PMD
     populate(eng, o, a, a + 4096)
     populate(eng, o, b, b + 4096)
-    eng.zap(a, a + 4096)
+    mmcore.zap_page_range(eng, a, a + 4096)
     # the neighbouring VMA starts at b: the ceiling
-    eng.free_pgd_range(a, a + 4096, 0, b)
+    mmcore.free_pgd_range(eng, a, a + 4096, 0, b)
     assert eng.n_tables == 3 and eng.translate(b) >= 0
 
 
@@ -264,8 +268,8 @@ def test_free_pgd_range_frees_the_pte_table_but_keeps_shared_upper_levels():
     a, b = 4 * GiB, 4 * GiB + 8 * MiB  # same PUD, different PMDs
     populate(eng, o, a, a + 4096)
     populate(eng, o, b, b + 4096)
-    eng.zap(a, a + 4096)
-    eng.free_pgd_range(a, a + 4096, 0, b)
+    mmcore.zap_page_range(eng, a, a + 4096)
+    mmcore.free_pgd_range(eng, a, a + 4096, 0, b)
     assert eng.n_tables == 3  # pud + pmd + b's pte table
     assert len(eng.walk(a)) == 3 and eng.walk(a)[-1][3] == 0
 
@@ -274,8 +278,8 @@ def test_free_pgd_range_floor_ceiling_rounding_matches_the_kernel():
     eng, o = anon_engine()
     # floor inside the PMD of addr: the first PMD must not be freed
     populate(eng, o, 4 * GiB, 4 * GiB + 4 * MiB)
-    eng.zap(4 * GiB, 4 * GiB + 4 * MiB)
-    eng.free_pgd_range(4 * GiB + 4096, 4 * GiB + 4 * MiB, 4 * GiB + 4096, 0)
+    mmcore.zap_page_range(eng, 4 * GiB, 4 * GiB + 4 * MiB)
+    mmcore.free_pgd_range(eng, 4 * GiB + 4096, 4 * GiB + 4 * MiB, 4 * GiB + 4096, 0)
     assert len(eng.walk(4 * GiB)) == 4  # first PTE table kept (floor)
     assert len(eng.walk(4 * GiB + 2 * MiB)) == 3  # second freed
 
@@ -283,9 +287,9 @@ def test_free_pgd_range_floor_ceiling_rounding_matches_the_kernel():
 def test_free_pgd_range_argument_checks():
     eng, _ = anon_engine()
     with pytest.raises(ValueError):
-        eng.free_pgd_range(GiB, GiB, 0, 0)
+        mmcore.free_pgd_range(eng, GiB, GiB, 0, 0)
     with pytest.raises(ValueError):
-        eng.free_pgd_range(0, 1 << 50, 0, 0)
+        mmcore.free_pgd_range(eng, 0, 1 << 50, 0, 0)
 
 
 # -- the checker's scan ------------------------------------------------------------------
@@ -320,7 +324,7 @@ def test_check_scan_finds_misplaced_pages():
 def test_check_scan_finds_lost_frames():
     eng, o = anon_engine()
     populate(eng, o, GiB, GiB + 4096)
-    eng.free_pgd_range(GiB, GiB + 4096, 0, 0)  # frees a table that still maps a page
+    mmcore.free_pgd_range(eng, GiB, GiB + 4096, 0, 0)  # frees a table that still maps a page
     probs = mmcore.check_scan(eng, *_vmas((GiB, GiB + 4096), owner=o))
     assert "lost-frame" in {p[0] for p in probs}
 
@@ -330,7 +334,7 @@ def test_digest_changes_with_contents_and_mappings():
     d0 = mmcore.digest(eng)
     populate(eng, o, GiB, GiB + 4096)
     d1 = mmcore.digest(eng)
-    eng.memset_pages(GiB, GiB + 4096, 7)
+    mmcore.memset_pages(eng, GiB, GiB + 4096, 7)
     d2 = mmcore.digest(eng)
     assert len({d0, d1, d2}) == 3
     assert mmcore.digest(eng) == d2
@@ -344,20 +348,21 @@ def test_engines_reuse_released_memory_and_it_reads_as_zero():
     for size in (3 * GiB, 8 * MiB):                 # beyond and within the kept 4 MiB
         eng = mmcore.Engine(mmcore.X86_64)
         o = eng.owner_new("anon")
-        eng.fault(GiB, GiB + size, vma_start=GiB, vma_end=GiB + size, owner=o, pgoff=GiB >> 12,
-                  write=True, fill=0xAB)
+        mmcore.handle_mm_fault(eng, GiB, GiB + size, vma_start=GiB, vma_end=GiB + size, owner=o,
+                               pgoff=GiB >> 12, write=True, fill=0xAB)
         del eng
         gc.collect()
         fresh = mmcore.Engine(mmcore.X86_64)
         o = fresh.owner_new("anon")
         base = 64 * GiB
-        fresh.fault(base, base + 4 * GiB, vma_start=base, vma_end=base + 4 * GiB, owner=o,
-                    pgoff=base >> 12, write=False)   # zero-page reads: tables, no frames
+        # zero-page reads: tables, no frames
+        mmcore.handle_mm_fault(fresh, base, base + 4 * GiB, vma_start=base, vma_end=base + 4 * GiB,
+                               owner=o, pgoff=base >> 12, write=False)
         tree = fresh.table_tree()
         assert tree["fill"][tree["level"] == 3].tolist() == [512] * 2048
         pm = fresh.pagemap(base, 1 << 20)
         assert bool(((pm >> np.uint64(63)) == 1).all())             # every page present ...
         assert not (pm & np.uint64((1 << 55) - 1)).any()            # ... as the zero page
-        fresh.fault(base, base + 2 * MiB, vma_start=base, vma_end=base + 4 * GiB, owner=o,
-                    pgoff=base >> 12, write=True)
-        assert fresh.read_bytes(base + 12345, 4)[0] == b"\0\0\0\0"
+        mmcore.handle_mm_fault(fresh, base, base + 2 * MiB, vma_start=base, vma_end=base + 4 * GiB,
+                               owner=o, pgoff=base >> 12, write=True)
+        assert mmcore.read_bytes(fresh, base + 12345, 4)[0] == b"\0\0\0\0"
