@@ -19,6 +19,7 @@ Example::
 """
 from mmcore._core import COUNTER_NAMES, WARN_SITES, Engine
 from mmcore.check import PROBLEM_CODES, check_scan, digest
+from mmcore.huge_memory import split_huge_pmd_address
 from mmcore.memory import (
     do_fault_around,
     free_pgd_range,
@@ -50,5 +51,5 @@ __all__ = [
     "WARN_SITES", "PUD_STEP_NONE", "PUD_STEP_IF_PUD_SIZED", "PUD_STEP_ALWAYS",
     "WARN_SILENT", "WARN_ON", "WARN_ON_ONCE", "check_scan", "digest",
     "change_protection", "handle_mm_fault", "do_fault_around", "zap_page_range", "free_pgd_range",
-    "read_bytes", "write_bytes", "memset_pages", "stamp_pages",
+    "read_bytes", "write_bytes", "memset_pages", "stamp_pages", "split_huge_pmd_address",
 ]

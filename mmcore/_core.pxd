@@ -170,9 +170,6 @@ cdef class Engine:
     # -- owners -----------------------------------------------------------------
     cdef int64_t owner_slot(self) noexcept nogil
     cdef int _check_owner(self, int64_t o) except -1
-    # -- huge pages ---------------------------------------------------------------
-    cdef int fault_huge(self, uint64_t *pmdp, uint64_t haddr, FaultArgs *a) noexcept nogil
-    cdef int split_huge_pmd(self, int64_t pmd_tid, int64_t pmd_idx) noexcept nogil
     # -- the MMU and contents ------------------------------------------------------
     cdef int64_t translate_c(self, uint64_t addr, bint write) noexcept nogil
     cdef int64_t lookup_frame(self, uint64_t addr) noexcept nogil

@@ -40,6 +40,7 @@ from mmcore._core cimport (Engine, FaultArgs, row, span_end, rmap_word, rmap_ind
                            set_tag, frame_alloc, frame_alloc_tagged, release_frame, shmem_get,
                            fill_page, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK, TAG_FILL,
                            TAG_STAMP, TAG_KIND_MASK, TAG_VALUE_MASK)
+from mmcore.huge_memory cimport fault_huge, split_huge_pmd
 
 MAX_READ_BYTES = 1 << 32      # read_bytes() returns one bytes object
 
@@ -225,13 +226,13 @@ cdef int fault_range_c(Engine eng, uint64_t start, uint64_t end, FaultArgs *a) n
         pmdp = row(eng, pmd_t) + ((addr >> eng.shift[eng.lpmd]) & eng.imask[eng.lpmd])
         haddr = addr & ~(eng.pmd_size - 1)
         if pmd_leaf(pmdp[0]):
-            if eng.fault_huge(pmdp, haddr, a) < 0:
+            if fault_huge(eng, pmdp, haddr, a) < 0:
                 return -1
             addr = nxt
             continue
         if pmdp[0] == 0 and a.thp and not a.shared and haddr >= a.vma_start \
                 and haddr + eng.pmd_size <= a.vma_end and haddr + eng.pmd_size > haddr:
-            if eng.fault_huge(pmdp, haddr, a) < 0:
+            if fault_huge(eng, pmdp, haddr, a) < 0:
                 return -1
             addr = nxt
             continue
@@ -324,7 +325,7 @@ cdef void zap_level(Engine eng, int l, int64_t t, uint64_t addr, uint64_t end) n
                 if nxt - addr == size:
                     r[i] = 0  # zap_huge_pmd()
                     release_frame(eng, entry_pfn(e), True)
-                elif l == eng.lpmd and eng.split_huge_pmd(t, i) == 0:
+                elif l == eng.lpmd and split_huge_pmd(eng, t, i) == 0:
                     zap_level(eng, l + 1, entry_pfn(row(eng, t)[i]), addr, nxt)
             else:
                 zap_level(eng, l + 1, entry_pfn(e), addr, nxt)

@@ -21,6 +21,7 @@ from libc.stdint cimport uint64_t, int64_t
 
 from mmcore._entries cimport *
 from mmcore._core cimport Engine, row, span_end, is_zero_frame
+from mmcore.huge_memory cimport split_huge_pmd
 
 
 cdef int change_level(Engine eng, int l, int64_t t, uint64_t addr, uint64_t end,
@@ -41,7 +42,7 @@ cdef int change_level(Engine eng, int l, int64_t t, uint64_t addr, uint64_t end,
         if e != 0:
             if l == eng.lpte or pmd_leaf(e):
                 if pmd_leaf(e) and nxt - addr != size:
-                    if l != eng.lpmd or eng.split_huge_pmd(t, i) < 0:
+                    if l != eng.lpmd or split_huge_pmd(eng, t, i) < 0:
                         return -1
                     if change_level(eng, l + 1, entry_pfn(row(eng, t)[i]), addr, nxt, prot, writable) < 0:
                         return -1

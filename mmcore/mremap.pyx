@@ -24,6 +24,7 @@ from mmcore._entries cimport *
 from mmcore._core cimport (Engine, row, CTR_PTE_MOVES, CTR_PMD_MOVES, CTR_PUD_MOVES,
                            CTR_HUGE_PMD_MOVES, CTR_TLB_FLUSHES, CTR_PTE_SLOTS_VISITED,
                            WARN_PMD_NOT_NONE, WARN_PUD_NOT_NONE, WARN_HUGE_PMD_NOT_NONE)
+from mmcore.huge_memory cimport split_huge_pmd
 
 PUD_STEP_NONE = C_PUD_STEP_NONE
 PUD_STEP_IF_PUD_SIZED = C_PUD_STEP_IF_PUD_SIZED
@@ -293,7 +294,7 @@ cdef int move_page_tables_c(Engine eng, MoveControl pmc) noexcept nogil:
             if extent == eng.pmd_size and move_huge_pmd(eng, pmc, ot, oi, nt, ni):
                 pmc.old_addr += extent; pmc.new_addr += extent
                 continue
-            if eng.split_huge_pmd(ot, oi) < 0:
+            if split_huge_pmd(eng, ot, oi) < 0:
                 return -1
         elif pmc.move_pmd and extent == eng.pmd_size:
             if move_normal_pmd(eng, pmc, ot, oi, nt, ni):

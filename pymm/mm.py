@@ -300,7 +300,7 @@ class MM:
     def _split_huge_at(self, addr: int) -> None:
         """vma_adjust_trans_huge(): a VMA boundary inside a huge PMD splits it."""
         if addr & (self.pmd_size - 1) and addr < self.task_size:
-            self.engine.split_huge_pmd_at(addr)
+            mmcore.split_huge_pmd_address(self.engine, addr)
 
     def _vm_start_gap(self, vma: Vma) -> int:
         if vma.vm_flags & C.VM_GROWSDOWN:

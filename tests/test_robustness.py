@@ -128,8 +128,8 @@ def test_a_failed_call_changes_nothing():
 # -- the engine's own boundary --------------------------------------------------------------
 engine_arg = st.one_of(st.sampled_from(EDGES), st.integers(-(1 << 65), 1 << 65), wrong_type)
 ENGINE_CALLS = {
-    "zap_page_range": 2, "split_huge_pmd_at": 1, "free_pgd_range": 4, "translate": 1, "walk": 1,
-    "memset_pages": 3, "stamp_pages": 2, "read_bytes": 2, "page_tags": 2, "pagemap": 2,
+    "zap_page_range": 2, "split_huge_pmd_address": 1, "free_pgd_range": 4, "translate": 1,
+    "walk": 1, "memset_pages": 3, "stamp_pages": 2, "read_bytes": 2, "page_tags": 2, "pagemap": 2,
     "table_row": 1, "frame_info": 1, "frame_bytes": 1, "leaf_runs": 2, "owner_free": 1,
     "owner_kind": 1, "shmem_resident": 1, "owner_new": 2,
 }
