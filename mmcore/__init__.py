@@ -31,6 +31,7 @@ from mmcore.memory import (
     zap_page_range,
 )
 from mmcore.mprotect import change_protection
+from mmcore.pagewalk import leaf_runs, page_tags, pagemap, table_tree, translate, walk
 from mmcore.mremap import (
     PUD_STEP_ALWAYS,
     PUD_STEP_IF_PUD_SIZED,
@@ -52,4 +53,5 @@ __all__ = [
     "WARN_SILENT", "WARN_ON", "WARN_ON_ONCE", "check_scan", "digest",
     "change_protection", "handle_mm_fault", "do_fault_around", "zap_page_range", "free_pgd_range",
     "read_bytes", "write_bytes", "memset_pages", "stamp_pages", "split_huge_pmd_address",
+    "walk", "translate", "pagemap", "page_tags", "leaf_runs", "table_tree",
 ]

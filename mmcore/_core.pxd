@@ -88,32 +88,6 @@ cdef struct Warn:
     uint64_t new_addr
 
 
-# Engine.leaf_runs(): merged runs of leaves.
-cdef struct LeafRun:
-    uint64_t start
-    uint64_t end
-    uint64_t entry
-    int64_t frame
-    int level
-
-cdef struct RunOut:
-    LeafRun *runs
-    int64_t n
-    int64_t cap
-    int oom
-
-# Engine.table_tree(): one row per reachable page-table page.
-cdef struct TreeOut:
-    int64_t n
-    int64_t *table
-    int64_t *parent
-    int64_t *index
-    int64_t *fill
-    uint64_t *base
-    int8_t *level
-    uint8_t *seen
-
-
 @cython.final
 cdef class Engine:
     cdef readonly object geometry
@@ -170,16 +144,9 @@ cdef class Engine:
     # -- owners -----------------------------------------------------------------
     cdef int64_t owner_slot(self) noexcept nogil
     cdef int _check_owner(self, int64_t o) except -1
-    # -- the MMU and contents ------------------------------------------------------
-    cdef int64_t translate_c(self, uint64_t addr, bint write) noexcept nogil
-    cdef int64_t lookup_frame(self, uint64_t addr) noexcept nogil
-    cdef void pagemap_c(self, uint64_t start, int64_t npages, uint64_t *out) noexcept nogil
-    # -- warnings, checks ------------------------------------------------------------
+    # -- warnings -------------------------------------------------------------------
     cdef bint warn(self, int site, int once, uint64_t old_addr, uint64_t new_addr) noexcept nogil
-    cdef void runs_level(self, RunOut *o, int l, int64_t t, uint64_t addr, uint64_t end) noexcept nogil
-    cdef void add_leaf(self, RunOut *o, uint64_t addr, uint64_t size, int l, uint64_t e) noexcept nogil
-    cdef void tree_level(self, TreeOut *o, int l, int64_t t, uint64_t base, int64_t parent,
-                         int64_t index) noexcept nogil
+    # -- validation at the Python boundary ---------------------------------------------
     cdef int _check_addr(self, uint64_t addr) except -1
     cdef int _check_range(self, uint64_t start, uint64_t end) except -1
     cdef int _check_pages(self, uint64_t start, int64_t npages) except -1

@@ -41,6 +41,7 @@ from mmcore._core cimport (Engine, FaultArgs, row, span_end, rmap_word, rmap_ind
                            fill_page, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK, TAG_FILL,
                            TAG_STAMP, TAG_KIND_MASK, TAG_VALUE_MASK)
 from mmcore.huge_memory cimport fault_huge, split_huge_pmd
+from mmcore.pagewalk cimport translate_c
 
 MAX_READ_BYTES = 1 << 32      # read_bytes() returns one bytes object
 
@@ -447,7 +448,7 @@ cdef int64_t set_tags_c(Engine eng, uint64_t start, uint64_t end, uint64_t tag, 
     cdef int64_t f
     cdef uint64_t ps = eng.page_size
     while addr < end:
-        f = eng.translate_c(addr, True)
+        f = translate_c(eng, addr, True)
         if f < 0:
             return <int64_t>addr
         if stamp:
@@ -504,7 +505,7 @@ cdef int64_t copy_bytes(Engine eng, uint64_t addr, uint8_t *buf, int64_t n, bint
     cdef int64_t done = 0, f, chunk, off, slot
     cdef uint64_t ps = eng.page_size
     while done < n:
-        f = eng.translate_c(addr, write)
+        f = translate_c(eng, addr, write)
         if f < 0:
             return done
         off = <int64_t>(addr & (ps - 1))

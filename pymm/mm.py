@@ -1520,7 +1520,7 @@ class MM:
         if end > 1 << self.geometry.va_bits:
             raise ValueError("pagemap range beyond the address space")
         n = (end - start) >> self.page_shift
-        out = self.engine.pagemap(start, n)
+        out = mmcore.pagemap(self.engine, start, n)
         for v in self._tree.intersecting(start, end):   # VM_SOFTDIRTY marks every entry
             if v.vm_flags & C.VM_SOFTDIRTY:
                 lo = (max(v.start, start) - start) >> self.page_shift
