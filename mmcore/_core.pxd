@@ -1,5 +1,8 @@
 # cython: language_level=3
-"""Declarations of the page-table engine, shared by every mmcore module."""
+"""Declarations of _core.pyx, the engine's storage, shared by every mmcore
+module: Engine's fields and methods, the counter/owner/warning enums, the
+frame tag layout, FaultArgs (the fault path's struct vm_fault) and, at the
+end, the per-entry and per-page helpers as inline functions."""
 cimport cython
 from libc.stdint cimport uint64_t, int64_t, uint32_t, uint16_t, uint8_t, int8_t
 from libc.stdlib cimport free
@@ -64,7 +67,8 @@ cdef extern from *:
 
 
 cdef struct FaultArgs:
-    # What the fault handler needs from the VMA (mm/memory.c handle_mm_fault).
+    # struct vm_fault: what the fault handler needs from the VMA and the fault
+    # (memory.pyx's handle_mm_fault(), huge_memory.pyx's fault_huge()).
     uint64_t start       # the range faulted (what a fill covers)
     uint64_t end
     uint64_t vma_start

@@ -42,7 +42,7 @@ Every loop over entries or pages below is typed C without the GIL.  Every
 method callable from Python validates its arguments first.
 """
 from libc.stdlib cimport malloc, realloc, free, calloc
-from libc.string cimport memset, memcpy
+from libc.string cimport memset
 cimport cython
 from libc.stdint cimport uint64_t, int64_t, uint32_t, uint16_t, uint8_t, int8_t
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING

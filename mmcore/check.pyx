@@ -124,8 +124,12 @@ def check_scan(Engine eng not None, cnp.uint64_t[::1] vstart not None, cnp.uint6
 
     Example::
 
-        >>> check_scan(eng, starts, ends, owners, pgoffs)
-        [('lost-frame', 515, 0, 1)]
+        >>> v = lambda *xs, t=np.uint64: np.array(xs, dtype=t)
+        >>> check_scan(eng, v(0x40000000), v(0x40200000), v(o, t=np.int64), v(0x40000))
+        []
+        >>> check_scan(eng, v(0x40000000), v(0x40100000), v(o, t=np.int64), v(0x40000),
+        ...            max_problems=1)      # a VMA that ends at 1 MiB: pages mapped past it
+        [('orphan-pte', 1074790400, 257, 0)]
     """
     cdef int64_t nv = vstart.shape[0]
     if vend.shape[0] != nv or vowner.shape[0] != nv or vpgoff.shape[0] != nv:

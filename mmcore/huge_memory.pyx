@@ -105,7 +105,9 @@ def split_huge_pmd_address(Engine eng not None, uint64_t addr):
 
     Example::
 
-        >>> split_huge_pmd_address(eng, 0x40000000 + 0x1000)
+        >>> mmcore.handle_mm_fault(eng, 0x80000000, 0x80200000, vma_start=0x80000000,
+        ...                        vma_end=0x80200000, owner=o, pgoff=0x80000, write=True, thp=True)
+        >>> split_huge_pmd_address(eng, 0x80001000)       # a VMA boundary at 0x80001000
         >>> eng.stats()["huge_pmd_splits"]
         1
     """

@@ -186,7 +186,14 @@ def do_fault_around(Engine eng not None, uint64_t addr, *, uint64_t vma_start, u
 
     Example::
 
-        >>> do_fault_around(eng, addr, vma_start=v0, vma_end=v1, owner=shm, pgoff=0)
+        >>> shm = eng.owner_new("shmem", npages=4)          # the VMA below is 16 pages
+        >>> handle_mm_fault(eng, 0x50000000, 0x50001000, vma_start=0x50000000,
+        ...                 vma_end=0x50010000, owner=shm, pgoff=0, shared=True)  # page 0 cached
+        >>> zap_page_range(eng, 0x50000000, 0x50001000)
+        >>> do_fault_around(eng, 0x50008000, vma_start=0x50000000, vma_end=0x50010000,
+        ...                 owner=shm, pgoff=0)                # page 8 lies beyond the object
+        >>> mmcore.translate(eng, 0x50000000) > 0               # page 0 is mapped again
+        True
     """
     cdef FaultArgs a
     cdef int64_t pte_off, from_pte, to_pte, j, t
@@ -548,8 +555,10 @@ def read_bytes(Engine eng not None, uint64_t addr, int64_t n):
 
     Example::
 
-        >>> read_bytes(eng, 0x40000000, 4)
-        (b'\\xff\\xff\\xff\\xff', 4)
+        >>> memset_pages(eng, 0x40000000, 0x40001000, 0xff)
+        1073745920
+        >>> read_bytes(eng, 0x40000ffe, 4)       # the next page still holds zeros
+        (b'\\xff\\xff\\x00\\x00', 4)
     """
     if not 0 <= n <= MAX_READ_BYTES:
         raise ValueError(f"length {n} must be in [0, {MAX_READ_BYTES}]")

@@ -17,6 +17,17 @@ The loop, per extent::
        get_extent(NORMAL_PMD): huge PMD? -> move_huge_pmd() or split_huge_pmd()
                                PMD_SIZE? -> move_normal_pmd()  (whole PTE table)
        otherwise               move_ptes(): one PTE at a time
+
+Example::
+
+    >>> import mmcore
+    >>> eng = mmcore.Engine(mmcore.X86_64)
+    >>> o = eng.owner_new("anon")
+    >>> mmcore.handle_mm_fault(eng, 1 << 30, 2 << 30, vma_start=1 << 30, vma_end=2 << 30, owner=o,
+    ...                        pgoff=(1 << 30) >> 12, write=True)
+    >>> pmc = mmcore.mremap.MoveControl(1 << 30, 4 << 30, 1 << 30)
+    >>> mmcore.mremap.move_page_tables(eng, pmc), eng.stats()["pud_moves"]   # one PUD entry
+    (True, 1)
 """
 from libc.stdint cimport uint64_t, int64_t
 
@@ -324,7 +335,16 @@ def move_range(Engine eng not None, uint64_t old_addr, uint64_t new_addr, uint64
     the addresses come as arguments, everything else from ``policy`` (a
     MoveControl used as a template; it is not modified).  Returns the final
     pmc.old_addr, or raises as move_page_tables() does.  pymm's syscalls use
-    this; experiments can use either."""
+    this; experiments can use either.
+
+    Example::
+
+        >>> policy = MoveControl(0, 0, 0, move_pmd=False)      # a kernel without PMD moves
+        >>> hex(move_range(eng, 0x40000000, 0x80000000, 0x40200000, 0x200000, policy))
+        '0x40200000'
+        >>> eng.stats()["pte_moves"]
+        512
+    """
     cdef MoveControl pmc = MoveControl.__new__(MoveControl)
     pmc.old_addr, pmc.new_addr, pmc.old_end, pmc.len_in = old_addr, new_addr, old_end, len_in
     pmc.for_stack, pmc.need_rmap_locks = policy.for_stack, policy.need_rmap_locks

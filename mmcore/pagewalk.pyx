@@ -70,8 +70,8 @@ def translate(Engine eng not None, uint64_t addr, bint write=False):
 
     Example::
 
-        >>> translate(eng, 0x40000000)
-        512
+        >>> translate(eng, 0x40000000)     # the first frame after the zero page
+        1
     """
     eng._check_addr(addr)
     return translate_c(eng, addr, write)
@@ -85,8 +85,9 @@ def walk(Engine eng not None, uint64_t addr):
 
     Example::
 
-        >>> walk(eng, 0x40000000)[-1]       # the PTE: level 3, table 3, slot 0
-        (3, 3, 0, 9223372036856827495)
+        >>> level, table, index, entry = walk(eng, 0x40000000)[-1]    # the PTE
+        >>> level, table, index, hex(entry)
+        (3, 3, 0, '0x8000000000001867')
     """
     cdef int64_t t = 0
     cdef int l
@@ -111,9 +112,12 @@ def page_tags(Engine eng not None, uint64_t start, int64_t npages):
 
     Example::
 
-        >>> before = page_tags(eng, old, npages)
-        >>> (page_tags(eng, new, npages) == before).all()     # after the move
-        True
+        >>> mmcore.stamp_pages(eng, 0x40000000, 0x40002000)
+        1073750016
+        >>> [hex(t) for t in page_tags(eng, 0x40000000, 3)]     # STAMP, STAMP, FILL 0
+        ['0x8000000000040000', '0x8000000000040001', '0x0']
+        >>> hex(page_tags(eng, 0x40200000, 1)[0])                 # nothing mapped
+        '0xffffffffffffffff'
     """
     eng._check_pages(start, npages)
     out = np.empty(npages, dtype=np.uint64)
@@ -140,7 +144,7 @@ def pagemap(Engine eng not None, uint64_t start, int64_t npages):
     Example::
 
         >>> hex(int(pagemap(eng, 0x40000000, 1)[0]))
-        '0x8180000000000200'
+        '0x8180000000000001'
     """
     eng._check_pages(start, npages)
     out = np.zeros(npages, dtype=np.uint64)
@@ -197,8 +201,11 @@ def leaf_runs(Engine eng not None, uint64_t start, uint64_t end):
 
     Example::
 
-        >>> runs = leaf_runs(eng, 0, 1 << 47)
-        >>> runs["start"][0], runs["level"][0]
+        >>> runs = leaf_runs(eng, 0x40000000, 0x40200000)    # 512 PTEs faulted in
+        >>> [(hex(s), hex(e), int(f)) for s, e, f in zip(runs["start"], runs["end"], runs["frame"])]
+        [('0x40000000', '0x401ff000', 1), ('0x401ff000', '0x40200000', 1024)]
+
+    (frames 512-1023 hold the huge zero page, so the last page got 1024.)
     """
     eng._check_range(start, end)
     cdef RunOut o
@@ -282,6 +289,7 @@ def table_tree(Engine eng not None):
 
         >>> tree = table_tree(eng)
         >>> int(tree["fill"][0])     # entries used in the pgd
+        1
     """
     cdef TreeOut o
     cdef int64_t n = eng.thw
