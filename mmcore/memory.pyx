@@ -47,7 +47,8 @@ MAX_READ_BYTES = 1 << 32      # read_bytes() returns one bytes object
 
 
 cdef int uniform_byte(uint8_t *p, int64_t n) noexcept nogil:
-    """The byte every position of p holds, or -1."""
+    """pymm's own: the byte every position of p holds, or -1 (a whole-page
+    write of one byte stays a FILL tag)."""
     cdef int64_t i
     for i in range(1, n):
         if p[i] != p[0]:
