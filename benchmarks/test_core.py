@@ -15,8 +15,8 @@ SRC = 1 << 40  # PUD-aligned
 def populated(size=GiB, src=SRC):
     eng = Engine(X86_64)
     o = eng.owner_new("anon")
-    eng.fault(src, src + size, vma_start=src, vma_end=src + size, owner=o, pgoff=src >> 12,
-              write=True, fill=0x5A)
+    mmcore.handle_mm_fault(eng, src, src + size, vma_start=src, vma_end=src + size, owner=o,
+                           pgoff=src >> 12, write=True, fill=0x5A)
     return eng
 
 
@@ -27,8 +27,8 @@ def test_core_populate_1g(benchmark):
         return (eng, eng.owner_new("anon")), {}
 
     def run(eng, o):
-        eng.fault(SRC, SRC + GiB, vma_start=SRC, vma_end=SRC + GiB, owner=o, pgoff=SRC >> 12,
-                  write=True, fill=0x5A)
+        mmcore.handle_mm_fault(eng, SRC, SRC + GiB, vma_start=SRC, vma_end=SRC + GiB, owner=o,
+                               pgoff=SRC >> 12, write=True, fill=0x5A)
     benchmark.pedantic(run, setup=setup, rounds=15)
 
 

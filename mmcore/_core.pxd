@@ -1,8 +1,14 @@
 # cython: language_level=3
-"""Declarations of the page-table engine, shared by _core.pyx and _mremap.pyx."""
+"""Declarations of _core.pyx, the engine's storage, shared by every mmcore
+module: Engine's fields and methods, the counter/owner/warning enums, the
+frame tag layout, FaultArgs (the fault path's struct vm_fault) and, at the
+end, the per-entry and per-page helpers as inline functions."""
 cimport cython
 from libc.stdint cimport uint64_t, int64_t, uint32_t, uint16_t, uint8_t, int8_t
+from libc.stdlib cimport free
+from libc.string cimport memset, memcpy
 
+from mmcore._entries cimport store_nt
 from mmcore._region cimport pymm_region
 
 cdef enum:
@@ -61,7 +67,8 @@ cdef extern from *:
 
 
 cdef struct FaultArgs:
-    # What the fault handler needs from the VMA (mm/memory.c handle_mm_fault).
+    # struct vm_fault: what the fault handler needs from the VMA and the fault
+    # (memory.pyx's handle_mm_fault(), huge_memory.pyx's fault_huge()).
     uint64_t start       # the range faulted (what a fill covers)
     uint64_t end
     uint64_t vma_start
@@ -83,65 +90,6 @@ cdef struct Warn:
     int site
     uint64_t old_addr
     uint64_t new_addr
-
-
-# Problems found by Engine.check_scan (codes index mmcore._core.PROBLEM_CODES).
-cdef enum:
-    P_ORPHAN = 0
-    P_RMAP_OWNER = 1
-    P_RMAP_INDEX = 2
-    P_MAPS_FREE_FRAME = 3
-    P_DOUBLE_MAPPED = 4
-    P_LOST_FRAME = 5
-    P_SHMEM_MAPCOUNT = 6
-    P_TABLE_UNREACHABLE = 7
-    P_TABLE_LEVEL = 8
-    P_STALE_TABLE = 9
-    P_FRAME_COUNT = 10
-
-cdef struct Problem:
-    int code
-    uint64_t addr
-    uint64_t found
-    uint64_t expected
-
-# Engine.leaf_runs(): merged runs of leaves.
-cdef struct LeafRun:
-    uint64_t start
-    uint64_t end
-    uint64_t entry
-    int64_t frame
-    int level
-
-cdef struct RunOut:
-    LeafRun *runs
-    int64_t n
-    int64_t cap
-    int oom
-
-# Engine.table_tree(): one row per reachable page-table page.
-cdef struct TreeOut:
-    int64_t n
-    int64_t *table
-    int64_t *parent
-    int64_t *index
-    int64_t *fill
-    uint64_t *base
-    int8_t *level
-    uint8_t *seen
-
-cdef struct ScanState:
-    int64_t nv
-    uint64_t *vstart
-    uint64_t *vend
-    int64_t *vowner
-    uint64_t *vpgoff
-    int64_t cursor
-    Problem *probs
-    int nprob
-    int maxprob
-    uint8_t *seen_tables
-    uint8_t *frame_maps
 
 
 @cython.final
@@ -186,69 +134,179 @@ cdef class Engine:
     cdef uint64_t warned_once
 
     # -- tables (mm/pgalloc) ------------------------------------------------
-    cdef uint64_t* row(self, int64_t t) noexcept nogil
     cdef int64_t table_alloc(self, int level) noexcept nogil
     cdef void table_free(self, int64_t t) noexcept nogil
     cdef int64_t walk_to(self, uint64_t addr, int level) noexcept nogil
     cdef int64_t alloc_to(self, uint64_t addr, int level) noexcept nogil
     # -- frames -----------------------------------------------------------------
     cdef int grow_frames(self, int64_t need) noexcept nogil
-    cdef int64_t frame_alloc(self, uint64_t rmap) noexcept nogil
-    cdef int64_t frame_alloc_tagged(self, uint64_t rmap, uint64_t tag) noexcept nogil
     cdef void push_free_range(self, int64_t f, int64_t n) noexcept nogil
     cdef int64_t frame_alloc_huge(self, uint64_t rmap0) noexcept nogil
     cdef void set_tags_run(self, int64_t f, int64_t n, uint64_t tag) noexcept nogil
-    cdef void frame_free(self, int64_t f) noexcept nogil
     cdef void frame_free_huge(self, int64_t f) noexcept nogil
-    cdef void drop_buffer(self, int64_t f) noexcept nogil
-    cdef bint is_zero_frame(self, int64_t f) noexcept nogil
-    cdef void release_frame(self, int64_t f, bint huge) noexcept nogil
     cdef int64_t buf_alloc(self, int64_t f) noexcept nogil
-    cdef void set_tag(self, int64_t f, uint64_t tag) noexcept nogil
     # -- owners -----------------------------------------------------------------
     cdef int64_t owner_slot(self) noexcept nogil
     cdef int _check_owner(self, int64_t o) except -1
-    cdef int64_t shmem_get(self, int64_t o, int64_t index) noexcept nogil
-    # -- faults, zap, free_pgd_range, mprotect ------------------------------------
-    cdef int fault_pte(self, uint64_t *ptep, uint64_t va, FaultArgs *a) noexcept nogil
-    cdef int _vma_fault_args(self, FaultArgs *a, uint64_t vma_start, uint64_t vma_end, int64_t owner,
-                             uint64_t pgoff, bint shared, bint writable, bint exec_, bint protnone,
-                             int fault_around) except -1
-    cdef int64_t around_window(self, int64_t pte_off, uint64_t va, FaultArgs *a,
-                               int64_t *to_pte) noexcept nogil
-    cdef int64_t cached_index(self, int64_t pte_off, int64_t j, uint64_t va, FaultArgs *a) noexcept nogil
-    cdef void do_fault_around(self, uint64_t *r, int64_t pte_off, uint64_t va, FaultArgs *a) noexcept nogil
-    cdef int fault_huge(self, uint64_t *pmdp, uint64_t haddr, FaultArgs *a) noexcept nogil
-    cdef int fault_range_c(self, uint64_t start, uint64_t end, FaultArgs *a) noexcept nogil
-    cdef void zap_level(self, int l, int64_t t, uint64_t addr, uint64_t end) noexcept nogil
-    cdef int split_huge_pmd(self, int64_t pmd_tid, int64_t pmd_idx) noexcept nogil
-    cdef void free_entries(self, int l, int64_t t, uint64_t addr, uint64_t end,
-                           uint64_t floor, uint64_t ceiling) noexcept nogil
-    cdef void free_child(self, int l, int64_t pt, int64_t pi, uint64_t addr, uint64_t end,
-                         uint64_t floor, uint64_t ceiling) noexcept nogil
-    cdef void free_pgd_range_c(self, uint64_t addr, uint64_t end, uint64_t floor,
-                               uint64_t ceiling) noexcept nogil
-    cdef int change_level(self, int l, int64_t t, uint64_t addr, uint64_t end,
-                          uint64_t prot, bint writable) noexcept nogil
-    # -- the MMU and contents ------------------------------------------------------
-    cdef int64_t translate_c(self, uint64_t addr, bint write) noexcept nogil
-    cdef int64_t lookup_frame(self, uint64_t addr) noexcept nogil
-    cdef int64_t set_tags_c(self, uint64_t start, uint64_t end, uint64_t tag, bint stamp) noexcept nogil
-    cdef int64_t copy_bytes(self, uint64_t addr, uint8_t *buf, int64_t n, bint write) noexcept nogil
-    cdef bint write_is_noop(self, int64_t f, int64_t off, uint8_t *src, int64_t n) noexcept nogil
-    cdef void pagemap_c(self, uint64_t start, int64_t npages, uint64_t *out) noexcept nogil
-    # -- warnings, checks ------------------------------------------------------------
+    # -- warnings -------------------------------------------------------------------
     cdef bint warn(self, int site, int once, uint64_t old_addr, uint64_t new_addr) noexcept nogil
-    cdef void runs_level(self, RunOut *o, int l, int64_t t, uint64_t addr, uint64_t end) noexcept nogil
-    cdef void add_leaf(self, RunOut *o, uint64_t addr, uint64_t size, int l, uint64_t e) noexcept nogil
-    cdef void tree_level(self, TreeOut *o, int l, int64_t t, uint64_t base, int64_t parent,
-                         int64_t index) noexcept nogil
-    cdef void scan_level(self, ScanState *s, int l, int64_t t, uint64_t base) noexcept nogil
-    cdef void scan_leaf(self, ScanState *s, uint64_t addr, int64_t f) noexcept nogil
-    cdef void scan_frames(self, ScanState *s) noexcept nogil
-    cdef void scan_tables(self, ScanState *s) noexcept nogil
-    cdef uint64_t digest_level(self, int l, int64_t t, uint64_t h) noexcept nogil
+    # -- validation at the Python boundary ---------------------------------------------
     cdef int _check_addr(self, uint64_t addr) except -1
     cdef int _check_range(self, uint64_t start, uint64_t end) except -1
     cdef int _check_pages(self, uint64_t start, int64_t npages) except -1
     cdef int _check_page_aligned(self, uint64_t start, uint64_t end) except -1
+
+
+# ---------------------------------------------------------------------------
+# Per-entry and per-page helpers.  They are inline here, not methods, so that
+# every module cimporting this file compiles them into its own loops: a call
+# across modules to a method of Engine would be an indirect (vtable) call.
+
+cdef inline uint64_t span_end(uint64_t addr, uint64_t end, uint64_t size) noexcept nogil:
+    """pXd_addr_end(): the next ``size`` boundary after addr, or end if nearer."""
+    cdef uint64_t boundary = (addr + size) & ~(size - 1)
+    return boundary if boundary - 1 < end - 1 else end
+
+
+cdef inline uint64_t rmap_word(int64_t owner, uint64_t index) noexcept nogil:
+    """A frame's rmap word: the owner (anon_vma / shmem object) and page->index."""
+    return ((<uint64_t>owner) << RMAP_INDEX_BITS) | (index & RMAP_INDEX_MASK)
+
+
+cdef inline int64_t rmap_owner(uint64_t w) noexcept nogil:
+    return <int64_t>(w >> RMAP_INDEX_BITS)
+
+
+cdef inline uint64_t rmap_index(uint64_t w) noexcept nogil:
+    return w & RMAP_INDEX_MASK
+
+
+cdef inline uint64_t* row(Engine eng, int64_t t) noexcept nogil:
+    """The entries of page-table page t (page_address() of the table's page)."""
+    return eng.tbl + t * eng.ents
+
+
+cdef inline bint is_zero_frame(Engine eng, int64_t f) noexcept nogil:
+    """is_zero_pfn() / is_huge_zero_pfn()."""
+    return f == 0 or (f >= eng.huge_zero and f < eng.huge_zero + <int64_t>eng.ptrs_per_pte)
+
+
+cdef inline void fill_page(uint8_t *dst, uint64_t tag, int64_t n, uint8_t **bufs, int64_t off) noexcept nogil:
+    """Produce n bytes of a page's contents from offset off."""
+    cdef uint64_t kind = tag & TAG_KIND_MASK
+    cdef uint64_t word
+    cdef int64_t i
+    if kind == TAG_BUF:
+        memcpy(dst, bufs[tag & TAG_VALUE_MASK] + off, n)
+    elif kind == TAG_STAMP:
+        word = tag & TAG_VALUE_MASK
+        for i in range(n):
+            dst[i] = <uint8_t>(word >> (8 * ((off + i) & 7)))
+    else:
+        memset(dst, <int>(tag & 0xff), n)
+
+
+cdef inline void drop_buffer(Engine eng, int64_t f) noexcept nogil:
+    """Forget frame f's byte buffer (its contents are about to change)."""
+    cdef int64_t slot
+    if (eng.ftag[f] & TAG_KIND_MASK) == TAG_BUF:
+        slot = <int64_t>(eng.ftag[f] & TAG_VALUE_MASK)
+        free(eng.bufs[slot])
+        eng.bufs[slot] = NULL
+        eng.bfree[eng.bnfree] = slot
+        eng.bnfree += 1
+        eng.blive -= 1
+        eng.ftag[f] = TAG_FILL
+
+
+cdef inline void set_tag(Engine eng, int64_t f, uint64_t tag) noexcept nogil:
+    """Give frame f new contents."""
+    drop_buffer(eng, f)
+    eng.ftag[f] = tag
+
+
+cdef inline int64_t frame_alloc_tagged(Engine eng, uint64_t rmap, uint64_t tag) noexcept nogil:
+    """A frame that starts out holding ``tag`` (a fault and a memset in one)."""
+    cdef int64_t f
+    if eng.ffree_head >= 0:
+        f = eng.ffree_head
+        eng.ffree_head = <int64_t>(eng.ftag[f] & TAG_VALUE_MASK)
+        if eng.ffree_head == <int64_t>TAG_VALUE_MASK:
+            eng.ffree_head = -1
+        eng.fnfree -= 1
+    elif eng.fhuge_head >= 0:
+        # break up a free huge block rather than grow
+        f = eng.fhuge_head
+        eng.fhuge_head = <int64_t>(eng.ftag[f] & TAG_VALUE_MASK)
+        if eng.fhuge_head == <int64_t>TAG_VALUE_MASK:
+            eng.fhuge_head = -1
+        eng.fnhuge -= 1
+        eng.push_free_range(f + 1, <int64_t>eng.ptrs_per_pte - 1)
+    else:
+        if eng.fhw >= eng.fcap and eng.grow_frames(eng.fhw + 1) < 0:
+            return -1
+        f = eng.fhw
+        eng.fhw += 1
+        store_nt(&eng.ftag[f], tag)            # a fresh frame: nothing reads it soon
+        store_nt(&eng.frmap[f], rmap)
+        eng.flive += 1
+        return f
+    eng.ftag[f] = tag
+    eng.frmap[f] = rmap
+    eng.flive += 1
+    return f
+
+
+cdef inline int64_t frame_alloc(Engine eng, uint64_t rmap) noexcept nogil:
+    """alloc_page(): one zero-filled frame."""
+    return frame_alloc_tagged(eng, rmap, TAG_FILL)
+
+
+cdef inline void frame_free(Engine eng, int64_t f) noexcept nogil:
+    """put_page() of an anonymous page whose last mapping went away."""
+    drop_buffer(eng, f)
+    eng.ftag[f] = TAG_FREE | (<uint64_t>eng.ffree_head if eng.ffree_head >= 0 else TAG_VALUE_MASK)
+    eng.frmap[f] = 0
+    eng.ffree_head = f
+    eng.fnfree += 1
+    eng.flive -= 1
+
+
+cdef inline void release_frame(Engine eng, int64_t f, bint huge) noexcept nogil:
+    """What zap_pte_range()/zap_huge_pmd() do with the page behind a
+    cleared entry: anonymous pages are freed, shmem pages stay in their
+    object (only the map count drops), the zero page is never freed."""
+    cdef int64_t owner, idx, n, i
+    if is_zero_frame(eng, f):
+        return
+    n = <int64_t>eng.ptrs_per_pte if huge else 1
+    owner = rmap_owner(eng.frmap[f])
+    if owner > 0 and eng.okind[owner] == OWNER_SHMEM:
+        for i in range(n):
+            idx = <int64_t>rmap_index(eng.frmap[f + i])
+            if idx < eng.onpages[owner] and eng.omapc[owner][idx] > 0:
+                eng.omapc[owner][idx] -= 1
+            eng.rss_shmem -= 1
+        return
+    eng.rss_anon -= n
+    if huge:
+        eng.frame_free_huge(f)
+    else:
+        frame_free(eng, f)
+
+
+cdef inline int64_t shmem_get(Engine eng, int64_t o, int64_t index) noexcept nogil:
+    """shmem_get_folio(): the object's page at index, allocated on first
+    use; counts one more mapping of it."""
+    cdef int64_t f
+    if index < 0 or index >= eng.onpages[o]:
+        return -1
+    f = eng.oframes[o][index]
+    if f == 0:
+        f = frame_alloc(eng, rmap_word(o, <uint64_t>index))
+        if f < 0:
+            return -1
+        eng.oframes[o][index] = <uint32_t>f
+    if eng.omapc[o][index] < 0xFFFF:
+        eng.omapc[o][index] += 1
+    return f

@@ -1,9 +1,19 @@
 # cython: language_level=3
-"""The page-table engine: tables, frames, faults, zap and free_pgd_range.
+"""The page-table engine's storage: tables, frames, owners, counters, warnings.
 
-Models the parts of mm/memory.c, mm/huge_memory.c and mm/shmem.c that act on
-page tables.  The engine knows nothing of VMAs: the caller (pymm) passes what a
-VMA would tell the kernel (bounds, owner, vm_pgoff, protection) with each call.
+What a process's struct mm_struct holds and the allocators behind it: the
+page-table pages (pte_alloc_one()/pmd_alloc_one()/... and their frees,
+include/asm-generic/pgalloc.h), the data frames (alloc_page()/put_page(),
+mm/page_alloc.c), the anon_vmas and shmem objects that own frames (mm/rmap.c,
+mm/shmem.c's page cache), the mm's counters (MM_ANONPAGES, MM_SHMEMPAGES,
+the page-table count) and the WARN_ON()s that fired.  What acts on them lives
+in modules named for their kernel files, as functions taking the engine:
+memory.pyx (mm/memory.c), huge_memory.pyx, mprotect.pyx, mremap.pyx,
+pagewalk.pyx and check.pyx.  The per-page helpers they share (row(),
+frame allocation, set_tag(), release_frame(), ...) are inline in _core.pxd.
+
+The engine knows nothing of VMAs: the caller (pymm) passes what a VMA would
+tell the kernel (bounds, owner, vm_pgoff, protection) with each call.
 
 Storage
 -------
@@ -32,7 +42,7 @@ Every loop over entries or pages below is typed C without the GIL.  Every
 method callable from Python validates its arguments first.
 """
 from libc.stdlib cimport malloc, realloc, free, calloc
-from libc.string cimport memset, memcpy
+from libc.string cimport memset
 cimport cython
 from libc.stdint cimport uint64_t, int64_t, uint32_t, uint16_t, uint8_t, int8_t
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
@@ -58,25 +68,6 @@ WARN_SITES = {
     "overlap_up": WARN_OVERLAP_UP,
 }
 
-# Problems reported by Engine.check_scan (see pymm.check).
-PROBLEM_CODES = (
-    "orphan-pte",          # a present leaf maps an address outside every VMA
-    "rmap-owner",          # frame's owner is not the VMA's anon_vma / shmem object
-    "rmap-index",          # frame's index is not vm_pgoff + offset
-    "maps-free-frame",     # a leaf points at a frame the allocator thinks is free
-    "double-mapped",       # an anonymous frame is mapped by more than one leaf
-    "lost-frame",          # an allocated anonymous frame is mapped by no leaf
-    "shmem-mapcount",      # a shmem page's map count differs from its mappings
-    "table-unreachable",   # an allocated page-table page is not in the tree
-    "table-level",         # a table is linked at the wrong level or twice
-    "stale-table",         # a page-table page covers no VMA (should have been freed)
-    "frame-count",         # the allocator's live-frame count disagrees with the scan
-)
-
-# Leaves merge into one run only if these bits agree (not A, D or soft-dirty).
-cdef uint64_t RUN_FLAG_MASK = (_PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_PSE | _PAGE_PROTNONE
-                               | _PAGE_SPECIAL | _PAGE_NX)
-
 cdef size_t REGION_RESERVE = 1 << 30   # address space reserved per big array (grows if needed)
 MAX_OWNERS = 1 << (64 - 44)  # owner ids fit the 20 bits above the 44-bit index
 # Largest per-page array a call returns (pagemap, page_tags): 512 GiB of
@@ -84,86 +75,6 @@ MAX_OWNERS = 1 << (64 - 44)  # owner ids fit the 20 bits above the 44-bit index
 # than left to the allocator (with overcommit, np.zeros would succeed and
 # the fill would exhaust the machine).
 MAX_ARRAY_PAGES = 1 << 27
-MAX_READ_BYTES = 1 << 32      # read_bytes() returns one bytes object
-
-
-cdef inline uint64_t span_end(uint64_t addr, uint64_t end, uint64_t size) noexcept nogil:
-    """pXd_addr_end(): the next ``size`` boundary after addr, or end if nearer."""
-    cdef uint64_t boundary = (addr + size) & ~(size - 1)
-    return boundary if boundary - 1 < end - 1 else end
-
-
-cdef inline uint64_t rmap_word(int64_t owner, uint64_t index) noexcept nogil:
-    return ((<uint64_t>owner) << RMAP_INDEX_BITS) | (index & RMAP_INDEX_MASK)
-
-
-cdef inline int64_t rmap_owner(uint64_t w) noexcept nogil:
-    return <int64_t>(w >> RMAP_INDEX_BITS)
-
-
-cdef inline uint64_t rmap_index(uint64_t w) noexcept nogil:
-    return w & RMAP_INDEX_MASK
-
-
-# ---------------------------------------------------------------------- helpers
-cdef inline void add_problem(ScanState *s, int code, uint64_t addr, uint64_t found,
-                             uint64_t expected) noexcept nogil:
-    if s.nprob < s.maxprob:
-        s.probs[s.nprob].code = code
-        s.probs[s.nprob].addr = addr
-        s.probs[s.nprob].found = found
-        s.probs[s.nprob].expected = expected
-    s.nprob += 1
-
-
-cdef int64_t find_vma(ScanState *s, uint64_t addr) noexcept nogil:
-    """The VMA containing addr (leaves arrive in address order: a cursor)."""
-    while s.cursor < s.nv and s.vend[s.cursor] <= addr:
-        s.cursor += 1
-    if s.cursor < s.nv and s.vstart[s.cursor] <= addr:
-        return s.cursor
-    return -1
-
-
-cdef bint vma_intersects(ScanState *s, uint64_t start, uint64_t end) noexcept nogil:
-    """Does any VMA intersect [start, end)?  Binary search."""
-    cdef int64_t lo = 0, hi = s.nv, mid
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if s.vend[mid] <= start:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo < s.nv and s.vstart[lo] < end
-
-
-cdef inline uint64_t mix(uint64_t h, uint64_t v) noexcept nogil:
-    h ^= v + <uint64_t>0x9e3779b97f4a7c15 + (h << 6) + (h >> 2)
-    return h * <uint64_t>1099511628211
-
-
-cdef int uniform_byte(uint8_t *p, int64_t n) noexcept nogil:
-    """The byte every position of p holds, or -1."""
-    cdef int64_t i
-    for i in range(1, n):
-        if p[i] != p[0]:
-            return -1
-    return p[0] if n else -1
-
-
-cdef void fill_page(uint8_t *dst, uint64_t tag, int64_t n, uint8_t **bufs, int64_t off) noexcept nogil:
-    """Produce n bytes of a page's contents from offset off."""
-    cdef uint64_t kind = tag & TAG_KIND_MASK
-    cdef uint64_t word
-    cdef int64_t i
-    if kind == TAG_BUF:
-        memcpy(dst, bufs[tag & TAG_VALUE_MASK] + off, n)
-    elif kind == TAG_STAMP:
-        word = tag & TAG_VALUE_MASK
-        for i in range(n):
-            dst[i] = <uint8_t>(word >> (8 * ((off + i) & 7)))
-    else:
-        memset(dst, <int>(tag & 0xff), n)
 
 
 @cython.final
@@ -172,11 +83,11 @@ cdef class Engine:
 
     Example::
 
-        >>> from mmcore import Engine, X86_64
+        >>> from mmcore import Engine, X86_64, handle_mm_fault
         >>> eng = Engine(X86_64)
         >>> o = eng.owner_new("anon")
-        >>> eng.fault(0x40000000, 0x40200000, vma_start=0x40000000,
-        ...           vma_end=0x40200000, owner=o, pgoff=0x40000, write=True)
+        >>> handle_mm_fault(eng, 0x40000000, 0x40200000, vma_start=0x40000000,
+        ...                 vma_end=0x40200000, owner=o, pgoff=0x40000, write=True)
         >>> eng.stats()["faults"], eng.rss()
         (512, (512, 0))
     """
@@ -220,7 +131,7 @@ cdef class Engine:
             raise MemoryError("cannot allocate the root table")
         self.ctr[CTR_PGTABLES_ALLOCATED] = 0  # the pgd comes with the mm
         # frame 0: the zero page; then the huge zero folio (a whole aligned block)
-        if self.frame_alloc(0) != 0:
+        if frame_alloc(self, 0) != 0:
             raise MemoryError("cannot allocate the zero page")
         self.huge_zero = self.frame_alloc_huge(0)
         if self.huge_zero < 0:
@@ -250,9 +161,6 @@ cdef class Engine:
         region_release(&self.rfrmap, REGION_RESERVE, <size_t>self.fhw * sizeof(uint64_t))
 
     # ------------------------------------------------------------------ tables
-    cdef uint64_t* row(self, int64_t t) noexcept nogil:
-        return self.tbl + t * self.ents
-
     cdef int64_t table_alloc(self, int level) noexcept nogil:
         """pte_alloc_one()/pmd_alloc_one()/...: a zeroed page-table page."""
         cdef int64_t t, ncap
@@ -262,7 +170,7 @@ cdef class Engine:
         if self.tnfree > 0:
             self.tnfree -= 1
             t = self.tfree[self.tnfree]
-            memset(self.row(t), 0, rowbytes)  # a recycled row may hold old entries
+            memset(row(self, t), 0, rowbytes) # a recycled row may hold old entries
         else:
             if self.thw == self.tcap:
                 ncap = self.tcap * 2 if self.tcap else 64
@@ -302,7 +210,7 @@ cdef class Engine:
         cdef int l
         cdef uint64_t e
         for l in range(level):
-            e = self.row(t)[(addr >> self.shift[l]) & self.imask[l]]
+            e = row(self, t)[(addr >> self.shift[l]) & self.imask[l]]
             if e == 0:
                 return -1
             if pmd_leaf(e):
@@ -320,12 +228,12 @@ cdef class Engine:
         cdef int64_t i
         for l in range(level):
             i = (addr >> self.shift[l]) & self.imask[l]
-            e = self.row(t)[i]
+            e = row(self, t)[i]
             if e == 0:
                 n = self.table_alloc(l + 1)
                 if n < 0:
                     return -1
-                self.row(t)[i] = pfn_entry(n, _PAGE_TABLE)
+                row(self, t)[i] = pfn_entry(n, _PAGE_TABLE)
                 t = n
             elif pmd_leaf(e):
                 return -2
@@ -347,41 +255,6 @@ cdef class Engine:
         self.frmap = <uint64_t*>self.rfrmap.base
         self.fcap = <int64_t>(min(self.rftag.reserved, self.rfrmap.reserved) // sizeof(uint64_t))
         return 0
-
-    cdef int64_t frame_alloc(self, uint64_t rmap) noexcept nogil:
-        """alloc_page(): one zero-filled frame."""
-        return self.frame_alloc_tagged(rmap, TAG_FILL)
-
-    cdef int64_t frame_alloc_tagged(self, uint64_t rmap, uint64_t tag) noexcept nogil:
-        """A frame that starts out holding ``tag`` (a fault and a memset in one)."""
-        cdef int64_t f
-        if self.ffree_head >= 0:
-            f = self.ffree_head
-            self.ffree_head = <int64_t>(self.ftag[f] & TAG_VALUE_MASK)
-            if self.ffree_head == <int64_t>TAG_VALUE_MASK:
-                self.ffree_head = -1
-            self.fnfree -= 1
-        elif self.fhuge_head >= 0:
-            # break up a free huge block rather than grow
-            f = self.fhuge_head
-            self.fhuge_head = <int64_t>(self.ftag[f] & TAG_VALUE_MASK)
-            if self.fhuge_head == <int64_t>TAG_VALUE_MASK:
-                self.fhuge_head = -1
-            self.fnhuge -= 1
-            self.push_free_range(f + 1, <int64_t>self.ptrs_per_pte - 1)
-        else:
-            if self.fhw >= self.fcap and self.grow_frames(self.fhw + 1) < 0:
-                return -1
-            f = self.fhw
-            self.fhw += 1
-            store_nt(&self.ftag[f], tag)            # a fresh frame: nothing reads it soon
-            store_nt(&self.frmap[f], rmap)
-            self.flive += 1
-            return f
-        self.ftag[f] = tag
-        self.frmap[f] = rmap
-        self.flive += 1
-        return f
 
     cdef void push_free_range(self, int64_t f, int64_t n) noexcept nogil:
         cdef int64_t i
@@ -419,68 +292,22 @@ cdef class Engine:
         """Give frames f .. f+n-1 new contents (the subpages of a huge page)."""
         cdef int64_t i
         for i in range(n):
-            self.drop_buffer(f + i)
+            drop_buffer(self, f + i)
             self.ftag[f + i] = tag
-
-    cdef void frame_free(self, int64_t f) noexcept nogil:
-        """put_page() of an anonymous page whose last mapping went away."""
-        self.drop_buffer(f)
-        self.ftag[f] = TAG_FREE | (<uint64_t>self.ffree_head if self.ffree_head >= 0 else TAG_VALUE_MASK)
-        self.frmap[f] = 0
-        self.ffree_head = f
-        self.fnfree += 1
-        self.flive -= 1
 
     cdef void frame_free_huge(self, int64_t f) noexcept nogil:
         """free a whole PMD-order folio back to the huge free list."""
         cdef int64_t i, n = <int64_t>self.ptrs_per_pte
         for i in range(1, n):
-            self.drop_buffer(f + i)
+            drop_buffer(self, f + i)
             self.ftag[f + i] = TAG_FREE | TAG_VALUE_MASK
             self.frmap[f + i] = 0
-        self.drop_buffer(f)
+        drop_buffer(self, f)
         self.ftag[f] = TAG_FREE | (<uint64_t>self.fhuge_head if self.fhuge_head >= 0 else TAG_VALUE_MASK)
         self.frmap[f] = 0
         self.fhuge_head = f
         self.fnhuge += 1
         self.flive -= n
-
-    cdef void drop_buffer(self, int64_t f) noexcept nogil:
-        """Forget frame f's byte buffer (its contents are about to change)."""
-        cdef int64_t slot
-        if (self.ftag[f] & TAG_KIND_MASK) == TAG_BUF:
-            slot = <int64_t>(self.ftag[f] & TAG_VALUE_MASK)
-            free(self.bufs[slot])
-            self.bufs[slot] = NULL
-            self.bfree[self.bnfree] = slot
-            self.bnfree += 1
-            self.blive -= 1
-            self.ftag[f] = TAG_FILL
-
-    cdef bint is_zero_frame(self, int64_t f) noexcept nogil:
-        return f == 0 or (f >= self.huge_zero and f < self.huge_zero + <int64_t>self.ptrs_per_pte)
-
-    cdef void release_frame(self, int64_t f, bint huge) noexcept nogil:
-        """What zap_pte_range()/zap_huge_pmd() do with the page behind a
-        cleared entry: anonymous pages are freed, shmem pages stay in their
-        object (only the map count drops), the zero page is never freed."""
-        cdef int64_t owner, idx, n, i
-        if self.is_zero_frame(f):
-            return
-        n = <int64_t>self.ptrs_per_pte if huge else 1
-        owner = rmap_owner(self.frmap[f])
-        if owner > 0 and self.okind[owner] == OWNER_SHMEM:
-            for i in range(n):
-                idx = <int64_t>rmap_index(self.frmap[f + i])
-                if idx < self.onpages[owner] and self.omapc[owner][idx] > 0:
-                    self.omapc[owner][idx] -= 1
-                self.rss_shmem -= 1
-            return
-        self.rss_anon -= n
-        if huge:
-            self.frame_free_huge(f)
-        else:
-            self.frame_free(f)
 
     cdef int64_t buf_alloc(self, int64_t f) noexcept nogil:
         """Materialise a byte buffer for frame f (its current content copied)."""
@@ -518,10 +345,6 @@ cdef class Engine:
         self.ftag[f] = TAG_BUF | <uint64_t>slot
         self.blive += 1
         return slot
-
-    cdef void set_tag(self, int64_t f, uint64_t tag) noexcept nogil:
-        self.drop_buffer(f)
-        self.ftag[f] = tag
 
     # ------------------------------------------------------------------ owners
     cdef int64_t owner_slot(self) noexcept nogil:
@@ -598,7 +421,7 @@ cdef class Engine:
                 for i in range(self.onpages[o]):
                     f = self.oframes[o][i]
                     if f != 0 and self.omapc[o][i] == 0:
-                        self.frame_free(f)
+                        frame_free(self, f)
                 free(self.oframes[o]); free(self.omapc[o])
                 self.oframes[o] = NULL; self.omapc[o] = NULL
             self.okind[o] = OWNER_FREE
@@ -626,756 +449,6 @@ cdef class Engine:
         if not 0 < o < self.ohw or self.okind[o] == OWNER_FREE:
             raise ValueError(f"owner {o} does not exist")
         return 0
-
-    # ------------------------------------------------------------------ faults
-    cdef int fault_pte(self, uint64_t *ptep, uint64_t va, FaultArgs *a) noexcept nogil:
-        """handle_pte_fault(): do_anonymous_page(), do_shared_fault()/
-        do_read_fault() on shmem, and do_wp_page() for a write to a
-        read-only entry.  With a.fill the page then gets a.fill_tag (a
-        memset in the same pass).  Returns -1 when out of memory."""
-        cdef uint64_t e = ptep[0], index
-        cdef int64_t f
-        cdef uint64_t flags
-        if e == 0:
-            index = a.pgoff + ((va - a.vma_start) >> self.shift[self.lpte])
-            if a.shared:
-                f = self.shmem_get(a.owner, <int64_t>index)
-                if f < 0:
-                    return -1
-                flags = a.prot | (_PAGE_RW if a.writable else 0)
-                if a.write:
-                    flags |= _PAGE_DIRTY | _PAGE_SOFT_DIRTY
-                self.rss_shmem += 1
-                if a.fill:
-                    self.set_tag(f, a.fill_tag)
-            elif a.write or not a.zero_page:
-                f = self.frame_alloc_tagged(rmap_word(a.owner, index), a.fill_tag if a.fill else TAG_FILL)
-                if f < 0:
-                    return -1
-                flags = a.prot
-                if a.writable:
-                    flags |= _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY
-                self.rss_anon += 1
-            else:
-                f = 0  # my_zero_pfn(): read fault on private anonymous memory
-                flags = a.prot | _PAGE_SPECIAL
-            store_nt(ptep, pfn_entry(f, flags))
-            self.ctr[CTR_FAULTS] += 1
-            return 0
-        if a.write and a.writable and not pte_write(e):
-            # do_wp_page(): write to a present read-only entry in a writable VMA
-            f = entry_pfn(e)
-            if pte_special(e) or self.is_zero_frame(f):
-                index = a.pgoff + ((va - a.vma_start) >> self.shift[self.lpte])
-                f = self.frame_alloc(rmap_word(a.owner, index))  # wp_page_copy()
-                if f < 0:
-                    return -1
-                self.rss_anon += 1
-                self.ctr[CTR_COW] += 1
-                e = pfn_entry(f, (entry_flags(e) & ~_PAGE_SPECIAL) | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY)
-            else:
-                e = e | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY  # reuse / wp_page_shared()
-            ptep[0] = e
-            self.ctr[CTR_FAULTS] += 1
-        if a.fill and pte_write(e) and pte_hw_present(e):
-            self.set_tag(entry_pfn(e), a.fill_tag)
-        return 0
-
-    cdef int64_t around_window(self, int64_t pte_off, uint64_t va, FaultArgs *a,
-                               int64_t *to_pte) noexcept nogil:
-        """do_fault_around()'s window for a fault at va (PTE index pte_off):
-        [from_pte, to_pte), fault_around-aligned, clamped to the VMA and to
-        this PTE table.  Returns from_pte."""
-        cdef int64_t nr = a.fault_around
-        cdef int64_t vma_off = <int64_t>((va - a.vma_start) >> self.shift[self.lpte])
-        cdef int64_t vma_pages = <int64_t>((a.vma_end - a.vma_start) >> self.shift[self.lpte])
-        cdef int64_t from_pte = max(pte_off - pte_off % nr, pte_off - min(pte_off, vma_off))
-        to_pte[0] = min(min(from_pte + nr, <int64_t>self.ptrs_per_pte), pte_off + vma_pages - vma_off)
-        return from_pte
-
-    cdef int64_t cached_index(self, int64_t pte_off, int64_t j, uint64_t va, FaultArgs *a) noexcept nogil:
-        """The object's page behind PTE j of the window (j - pte_off pages
-        from va), or 0 when it is not in the page cache."""
-        cdef int64_t index = <int64_t>a.pgoff + <int64_t>((va - a.vma_start) >> self.shift[self.lpte]) \
-            + (j - pte_off)
-        if index < 0 or index >= self.onpages[a.owner]:
-            return 0
-        return self.oframes[a.owner][index]
-
-    cdef void do_fault_around(self, uint64_t *r, int64_t pte_off, uint64_t va, FaultArgs *a) noexcept nogil:
-        """do_fault_around() + filemap_map_pages(): before a read fault on a
-        shmem page, map the neighbours already in the object (the page
-        cache) whose PTEs are none.  Nothing is allocated."""
-        cdef int64_t j, f, to_pte, index
-        cdef int64_t from_pte = self.around_window(pte_off, va, a, &to_pte)
-        cdef uint64_t flags = a.prot | (_PAGE_RW if a.writable else 0)
-        for j in range(from_pte, to_pte):
-            if r[j] != 0:
-                continue
-            f = self.cached_index(pte_off, j, va, a)
-            if f == 0:
-                continue                          # not in the page cache: left to a fault
-            index = <int64_t>rmap_index(self.frmap[f])
-            if self.omapc[a.owner][index] < 0xFFFF:
-                self.omapc[a.owner][index] += 1
-            self.rss_shmem += 1
-            r[j] = pfn_entry(f, flags)
-
-    cdef int _vma_fault_args(self, FaultArgs *a, uint64_t vma_start, uint64_t vma_end, int64_t owner,
-                             uint64_t pgoff, bint shared, bint writable, bint exec_, bint protnone,
-                             int fault_around) except -1:
-        """Validate what a VMA tells the fault handler and fill those fields of a."""
-        self._check_range(vma_start, vma_end)
-        self._check_owner(owner)
-        if shared != (self.okind[owner] == OWNER_SHMEM):
-            raise ValueError("shared faults need a shmem owner, private ones an anon owner")
-        if pgoff + ((vma_end - vma_start) >> self.shift[self.lpte]) > RMAP_INDEX_MASK:
-            raise OverflowError("vm_pgoff too large for the rmap index")
-        if not 1 <= fault_around <= <int>self.ptrs_per_pte or fault_around & (fault_around - 1):
-            raise ValueError("fault_around must be a power of two from 1 to PTRS_PER_PTE pages")
-        a.vma_start, a.vma_end, a.owner, a.pgoff = vma_start, vma_end, owner, pgoff
-        a.prot = _PAGE_PROTNONE | _PAGE_ACCESSED if protnone else \
-            (_PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED | (0 if exec_ else _PAGE_NX))
-        a.writable = writable and not protnone
-        a.shared = shared
-        a.fault_around = fault_around
-        return 0
-
-    def fault_around(self, uint64_t addr, *, uint64_t vma_start, uint64_t vma_end, int64_t owner,
-                     uint64_t pgoff, bint writable=True, bint exec_=False, int fault_around=16):
-        """do_fault_around() alone, for a read fault at addr in a shared VMA
-        whose page lies beyond the object (the fault then SIGBUSes, but the
-        cached neighbours stay mapped).  The PTE table is allocated only if
-        a page is found, as filemap_map_pages() installs it.
-
-        Example::
-
-            >>> eng.fault_around(addr, vma_start=v0, vma_end=v1, owner=shm, pgoff=0)
-        """
-        cdef FaultArgs a
-        cdef int64_t pte_off, from_pte, to_pte, j, t
-        cdef bint found = False
-        self._vma_fault_args(&a, vma_start, vma_end, owner, pgoff, True, writable, exec_, False,
-                             fault_around)
-        if not (vma_start <= addr < vma_end) or (addr | vma_start | vma_end) & (self.page_size - 1):
-            raise ValueError("fault_around needs a page-aligned address inside the VMA")
-        a.write = False
-        pte_off = <int64_t>((addr >> self.shift[self.lpte]) & self.imask[self.lpte])
-        with nogil:
-            from_pte = self.around_window(pte_off, addr, &a, &to_pte)
-            for j in range(from_pte, to_pte):
-                if self.cached_index(pte_off, j, addr, &a) != 0:
-                    found = True
-                    break
-            if found:
-                t = self.alloc_to(addr, self.lpte)
-                if t >= 0:
-                    self.do_fault_around(self.row(t), pte_off, addr, &a)
-        if found and t < 0:
-            raise MemoryError("out of memory allocating a page table")
-
-    cdef int64_t shmem_get(self, int64_t o, int64_t index) noexcept nogil:
-        """shmem_get_folio(): the object's page at index, allocated on first
-        use; counts one more mapping of it."""
-        cdef int64_t f
-        if index < 0 or index >= self.onpages[o]:
-            return -1
-        f = self.oframes[o][index]
-        if f == 0:
-            f = self.frame_alloc(rmap_word(o, <uint64_t>index))
-            if f < 0:
-                return -1
-            self.oframes[o][index] = <uint32_t>f
-        if self.omapc[o][index] < 0xFFFF:
-            self.omapc[o][index] += 1
-        return f
-
-    cdef int fault_huge(self, uint64_t *pmdp, uint64_t haddr, FaultArgs *a) noexcept nogil:
-        """do_huge_pmd_anonymous_page() on a none PMD, or the write-protect
-        fault on an existing huge PMD (do_huge_pmd_wp_page())."""
-        cdef uint64_t e = pmdp[0], index, flags, lo, hi
-        cdef int64_t f
-        index = a.pgoff + ((haddr - a.vma_start) >> self.shift[self.lpte])
-        if e == 0:
-            if a.write or not a.zero_page:
-                f = self.frame_alloc_huge(rmap_word(a.owner, index))
-                if f < 0:
-                    return -1
-                flags = a.prot | _PAGE_PSE
-                if a.writable:
-                    flags |= _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY
-                self.rss_anon += <int64_t>self.ptrs_per_pte
-            else:
-                f = self.huge_zero  # the huge zero page (use_zero_page=1)
-                flags = a.prot | _PAGE_PSE | _PAGE_SPECIAL
-            e = pfn_entry(f, flags)
-            pmdp[0] = e
-            self.ctr[CTR_FAULTS] += 1
-        elif a.write and a.writable and not pte_write(e):
-            f = entry_pfn(e)
-            if self.is_zero_frame(f):
-                f = self.frame_alloc_huge(rmap_word(a.owner, index))
-                if f < 0:
-                    return -1
-                self.rss_anon += <int64_t>self.ptrs_per_pte
-                self.ctr[CTR_COW] += 1
-                e = pfn_entry(f, (entry_flags(e) & ~_PAGE_SPECIAL) | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY)
-            else:
-                e = e | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY
-            pmdp[0] = e
-            self.ctr[CTR_FAULTS] += 1
-        if a.fill and pte_write(e) and pte_hw_present(e):
-            # memset() fills only what it covers of the huge page
-            lo = max(haddr, a.start)
-            hi = min(haddr + self.pmd_size, a.end)
-            self.set_tags_run(entry_pfn(e) + <int64_t>((lo - haddr) >> self.shift[self.lpte]),
-                              <int64_t>((hi - lo) >> self.shift[self.lpte]), a.fill_tag)
-        return 0
-
-    cdef int fault_range_c(self, uint64_t start, uint64_t end, FaultArgs *a) noexcept nogil:
-        """Fault every page of [start, end) as the CPU would touching each in
-        turn; one PTE table at a time."""
-        cdef uint64_t addr = start, nxt, haddr
-        cdef int64_t pmd_t, pte_t, i, i0, n
-        cdef uint64_t *pmdp
-        cdef uint64_t *r
-        while addr < end:
-            nxt = span_end(addr, end, self.pmd_size)
-            pmd_t = self.alloc_to(addr, self.lpmd)
-            if pmd_t < 0:
-                return -1
-            pmdp = self.row(pmd_t) + ((addr >> self.shift[self.lpmd]) & self.imask[self.lpmd])
-            haddr = addr & ~(self.pmd_size - 1)
-            if pmd_leaf(pmdp[0]):
-                if self.fault_huge(pmdp, haddr, a) < 0:
-                    return -1
-                addr = nxt
-                continue
-            if pmdp[0] == 0 and a.thp and not a.shared and haddr >= a.vma_start \
-                    and haddr + self.pmd_size <= a.vma_end and haddr + self.pmd_size > haddr:
-                if self.fault_huge(pmdp, haddr, a) < 0:
-                    return -1
-                addr = nxt
-                continue
-            pte_t = self.alloc_to(addr, self.lpte)
-            if pte_t < 0:
-                return -1
-            r = self.row(pte_t)
-            i0 = (addr >> self.shift[self.lpte]) & self.imask[self.lpte]
-            n = <int64_t>((nxt - addr) >> self.shift[self.lpte])
-            for i in range(n):
-                if a.fault_around > 1 and a.shared and not a.write and r[i0 + i] == 0:
-                    self.do_fault_around(r, i0 + i, addr + (<uint64_t>i << self.shift[self.lpte]), a)
-                if self.fault_pte(r + i0 + i, addr + (<uint64_t>i << self.shift[self.lpte]), a) < 0:
-                    return -1
-                r = self.row(pte_t)  # the table array may have moved
-            addr = nxt
-        store_fence()
-        return 0
-
-    def fault(self, uint64_t start, uint64_t end, *, uint64_t vma_start, uint64_t vma_end,
-              int64_t owner, uint64_t pgoff, bint write=False, bint writable=True,
-              bint shared=False, bint thp=False, bint zero_page=True, bint exec_=False,
-              bint protnone=False, int fill=-1, int fault_around=1):
-        """handle_mm_fault() for every page of [start, end), which must lie in
-        the VMA [vma_start, vma_end).  ``write`` makes them write faults.
-        ``fault_around`` (pages, a power of two): read faults on shmem first
-        map the cached neighbours in that window (do_fault_around()).
-
-        Permission checks are the caller's (the VMA's) job, as they are in
-        do_user_addr_fault(); this only installs entries.
-
-        Example::
-
-            >>> eng.fault(0x7f0000000000, 0x7f0000001000, vma_start=0x7f0000000000,
-            ...           vma_end=0x7f0000001000, owner=o, pgoff=0x7f0000000, write=True)
-        """
-        cdef FaultArgs a
-        self._check_range(start, end)
-        self._vma_fault_args(&a, vma_start, vma_end, owner, pgoff, shared, writable, exec_, protnone,
-                             fault_around)
-        if not (vma_start <= start and end <= vma_end):
-            raise ValueError("fault range must lie inside the VMA")
-        if shared:
-            if pgoff + ((end - vma_start) >> self.shift[self.lpte]) > <uint64_t>self.onpages[owner]:
-                raise ValueError("fault beyond the end of the shmem object (SIGBUS)")
-        a.write = write
-        a.thp = thp
-        a.zero_page = zero_page
-        if not -1 <= fill <= 255:
-            raise ValueError("fill must be a byte value (or -1 for none)")
-        if fill >= 0 and not write:
-            raise ValueError("fill needs write faults")
-        a.fill = fill >= 0
-        a.start, a.end = start, end
-        a.fill_tag = TAG_FILL | <uint64_t>(fill if fill >= 0 else 0)
-        cdef int r
-        with nogil:
-            r = self.fault_range_c(start, end, &a)
-        if r < 0:
-            raise MemoryError("out of memory while faulting")
-
-    # ------------------------------------------------------------------ zap
-    cdef void zap_level(self, int l, int64_t t, uint64_t addr, uint64_t end) noexcept nogil:
-        """unmap_page_range() -> zap_p4d_range() -> ... -> zap_pte_range():
-        clear the leaves of [addr, end) below table t (level l), keep the
-        tables.  Huge PMDs only partly covered are split first."""
-        cdef uint64_t size = (<uint64_t>1) << self.shift[l]
-        cdef uint64_t nxt, e
-        cdef int64_t i = (addr >> self.shift[l]) & self.imask[l]
-        cdef int64_t n, k
-        cdef uint64_t *r
-        if l == self.lpte:                   # zap_pte_range(): one tight pass over the slots
-            n = <int64_t>((end - addr + size - 1) >> self.shift[l])
-            r = self.row(t) + i
-            for k in range(n):
-                e = r[k]
-                if e != 0:
-                    r[k] = 0
-                    if pte_present(e):
-                        self.release_frame(entry_pfn(e), False)
-            return
-        while addr < end:
-            nxt = span_end(addr, end, size)
-            r = self.row(t)
-            e = r[i]
-            if e != 0:
-                if pmd_leaf(e):
-                    if nxt - addr == size:
-                        r[i] = 0  # zap_huge_pmd()
-                        self.release_frame(entry_pfn(e), True)
-                    elif l == self.lpmd and self.split_huge_pmd(t, i) == 0:
-                        self.zap_level(l + 1, entry_pfn(self.row(t)[i]), addr, nxt)
-                else:
-                    self.zap_level(l + 1, entry_pfn(e), addr, nxt)
-            addr = nxt
-            i += 1
-
-    def zap(self, uint64_t start, uint64_t end):
-        """zap_page_range_single(): unmap the pages of [start, end), freeing
-        anonymous frames.  Page-table pages stay (free_pgd_range's job).
-
-        Example::
-
-            >>> eng.zap(0x40000000, 0x40200000)   # MADV_DONTNEED
-        """
-        self._check_range(start, end)
-        with nogil:
-            self.zap_level(0, 0, start, end)
-
-    # ------------------------------------------------------------------ huge
-    cdef int split_huge_pmd(self, int64_t pmd_tid, int64_t pmd_idx) noexcept nogil:
-        """__split_huge_pmd(): replace a huge PMD leaf by a PTE table mapping
-        the same PTRS_PER_PTE frames with the same protection."""
-        cdef uint64_t e = self.row(pmd_tid)[pmd_idx]
-        cdef int64_t t, f, i, n = <int64_t>self.ptrs_per_pte
-        cdef uint64_t flags
-        cdef uint64_t *r
-        if not pmd_leaf(e):
-            return 0
-        t = self.table_alloc(self.lpte)
-        if t < 0:
-            return -1
-        f = entry_pfn(e)
-        flags = entry_flags(e) & ~_PAGE_PSE
-        r = self.row(t)
-        if f == self.huge_zero:
-            # __split_huge_zero_page_pmd(): every PTE maps the small zero page
-            for i in range(n):
-                r[i] = pfn_entry(0, flags)
-        else:
-            for i in range(n):
-                r[i] = pfn_entry(f + i, flags)
-        self.row(pmd_tid)[pmd_idx] = pfn_entry(t, _PAGE_TABLE)
-        self.ctr[CTR_HUGE_PMD_SPLITS] += 1
-        return 0
-
-    def split_huge_pmd_at(self, uint64_t addr):
-        """split_huge_pmd_address(): split the huge PMD mapping addr, if any
-        (a VMA boundary is about to fall inside it)."""
-        cdef int64_t t
-        self._check_addr(addr)
-        t = self.walk_to(addr, self.lpmd)
-        if t >= 0 and self.split_huge_pmd(t, (addr >> self.shift[self.lpmd]) & self.imask[self.lpmd]) < 0:
-            raise MemoryError("out of memory splitting a huge PMD")
-
-    # ------------------------------------------------------------------ free_pgd_range
-    cdef void free_entries(self, int l, int64_t t, uint64_t addr, uint64_t end,
-                           uint64_t floor, uint64_t ceiling) noexcept nogil:
-        """The loop body of free_pmd_range()/free_pud_range()/...: walk the
-        entries of table t (level l) over [addr, end) and free what hangs below."""
-        cdef uint64_t size = (<uint64_t>1) << self.shift[l]
-        cdef uint64_t nxt, e
-        cdef int64_t i = (addr >> self.shift[l]) & self.imask[l]
-        cdef uint64_t *r
-        while True:
-            nxt = span_end(addr, end, size)
-            r = self.row(t)
-            e = r[i]
-            if e != 0:
-                if pmd_leaf(e):
-                    r[i] = 0  # pmd_none_or_clear_bad(): a leaf here is "bad"
-                elif l == self.lpmd:
-                    r[i] = 0  # free_pte_range()
-                    self.table_free(entry_pfn(e))
-                else:
-                    self.free_child(l + 1, t, i, addr, nxt, floor, ceiling)
-            addr = nxt
-            i += 1
-            if addr == end:
-                break
-
-    cdef void free_child(self, int l, int64_t pt, int64_t pi, uint64_t addr, uint64_t end,
-                         uint64_t floor, uint64_t ceiling) noexcept nogil:
-        """free_pmd_range() (and its siblings one level up): free below the
-        table at level l hanging from entry pi of table pt, then free that
-        table too if no VMA between floor and ceiling can still use it."""
-        cdef int64_t t = entry_pfn(self.row(pt)[pi])
-        cdef uint64_t start = addr
-        cdef uint64_t mask = ~(((<uint64_t>1) << self.shift[l - 1]) - 1)
-        self.free_entries(l, t, addr, end, floor, ceiling)
-        start &= mask
-        if start < floor:
-            return
-        if ceiling:
-            ceiling &= mask
-            if not ceiling:
-                return
-        if end - 1 > ceiling - 1:
-            return
-        self.row(pt)[pi] = 0
-        self.table_free(t)
-
-    cdef void free_pgd_range_c(self, uint64_t addr, uint64_t end, uint64_t floor,
-                               uint64_t ceiling) noexcept nogil:
-        # mm/memory.c free_pgd_range(), "the next few lines have given us lots of grief"
-        cdef uint64_t pmd_mask = ~(self.pmd_size - 1)
-        addr &= pmd_mask
-        if addr < floor:
-            addr += self.pmd_size
-            if not addr:
-                return
-        if ceiling:
-            ceiling &= pmd_mask
-            if not ceiling:
-                return
-        if end - 1 > ceiling - 1:
-            end -= self.pmd_size
-        if addr > end - 1:
-            return
-        self.free_entries(0, 0, addr, end, floor, ceiling)
-
-    def free_pgd_range(self, uint64_t addr, uint64_t end, uint64_t floor, uint64_t ceiling):
-        """mm/memory.c free_pgd_range(addr, end, floor, ceiling).
-
-        Frees the page-table pages under [addr, end) whose whole span lies
-        inside [floor, ceiling); a table shared with a VMA outside stays.
-        ``ceiling == 0`` means the top of the address space, as in the kernel.
-
-        Example::
-
-            >>> eng.free_pgd_range(0x40000000, 0x40200000, 0, 0)
-        """
-        if end <= addr:
-            raise ValueError("free_pgd_range: end must be above addr")
-        if addr >= self.va_limit or end > self.va_limit:
-            raise ValueError("free_pgd_range: range beyond the address space")
-        if floor > self.va_limit or ceiling > self.va_limit:
-            raise ValueError("free_pgd_range: floor/ceiling beyond the address space")
-        with nogil:
-            self.free_pgd_range_c(addr, end, floor, ceiling)
-
-    # ------------------------------------------------------------------ mprotect
-    cdef int change_level(self, int l, int64_t t, uint64_t addr, uint64_t end,
-                          uint64_t prot, bint writable) noexcept nogil:
-        """change_protection() -> change_pmd_range() -> change_pte_range():
-        pte_modify() every present leaf of [addr, end) to the new protection."""
-        cdef uint64_t size = (<uint64_t>1) << self.shift[l]
-        cdef uint64_t nxt, e, keep
-        cdef int64_t i = (addr >> self.shift[l]) & self.imask[l]
-        cdef uint64_t *r
-        # _PAGE_CHG_MASK: what pte_modify() keeps from the old entry
-        keep = PTE_PFN_MASK | _PAGE_ACCESSED | _PAGE_DIRTY | _PAGE_SPECIAL | _PAGE_SOFT_DIRTY | _PAGE_PSE
-        while addr < end:
-            nxt = span_end(addr, end, size)
-            r = self.row(t)
-            e = r[i]
-            if e != 0:
-                if l == self.lpte or pmd_leaf(e):
-                    if pmd_leaf(e) and nxt - addr != size:
-                        if l != self.lpmd or self.split_huge_pmd(t, i) < 0:
-                            return -1
-                        if self.change_level(l + 1, entry_pfn(self.row(t)[i]), addr, nxt, prot, writable) < 0:
-                            return -1
-                    elif pte_present(e):
-                        e = (e & keep) | prot
-                        # can_change_pte_writable(): exclusive anonymous pages
-                        # and written shmem pages regain write access at once
-                        if writable and not pte_special(e) and not self.is_zero_frame(entry_pfn(e)) \
-                                and (prot & _PAGE_PRESENT):
-                            e |= _PAGE_RW
-                        r[i] = e
-                else:
-                    if self.change_level(l + 1, entry_pfn(e), addr, nxt, prot, writable) < 0:
-                        return -1
-            addr = nxt
-            i += 1
-        return 0
-
-    def change_protection(self, uint64_t start, uint64_t end, bint read=True, bint write=False,
-                          bint exec_=False):
-        """mprotect()'s page-table half: every present leaf in [start, end)
-        gets the new protection (PROT_NONE clears _PAGE_PRESENT and sets
-        _PAGE_PROTNONE, so the MMU faults while pte_present() stays true)."""
-        cdef uint64_t prot
-        cdef int r
-        self._check_range(start, end)
-        if not (read or write or exec_):
-            prot = _PAGE_PROTNONE
-        else:
-            prot = _PAGE_PRESENT | _PAGE_USER | (0 if exec_ else _PAGE_NX)
-        with nogil:
-            r = self.change_level(0, 0, start, end, prot, write)
-        if r < 0:
-            raise MemoryError("out of memory splitting a huge PMD")
-
-    # ------------------------------------------------------------------ the MMU
-    cdef int64_t translate_c(self, uint64_t addr, bint write) noexcept nogil:
-        """What the MMU does on an access: the frame, or -1 for a page fault
-        (not present, or a write through a read-only entry)."""
-        cdef int64_t t = 0
-        cdef int l
-        cdef uint64_t e
-        for l in range(self.nlev):
-            e = self.row(t)[(addr >> self.shift[l]) & self.imask[l]]
-            if not pte_hw_present(e):
-                return -1
-            if write and not pte_write(e):
-                return -1
-            if l == self.lpte:
-                return entry_pfn(e)
-            if pmd_leaf(e):
-                return entry_pfn(e) + <int64_t>((addr >> self.shift[self.lpte]) & ((((<uint64_t>1) << self.shift[l]) >> self.shift[self.lpte]) - 1))
-            t = entry_pfn(e)
-        return -1
-
-    def translate(self, uint64_t addr, bint write=False):
-        """The frame the MMU would use for an access to addr, or -1 (fault).
-
-        Example::
-
-            >>> eng.translate(0x40000000)
-            512
-        """
-        self._check_addr(addr)
-        return self.translate_c(addr, write)
-
-    def walk(self, uint64_t addr):
-        """The walk of addr, one tuple per level visited:
-        ``(level, table_id, index, entry)``.  It stops at a leaf or a none entry."""
-        cdef int64_t t = 0
-        cdef int l
-        cdef uint64_t e
-        cdef int64_t i
-        self._check_addr(addr)
-        out = []
-        for l in range(self.nlev):
-            i = (addr >> self.shift[l]) & self.imask[l]
-            e = self.row(t)[i]
-            out.append((l, t, i, e))
-            if not pte_present(e) or l == self.lpte or pmd_leaf(e):
-                break
-            t = entry_pfn(e)
-        return out
-
-    # ------------------------------------------------------------------ contents
-    cdef int64_t set_tags_c(self, uint64_t start, uint64_t end, uint64_t tag, bint stamp) noexcept nogil:
-        """The bulk half of memset(): give every page of [start, end) (page
-        aligned) new contents.  Returns the first address that would fault."""
-        cdef uint64_t addr = start
-        cdef int64_t f
-        cdef uint64_t ps = self.page_size
-        while addr < end:
-            f = self.translate_c(addr, True)
-            if f < 0:
-                return <int64_t>addr
-            if stamp:
-                self.set_tag(f, TAG_STAMP | ((addr >> self.shift[self.lpte]) & TAG_VALUE_MASK))
-            else:
-                self.set_tag(f, tag)
-            addr += ps
-        return <int64_t>end
-
-    def memset_pages(self, uint64_t start, uint64_t end, int value):
-        """Fill whole pages of [start, end) with byte ``value``: one tag per
-        page, no 4 KiB buffer.  Returns the first address that faulted (== end
-        when all were present and writable)."""
-        self._check_range(start, end)
-        self._check_page_aligned(start, end)
-        if not 0 <= value <= 255:
-            raise ValueError("memset value must be a byte (0..255)")
-        cdef int64_t r
-        with nogil:
-            r = self.set_tags_c(start, end, TAG_FILL | <uint64_t>value, False)
-        return r
-
-    def stamp_pages(self, uint64_t start, uint64_t end):
-        """Write into each page of [start, end) its own page number (addr >>
-        PAGE_SHIFT) as a repeated 8-byte word: unique contents at O(1) per page,
-        for checking that data lands where it should after a move."""
-        self._check_range(start, end)
-        self._check_page_aligned(start, end)
-        cdef int64_t r
-        with nogil:
-            r = self.set_tags_c(start, end, 0, True)
-        return r
-
-    cdef int64_t copy_bytes(self, uint64_t addr, uint8_t *buf, int64_t n, bint write) noexcept nogil:
-        """read/write n bytes at addr through the MMU.  Returns the count done
-        before the first fault (the caller handles it and retries)."""
-        cdef int64_t done = 0, f, chunk, off, slot
-        cdef uint64_t ps = self.page_size
-        while done < n:
-            f = self.translate_c(addr, write)
-            if f < 0:
-                return done
-            off = <int64_t>(addr & (ps - 1))
-            chunk = <int64_t>ps - off
-            if chunk > n - done:
-                chunk = n - done
-            if write:
-                if self.write_is_noop(f, off, buf + done, chunk):
-                    pass
-                elif off == 0 and chunk == <int64_t>ps and uniform_byte(buf + done, chunk) >= 0:
-                    self.set_tag(f, TAG_FILL | <uint64_t>uniform_byte(buf + done, chunk))
-                else:
-                    slot = self.buf_alloc(f)
-                    if slot < 0:
-                        return -1
-                    memcpy(self.bufs[slot] + off, buf + done, chunk)
-            else:
-                fill_page(buf + done, self.ftag[f], chunk, self.bufs, off)
-            done += chunk
-            addr += chunk
-        return done
-
-    cdef bint write_is_noop(self, int64_t f, int64_t off, uint8_t *src, int64_t n) noexcept nogil:
-        cdef uint64_t tag = self.ftag[f]
-        cdef int64_t i
-        if (tag & TAG_KIND_MASK) != TAG_FILL:
-            return False
-        for i in range(n):
-            if src[i] != (tag & 0xff):
-                return False
-        return True
-
-    def read_bytes(self, uint64_t addr, int64_t n):
-        """Read n bytes at addr as the CPU would.  Returns ``(data, done)``:
-        data holds the ``done`` bytes read before the first fault."""
-        if not 0 <= n <= MAX_READ_BYTES:
-            raise ValueError(f"length {n} must be in [0, {MAX_READ_BYTES}]")
-        self._check_range(addr, addr + <uint64_t>n)
-        out = PyBytes_FromStringAndSize(NULL, n)
-        cdef uint8_t *p = <uint8_t*>PyBytes_AS_STRING(out)
-        cdef int64_t done
-        with nogil:
-            done = self.copy_bytes(addr, p, n, False)
-        return out, done
-
-    def write_bytes(self, uint64_t addr, const uint8_t[::1] data not None):
-        """Write data at addr as the CPU would; returns the bytes written
-        before the first fault."""
-        cdef int64_t n = data.shape[0], done
-        self._check_range(addr, addr + <uint64_t>n)
-        if n == 0:
-            return 0
-        with nogil:
-            done = self.copy_bytes(addr, <uint8_t*>&data[0], n, True)
-        if done < 0:
-            raise MemoryError("out of memory materialising a page buffer")
-        return done
-
-    def page_tags(self, uint64_t start, int64_t npages):
-        """The content tag of each page of [start, start + npages pages): the
-        raw 64-bit tag, or 2**64-1 where no page is mapped.  For integrity
-        checks at scale (compare before and after a move)."""
-        self._check_pages(start, npages)
-        out = np.empty(npages, dtype=np.uint64)
-        cdef uint64_t[:] v = out
-        cdef int64_t i, f
-        cdef uint64_t tag
-        with nogil:
-            for i in range(npages):
-                f = self.lookup_frame(start + (<uint64_t>i << self.shift[self.lpte]))
-                if f < 0:
-                    v[i] = <uint64_t>0xFFFFFFFFFFFFFFFF
-                else:
-                    tag = self.ftag[f]
-                    v[i] = tag
-        return out
-
-    cdef int64_t lookup_frame(self, uint64_t addr) noexcept nogil:
-        """The frame a present (pte_present) leaf maps at addr, or -1."""
-        cdef int64_t t = 0
-        cdef int l
-        cdef uint64_t e
-        for l in range(self.nlev):
-            e = self.row(t)[(addr >> self.shift[l]) & self.imask[l]]
-            if not pte_present(e):
-                return -1
-            if l == self.lpte:
-                return entry_pfn(e)
-            if pmd_leaf(e):
-                return entry_pfn(e) + <int64_t>((addr >> self.shift[self.lpte]) & ((((<uint64_t>1) << self.shift[l]) >> self.shift[self.lpte]) - 1))
-            t = entry_pfn(e)
-        return -1
-
-    # ------------------------------------------------------------------ pagemap
-    def pagemap(self, uint64_t start, int64_t npages):
-        """/proc/pid/pagemap entries for npages pages from start: bit 63
-        present, 61 file-page/shared-anon, 56 exclusively mapped, 55
-        soft-dirty (from the entry; the caller ORs in VM_SOFTDIRTY), 0-54 PFN."""
-        self._check_pages(start, npages)
-        out = np.zeros(npages, dtype=np.uint64)
-        cdef uint64_t[:] v = out
-        with nogil:
-            self.pagemap_c(start, npages, &v[0] if npages else NULL)
-        return out
-
-    cdef void pagemap_c(self, uint64_t start, int64_t npages, uint64_t *out) noexcept nogil:
-        cdef int64_t i, t, f, owner, idx, sub
-        cdef int l
-        cdef uint64_t e, addr, val
-        for i in range(npages):
-            addr = start + (<uint64_t>i << self.shift[self.lpte])
-            t = 0
-            val = 0
-            for l in range(self.nlev):
-                e = self.row(t)[(addr >> self.shift[l]) & self.imask[l]]
-                if not pte_present(e):
-                    break
-                if l == self.lpte or pmd_leaf(e):
-                    f = entry_pfn(e)
-                    if l != self.lpte:
-                        sub = <int64_t>((addr >> self.shift[self.lpte]) & ((((<uint64_t>1) << self.shift[l]) >> self.shift[self.lpte]) - 1))
-                        f += sub
-                    val = ((<uint64_t>1) << 63) | (<uint64_t>f & ((<uint64_t>1 << 55) - 1))
-                    if pte_soft_dirty(e):
-                        val |= (<uint64_t>1) << 55
-                    if not self.is_zero_frame(f):
-                        owner = rmap_owner(self.frmap[f])
-                        if owner > 0 and self.okind[owner] == OWNER_SHMEM:
-                            val |= (<uint64_t>1) << 61
-                            idx = <int64_t>rmap_index(self.frmap[f])
-                            if idx < self.onpages[owner] and self.omapc[owner][idx] == 1:
-                                val |= (<uint64_t>1) << 56
-                        else:
-                            val |= (<uint64_t>1) << 56
-                    elif l != self.lpte:
-                        val |= (<uint64_t>1) << 61  # the huge zero folio is not anon
-                    break
-                t = entry_pfn(e)
-            out[i] = val
 
     # ------------------------------------------------------------------ accounting
     def stats(self):
@@ -1463,7 +536,7 @@ cdef class Engine:
         cdef uint64_t[:] v = out
         cdef int64_t i
         for i in range(self.ents):
-            v[i] = self.row(t)[i]
+            v[i] = row(self, t)[i]
         return out
 
     def frame_info(self, int64_t f):
@@ -1479,284 +552,6 @@ cdef class Engine:
         out = PyBytes_FromStringAndSize(NULL, self.page_size)
         fill_page(<uint8_t*>PyBytes_AS_STRING(out), self.ftag[f], <int64_t>self.page_size, self.bufs, 0)
         return out
-
-    def leaf_runs(self, uint64_t start, uint64_t end):
-        """The present leaves in [start, end), merged into runs: address-
-        contiguous leaves of one level, with the same permission bits, that
-        map consecutive frames (or all the zero page).  Returns a dict of
-        arrays: ``start``, ``end``, ``level``, ``entry`` (the first leaf's
-        entry) and ``frame`` (the first frame).  Backs ``MM.describe()``.
-
-        Example::
-
-            >>> runs = eng.leaf_runs(0, 1 << 47)
-            >>> runs["start"][0], runs["level"][0]
-        """
-        self._check_range(start, end)
-        cdef RunOut o
-        o.n = 0
-        o.cap = 64
-        o.oom = 0
-        o.runs = <LeafRun *>malloc(o.cap * sizeof(LeafRun))
-        if o.runs == NULL:
-            raise MemoryError()
-        try:
-            with nogil:
-                self.runs_level(&o, 0, 0, start, end)
-            if o.oom:
-                raise MemoryError()
-            out = {k: np.empty(o.n, dtype=d) for k, d in (
-                ("start", np.uint64), ("end", np.uint64), ("level", np.int8),
-                ("entry", np.uint64), ("frame", np.int64))}
-            for i in range(o.n):
-                out["start"][i] = o.runs[i].start
-                out["end"][i] = o.runs[i].end
-                out["level"][i] = o.runs[i].level
-                out["entry"][i] = o.runs[i].entry
-                out["frame"][i] = o.runs[i].frame
-            return out
-        finally:
-            free(o.runs)
-
-    cdef void runs_level(self, RunOut *o, int l, int64_t t, uint64_t addr, uint64_t end) noexcept nogil:
-        cdef uint64_t size = (<uint64_t>1) << self.shift[l]
-        cdef uint64_t nxt, e
-        cdef int64_t i = (addr >> self.shift[l]) & self.imask[l]
-        while addr < end and not o.oom:
-            nxt = span_end(addr, end, size)
-            e = self.row(t)[i]
-            if e != 0:
-                if l == self.lpte or pmd_leaf(e):
-                    if pte_present(e):
-                        self.add_leaf(o, addr & ~(size - 1), size, l, e)
-                else:
-                    self.runs_level(o, l + 1, entry_pfn(e), addr, nxt)
-            addr = nxt
-            i += 1
-
-    cdef void add_leaf(self, RunOut *o, uint64_t addr, uint64_t size, int l, uint64_t e) noexcept nogil:
-        """Extend the last run with this leaf, or start a new run."""
-        cdef int64_t f = entry_pfn(e)
-        cdef LeafRun *r
-        cdef LeafRun *grown
-        if o.n:
-            r = &o.runs[o.n - 1]
-            if (r.end == addr and r.level == l and (r.entry & RUN_FLAG_MASK) == (e & RUN_FLAG_MASK)
-                    and (f == r.frame + <int64_t>((addr - r.start) >> self.shift[self.lpte])
-                         or (self.is_zero_frame(f) and self.is_zero_frame(r.frame)))):
-                r.end = addr + size
-                return
-        if o.n == o.cap:
-            grown = <LeafRun *>realloc(o.runs, 2 * o.cap * sizeof(LeafRun))
-            if grown == NULL:
-                o.oom = 1
-                return
-            o.runs = grown
-            o.cap *= 2
-        r = &o.runs[o.n]
-        r.start, r.end, r.level, r.entry, r.frame = addr, addr + size, l, e, f
-        o.n += 1
-
-    def table_tree(self):
-        """Every page-table page reachable from the root, parents first:
-        a dict of arrays ``table``, ``level``, ``parent`` (-1 for the root),
-        ``index`` (the slot in the parent), ``base`` (first address it
-        covers) and ``fill`` (entries that are not none).  Tables missing
-        from it but allocated are what the checker calls unreachable.
-
-        Example::
-
-            >>> tree = eng.table_tree()
-            >>> int(tree["fill"][0])     # entries used in the pgd
-        """
-        cdef TreeOut o
-        cdef int64_t n = self.thw
-        cols = {k: np.zeros(n, dtype=np.int64) for k in ("table", "parent", "index", "fill")}
-        cols["base"] = np.zeros(n, dtype=np.uint64)
-        cols["level"] = np.zeros(n, dtype=np.int8)
-        seen = np.zeros(n, dtype=np.uint8)
-        cdef int64_t[::1] vt = cols["table"], vp = cols["parent"], vi = cols["index"], vf = cols["fill"]
-        cdef uint64_t[::1] vb = cols["base"]
-        cdef int8_t[::1] vl = cols["level"]
-        cdef uint8_t[::1] vs = seen
-        o.n = 0
-        o.table, o.parent, o.index, o.fill = &vt[0], &vp[0], &vi[0], &vf[0]
-        o.base, o.level, o.seen = &vb[0], &vl[0], &vs[0]
-        with nogil:
-            self.tree_level(&o, 0, 0, 0, -1, -1)
-        return {k: v[:o.n].copy() for k, v in cols.items()}
-
-    cdef void tree_level(self, TreeOut *o, int l, int64_t t, uint64_t base, int64_t parent,
-                         int64_t index) noexcept nogil:
-        cdef int64_t k = o.n, i, fill = 0, child
-        cdef uint64_t *r
-        cdef uint64_t e
-        if t < 0 or t >= self.thw or o.seen[t] or self.tlevel[t] != l:
-            return          # corrupt link: the checker reports it (table-level)
-        r = self.row(t)
-        o.seen[t] = 1
-        o.n += 1
-        o.table[k], o.level[k], o.base[k], o.parent[k], o.index[k] = t, l, base, parent, index
-        for i in range(self.ents):
-            e = r[i]
-            if e == 0:
-                continue
-            fill += 1
-            if l < self.lpte and not pmd_leaf(e) and pte_present(e):
-                self.tree_level(o, l + 1, entry_pfn(e), base + (<uint64_t>i << self.shift[l]), t, i)
-        o.fill[k] = fill
-
-    # ------------------------------------------------------------------ checks
-    def check_scan(self, cnp.uint64_t[::1] vstart not None, cnp.uint64_t[::1] vend not None,
-                   cnp.int64_t[::1] vowner not None, cnp.uint64_t[::1] vpgoff not None,
-                   int max_problems=100):
-        """Walk every table and leaf and test the invariants against the VMAs
-        (sorted, non-overlapping arrays).  Returns a list of problems:
-        ``(code, address, found, expected)``; see PROBLEM_CODES."""
-        cdef int64_t nv = vstart.shape[0]
-        if vend.shape[0] != nv or vowner.shape[0] != nv or vpgoff.shape[0] != nv:
-            raise ValueError("VMA arrays must have the same length")
-        cdef int64_t k
-        for k in range(1, nv):
-            if vstart[k] < vend[k - 1]:
-                raise ValueError("VMA arrays must be sorted and non-overlapping")
-        for k in range(nv):
-            if vend[k] <= vstart[k]:
-                raise ValueError("empty VMA in check_scan")
-        cdef ScanState s
-        s.nv = nv
-        s.vstart = &vstart[0] if nv else NULL
-        s.vend = &vend[0] if nv else NULL
-        s.vowner = &vowner[0] if nv else NULL
-        s.vpgoff = &vpgoff[0] if nv else NULL
-        s.cursor = 0
-        s.nprob = 0
-        s.maxprob = max_problems
-        s.probs = <Problem*>calloc(max(max_problems, 1), sizeof(Problem))
-        s.seen_tables = <uint8_t*>calloc(max(self.thw, 1), 1)
-        s.frame_maps = <uint8_t*>calloc(max(self.fhw, 1), 1)
-        if s.probs == NULL or s.seen_tables == NULL or s.frame_maps == NULL:
-            free(s.probs); free(s.seen_tables); free(s.frame_maps)
-            raise MemoryError("check_scan: out of memory")
-        with nogil:
-            s.seen_tables[0] = 1
-            self.scan_level(&s, 0, 0, 0)
-            self.scan_frames(&s)
-            self.scan_tables(&s)
-        out = [(PROBLEM_CODES[s.probs[k].code], s.probs[k].addr, s.probs[k].found, s.probs[k].expected)
-               for k in range(min(s.nprob, max_problems))]
-        free(s.probs); free(s.seen_tables); free(s.frame_maps)
-        return out
-
-    cdef void scan_level(self, ScanState *s, int l, int64_t t, uint64_t base) noexcept nogil:
-        cdef uint64_t size = (<uint64_t>1) << self.shift[l]
-        cdef int64_t i, child, f, n, j
-        cdef uint64_t e, addr
-        cdef uint64_t *r
-        for i in range(1 << self.bits[l]):
-            r = self.row(t)
-            e = r[i]
-            if e == 0:
-                continue
-            addr = base + (<uint64_t>i << self.shift[l])
-            if l == self.lpte or pmd_leaf(e):
-                if not pte_present(e):
-                    continue
-                n = 1 if l == self.lpte else <int64_t>(size >> self.shift[self.lpte])
-                f = entry_pfn(e)
-                for j in range(n):
-                    self.scan_leaf(s, addr + (<uint64_t>j << self.shift[self.lpte]), f + j)
-                continue
-            child = entry_pfn(e)
-            if child < 0 or child >= self.thw or self.tlevel[child] != l + 1 or s.seen_tables[child]:
-                add_problem(s, P_TABLE_LEVEL, addr, <uint64_t>child, <uint64_t>(l + 1))
-                continue
-            s.seen_tables[child] = 1
-            # a page-table page must cover at least one VMA
-            if not vma_intersects(s, addr, addr + size):
-                add_problem(s, P_STALE_TABLE, addr, <uint64_t>child, 0)
-            self.scan_level(s, l + 1, child, addr)
-
-    cdef void scan_leaf(self, ScanState *s, uint64_t addr, int64_t f) noexcept nogil:
-        cdef int64_t v, owner, expect_owner
-        cdef uint64_t idx, expect_idx
-        if f < 0 or f >= self.fhw:
-            add_problem(s, P_MAPS_FREE_FRAME, addr, <uint64_t>f, 0)
-            return
-        if self.is_zero_frame(f):
-            v = find_vma(s, addr)
-            if v < 0:
-                add_problem(s, P_ORPHAN, addr, <uint64_t>f, 0)
-            return
-        if (self.ftag[f] & TAG_KIND_MASK) == TAG_FREE:
-            add_problem(s, P_MAPS_FREE_FRAME, addr, <uint64_t>f, 0)
-            return
-        if s.frame_maps[f] < 255:
-            s.frame_maps[f] += 1
-        v = find_vma(s, addr)
-        if v < 0:
-            add_problem(s, P_ORPHAN, addr, <uint64_t>f, 0)
-            return
-        owner = rmap_owner(self.frmap[f])
-        idx = rmap_index(self.frmap[f])
-        expect_owner = s.vowner[v]
-        expect_idx = s.vpgoff[v] + ((addr - s.vstart[v]) >> self.shift[self.lpte])
-        if owner != expect_owner:
-            add_problem(s, P_RMAP_OWNER, addr, <uint64_t>owner, <uint64_t>expect_owner)
-        elif idx != expect_idx:
-            add_problem(s, P_RMAP_INDEX, addr, idx, expect_idx)
-
-    cdef void scan_frames(self, ScanState *s) noexcept nogil:
-        cdef int64_t f, owner, idx, live = 0
-        for f in range(self.fhw):
-            if self.is_zero_frame(f) or (self.ftag[f] & TAG_KIND_MASK) == TAG_FREE:
-                continue
-            live += 1
-            owner = rmap_owner(self.frmap[f])
-            if owner > 0 and owner < self.ohw and self.okind[owner] == OWNER_SHMEM:
-                idx = <int64_t>rmap_index(self.frmap[f])
-                if idx < self.onpages[owner] and self.omapc[owner][idx] != s.frame_maps[f] \
-                        and s.frame_maps[f] < 255:
-                    add_problem(s, P_SHMEM_MAPCOUNT, <uint64_t>f, s.frame_maps[f], self.omapc[owner][idx])
-            elif s.frame_maps[f] == 0:
-                add_problem(s, P_LOST_FRAME, <uint64_t>f, 0, 1)
-            elif s.frame_maps[f] > 1:
-                add_problem(s, P_DOUBLE_MAPPED, <uint64_t>f, s.frame_maps[f], 1)
-        if live != self.flive:
-            add_problem(s, P_FRAME_COUNT, 0, <uint64_t>live, <uint64_t>self.flive)
-
-    cdef void scan_tables(self, ScanState *s) noexcept nogil:
-        cdef int64_t t
-        for t in range(self.thw):
-            if self.tlevel[t] >= 0 and not s.seen_tables[t]:
-                add_problem(s, P_TABLE_UNREACHABLE, <uint64_t>t, <uint64_t>self.tlevel[t], 0)
-
-    def digest(self):
-        """A 64-bit hash of everything mapped: each reachable entry with its
-        position, and the contents and rmap of each mapped frame.  Equal
-        digests before and after a failed syscall mean it changed nothing."""
-        cdef uint64_t h = 1469598103934665603
-        with nogil:
-            h = self.digest_level(0, 0, h)
-        return h
-
-    cdef uint64_t digest_level(self, int l, int64_t t, uint64_t h) noexcept nogil:
-        cdef int64_t i
-        cdef uint64_t e
-        for i in range(1 << self.bits[l]):
-            e = self.row(t)[i]
-            if e == 0:
-                continue
-            h = mix(h, (<uint64_t>l << 56) ^ (<uint64_t>i << 40) ^ <uint64_t>t)
-            if l == self.lpte or pmd_leaf(e):
-                h = mix(h, e)
-                if pte_present(e) and entry_pfn(e) < self.fhw:
-                    h = mix(h, self.ftag[entry_pfn(e)])
-                    h = mix(h, self.frmap[entry_pfn(e)])
-            else:
-                h = mix(h, entry_flags(e))
-                h = self.digest_level(l + 1, entry_pfn(e), h)
-        return h
 
     # ------------------------------------------------------------------ validation
     cdef int _check_addr(self, uint64_t addr) except -1:

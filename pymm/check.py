@@ -7,7 +7,7 @@
 * no page-table page leaked: every table is reachable and covers some VMA;
 * the VMA tree itself is sorted, non-overlapping and page-aligned.
 
-The scans over entries run in the Cython core (Engine.check_scan); this
+The scans over entries run in the Cython core (mmcore.check_scan, after mm/page_table_check.c); this
 module adds the VMA-level checks and words each problem.
 
 Example::
@@ -24,6 +24,7 @@ from typing import List
 
 import numpy as np
 
+import mmcore
 from pymm.constants import VM_ACCESS_FLAGS  # noqa: F401
 
 
@@ -84,8 +85,8 @@ def check(mm, max_problems: int = 100) -> List[Problem]:
     ends = np.array([v.end for v in vmas], dtype=np.uint64)
     owners = np.array([v.owner for v in vmas], dtype=np.int64)
     pgoffs = np.array([v.pgoff for v in vmas], dtype=np.uint64)
-    for code, addr, found, expected in mm.engine.check_scan(starts, ends, owners, pgoffs,
-                                                            max_problems):
+    for code, addr, found, expected in mmcore.check_scan(mm.engine, starts, ends, owners, pgoffs,
+                                                         max_problems):
         words = _DETAIL[code](found, expected)
         if code in _ADDRESS_IS_FRAME:
             words = f"frame {addr}: {words}"

@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+import mmcore
 from pymm.check import check as check_mm
 
 # Leaves merge into one row only if these entry bits agree (mmcore's RUN_FLAG_MASK).
@@ -255,8 +256,8 @@ def describe(mm, start: int = 0, end: Optional[int] = None, check: bool = True) 
     eng = mm.engine
     end = (1 << g.va_bits) if end is None else end
     vmas = mm.maps()                        # snapshots: start, end, perms, name
-    runs = eng.leaf_runs(start, end)
-    tree = eng.table_tree()
+    runs = mmcore.leaf_runs(eng, start, end)
+    tree = mmcore.table_tree(eng)
     ranges = _ranges(mm, runs, vmas)
     tables = [TableInfo(t, g.level_names[lv], b, 1 << g.shift(lv - 1) if lv else 1 << g.va_bits,
                         p, i, f, g.level_names[lv - 1] if lv else None)

@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+import mmcore
 from pymm.kernels import get_kernel
 from pymm.walk import PFN_MASK
 
@@ -98,11 +99,11 @@ def snapshot(mm, window, caption: str, origin: int, npages: int) -> Snapshot:
     pmd, per = g.pmd_size, g.entries(g.levels - 1)
     slots = []
     for addr in range(window[0], window[1], pmd):
-        steps = eng.walk(addr)
+        steps = mmcore.walk(eng, addr)
         level, table, index, entry = steps[-1] if len(steps) < g.levels else steps[-2]
         pte_table = entry_table(entry) if level == g.levels - 2 and entry & 1 and not entry & 0x80 else None
         fill = int(np.count_nonzero(eng.table_row(pte_table))) if pte_table is not None else 0
-        tags = eng.page_tags(addr, per)
+        tags = mmcore.page_tags(eng, addr, per)
         pos = np.full(per, -1.0)
         stamped = (tags >> np.uint64(KIND_SHIFT)) == STAMP_KIND
         pages = (tags & np.uint64(VALUE_MASK)).astype(np.int64)

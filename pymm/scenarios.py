@@ -30,6 +30,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+import mmcore
 from pymm import constants as C
 from pymm.check import check
 from pymm.errors import SegmentationFault
@@ -144,13 +145,13 @@ def stack_shift_warning(kernel="5.8", *, stack_bytes: int = 4 * MiB, shift: int 
     mm, start, top = st.mm, st.details["old_start"], st.details["old_end"]
     res = Result(st.name, mm.kernel.name, "")
     npages = (top - start) // PAGE
-    before = mm.engine.page_tags(start, npages)
+    before = mmcore.page_tags(mm.engine, start, npages)
     mm.reset_stats()
     try:
         _quiet(st.act)
     except OSError as e:
         res.error = f"shift_arg_pages failed: {e.strerror.split(' [')[0]} (exec would abort)"
-    after = mm.engine.page_tags(start - shift, npages)
+    after = mmcore.page_tags(mm.engine, start - shift, npages)
     res.data_intact = bool(np.array_equal(before, after))
     _finish(res, mm)
     bits = []
@@ -273,11 +274,11 @@ def kirill_move_up(kernel="5.8+linus-v2", *, aligned: bool = False) -> Result:
     mm.mmap(b, 0x2200000, C.PROT_READ | C.PROT_WRITE, C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_FIXED)
     mm.madvise(b, 0x2200000, C.MADV_NOHUGEPAGE)
     mm.stamp(b, 0x1123000)
-    before = mm.engine.page_tags(b + 0x0123000, 0x1000000 // PAGE)
+    before = mmcore.page_tags(mm.engine, b + 0x0123000, 0x1000000 // PAGE)
     mm.reset_stats()
     moved = _quiet(lambda: mm.move_page_tables(b + 0x0123000, b + 0x1123000, 0x1000000)
                    if not aligned else mm.move_page_tables(old, new, length))
-    after = mm.engine.page_tags(b + 0x1123000, 0x1000000 // PAGE)
+    after = mmcore.page_tags(mm.engine, b + 0x1123000, 0x1000000 // PAGE)
     res.data_intact = bool(np.array_equal(before, after))
     _finish(res, mm)
     res.details = {"moved": moved, "old": old, "new": new, "len": length}
@@ -347,12 +348,12 @@ def naresh_runs(kernel="5.8", *, execs: int = 2048, arg_bytes: int = 9 * MiB, se
         start = mm.setup_exec_stack(arg_bytes=arg_bytes, top=stack_top)
         shift = random_stack_shift(rnd, rnd_pages)
         npages = (stack_top - start) // PAGE
-        before = mm.engine.page_tags(start, npages)
+        before = mmcore.page_tags(mm.engine, start, npages)
         try:
             _quiet(lambda: mm.shift_arg_pages(start, shift))
         except OSError:
             failed += 1
-        if not np.array_equal(before, mm.engine.page_tags(start - shift, npages)):
+        if not np.array_equal(before, mmcore.page_tags(mm.engine, start - shift, npages)):
             corrupted += 1
         pmd_moves += mm.stats["pmd_moves"]
         if mm.warnings:

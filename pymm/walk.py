@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional
 
+import mmcore
+
 FLAG_BITS = [(0, "P"), (1, "RW"), (2, "US"), (5, "A"), (6, "D"), (7, "PS"), (8, "G"),
              (9, "SPECIAL"), (11, "SD"), (63, "NX")]
 PFN_MASK = ((1 << 52) - 1) & ~0xFFF
@@ -72,7 +74,7 @@ class Walk:
         self.leaf_level: Optional[str] = None
         if addr >= 1 << g.va_bits:
             raise ValueError(f"{addr:#x} is beyond the {g.va_bits}-bit address space")
-        for level, table, index, entry in mm.engine.walk(addr):
+        for level, table, index, entry in mmcore.walk(mm.engine, addr):
             name = g.level_names[level]
             shift = g.shift(level)
             present = bool(entry & 0x101)

@@ -17,16 +17,16 @@ def populated(ranges, geometry=X86_64, thp=False, fill=True):
     eng = Engine(geometry)
     o = eng.owner_new("anon")
     for start, end in ranges:
-        eng.fault(start, end, vma_start=start, vma_end=end, owner=o,
-                  pgoff=start >> geometry.page_shift, write=True, thp=thp)
+        mmcore.handle_mm_fault(eng, start, end, vma_start=start, vma_end=end, owner=o,
+                               pgoff=start >> geometry.page_shift, write=True, thp=thp)
         if fill:
-            eng.stamp_pages(start, end)
+            mmcore.stamp_pages(eng, start, end)
     eng.reset_stats()
     return eng
 
 
 def stamps(eng, start, npages):
-    return [int(t) & ((1 << 62) - 1) for t in eng.page_tags(start, npages)]
+    return [int(t) & ((1 << 62) - 1) for t in mmcore.page_tags(eng, start, npages)]
 
 
 def run(eng, old, new, length, **policy):
@@ -43,8 +43,8 @@ def test_per_pte_move_moves_every_page_and_leaves_the_tables():
     s = eng.stats()
     assert (s["pte_moves"], s["pmd_moves"], s["pud_moves"]) == (1024, 0, 0)
     assert stamps(eng, 3 * GiB + PAGE, 1024) == before
-    assert eng.translate(GiB) == -1
-    assert len(eng.walk(GiB)) == 4  # move_ptes() leaves the emptied PTE tables behind
+    assert mmcore.translate(eng, GiB) == -1
+    assert len(mmcore.walk(eng, GiB)) == 4  # move_ptes() leaves the emptied PTE tables behind
 
 
 def test_pmd_aligned_move_hands_over_whole_pte_tables():
@@ -62,7 +62,7 @@ def test_pud_aligned_move_hands_over_a_whole_pmd_table():
     run(eng, GiB, 5 * GiB, GiB)
     s = eng.stats()
     assert (s["pud_moves"], s["pmd_moves"], s["pte_moves"]) == (1, 0, 0)
-    assert eng.translate(5 * GiB + 12345) >= 0 and eng.translate(GiB) == -1
+    assert mmcore.translate(eng, 5 * GiB + 12345) >= 0 and mmcore.translate(eng, GiB) == -1
 
 
 def test_without_move_pud_a_pud_aligned_move_uses_pmds():
@@ -85,7 +85,7 @@ def test_thp_leaf_moves_whole_when_both_sides_align():
     s = eng.stats()
     assert (s["huge_pmd_moves"], s["huge_pmd_splits"], s["pte_moves"]) == (2, 0, 0)
     assert stamps(eng, 3 * GiB, 1024) == before
-    assert eng.walk(3 * GiB)[-1][3] & (1 << 7)
+    assert mmcore.walk(eng, 3 * GiB)[-1][3] & (1 << 7)
 
 
 def test_thp_leaf_is_split_when_the_destination_does_not_align():
@@ -102,7 +102,7 @@ def test_overlapping_move_down_within_one_table_keeps_data():
     before = stamps(eng, GiB + 16 * PAGE, 32)
     run(eng, GiB + 16 * PAGE, GiB + 8 * PAGE, 32 * PAGE)  # down by 8 pages, overlapping
     assert stamps(eng, GiB + 8 * PAGE, 32) == before
-    assert all(eng.translate(GiB + i * PAGE) == -1 for i in range(40, 48))
+    assert all(mmcore.translate(eng, GiB + i * PAGE) == -1 for i in range(40, 48))
 
 
 def test_overlapping_move_up_corrupts_as_the_kernel_loop_would():
@@ -121,7 +121,7 @@ def test_overlapping_move_up_corrupts_as_the_kernel_loop_would():
 def test_move_into_an_established_pmd_warns_and_falls_back_losing_nothing():
     # The WARN case: the destination PMD already holds an (empty) PTE table.
     eng = populated([(GiB, GiB + 4 * MiB), (3 * GiB + 4 * MiB, 3 * GiB + 4 * MiB + PAGE)])
-    eng.zap(3 * GiB + 4 * MiB, 3 * GiB + 4 * MiB + PAGE)
+    mmcore.zap_page_range(eng, 3 * GiB + 4 * MiB, 3 * GiB + 4 * MiB + PAGE)
     before = stamps(eng, GiB, 1024)
     # destination PMD #2 of the move is the empty table left at 3G+4M
     run(eng, GiB, 3 * GiB + 2 * MiB, 4 * MiB, pmd_warn=mmcore.WARN_ON)
@@ -134,9 +134,9 @@ def test_move_into_an_established_pmd_warns_and_falls_back_losing_nothing():
 def test_warn_on_once_fires_once_per_engine():
     eng = populated([(GiB, GiB + 8 * MiB)])
     for dst in (3 * GiB, 5 * GiB):  # make two established empty destination tables
-        eng.fault(dst + 2 * MiB, dst + 2 * MiB + PAGE, vma_start=dst, vma_end=dst + 8 * MiB,
-                  owner=1, pgoff=dst >> 12, write=True)
-        eng.zap(dst + 2 * MiB, dst + 2 * MiB + PAGE)
+        mmcore.handle_mm_fault(eng, dst + 2 * MiB, dst + 2 * MiB + PAGE, vma_start=dst,
+                               vma_end=dst + 8 * MiB, owner=1, pgoff=dst >> 12, write=True)
+        mmcore.zap_page_range(eng, dst + 2 * MiB, dst + 2 * MiB + PAGE)
     run(eng, GiB, 3 * GiB, 4 * MiB, pmd_warn=mmcore.WARN_ON_ONCE)
     run(eng, GiB + 4 * MiB, 5 * GiB, 4 * MiB, pmd_warn=mmcore.WARN_ON_ONCE)
     assert eng.stats()["warnings"] == 1

@@ -18,8 +18,8 @@ def anon_engine(geometry=X86_64):
 
 def populate(eng, owner, start, end, *, write=True, thp=False, vma=None):
     vs, ve = vma or (start, end)
-    eng.fault(start, end, vma_start=vs, vma_end=ve, owner=owner,
-              pgoff=vs >> eng.geometry.page_shift, write=write, thp=thp)
+    mmcore.handle_mm_fault(eng, start, end, vma_start=vs, vma_end=ve, owner=owner,
+                           pgoff=vs >> eng.geometry.page_shift, write=write, thp=thp)
 
 
 # -- geometry -----------------------------------------------------------------
@@ -54,24 +54,24 @@ def test_walk_visits_every_level_and_translates(geometry):
     ps = geometry.page_size
     addr = 3 * geometry.pud_size + 5 * geometry.pmd_size + 7 * ps
     populate(eng, o, addr, addr + ps)
-    steps = eng.walk(addr + 123)
+    steps = mmcore.walk(eng, addr + 123)
     assert [s[0] for s in steps] == list(range(geometry.levels))
     # each step indexes with the address bits of its level
     for level, _tid, index, _entry in steps:
         assert index == geometry.index(addr, level)
     last = steps[-1][3]
     assert last & P and last & RW and last & D
-    frame = eng.translate(addr + 123)
+    frame = mmcore.translate(eng, addr + 123)
     assert frame == (last & ((1 << 52) - 1)) >> 12
-    assert eng.translate(addr + ps) == -1  # the next page was never touched
+    assert mmcore.translate(eng, addr + ps) == -1  # the next page was never touched
     # an unpopulated address stops the walk at the first none entry
-    miss = eng.walk(addr + geometry.pud_size)
+    miss = mmcore.walk(eng, addr + geometry.pud_size)
     assert miss[-1][3] == 0
 
 
 def test_walk_of_empty_space_stops_at_root():
     eng, _ = anon_engine()
-    assert eng.walk(0x7F0000000000) == [(0, 0, 0xFE, 0)]
+    assert mmcore.walk(eng, 0x7F0000000000) == [(0, 0, 0xFE, 0)]
 
 
 # -- faults ----------------------------------------------------------------------
@@ -79,12 +79,12 @@ def test_read_fault_maps_the_zero_page_and_write_copies_it():
     eng, o = anon_engine()
     base = 64 * GiB
     populate(eng, o, base, base + 4096, write=False)
-    e = eng.walk(base)[-1][3]
+    e = mmcore.walk(eng, base)[-1][3]
     assert e & SPECIAL and not e & RW
-    assert eng.translate(base) == 0 and eng.translate(base, write=True) == -1
+    assert mmcore.translate(eng, base) == 0 and mmcore.translate(eng, base, write=True) == -1
     assert eng.rss() == (0, 0)  # the zero page is not RSS
     populate(eng, o, base, base + 4096, write=True)
-    f = eng.translate(base, write=True)
+    f = mmcore.translate(eng, base, write=True)
     assert f > 0 and eng.stats()["cow_faults"] == 1 and eng.rss() == (1, 0)
 
 
@@ -92,22 +92,22 @@ def test_thp_fault_installs_a_huge_leaf_only_when_the_pmd_fits_the_vma():
     eng, o = anon_engine()
     vs, ve = 8 * GiB + 4096, 8 * GiB + 6 * MiB  # 2 MiB blocks at 8G+2M and 8G+4M fit
     populate(eng, o, vs, ve, thp=True, vma=(vs, ve))
-    levels = [len(eng.walk(a)) for a in (vs, 8 * GiB + 2 * MiB, 8 * GiB + 4 * MiB)]
+    levels = [len(mmcore.walk(eng, a)) for a in (vs, 8 * GiB + 2 * MiB, 8 * GiB + 4 * MiB)]
     assert levels == [4, 3, 3]  # the first PMD is partial: PTEs
-    assert eng.walk(8 * GiB + 2 * MiB)[-1][3] & PSE
+    assert mmcore.walk(eng, 8 * GiB + 2 * MiB)[-1][3] & PSE
     assert eng.rss()[0] == 511 + 1024
     # subpages of a huge leaf translate to consecutive frames
-    f0 = eng.translate(8 * GiB + 2 * MiB)
-    assert eng.translate(8 * GiB + 2 * MiB + 5 * 4096) == f0 + 5
+    f0 = mmcore.translate(eng, 8 * GiB + 2 * MiB)
+    assert mmcore.translate(eng, 8 * GiB + 2 * MiB + 5 * 4096) == f0 + 5
     assert f0 % 512 == 0  # a huge PFN is aligned
 
 
 def test_thp_read_fault_maps_the_huge_zero_page():
     eng, o = anon_engine()
     populate(eng, o, 2 * GiB, 2 * GiB + 2 * MiB, write=False, thp=True)
-    e = eng.walk(2 * GiB)[-1][3]
+    e = mmcore.walk(eng, 2 * GiB)[-1][3]
     assert e & PSE and not e & RW
-    assert eng.translate(2 * GiB) == eng.zero_frames[1]
+    assert mmcore.translate(eng, 2 * GiB) == eng.zero_frames[1]
     populate(eng, o, 2 * GiB, 2 * GiB + 2 * MiB, write=True, thp=True)
     assert eng.rss()[0] == 512 and eng.stats()["cow_faults"] == 1
 
@@ -117,10 +117,10 @@ def test_populate_then_zap_round_trip_frees_frames_keeps_tables():
     populate(eng, o, GiB, GiB + 4 * MiB)
     tables = eng.n_tables
     assert eng.n_frames == 1024 and eng.rss() == (1024, 0)
-    eng.zap(GiB, GiB + 4 * MiB)
+    mmcore.zap_page_range(eng, GiB, GiB + 4 * MiB)
     assert eng.n_frames == 0 and eng.rss() == (0, 0)
     assert eng.n_tables == tables  # zap keeps page tables
-    assert eng.translate(GiB) == -1
+    assert mmcore.translate(eng, GiB) == -1
     # and frames are reused after a zap
     populate(eng, o, GiB, GiB + 4096)
     assert eng.memory()["frame_rows_used"] < 1024 + 1024
@@ -129,51 +129,55 @@ def test_populate_then_zap_round_trip_frees_frames_keeps_tables():
 def test_partial_zap_of_a_huge_leaf_splits_it():
     eng, o = anon_engine()
     populate(eng, o, GiB, GiB + 2 * MiB, thp=True)
-    eng.zap(GiB, GiB + 4096)
+    mmcore.zap_page_range(eng, GiB, GiB + 4096)
     assert eng.stats()["huge_pmd_splits"] == 1
-    assert eng.translate(GiB) == -1 and eng.translate(GiB + 4096) >= 0
+    assert mmcore.translate(eng, GiB) == -1 and mmcore.translate(eng, GiB + 4096) >= 0
     assert eng.rss()[0] == 511
 
 
 def test_shmem_pages_survive_zap_in_their_object():
     eng = Engine(X86_64)
     obj = eng.owner_new("shmem", npages=4)
-    eng.fault(GiB, GiB + 4 * 4096, vma_start=GiB, vma_end=GiB + 4 * 4096, owner=obj, pgoff=0,
-              write=True, shared=True)
-    f = eng.translate(GiB)
-    eng.write_bytes(GiB, b"hello")
-    eng.zap(GiB, GiB + 4 * 4096)
+    mmcore.handle_mm_fault(eng, GiB, GiB + 4 * 4096, vma_start=GiB, vma_end=GiB + 4 * 4096,
+                           owner=obj, pgoff=0, write=True, shared=True)
+    f = mmcore.translate(eng, GiB)
+    mmcore.write_bytes(eng, GiB, b"hello")
+    mmcore.zap_page_range(eng, GiB, GiB + 4 * 4096)
     assert eng.rss() == (0, 0)
     assert eng.shmem_resident(obj).all()  # pages still in the object
-    eng.fault(GiB, GiB + 4096, vma_start=GiB, vma_end=GiB + 4 * 4096, owner=obj, pgoff=0,
-              shared=True)
-    assert eng.translate(GiB) == f
-    assert eng.read_bytes(GiB, 5) == (b"hello", 5)
+    mmcore.handle_mm_fault(eng, GiB, GiB + 4096, vma_start=GiB, vma_end=GiB + 4 * 4096,
+                           owner=obj, pgoff=0, shared=True)
+    assert mmcore.translate(eng, GiB) == f
+    assert mmcore.read_bytes(eng, GiB, 5) == (b"hello", 5)
 
 
 def test_fault_validation():
     eng, o = anon_engine()
     with pytest.raises(ValueError):
-        eng.fault(GiB, GiB + 4096, vma_start=GiB + 4096, vma_end=GiB + 8192, owner=o, pgoff=0)
+        mmcore.handle_mm_fault(eng, GiB, GiB + 4096, vma_start=GiB + 4096, vma_end=GiB + 8192,
+                               owner=o, pgoff=0)
     with pytest.raises(ValueError):
-        eng.fault(GiB, GiB + 4096, vma_start=GiB, vma_end=GiB + 4096, owner=999, pgoff=0)
+        mmcore.handle_mm_fault(eng, GiB, GiB + 4096, vma_start=GiB, vma_end=GiB + 4096, owner=999,
+                               pgoff=0)
     with pytest.raises(ValueError):
-        eng.fault(GiB, GiB + 4096, vma_start=GiB, vma_end=GiB + 4096, owner=o, pgoff=0, shared=True)
+        mmcore.handle_mm_fault(eng, GiB, GiB + 4096, vma_start=GiB, vma_end=GiB + 4096, owner=o,
+                               pgoff=0, shared=True)
     with pytest.raises(ValueError):
-        eng.fault(1 << 48, (1 << 48) + 4096, vma_start=1 << 48, vma_end=(1 << 48) + 4096,
-                  owner=o, pgoff=0)
+        mmcore.handle_mm_fault(eng, 1 << 48, (1 << 48) + 4096, vma_start=1 << 48,
+                               vma_end=(1 << 48) + 4096, owner=o, pgoff=0)
     with pytest.raises(OverflowError):
-        eng.fault(GiB, GiB + 4096, vma_start=GiB, vma_end=GiB + 4096, owner=o, pgoff=-1)
+        mmcore.handle_mm_fault(eng, GiB, GiB + 4096, vma_start=GiB, vma_end=GiB + 4096, owner=o,
+                               pgoff=-1)
     with pytest.raises((OverflowError, TypeError)):
-        eng.translate(-1)
+        mmcore.translate(eng, -1)
 
 
 # -- contents -----------------------------------------------------------------------
 def test_memset_pages_is_a_tag_and_reads_back():
     eng, o = anon_engine()
     populate(eng, o, GiB, GiB + 8 * 4096)
-    assert eng.memset_pages(GiB, GiB + 8 * 4096, 0xAB) == GiB + 8 * 4096
-    data, n = eng.read_bytes(GiB + 4000, 200)
+    assert mmcore.memset_pages(eng, GiB, GiB + 8 * 4096, 0xAB) == GiB + 8 * 4096
+    data, n = mmcore.read_bytes(eng, GiB + 4000, 200)
     assert n == 200 and data == b"\xab" * 200
     assert eng.memory()["buffers"] == 0  # whole-page fills need no buffer
 
@@ -181,46 +185,46 @@ def test_memset_pages_is_a_tag_and_reads_back():
 def test_memset_pages_stops_at_the_first_fault():
     eng, o = anon_engine()
     populate(eng, o, GiB, GiB + 2 * 4096)
-    assert eng.memset_pages(GiB, GiB + 4 * 4096, 1) == GiB + 2 * 4096
+    assert mmcore.memset_pages(eng, GiB, GiB + 4 * 4096, 1) == GiB + 2 * 4096
 
 
 def test_sub_page_write_materialises_one_buffer():
     eng, o = anon_engine()
     populate(eng, o, GiB, GiB + 2 * 4096)
-    eng.memset_pages(GiB, GiB + 2 * 4096, 0x11)
-    assert eng.write_bytes(GiB + 4094, b"abcd") == 4  # straddles two pages
+    mmcore.memset_pages(eng, GiB, GiB + 2 * 4096, 0x11)
+    assert mmcore.write_bytes(eng, GiB + 4094, b"abcd") == 4  # straddles two pages
     assert eng.memory()["buffers"] == 2
-    assert eng.read_bytes(GiB + 4092, 8)[0] == b"\x11\x11abcd\x11\x11"
-    eng.memset_pages(GiB, GiB + 4096, 0)  # a whole-page fill drops the buffer
+    assert mmcore.read_bytes(eng, GiB + 4092, 8)[0] == b"\x11\x11abcd\x11\x11"
+    mmcore.memset_pages(eng, GiB, GiB + 4096, 0)  # a whole-page fill drops the buffer
     assert eng.memory()["buffers"] == 1
 
 
 def test_stamp_pages_gives_each_page_its_own_number():
     eng, o = anon_engine()
     populate(eng, o, GiB, GiB + 3 * 4096)
-    eng.stamp_pages(GiB, GiB + 3 * 4096)
-    word = eng.read_bytes(GiB + 4096, 8)[0]
+    mmcore.stamp_pages(eng, GiB, GiB + 3 * 4096)
+    word = mmcore.read_bytes(eng, GiB + 4096, 8)[0]
     assert int.from_bytes(word, "little") == (GiB + 4096) >> 12
-    tags = eng.page_tags(GiB, 4)
+    tags = mmcore.page_tags(eng, GiB, 4)
     assert len(set(tags[:3].tolist())) == 3 and tags[3] == 2**64 - 1
 
 
 def test_read_stops_at_unmapped_and_write_at_read_only():
     eng, o = anon_engine()
     populate(eng, o, GiB, GiB + 4096)
-    data, n = eng.read_bytes(GiB + 4000, 200)
+    data, n = mmcore.read_bytes(eng, GiB + 4000, 200)
     assert n == 96
     populate(eng, o, GiB + 4096, GiB + 8192, write=False)  # zero page: read-only
-    assert eng.write_bytes(GiB + 4090, b"x" * 10) == 6
+    assert mmcore.write_bytes(eng, GiB + 4090, b"x" * 10) == 6
 
 
 def test_pagemap_bits():
     eng, o = anon_engine()
     populate(eng, o, GiB, GiB + 4096)
     populate(eng, o, GiB + 4096, GiB + 8192, write=False)
-    pm = eng.pagemap(GiB, 3)
+    pm = mmcore.pagemap(eng, GiB, 3)
     assert pm[0] >> 63 == 1 and (pm[0] >> 56) & 1 == 1 and (pm[0] >> 55) & 1 == 1
-    assert pm[0] & ((1 << 55) - 1) == eng.translate(GiB)
+    assert pm[0] & ((1 << 55) - 1) == mmcore.translate(eng, GiB)
     assert pm[1] >> 63 == 1 and (pm[1] >> 56) & 1 == 0  # zero page: not exclusive
     assert pm[2] == 0
 
@@ -228,13 +232,13 @@ def test_pagemap_bits():
 def test_change_protection_prot_none_keeps_pages_present():
     eng, o = anon_engine()
     populate(eng, o, GiB, GiB + 4096)
-    eng.change_protection(GiB, GiB + 4096, read=False, write=False)
-    e = eng.walk(GiB)[-1][3]
+    mmcore.change_protection(eng, GiB, GiB + 4096, read=False, write=False)
+    e = mmcore.walk(eng, GiB)[-1][3]
     assert not e & P and e & PN
-    assert eng.translate(GiB) == -1
-    assert eng.pagemap(GiB, 1)[0] >> 63 == 1  # pte_present() counts PROT_NONE
-    eng.change_protection(GiB, GiB + 4096, read=True, write=True)
-    assert eng.translate(GiB, write=True) > 0
+    assert mmcore.translate(eng, GiB) == -1
+    assert mmcore.pagemap(eng, GiB, 1)[0] >> 63 == 1  # pte_present() counts PROT_NONE
+    mmcore.change_protection(eng, GiB, GiB + 4096, read=True, write=True)
+    assert mmcore.translate(eng, GiB, write=True) > 0
 
 
 # -- free_pgd_range -------------------------------------------------------------------
@@ -242,9 +246,9 @@ def test_free_pgd_range_frees_tables_whose_span_is_free():
     eng, o = anon_engine()
     populate(eng, o, 4 * GiB, 4 * GiB + 4096)
     assert eng.n_tables == 3  # pud, pmd, pte tables
-    eng.zap(4 * GiB, 4 * GiB + 4096)
-    eng.free_pgd_range(4 * GiB, 4 * GiB + 4096, 0, 0)
-    assert eng.n_tables == 0 and eng.walk(4 * GiB) == [(0, 0, 0, 0)]
+    mmcore.zap_page_range(eng, 4 * GiB, 4 * GiB + 4096)
+    mmcore.free_pgd_range(eng, 4 * GiB, 4 * GiB + 4096, 0, 0)
+    assert eng.n_tables == 0 and mmcore.walk(eng, 4 * GiB) == [(0, 0, 0, 0)]
     assert eng.stats()["pgtables_freed"] == 3
 
 
@@ -253,10 +257,10 @@ def test_free_pgd_range_keeps_a_pte_table_a_neighbour_shares():
     a, b = 4 * GiB, 4 * GiB + 64 * KiB  # same PMD
     populate(eng, o, a, a + 4096)
     populate(eng, o, b, b + 4096)
-    eng.zap(a, a + 4096)
+    mmcore.zap_page_range(eng, a, a + 4096)
     # the neighbouring VMA starts at b: the ceiling
-    eng.free_pgd_range(a, a + 4096, 0, b)
-    assert eng.n_tables == 3 and eng.translate(b) >= 0
+    mmcore.free_pgd_range(eng, a, a + 4096, 0, b)
+    assert eng.n_tables == 3 and mmcore.translate(eng, b) >= 0
 
 
 def test_free_pgd_range_frees_the_pte_table_but_keeps_shared_upper_levels():
@@ -264,28 +268,28 @@ def test_free_pgd_range_frees_the_pte_table_but_keeps_shared_upper_levels():
     a, b = 4 * GiB, 4 * GiB + 8 * MiB  # same PUD, different PMDs
     populate(eng, o, a, a + 4096)
     populate(eng, o, b, b + 4096)
-    eng.zap(a, a + 4096)
-    eng.free_pgd_range(a, a + 4096, 0, b)
+    mmcore.zap_page_range(eng, a, a + 4096)
+    mmcore.free_pgd_range(eng, a, a + 4096, 0, b)
     assert eng.n_tables == 3  # pud + pmd + b's pte table
-    assert len(eng.walk(a)) == 3 and eng.walk(a)[-1][3] == 0
+    assert len(mmcore.walk(eng, a)) == 3 and mmcore.walk(eng, a)[-1][3] == 0
 
 
 def test_free_pgd_range_floor_ceiling_rounding_matches_the_kernel():
     eng, o = anon_engine()
     # floor inside the PMD of addr: the first PMD must not be freed
     populate(eng, o, 4 * GiB, 4 * GiB + 4 * MiB)
-    eng.zap(4 * GiB, 4 * GiB + 4 * MiB)
-    eng.free_pgd_range(4 * GiB + 4096, 4 * GiB + 4 * MiB, 4 * GiB + 4096, 0)
-    assert len(eng.walk(4 * GiB)) == 4  # first PTE table kept (floor)
-    assert len(eng.walk(4 * GiB + 2 * MiB)) == 3  # second freed
+    mmcore.zap_page_range(eng, 4 * GiB, 4 * GiB + 4 * MiB)
+    mmcore.free_pgd_range(eng, 4 * GiB + 4096, 4 * GiB + 4 * MiB, 4 * GiB + 4096, 0)
+    assert len(mmcore.walk(eng, 4 * GiB)) == 4  # first PTE table kept (floor)
+    assert len(mmcore.walk(eng, 4 * GiB + 2 * MiB)) == 3  # second freed
 
 
 def test_free_pgd_range_argument_checks():
     eng, _ = anon_engine()
     with pytest.raises(ValueError):
-        eng.free_pgd_range(GiB, GiB, 0, 0)
+        mmcore.free_pgd_range(eng, GiB, GiB, 0, 0)
     with pytest.raises(ValueError):
-        eng.free_pgd_range(0, 1 << 50, 0, 0)
+        mmcore.free_pgd_range(eng, 0, 1 << 50, 0, 0)
 
 
 # -- the checker's scan ------------------------------------------------------------------
@@ -299,8 +303,8 @@ def _vmas(*spans, owner, shift=12):
 def test_check_scan_is_clean_on_a_consistent_state_and_finds_orphans():
     eng, o = anon_engine()
     populate(eng, o, GiB, GiB + 64 * KiB)
-    assert eng.check_scan(*_vmas((GiB, GiB + 64 * KiB), owner=o)) == []
-    probs = eng.check_scan(*_vmas((GiB, GiB + 32 * KiB), owner=o))
+    assert mmcore.check_scan(eng, *_vmas((GiB, GiB + 64 * KiB), owner=o)) == []
+    probs = mmcore.check_scan(eng, *_vmas((GiB, GiB + 32 * KiB), owner=o))
     codes = {p[0] for p in probs}
     assert codes == {"orphan-pte"} and len(probs) == 8
 
@@ -311,7 +315,7 @@ def test_check_scan_finds_misplaced_pages():
     pmc = mmcore.MoveControl(GiB, 2 * GiB, 4096)
     mmcore.move_page_tables(eng, pmc)
     # pretend the VMA did not move: the page sits where rmap says it should not
-    probs = eng.check_scan(*_vmas((2 * GiB, 2 * GiB + 4096), owner=o))
+    probs = mmcore.check_scan(eng, *_vmas((2 * GiB, 2 * GiB + 4096), owner=o))
     assert [p[:2] for p in probs if p[0] != "stale-table"] == [("rmap-index", 2 * GiB)]
     # and the source's PMD and PTE tables, never freed, cover no VMA any more
     assert sorted(p[1] for p in probs if p[0] == "stale-table") == [GiB, GiB]
@@ -320,20 +324,20 @@ def test_check_scan_finds_misplaced_pages():
 def test_check_scan_finds_lost_frames():
     eng, o = anon_engine()
     populate(eng, o, GiB, GiB + 4096)
-    eng.free_pgd_range(GiB, GiB + 4096, 0, 0)  # frees a table that still maps a page
-    probs = eng.check_scan(*_vmas((GiB, GiB + 4096), owner=o))
+    mmcore.free_pgd_range(eng, GiB, GiB + 4096, 0, 0)  # frees a table that still maps a page
+    probs = mmcore.check_scan(eng, *_vmas((GiB, GiB + 4096), owner=o))
     assert "lost-frame" in {p[0] for p in probs}
 
 
 def test_digest_changes_with_contents_and_mappings():
     eng, o = anon_engine()
-    d0 = eng.digest()
+    d0 = mmcore.digest(eng)
     populate(eng, o, GiB, GiB + 4096)
-    d1 = eng.digest()
-    eng.memset_pages(GiB, GiB + 4096, 7)
-    d2 = eng.digest()
+    d1 = mmcore.digest(eng)
+    mmcore.memset_pages(eng, GiB, GiB + 4096, 7)
+    d2 = mmcore.digest(eng)
     assert len({d0, d1, d2}) == 3
-    assert eng.digest() == d2
+    assert mmcore.digest(eng) == d2
 
 
 def test_engines_reuse_released_memory_and_it_reads_as_zero():
@@ -344,20 +348,21 @@ def test_engines_reuse_released_memory_and_it_reads_as_zero():
     for size in (3 * GiB, 8 * MiB):                 # beyond and within the kept 4 MiB
         eng = mmcore.Engine(mmcore.X86_64)
         o = eng.owner_new("anon")
-        eng.fault(GiB, GiB + size, vma_start=GiB, vma_end=GiB + size, owner=o, pgoff=GiB >> 12,
-                  write=True, fill=0xAB)
+        mmcore.handle_mm_fault(eng, GiB, GiB + size, vma_start=GiB, vma_end=GiB + size, owner=o,
+                               pgoff=GiB >> 12, write=True, fill=0xAB)
         del eng
         gc.collect()
         fresh = mmcore.Engine(mmcore.X86_64)
         o = fresh.owner_new("anon")
         base = 64 * GiB
-        fresh.fault(base, base + 4 * GiB, vma_start=base, vma_end=base + 4 * GiB, owner=o,
-                    pgoff=base >> 12, write=False)   # zero-page reads: tables, no frames
-        tree = fresh.table_tree()
+        # zero-page reads: tables, no frames
+        mmcore.handle_mm_fault(fresh, base, base + 4 * GiB, vma_start=base, vma_end=base + 4 * GiB,
+                               owner=o, pgoff=base >> 12, write=False)
+        tree = mmcore.table_tree(fresh)
         assert tree["fill"][tree["level"] == 3].tolist() == [512] * 2048
-        pm = fresh.pagemap(base, 1 << 20)
+        pm = mmcore.pagemap(fresh, base, 1 << 20)
         assert bool(((pm >> np.uint64(63)) == 1).all())             # every page present ...
         assert not (pm & np.uint64((1 << 55) - 1)).any()            # ... as the zero page
-        fresh.fault(base, base + 2 * MiB, vma_start=base, vma_end=base + 4 * GiB, owner=o,
-                    pgoff=base >> 12, write=True)
-        assert fresh.read_bytes(base + 12345, 4)[0] == b"\0\0\0\0"
+        mmcore.handle_mm_fault(fresh, base, base + 2 * MiB, vma_start=base, vma_end=base + 4 * GiB,
+                               owner=o, pgoff=base >> 12, write=True)
+        assert mmcore.read_bytes(fresh, base + 12345, 4)[0] == b"\0\0\0\0"

@@ -5,6 +5,7 @@ Tests taking the ``target`` fixture run on pymm and on the real kernel.
 import numpy as np
 import pytest
 
+import mmcore
 import pymm
 from pymm import host
 
@@ -208,11 +209,11 @@ def test_shift_arg_pages_keeps_the_data(shift):
     mm = pymm.MM(check=True)
     start = mm.setup_exec_stack(arg_bytes=5 * MiB)
     top = mm.task_size
-    before = mm.engine.page_tags(start, (top - start) // PAGE)
+    before = mmcore.page_tags(mm.engine, start, (top - start) // PAGE)
     mm.shift_arg_pages(start, shift)
     v = mm.maps()[0]
     assert (v.start, v.end) == (start - shift, top - shift)
-    assert (mm.engine.page_tags(start - shift, (top - start) // PAGE) == before).all()
+    assert (mmcore.page_tags(mm.engine, start - shift, (top - start) // PAGE) == before).all()
     assert mm.warnings == []
 
 

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+import mmcore
 import pymm
 from pymm import scenarios
 from pymm.cli import main
@@ -100,7 +101,7 @@ def test_describe_splits_ranges_at_vma_boundaries_with_identical_ptes():
     mm.memset(a, 0x11, 2 * MiB)
     mm.madvise(a + MiB, MiB, pymm.MADV_HUGEPAGE)    # a VMA split invisible in the PTEs
     assert mm.map_count == 2
-    runs = mm.engine.leaf_runs(a, a + 2 * MiB)
+    runs = mmcore.leaf_runs(mm.engine, a, a + 2 * MiB)
     assert any(s < a + MiB < e for s, e in zip(runs["start"], runs["end"]))  # one run spans both
     d = mm.describe()
     assert [(r.start - a, r.end - a, r.perms) for r in d.ranges] == [(0, MiB, "rw-"), (MiB, 2 * MiB, "rw-")]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import mmcore
 from pymm import constants as C
 from pymm.errors import EFAULT, ENOMEM
 from pymm.mm.memory import fault_range
@@ -35,7 +36,7 @@ def create_init_stack_vma(mm, start: int, top: int) -> int:
     flags = C.VM_STACK_FLAGS | C.VM_STACK_INCOMPLETE_SETUP | C.VM_SOFTDIRTY
     vma = vma_link(mm, Vma(start, top, flags, start >> mm.page_shift, name="[stack]"))
     fault_range(mm, vma, start, top, True)
-    mm.engine.stamp_pages(start, top)
+    mmcore.stamp_pages(mm.engine, start, top)
     mm.start_stack = top - 8
     return start
 
@@ -64,9 +65,9 @@ def relocate_vma_down(mm, vma: Vma, shift: int, partial: Optional[int] = None) -
     nxt = mm._tree.next(vma)
     ceiling = nxt.start if nxt is not None else 0
     if new_end > old_start:                          # overlapping: clear from new_end
-        mm.engine.free_pgd_range(new_end, old_end, new_end, ceiling)
+        mmcore.free_pgd_range(mm.engine, new_end, old_end, new_end, ceiling)
     else:
-        mm.engine.free_pgd_range(old_start, old_end, new_end, ceiling)
+        mmcore.free_pgd_range(mm.engine, old_start, old_end, new_end, ceiling)
     vma_adjust_trans_huge(mm, new_end)
     vma.end = new_end                                # vma_shrink()
     if mm.start_stack and old_start <= mm.start_stack < old_end:

@@ -16,6 +16,7 @@ Example (``mm.madvise()`` is a thin wrapper around :func:`do_madvise`)::
 """
 from __future__ import annotations
 
+import mmcore
 from pymm import constants as C
 from pymm.errors import EFAULT, EINVAL, ENOMEM
 from pymm.mm.memory import fault_range, shmem_clip
@@ -90,7 +91,7 @@ def madvise_vma_behavior(mm, advice: int):
         def dontneed(vma, start, end):
             if vma.vm_flags & C.VM_LOCKED and advice == C.MADV_DONTNEED:
                 raise _Errno(EINVAL)
-            mm.engine.zap(start, end)                # zap_page_range_single()
+            mmcore.zap_page_range(mm.engine, start, end)                # zap_page_range_single()
             return vma
         return dontneed
     if advice in (C.MADV_WILLNEED, C.MADV_COLD, C.MADV_PAGEOUT, C.MADV_FREE):

@@ -17,6 +17,7 @@ Example (``mm.write()`` is a thin wrapper around :func:`cpu_write`)::
 """
 from __future__ import annotations
 
+import mmcore
 from pymm import constants as C
 from pymm.errors import BusError, SegmentationFault
 from pymm.mm.vma import Vma, anon_vma_prepare, page_align, perms
@@ -62,7 +63,7 @@ def fault_range(mm, vma: Vma, start: int, end: int, write: bool, fill: int = -1)
     if not owner:
         # read faults without an anon_vma map the zero page only
         owner = zero_page_owner(mm)
-    mm.engine.fault(start, end, vma_start=vma.start, vma_end=vma.end, owner=owner,
+    mmcore.handle_mm_fault(mm.engine, start, end, vma_start=vma.start, vma_end=vma.end, owner=owner,
                     pgoff=vma.pgoff, write=write, writable=bool(vma.vm_flags & C.VM_WRITE),
                     shared=vma.shm is not None, thp=thp,
                     exec_=bool(vma.vm_flags & C.VM_EXEC), fill=fill,
@@ -101,7 +102,7 @@ def do_user_addr_fault(mm, addr: int, write: bool, end: int, fill: int = -1) -> 
     if clipped <= page:
         if not write and mm._fault_around_pages > 1:
             # do_read_fault() maps the cached neighbours before shmem_fault() fails
-            mm.engine.fault_around(page, vma_start=vma.start, vma_end=vma.end, owner=vma.owner,
+            mmcore.do_fault_around(mm.engine, page, vma_start=vma.start, vma_end=vma.end, owner=vma.owner,
                                    pgoff=vma.pgoff, writable=bool(vma.vm_flags & C.VM_WRITE),
                                    exec_=bool(vma.vm_flags & C.VM_EXEC),
                                    fault_around=mm._fault_around_pages)
@@ -142,7 +143,7 @@ def cpu_read(mm, addr: int, length: int) -> bytes:
     while pos < end:
         # in chunks: a read that faults early never allocates the whole buffer
         chunk = min(end - pos, READ_CHUNK)
-        data, done = mm.engine.read_bytes(pos, chunk)
+        data, done = mmcore.read_bytes(mm.engine, pos, chunk)
         out.append(data[:done])
         pos += done
         if done < chunk:
@@ -158,7 +159,7 @@ def cpu_write(mm, addr: int, data: bytes) -> None:
     pos = addr
     view = memoryview(data)
     while pos < end:
-        done = mm.engine.write_bytes(pos, view[pos - addr:])
+        done = mmcore.write_bytes(mm.engine, pos, view[pos - addr:])
         pos += done
         if pos < end:
             do_user_addr_fault(mm, pos, True, end)
@@ -177,7 +178,7 @@ def cpu_memset(mm, addr: int, value: int, length: int) -> None:
         cpu_write(mm, addr, bytes([value]) * (head_end - addr))
     pos = head_end
     while pos < tail_start:
-        pos = mm.engine.memset_pages(pos, tail_start, value)
+        pos = mmcore.memset_pages(mm.engine, pos, tail_start, value)
         if pos < tail_start:
             # fault in the rest of this VMA's part and fill it in one pass
             pos = do_user_addr_fault(mm, pos, True, tail_start, fill=value)
@@ -189,6 +190,6 @@ def cpu_stamp(mm, addr: int, length: int) -> None:
     """Store each whole page's own page number into it (see MM.stamp), faulting as a write would."""
     pos, end = addr, addr + length
     while pos < end:
-        pos = mm.engine.stamp_pages(pos, end)
+        pos = mmcore.stamp_pages(mm.engine, pos, end)
         if pos < end:
             do_user_addr_fault(mm, pos, True, end)

@@ -15,6 +15,7 @@ Example (``mm.mprotect()`` is a thin wrapper around :func:`do_mprotect_pkey`)::
 """
 from __future__ import annotations
 
+import mmcore
 from pymm import constants as C
 from pymm.errors import EACCES, EINVAL, ENOMEM
 from pymm.mm.mmap import calc_vm_prot_bits
@@ -80,7 +81,7 @@ def mprotect_fixup(mm, vma: Vma, start: int, end: int, newflags: int) -> Vma:
         newflags &= ~C.VM_ACCOUNT  # no anon_vma yet: the charge can go
     vma = vma_modify(mm, vma, start, end, newflags)
     vma.vm_flags = newflags if vma.start == start and vma.end == end else vma.vm_flags
-    mm.engine.change_protection(start, end, read=bool(newflags & C.VM_ACCESS_FLAGS),
+    mmcore.change_protection(mm.engine, start, end, read=bool(newflags & C.VM_ACCESS_FLAGS),
                                 write=bool(newflags & C.VM_WRITE),
                                 exec_=bool(newflags & C.VM_EXEC))
     return vma

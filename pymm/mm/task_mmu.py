@@ -16,6 +16,7 @@ from typing import Dict
 
 import numpy as np
 
+import mmcore
 from pymm import constants as C
 from pymm.mm.vma import perms
 
@@ -51,7 +52,7 @@ def pagemap_read(mm, start: int, end: int) -> np.ndarray:
     """pagemap_read(): the entries of the pages [start, end), VM_SOFTDIRTY
     VMAs marking all of theirs soft-dirty."""
     n = (end - start) >> mm.page_shift
-    out = mm.engine.pagemap(start, n)
+    out = mmcore.pagemap(mm.engine, start, n)
     for v in mm._tree.intersecting(start, end):   # VM_SOFTDIRTY marks every entry
         if v.vm_flags & C.VM_SOFTDIRTY:
             lo = (max(v.start, start) - start) >> mm.page_shift

@@ -26,6 +26,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import List, Optional
 
+import mmcore
 from pymm.constants import (MAP_GROWSDOWN, MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT_READ,
                             PROT_WRITE, VM_ACCESS_FLAGS, VM_EXEC, VM_GROWSDOWN, VM_IGNORE_MERGE,
                             VM_MAYSHARE, VM_READ, VM_SOFTDIRTY, VM_WRITE)
@@ -328,7 +329,7 @@ def can_vma_merge_before(mm, nxt: Optional[Vma], end: int, vm_flags: int, anon: 
 def vma_adjust_trans_huge(mm, addr: int) -> None:
     """vma_adjust_trans_huge(): a VMA boundary inside a huge PMD splits it."""
     if addr & (mm.pmd_size - 1) and addr < mm.task_size:
-        mm.engine.split_huge_pmd_at(addr)
+        mmcore.split_huge_pmd_address(mm.engine, addr)
 
 
 def _split_vma(mm, vma: Vma, addr: int) -> Vma:
@@ -504,7 +505,7 @@ def free_pgtables(mm, vmas: List[Vma], floor: int, ceiling: int) -> None:
         while j + 1 < n and vmas[j + 1].start <= vmas[j].end + mm.pmd_size:
             j += 1
         nxt_start = vmas[j + 1].start if j + 1 < n else ceiling
-        mm.engine.free_pgd_range(addr, vmas[j].end, floor, nxt_start)
+        mmcore.free_pgd_range(mm.engine, addr, vmas[j].end, floor, nxt_start)
         i = j + 1
 
 
@@ -532,7 +533,7 @@ def do_vmi_munmap(mm, start: int, length: int) -> None:
     floor = tree[i - 1].end if i > 0 else 0
     ceiling = tree[j].start if j < len(tree) else 0
     for v in vmas:                                   # unmap_vmas()
-        mm.engine.zap(v.start, v.end)
+        mmcore.zap_page_range(mm.engine, v.start, v.end)
     free_pgtables(mm, vmas, floor, ceiling)
     tree.remove_span(i, j)
     for v in vmas:

@@ -17,23 +17,25 @@ The loop, per extent::
        get_extent(NORMAL_PMD): huge PMD? -> move_huge_pmd() or split_huge_pmd()
                                PMD_SIZE? -> move_normal_pmd()  (whole PTE table)
        otherwise               move_ptes(): one PTE at a time
+
+Example::
+
+    >>> import mmcore
+    >>> eng = mmcore.Engine(mmcore.X86_64)
+    >>> o = eng.owner_new("anon")
+    >>> mmcore.handle_mm_fault(eng, 1 << 30, 2 << 30, vma_start=1 << 30, vma_end=2 << 30, owner=o,
+    ...                        pgoff=(1 << 30) >> 12, write=True)
+    >>> pmc = mmcore.mremap.MoveControl(1 << 30, 4 << 30, 1 << 30)
+    >>> mmcore.mremap.move_page_tables(eng, pmc), eng.stats()["pud_moves"]   # one PUD entry
+    (True, 1)
 """
 from libc.stdint cimport uint64_t, int64_t
 
 from mmcore._entries cimport *
-from mmcore._core cimport (Engine, CTR_PTE_MOVES, CTR_PMD_MOVES, CTR_PUD_MOVES,
+from mmcore._core cimport (Engine, row, CTR_PTE_MOVES, CTR_PMD_MOVES, CTR_PUD_MOVES,
                            CTR_HUGE_PMD_MOVES, CTR_TLB_FLUSHES, CTR_PTE_SLOTS_VISITED,
                            WARN_PMD_NOT_NONE, WARN_PUD_NOT_NONE, WARN_HUGE_PMD_NOT_NONE)
-
-cdef enum:
-    # Values of MoveControl.pud_step
-    C_PUD_STEP_NONE = 0          # up to 5.10: no PUD level in the loop
-    C_PUD_STEP_IF_PUD_SIZED = 1  # 5.11 (c49dd3401802): the PUD only for PUD-sized extents
-    C_PUD_STEP_ALWAYS = 2        # later: get_old_pud()/alloc_new_pud() every extent
-    # Values of the *_warn policies
-    C_WARN_SILENT = 0
-    C_WARN_ON = 1
-    C_WARN_ON_ONCE = 2
+from mmcore.huge_memory cimport split_huge_pmd
 
 PUD_STEP_NONE = C_PUD_STEP_NONE
 PUD_STEP_IF_PUD_SIZED = C_PUD_STEP_IF_PUD_SIZED
@@ -58,10 +60,7 @@ cdef class MoveControl:
         >>> pmc.old_end == 0x40000000 + (1 << 30)
         True
     """
-    cdef public uint64_t old_addr, new_addr, old_end, len_in
-    cdef public bint for_stack, need_rmap_locks
-    cdef public bint move_pmd, move_pud
-    cdef public int pud_step, pmd_warn, pud_warn, huge_pmd_warn
+    # The fields are declared in mremap.pxd.
 
     def __init__(self, uint64_t old_addr, uint64_t new_addr, uint64_t len_in, *,
                  bint for_stack=False, bint need_rmap_locks=False, bint move_pmd=True,
@@ -129,14 +128,14 @@ cdef bint move_normal_pmd(Engine eng, MoveControl pmc, int64_t ot, int64_t oi, i
     # The destination pmd shouldn't be established, free_pgtables() should
     # have released it.  Exec's overlapping stack shift breaks that (the WARNING
     # of the thread): fall back to moving PTEs one at a time.
-    if warn_if(eng, pmc.pmd_warn, WARN_PMD_NOT_NONE, not pmd_none(eng.row(nt)[ni]),
+    if warn_if(eng, pmc.pmd_warn, WARN_PMD_NOT_NONE, not pmd_none(row(eng, nt)[ni]),
                pmc.old_addr, pmc.new_addr):
         return False
-    pmd = eng.row(ot)[oi]
+    pmd = row(eng, ot)[oi]
     if not pmd_present(pmd) or pmd_leaf(pmd):  # racing with collapse?
         return False
-    eng.row(ot)[oi] = 0                      # pmd_clear(old_pmd)
-    eng.row(nt)[ni] = pmd                    # pmd_populate(mm, new_pmd, ...)
+    row(eng, ot)[oi] = 0                     # pmd_clear(old_pmd)
+    row(eng, nt)[ni] = pmd                   # pmd_populate(mm, new_pmd, ...)
     eng.ctr[CTR_PMD_MOVES] += 1
     eng.ctr[CTR_TLB_FLUSHES] += 1            # flush_tlb_range(old_addr, +PMD_SIZE)
     return True
@@ -146,12 +145,12 @@ cdef bint move_normal_pud(Engine eng, MoveControl pmc, int64_t ot, int64_t oi, i
                           int64_t ni) noexcept nogil:
     """move_normal_pud(): hand the whole PMD table to the new PUD slot."""
     cdef uint64_t pud
-    if warn_if(eng, pmc.pud_warn, WARN_PUD_NOT_NONE, not pud_none(eng.row(nt)[ni]),
+    if warn_if(eng, pmc.pud_warn, WARN_PUD_NOT_NONE, not pud_none(row(eng, nt)[ni]),
                pmc.old_addr, pmc.new_addr):
         return False
-    pud = eng.row(ot)[oi]
-    eng.row(ot)[oi] = 0
-    eng.row(nt)[ni] = pud
+    pud = row(eng, ot)[oi]
+    row(eng, ot)[oi] = 0
+    row(eng, nt)[ni] = pud
     eng.ctr[CTR_PUD_MOVES] += 1
     eng.ctr[CTR_TLB_FLUSHES] += 1
     return True
@@ -161,12 +160,12 @@ cdef bint move_huge_pmd(Engine eng, MoveControl pmc, int64_t ot, int64_t oi, int
                         int64_t ni) noexcept nogil:
     """move_huge_pmd() (mm/huge_memory.c): move a THP leaf whole."""
     cdef uint64_t pmd
-    if warn_if(eng, pmc.huge_pmd_warn, WARN_HUGE_PMD_NOT_NONE, not pmd_none(eng.row(nt)[ni]),
+    if warn_if(eng, pmc.huge_pmd_warn, WARN_HUGE_PMD_NOT_NONE, not pmd_none(row(eng, nt)[ni]),
                pmc.old_addr, pmc.new_addr):
         return False
-    pmd = eng.row(ot)[oi]
-    eng.row(ot)[oi] = 0                      # pmdp_huge_get_and_clear()
-    eng.row(nt)[ni] = pmd | _PAGE_SOFT_DIRTY # move_soft_dirty_pmd(); set_pmd_at()
+    pmd = row(eng, ot)[oi]
+    row(eng, ot)[oi] = 0                     # pmdp_huge_get_and_clear()
+    row(eng, nt)[ni] = pmd | _PAGE_SOFT_DIRTY # move_soft_dirty_pmd(); set_pmd_at()
     eng.ctr[CTR_HUGE_PMD_MOVES] += 1
     if pmd_present(pmd):
         eng.ctr[CTR_TLB_FLUSHES] += 1
@@ -183,8 +182,8 @@ cdef void move_normal_pmd_run(Engine eng, MoveControl pmc, int64_t ot, int64_t o
     cdef uint64_t size = eng.pmd_size
     cdef int64_t last = <int64_t>eng.imask[eng.lpmd]
     cdef uint64_t pud_mask = eng.pud_size - 1
-    cdef uint64_t *src = eng.row(ot)
-    cdef uint64_t *dst = eng.row(nt)
+    cdef uint64_t *src = row(eng, ot)
+    cdef uint64_t *dst = row(eng, nt)
     cdef uint64_t e
     cdef int64_t moved = 0
     while oi <= last and ni <= last and pmc.old_end - pmc.old_addr >= size:
@@ -212,8 +211,8 @@ cdef void move_ptes(Engine eng, uint64_t extent, int64_t ot, int64_t oi, int64_t
     Ascending order, as the kernel: correct for moves down, and for moves up
     only when source and destination do not overlap (Kirill's move-up case
     shows what happens otherwise)."""
-    cdef uint64_t *old_ptep = eng.row(ot) + oi
-    cdef uint64_t *new_ptep = eng.row(nt) + ni
+    cdef uint64_t *old_ptep = row(eng, ot) + oi
+    cdef uint64_t *new_ptep = row(eng, nt) + ni
     cdef int64_t nr = <int64_t>(extent >> eng.shift[eng.lpte])
     cdef int64_t k, moved = 0
     cdef uint64_t pte
@@ -278,14 +277,14 @@ cdef int move_page_tables_c(Engine eng, MoveControl pmc) noexcept nogil:
                                 and extent == eng.pud_size)):
             ot = cached_walk(eng, &old_pud, pmc.old_addr, lpud, False)   # get_old_pud()
             oi = entry_index(eng, pmc.old_addr, lpud)
-            if ot < 0 or pud_none(eng.row(ot)[oi]):
+            if ot < 0 or pud_none(row(eng, ot)[oi]):
                 pmc.old_addr += extent; pmc.new_addr += extent
                 continue
             nt = cached_walk(eng, &new_pud, pmc.new_addr, lpud, True)    # alloc_new_pud()
             if nt < 0:
                 return -1
             ni = entry_index(eng, pmc.new_addr, lpud)
-            if pmc.move_pud and extent == eng.pud_size and not pud_leaf(eng.row(ot)[oi]):
+            if pmc.move_pud and extent == eng.pud_size and not pud_leaf(row(eng, ot)[oi]):
                 if move_normal_pud(eng, pmc, ot, oi, nt, ni):
                     old_pmd.tid = new_pmd.tid = -1                 # PMD tables changed hands
                     pmc.old_addr += extent; pmc.new_addr += extent
@@ -294,38 +293,38 @@ cdef int move_page_tables_c(Engine eng, MoveControl pmc) noexcept nogil:
         extent = get_extent(pmc.old_addr, pmc.old_end, pmc.new_addr, eng.pmd_size)
         ot = cached_walk(eng, &old_pmd, pmc.old_addr, lpmd, False)       # get_old_pmd()
         oi = entry_index(eng, pmc.old_addr, lpmd)
-        if ot < 0 or pmd_none(eng.row(ot)[oi]):
+        if ot < 0 or pmd_none(row(eng, ot)[oi]):
             pmc.old_addr += extent; pmc.new_addr += extent
             continue
         nt = cached_walk(eng, &new_pmd, pmc.new_addr, lpmd, True)        # alloc_new_pmd()
         if nt < 0:
             return -2 if nt == -2 else -1
         ni = entry_index(eng, pmc.new_addr, lpmd)
-        e = eng.row(ot)[oi]
+        e = row(eng, ot)[oi]
         if pmd_trans_huge(e):
             if extent == eng.pmd_size and move_huge_pmd(eng, pmc, ot, oi, nt, ni):
                 pmc.old_addr += extent; pmc.new_addr += extent
                 continue
-            if eng.split_huge_pmd(ot, oi) < 0:
+            if split_huge_pmd(eng, ot, oi) < 0:
                 return -1
         elif pmc.move_pmd and extent == eng.pmd_size:
             if move_normal_pmd(eng, pmc, ot, oi, nt, ni):
                 pmc.old_addr += extent; pmc.new_addr += extent
                 move_normal_pmd_run(eng, pmc, ot, oi + 1, nt, ni + 1)
                 continue
-        if pmd_none(eng.row(ot)[oi]):
+        if pmd_none(row(eng, ot)[oi]):
             pmc.old_addr += extent; pmc.new_addr += extent
             continue
         # pte_alloc(new_pmd)
-        if pmd_none(eng.row(nt)[ni]):
+        if pmd_none(row(eng, nt)[ni]):
             e = eng.table_alloc(lpte)
             if <int64_t>e < 0:
                 return -1
-            eng.row(nt)[ni] = pfn_entry(<int64_t>e, _PAGE_TABLE)
-        elif pmd_leaf(eng.row(nt)[ni]):
+            row(eng, nt)[ni] = pfn_entry(<int64_t>e, _PAGE_TABLE)
+        elif pmd_leaf(row(eng, nt)[ni]):
             return -2  # VM_BUG_ON(pmd_trans_huge(*new_pmd)) in alloc_new_pmd()
-        move_ptes(eng, extent, entry_pfn(eng.row(ot)[oi]), entry_index(eng, pmc.old_addr, lpte),
-                  entry_pfn(eng.row(nt)[ni]), entry_index(eng, pmc.new_addr, lpte))
+        move_ptes(eng, extent, entry_pfn(row(eng, ot)[oi]), entry_index(eng, pmc.old_addr, lpte),
+                  entry_pfn(row(eng, nt)[ni]), entry_index(eng, pmc.new_addr, lpte))
         pmc.old_addr += extent; pmc.new_addr += extent   # pmc_next()
     return 0
 
@@ -336,7 +335,16 @@ def move_range(Engine eng not None, uint64_t old_addr, uint64_t new_addr, uint64
     the addresses come as arguments, everything else from ``policy`` (a
     MoveControl used as a template; it is not modified).  Returns the final
     pmc.old_addr, or raises as move_page_tables() does.  pymm's syscalls use
-    this; experiments can use either."""
+    this; experiments can use either.
+
+    Example::
+
+        >>> policy = MoveControl(0, 0, 0, move_pmd=False)      # a kernel without PMD moves
+        >>> hex(move_range(eng, 0x40000000, 0x80000000, 0x40200000, 0x200000, policy))
+        '0x40200000'
+        >>> eng.stats()["pte_moves"]
+        512
+    """
     cdef MoveControl pmc = MoveControl.__new__(MoveControl)
     pmc.old_addr, pmc.new_addr, pmc.old_end, pmc.len_in = old_addr, new_addr, old_end, len_in
     pmc.for_stack, pmc.need_rmap_locks = policy.for_stack, policy.need_rmap_locks

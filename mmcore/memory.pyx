@@ -1,0 +1,592 @@
+# cython: language_level=3
+"""The fault path, zap, free_pgd_range and the CPU's accesses (mm/memory.c).
+
+* handle_mm_fault(): the PTE-level handlers (do_anonymous_page(),
+  do_read_fault()/do_shared_fault() on shmem with do_fault_around(),
+  do_wp_page()); a PMD-sized folio goes to huge_memory.pyx.
+* zap_page_range(): zap_page_range_single() and the zap_p4d_range() ->
+  ... -> zap_pte_range() walk; page-table pages stay.
+* free_pgd_range(): frees the page-table pages of a range that no other VMA
+  can use, with the kernel's floor/ceiling arithmetic.
+* read_bytes() / write_bytes() / memset_pages() / stamp_pages(): the CPU's
+  loads and stores through the MMU, page by page as __access_remote_vm()
+  copies; a store to a page that is not mapped writable stops there, and the
+  caller (pymm) faults it in and retries.
+
+Every function takes the Engine first, as the kernel's take the mm; what a
+VMA would tell the kernel (bounds, owner, vm_pgoff, protection) comes as
+arguments.  Every loop over pages runs without the GIL, after the arguments
+are validated.
+
+Example::
+
+    >>> import mmcore
+    >>> eng = mmcore.Engine(mmcore.X86_64)
+    >>> o = eng.owner_new("anon")
+    >>> GiB = 1 << 30
+    >>> mmcore.memory.handle_mm_fault(eng, GiB, GiB + 8192, vma_start=GiB, vma_end=GiB + 8192,
+    ...                               owner=o, pgoff=GiB >> 12, write=True, fill=0x5a)
+    >>> mmcore.memory.read_bytes(eng, GiB + 4095, 2)
+    (b'ZZ', 2)
+    >>> mmcore.memory.zap_page_range(eng, GiB, GiB + 8192); eng.rss()
+    (0, 0)
+"""
+from libc.string cimport memcpy
+from libc.stdint cimport uint64_t, int64_t, uint8_t
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+
+from mmcore._entries cimport *
+from mmcore._core cimport (Engine, FaultArgs, row, span_end, rmap_word, rmap_index, is_zero_frame,
+                           set_tag, frame_alloc, frame_alloc_tagged, release_frame, shmem_get,
+                           fill_page, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK, TAG_FILL,
+                           TAG_STAMP, TAG_KIND_MASK, TAG_VALUE_MASK)
+from mmcore.huge_memory cimport fault_huge, split_huge_pmd
+from mmcore.pagewalk cimport translate_c
+
+MAX_READ_BYTES = 1 << 32      # read_bytes() returns one bytes object
+
+
+cdef int uniform_byte(uint8_t *p, int64_t n) noexcept nogil:
+    """pymm's own: the byte every position of p holds, or -1 (a whole-page
+    write of one byte stays a FILL tag)."""
+    cdef int64_t i
+    for i in range(1, n):
+        if p[i] != p[0]:
+            return -1
+    return p[0] if n else -1
+
+
+# ---------------------------------------------------------------------- faults
+cdef int fault_pte(Engine eng, uint64_t *ptep, uint64_t va, FaultArgs *a) noexcept nogil:
+    """handle_pte_fault(): do_anonymous_page(), do_shared_fault()/
+    do_read_fault() on shmem, and do_wp_page() for a write to a
+    read-only entry.  With a.fill the page then gets a.fill_tag (a
+    memset in the same pass).  Returns -1 when out of memory."""
+    cdef uint64_t e = ptep[0], index
+    cdef int64_t f
+    cdef uint64_t flags
+    if e == 0:
+        index = a.pgoff + ((va - a.vma_start) >> eng.shift[eng.lpte])
+        if a.shared:
+            f = shmem_get(eng, a.owner, <int64_t>index)
+            if f < 0:
+                return -1
+            flags = a.prot | (_PAGE_RW if a.writable else 0)
+            if a.write:
+                flags |= _PAGE_DIRTY | _PAGE_SOFT_DIRTY
+            eng.rss_shmem += 1
+            if a.fill:
+                set_tag(eng, f, a.fill_tag)
+        elif a.write or not a.zero_page:
+            f = frame_alloc_tagged(eng, rmap_word(a.owner, index), a.fill_tag if a.fill else TAG_FILL)
+            if f < 0:
+                return -1
+            flags = a.prot
+            if a.writable:
+                flags |= _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY
+            eng.rss_anon += 1
+        else:
+            f = 0  # my_zero_pfn(): read fault on private anonymous memory
+            flags = a.prot | _PAGE_SPECIAL
+        store_nt(ptep, pfn_entry(f, flags))
+        eng.ctr[CTR_FAULTS] += 1
+        return 0
+    if a.write and a.writable and not pte_write(e):
+        # do_wp_page(): write to a present read-only entry in a writable VMA
+        f = entry_pfn(e)
+        if pte_special(e) or is_zero_frame(eng, f):
+            index = a.pgoff + ((va - a.vma_start) >> eng.shift[eng.lpte])
+            f = frame_alloc(eng, rmap_word(a.owner, index))  # wp_page_copy()
+            if f < 0:
+                return -1
+            eng.rss_anon += 1
+            eng.ctr[CTR_COW] += 1
+            e = pfn_entry(f, (entry_flags(e) & ~_PAGE_SPECIAL) | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY)
+        else:
+            e = e | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY  # reuse / wp_page_shared()
+        ptep[0] = e
+        eng.ctr[CTR_FAULTS] += 1
+    if a.fill and pte_write(e) and pte_hw_present(e):
+        set_tag(eng, entry_pfn(e), a.fill_tag)
+    return 0
+
+
+cdef int64_t around_window(Engine eng, int64_t pte_off, uint64_t va, FaultArgs *a,
+                           int64_t *to_pte) noexcept nogil:
+    """do_fault_around()'s from_pte/to_pte for a fault at va (PTE index pte_off):
+    [from_pte, to_pte), fault_around-aligned, clamped to the VMA and to
+    this PTE table.  Returns from_pte."""
+    cdef int64_t nr = a.fault_around
+    cdef int64_t vma_off = <int64_t>((va - a.vma_start) >> eng.shift[eng.lpte])
+    cdef int64_t vma_pages = <int64_t>((a.vma_end - a.vma_start) >> eng.shift[eng.lpte])
+    cdef int64_t from_pte = max(pte_off - pte_off % nr, pte_off - min(pte_off, vma_off))
+    to_pte[0] = min(min(from_pte + nr, <int64_t>eng.ptrs_per_pte), pte_off + vma_pages - vma_off)
+    return from_pte
+
+
+cdef int64_t cached_index(Engine eng, int64_t pte_off, int64_t j, uint64_t va, FaultArgs *a) noexcept nogil:
+    """filemap_map_pages()'s page-cache lookup (next_uptodate_folio()): the
+    object's page behind PTE j of the window (j - pte_off pages from va), or
+    0 when it is not in the page cache."""
+    cdef int64_t index = <int64_t>a.pgoff + <int64_t>((va - a.vma_start) >> eng.shift[eng.lpte]) \
+        + (j - pte_off)
+    if index < 0 or index >= eng.onpages[a.owner]:
+        return 0
+    return eng.oframes[a.owner][index]
+
+
+cdef void do_fault_around_c(Engine eng, uint64_t *r, int64_t pte_off, uint64_t va, FaultArgs *a) noexcept nogil:
+    """do_fault_around() + filemap_map_pages() on a PTE table already there:
+    before a read fault on a shmem page, map the neighbours already in the
+    object (the page cache) whose PTEs are none.  Nothing is allocated."""
+    cdef int64_t j, f, to_pte, index
+    cdef int64_t from_pte = around_window(eng, pte_off, va, a, &to_pte)
+    cdef uint64_t flags = a.prot | (_PAGE_RW if a.writable else 0)
+    for j in range(from_pte, to_pte):
+        if r[j] != 0:
+            continue
+        f = cached_index(eng, pte_off, j, va, a)
+        if f == 0:
+            continue                          # not in the page cache: left to a fault
+        index = <int64_t>rmap_index(eng.frmap[f])
+        if eng.omapc[a.owner][index] < 0xFFFF:
+            eng.omapc[a.owner][index] += 1
+        eng.rss_shmem += 1
+        r[j] = pfn_entry(f, flags)
+
+
+cdef int vma_fault_args(Engine eng, FaultArgs *a, uint64_t vma_start, uint64_t vma_end, int64_t owner,
+                         uint64_t pgoff, bint shared, bint writable, bint exec_, bint protnone,
+                         int fault_around) except -1:
+    """The VMA half of the struct vm_fault that __handle_mm_fault() builds:
+    validate what the VMA tells the fault handler and fill those fields of a."""
+    eng._check_range(vma_start, vma_end)
+    eng._check_owner(owner)
+    if shared != (eng.okind[owner] == OWNER_SHMEM):
+        raise ValueError("shared faults need a shmem owner, private ones an anon owner")
+    if pgoff + ((vma_end - vma_start) >> eng.shift[eng.lpte]) > RMAP_INDEX_MASK:
+        raise OverflowError("vm_pgoff too large for the rmap index")
+    if not 1 <= fault_around <= <int>eng.ptrs_per_pte or fault_around & (fault_around - 1):
+        raise ValueError("fault_around must be a power of two from 1 to PTRS_PER_PTE pages")
+    a.vma_start, a.vma_end, a.owner, a.pgoff = vma_start, vma_end, owner, pgoff
+    a.prot = _PAGE_PROTNONE | _PAGE_ACCESSED if protnone else \
+        (_PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED | (0 if exec_ else _PAGE_NX))
+    a.writable = writable and not protnone
+    a.shared = shared
+    a.fault_around = fault_around
+    return 0
+
+
+def do_fault_around(Engine eng not None, uint64_t addr, *, uint64_t vma_start, uint64_t vma_end,
+                    int64_t owner, uint64_t pgoff, bint writable=True, bint exec_=False,
+                    int fault_around=16):
+    """do_fault_around() alone, for a read fault at addr in a shared VMA
+    whose page lies beyond the object (the fault then SIGBUSes, but the
+    cached neighbours stay mapped).  The PTE table is allocated only if
+    a page is found, as filemap_map_pages() installs it.
+
+    Example::
+
+        >>> shm = eng.owner_new("shmem", npages=4)          # the VMA below is 16 pages
+        >>> handle_mm_fault(eng, 0x50000000, 0x50001000, vma_start=0x50000000,
+        ...                 vma_end=0x50010000, owner=shm, pgoff=0, shared=True)  # page 0 cached
+        >>> zap_page_range(eng, 0x50000000, 0x50001000)
+        >>> do_fault_around(eng, 0x50008000, vma_start=0x50000000, vma_end=0x50010000,
+        ...                 owner=shm, pgoff=0)                # page 8 lies beyond the object
+        >>> mmcore.translate(eng, 0x50000000) > 0               # page 0 is mapped again
+        True
+    """
+    cdef FaultArgs a
+    cdef int64_t pte_off, from_pte, to_pte, j, t
+    cdef bint found = False
+    vma_fault_args(eng, &a, vma_start, vma_end, owner, pgoff, True, writable, exec_, False,
+                   fault_around)
+    if not (vma_start <= addr < vma_end) or (addr | vma_start | vma_end) & (eng.page_size - 1):
+        raise ValueError("fault_around needs a page-aligned address inside the VMA")
+    a.write = False
+    pte_off = <int64_t>((addr >> eng.shift[eng.lpte]) & eng.imask[eng.lpte])
+    with nogil:
+        from_pte = around_window(eng, pte_off, addr, &a, &to_pte)
+        for j in range(from_pte, to_pte):
+            if cached_index(eng, pte_off, j, addr, &a) != 0:
+                found = True
+                break
+        if found:
+            t = eng.alloc_to(addr, eng.lpte)
+            if t >= 0:
+                do_fault_around_c(eng, row(eng, t), pte_off, addr, &a)
+    if found and t < 0:
+        raise MemoryError("out of memory allocating a page table")
+
+
+cdef int fault_range_c(Engine eng, uint64_t start, uint64_t end, FaultArgs *a) noexcept nogil:
+    """handle_mm_fault() -> __handle_mm_fault() for every page of [start,
+    end), as get_user_pages() (mm/gup.c) or the CPU touching each page in
+    turn would: one PTE table at a time."""
+    cdef uint64_t addr = start, nxt, haddr
+    cdef int64_t pmd_t, pte_t, i, i0, n
+    cdef uint64_t *pmdp
+    cdef uint64_t *r
+    while addr < end:
+        nxt = span_end(addr, end, eng.pmd_size)
+        pmd_t = eng.alloc_to(addr, eng.lpmd)
+        if pmd_t < 0:
+            return -1
+        pmdp = row(eng, pmd_t) + ((addr >> eng.shift[eng.lpmd]) & eng.imask[eng.lpmd])
+        haddr = addr & ~(eng.pmd_size - 1)
+        if pmd_leaf(pmdp[0]):
+            if fault_huge(eng, pmdp, haddr, a) < 0:
+                return -1
+            addr = nxt
+            continue
+        if pmdp[0] == 0 and a.thp and not a.shared and haddr >= a.vma_start \
+                and haddr + eng.pmd_size <= a.vma_end and haddr + eng.pmd_size > haddr:
+            if fault_huge(eng, pmdp, haddr, a) < 0:
+                return -1
+            addr = nxt
+            continue
+        pte_t = eng.alloc_to(addr, eng.lpte)
+        if pte_t < 0:
+            return -1
+        r = row(eng, pte_t)
+        i0 = (addr >> eng.shift[eng.lpte]) & eng.imask[eng.lpte]
+        n = <int64_t>((nxt - addr) >> eng.shift[eng.lpte])
+        for i in range(n):
+            if a.fault_around > 1 and a.shared and not a.write and r[i0 + i] == 0:
+                do_fault_around_c(eng, r, i0 + i, addr + (<uint64_t>i << eng.shift[eng.lpte]), a)
+            if fault_pte(eng, r + i0 + i, addr + (<uint64_t>i << eng.shift[eng.lpte]), a) < 0:
+                return -1
+            r = row(eng, pte_t)  # the table array may have moved
+        addr = nxt
+    store_fence()
+    return 0
+
+
+def handle_mm_fault(Engine eng not None, uint64_t start, uint64_t end, *, uint64_t vma_start,
+                    uint64_t vma_end, int64_t owner, uint64_t pgoff, bint write=False,
+                    bint writable=True, bint shared=False, bint thp=False, bint zero_page=True,
+                    bint exec_=False, bint protnone=False, int fill=-1, int fault_around=1):
+    """handle_mm_fault() for every page of [start, end), which must lie in
+    the VMA [vma_start, vma_end).  ``write`` makes them write faults.
+    ``fault_around`` (pages, a power of two): read faults on shmem first
+    map the cached neighbours in that window (do_fault_around()).
+
+    Permission checks are the caller's (the VMA's) job, as they are in
+    do_user_addr_fault(); this only installs entries.
+
+    Example::
+
+        >>> handle_mm_fault(eng, 0x7f0000000000, 0x7f0000001000, vma_start=0x7f0000000000,
+        ...                 vma_end=0x7f0000001000, owner=o, pgoff=0x7f0000000, write=True)
+    """
+    cdef FaultArgs a
+    eng._check_range(start, end)
+    vma_fault_args(eng, &a, vma_start, vma_end, owner, pgoff, shared, writable, exec_, protnone,
+                   fault_around)
+    if not (vma_start <= start and end <= vma_end):
+        raise ValueError("fault range must lie inside the VMA")
+    if shared:
+        if pgoff + ((end - vma_start) >> eng.shift[eng.lpte]) > <uint64_t>eng.onpages[owner]:
+            raise ValueError("fault beyond the end of the shmem object (SIGBUS)")
+    a.write = write
+    a.thp = thp
+    a.zero_page = zero_page
+    if not -1 <= fill <= 255:
+        raise ValueError("fill must be a byte value (or -1 for none)")
+    if fill >= 0 and not write:
+        raise ValueError("fill needs write faults")
+    a.fill = fill >= 0
+    a.start, a.end = start, end
+    a.fill_tag = TAG_FILL | <uint64_t>(fill if fill >= 0 else 0)
+    cdef int r
+    with nogil:
+        r = fault_range_c(eng, start, end, &a)
+    if r < 0:
+        raise MemoryError("out of memory while faulting")
+
+
+# ---------------------------------------------------------------------- zap
+cdef void zap_level(Engine eng, int l, int64_t t, uint64_t addr, uint64_t end) noexcept nogil:
+    """unmap_page_range() -> zap_p4d_range() -> ... -> zap_pte_range():
+    clear the leaves of [addr, end) below table t (level l), keep the
+    tables.  Huge PMDs only partly covered are split first."""
+    cdef uint64_t size = (<uint64_t>1) << eng.shift[l]
+    cdef uint64_t nxt, e
+    cdef int64_t i = (addr >> eng.shift[l]) & eng.imask[l]
+    cdef int64_t n, k
+    cdef uint64_t *r
+    if l == eng.lpte:                    # zap_pte_range(): one tight pass over the slots
+        n = <int64_t>((end - addr + size - 1) >> eng.shift[l])
+        r = row(eng, t) + i
+        for k in range(n):
+            e = r[k]
+            if e != 0:
+                r[k] = 0
+                if pte_present(e):
+                    release_frame(eng, entry_pfn(e), False)
+        return
+    while addr < end:
+        nxt = span_end(addr, end, size)
+        r = row(eng, t)
+        e = r[i]
+        if e != 0:
+            if pmd_leaf(e):
+                if nxt - addr == size:
+                    r[i] = 0  # zap_huge_pmd()
+                    release_frame(eng, entry_pfn(e), True)
+                elif l == eng.lpmd and split_huge_pmd(eng, t, i) == 0:
+                    zap_level(eng, l + 1, entry_pfn(row(eng, t)[i]), addr, nxt)
+            else:
+                zap_level(eng, l + 1, entry_pfn(e), addr, nxt)
+        addr = nxt
+        i += 1
+
+
+def zap_page_range(Engine eng not None, uint64_t start, uint64_t end):
+    """zap_page_range_single(): unmap the pages of [start, end), freeing
+    anonymous frames.  Page-table pages stay (free_pgd_range's job).
+
+    Example::
+
+        >>> zap_page_range(eng, 0x40000000, 0x40200000)   # MADV_DONTNEED
+    """
+    eng._check_range(start, end)
+    with nogil:
+        zap_level(eng, 0, 0, start, end)
+
+
+# ---------------------------------------------------------------------- free_pgd_range
+cdef void free_entries(Engine eng, int l, int64_t t, uint64_t addr, uint64_t end,
+                       uint64_t floor, uint64_t ceiling) noexcept nogil:
+    """The loop body of free_pmd_range()/free_pud_range()/...: walk the
+    entries of table t (level l) over [addr, end) and free what hangs below."""
+    cdef uint64_t size = (<uint64_t>1) << eng.shift[l]
+    cdef uint64_t nxt, e
+    cdef int64_t i = (addr >> eng.shift[l]) & eng.imask[l]
+    cdef uint64_t *r
+    while True:
+        nxt = span_end(addr, end, size)
+        r = row(eng, t)
+        e = r[i]
+        if e != 0:
+            if pmd_leaf(e):
+                r[i] = 0  # pmd_none_or_clear_bad(): a leaf here is "bad"
+            elif l == eng.lpmd:
+                r[i] = 0  # free_pte_range()
+                eng.table_free(entry_pfn(e))
+            else:
+                free_child(eng, l + 1, t, i, addr, nxt, floor, ceiling)
+        addr = nxt
+        i += 1
+        if addr == end:
+            break
+
+
+cdef void free_child(Engine eng, int l, int64_t pt, int64_t pi, uint64_t addr, uint64_t end,
+                     uint64_t floor, uint64_t ceiling) noexcept nogil:
+    """free_pmd_range() (and its siblings one level up): free below the
+    table at level l hanging from entry pi of table pt, then free that
+    table too if no VMA between floor and ceiling can still use it."""
+    cdef int64_t t = entry_pfn(row(eng, pt)[pi])
+    cdef uint64_t start = addr
+    cdef uint64_t mask = ~(((<uint64_t>1) << eng.shift[l - 1]) - 1)
+    free_entries(eng, l, t, addr, end, floor, ceiling)
+    start &= mask
+    if start < floor:
+        return
+    if ceiling:
+        ceiling &= mask
+        if not ceiling:
+            return
+    if end - 1 > ceiling - 1:
+        return
+    row(eng, pt)[pi] = 0
+    eng.table_free(t)
+
+
+cdef void free_pgd_range_c(Engine eng, uint64_t addr, uint64_t end, uint64_t floor,
+                           uint64_t ceiling) noexcept nogil:
+    """free_pgd_range(): the floor/ceiling trimming ("the next few lines have
+    given us lots of grief"), then the walk from the pgd."""
+    cdef uint64_t pmd_mask = ~(eng.pmd_size - 1)
+    addr &= pmd_mask
+    if addr < floor:
+        addr += eng.pmd_size
+        if not addr:
+            return
+    if ceiling:
+        ceiling &= pmd_mask
+        if not ceiling:
+            return
+    if end - 1 > ceiling - 1:
+        end -= eng.pmd_size
+    if addr > end - 1:
+        return
+    free_entries(eng, 0, 0, addr, end, floor, ceiling)
+
+
+def free_pgd_range(Engine eng not None, uint64_t addr, uint64_t end, uint64_t floor,
+                   uint64_t ceiling):
+    """mm/memory.c free_pgd_range(addr, end, floor, ceiling).
+
+    Frees the page-table pages under [addr, end) whose whole span lies
+    inside [floor, ceiling); a table shared with a VMA outside stays.
+    ``ceiling == 0`` means the top of the address space, as in the kernel.
+
+    Example::
+
+        >>> free_pgd_range(eng, 0x40000000, 0x40200000, 0, 0)
+    """
+    if end <= addr:
+        raise ValueError("free_pgd_range: end must be above addr")
+    if addr >= eng.va_limit or end > eng.va_limit:
+        raise ValueError("free_pgd_range: range beyond the address space")
+    if floor > eng.va_limit or ceiling > eng.va_limit:
+        raise ValueError("free_pgd_range: floor/ceiling beyond the address space")
+    with nogil:
+        free_pgd_range_c(eng, addr, end, floor, ceiling)
+
+
+# ---------------------------------------------------------------------- the CPU's accesses
+cdef int64_t set_tags_c(Engine eng, uint64_t start, uint64_t end, uint64_t tag, bint stamp) noexcept nogil:
+    """The CPU's stores of a memset() over whole pages (no kernel function:
+    what the MMU lets through): give every page of [start, end) (page
+    aligned) new contents.  Returns the first address that would fault."""
+    cdef uint64_t addr = start
+    cdef int64_t f
+    cdef uint64_t ps = eng.page_size
+    while addr < end:
+        f = translate_c(eng, addr, True)
+        if f < 0:
+            return <int64_t>addr
+        if stamp:
+            set_tag(eng, f, TAG_STAMP | ((addr >> eng.shift[eng.lpte]) & TAG_VALUE_MASK))
+        else:
+            set_tag(eng, f, tag)
+        addr += ps
+    return <int64_t>end
+
+
+def memset_pages(Engine eng not None, uint64_t start, uint64_t end, int value):
+    """memset() of whole pages by the CPU: fill [start, end) with byte
+    ``value``, one tag per page, no 4 KiB buffer.  Returns the first address
+    that faulted (== end when all were present and writable).
+
+    Example::
+
+        >>> memset_pages(eng, 0x40000000, 0x40200000, 0xff)
+        1075838976
+    """
+    eng._check_range(start, end)
+    eng._check_page_aligned(start, end)
+    if not 0 <= value <= 255:
+        raise ValueError("memset value must be a byte (0..255)")
+    cdef int64_t r
+    with nogil:
+        r = set_tags_c(eng, start, end, TAG_FILL | <uint64_t>value, False)
+    return r
+
+
+def stamp_pages(Engine eng not None, uint64_t start, uint64_t end):
+    """The CPU writes into each page of [start, end) its own page number
+    (addr >> PAGE_SHIFT) as a repeated 8-byte word: unique contents at O(1)
+    per page, for checking that data lands where it should after a move.
+    Returns the first address that faulted, as memset_pages().
+
+    Example::
+
+        >>> stamp_pages(eng, 0x40000000, 0x40200000)
+        1075838976
+    """
+    eng._check_range(start, end)
+    eng._check_page_aligned(start, end)
+    cdef int64_t r
+    with nogil:
+        r = set_tags_c(eng, start, end, 0, True)
+    return r
+
+
+cdef int64_t copy_bytes(Engine eng, uint64_t addr, uint8_t *buf, int64_t n, bint write) noexcept nogil:
+    """The CPU's loads/stores through the MMU, page by page as
+    __access_remote_vm() copies: read/write n bytes at addr.  Returns the
+    count done before the first fault (the caller handles it and retries)."""
+    cdef int64_t done = 0, f, chunk, off, slot
+    cdef uint64_t ps = eng.page_size
+    while done < n:
+        f = translate_c(eng, addr, write)
+        if f < 0:
+            return done
+        off = <int64_t>(addr & (ps - 1))
+        chunk = <int64_t>ps - off
+        if chunk > n - done:
+            chunk = n - done
+        if write:
+            if write_is_noop(eng, f, off, buf + done, chunk):
+                pass
+            elif off == 0 and chunk == <int64_t>ps and uniform_byte(buf + done, chunk) >= 0:
+                set_tag(eng, f, TAG_FILL | <uint64_t>uniform_byte(buf + done, chunk))
+            else:
+                slot = eng.buf_alloc(f)
+                if slot < 0:
+                    return -1
+                memcpy(eng.bufs[slot] + off, buf + done, chunk)
+        else:
+            fill_page(buf + done, eng.ftag[f], chunk, eng.bufs, off)
+        done += chunk
+        addr += chunk
+    return done
+
+
+cdef bint write_is_noop(Engine eng, int64_t f, int64_t off, uint8_t *src, int64_t n) noexcept nogil:
+    """pymm's own: would writing src change a FILL page?  (Keeps it a tag.)"""
+    cdef uint64_t tag = eng.ftag[f]
+    cdef int64_t i
+    if (tag & TAG_KIND_MASK) != TAG_FILL:
+        return False
+    for i in range(n):
+        if src[i] != (tag & 0xff):
+            return False
+    return True
+
+
+def read_bytes(Engine eng not None, uint64_t addr, int64_t n):
+    """Read n bytes at addr as the CPU would (__access_remote_vm() without
+    FOLL_WRITE).  Returns ``(data, done)``: data holds the ``done`` bytes
+    read before the first fault.
+
+    Example::
+
+        >>> memset_pages(eng, 0x40000000, 0x40001000, 0xff)
+        1073745920
+        >>> read_bytes(eng, 0x40000ffe, 4)       # the next page still holds zeros
+        (b'\\xff\\xff\\x00\\x00', 4)
+    """
+    if not 0 <= n <= MAX_READ_BYTES:
+        raise ValueError(f"length {n} must be in [0, {MAX_READ_BYTES}]")
+    eng._check_range(addr, addr + <uint64_t>n)
+    out = PyBytes_FromStringAndSize(NULL, n)
+    cdef uint8_t *p = <uint8_t*>PyBytes_AS_STRING(out)
+    cdef int64_t done
+    with nogil:
+        done = copy_bytes(eng, addr, p, n, False)
+    return out, done
+
+
+def write_bytes(Engine eng not None, uint64_t addr, const uint8_t[::1] data not None):
+    """Write data at addr as the CPU would (__access_remote_vm() with
+    FOLL_WRITE); returns the bytes written before the first fault.
+
+    Example::
+
+        >>> write_bytes(eng, 0x40000ffe, b"abcd")    # straddles two pages
+        4
+    """
+    cdef int64_t n = data.shape[0], done
+    eng._check_range(addr, addr + <uint64_t>n)
+    if n == 0:
+        return 0
+    with nogil:
+        done = copy_bytes(eng, addr, <uint8_t*>&data[0], n, True)
+    if done < 0:
+        raise MemoryError("out of memory materialising a page buffer")
+    return done
