@@ -194,7 +194,10 @@ def table(rows: List[Row], model: Optional[CostModel]) -> str:
     body = []
     for r in rows:
         ratio = f"{r.pymm_median / r.host_median:.2f}x" if r.host_median else "-"
-        body.append([f"{r.case} [{r.kernel}]", r.path_text(), fmt_ns(r.pymm_median),
+        label = f"{r.case} [{r.kernel}]"
+        if r.case == "PUD-aligned" and r.size < PUD:
+            label += " (< 1 GiB: no PUD to move)"
+        body.append([label, r.path_text(), fmt_ns(r.pymm_median),
                      fmt_ns(r.host_median), ratio, fmt_ns(model.predict(r.path)) if model else "-"])
     widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
@@ -269,13 +272,18 @@ def run(size: int = PUD, reps: int = 9, host: Optional[bool] = None, out=None,
                 out.write(f"  {r.kernel}'s path for the PMD-aligned move ({r.path_text()}) would cost about "
                           f"{fmt_ns(model.predict(r.path))} here\n")
     if json_path:
-        with open(json_path, "w") as f:
-            json.dump({"size": size, "reps": reps, "machine": platform.release(),
-                       "rows": [dict(asdict(r), pymm_median=r.pymm_median, host_median=r.host_median)
-                                for r in ordered],
-                       "fit_rows": [asdict(r) for r in fit_rows],
-                       "cost_model": asdict(model) if model else None}, f, indent=1)
-        out.write(f"\nwrote {json_path}\n")
+        doc = {"size": size, "reps": reps, "machine": platform.release(),
+               "rows": [dict(asdict(r), pymm_median=r.pymm_median, host_median=r.host_median)
+                        for r in ordered],
+               "fit_rows": [asdict(r) for r in fit_rows],
+               "cost_model": asdict(model) if model else None}
+        if json_path == "-":                 # stdout: the table went to stderr (see cli)
+            json.dump(doc, sys.stdout, indent=1)
+            sys.stdout.write("\n")
+        else:
+            with open(json_path, "w") as f:
+                json.dump(doc, f, indent=1)
+            out.write(f"\nwrote {json_path}\n")
     if plot_path:
         out.write(plot_sizes(plot_path, reps=max(3, reps // 2), host=use_host) + "\n")
     return 0
@@ -318,7 +326,11 @@ def plot_sizes(path: str, reps: int = 3, host: bool = True,
             h.close()
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xlabel("region size (bytes)")
+    ax.set_xticks(list(sizes), [fmt_size(s) for s in sizes])
+    ax.set_xlabel("region size")
+    ax.text(0.01, 0.01, f"kernel curves stop at {fmt_size(host_limit)}: the child must populate the "
+            "region in real memory (limit: 4 GiB, or a quarter of MemAvailable)",
+            transform=ax.transAxes, fontsize=7, color="#555555")
     ax.set_ylabel("mremap() time (us)")
     ax.set_title(f"mremap of a populated region: pymm vs Linux {platform.release()}")
     ax.grid(True, which="both", alpha=0.3)
@@ -351,8 +363,10 @@ def add_parser(sub, size_type):
     p.add_argument("--size", type=size_type, default=PUD, help="region size (default 1G)")
     p.add_argument("--reps", type=int, default=9, help="repetitions per case; medians shown (default 9)")
     p.add_argument("--no-host", action="store_true", help="skip this machine's kernel")
-    p.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    p.add_argument("--plot", metavar="PATH", help="write a PNG: time vs size (1 MiB-64 GiB), log-log")
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON (- for stdout; the table "
+                   "then goes to stderr)")
+    p.add_argument("--plot", metavar="PATH", help="also write a PNG: time vs size (1 MiB-64 GiB), "
+                   "log-log; adds about 1-2 minutes (it runs each case at 7 sizes)")
     p.set_defaults(func=lambda a: _cmd(a))
 
 
@@ -364,4 +378,4 @@ def _cmd(args) -> int:
         print("pymm bench: --reps must be at least 1", file=sys.stderr)
         return 2
     return run(size=args.size, reps=args.reps, host=False if args.no_host else None,
-               json_path=args.json, plot_path=args.plot)
+               json_path=args.json, plot_path=args.plot, out=sys.stderr if args.json == "-" else None)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
+import math
+import os
+import re
 import sys
 from typing import List, Optional
 
@@ -42,15 +44,131 @@ def _kernel_arg(value: str):
 
 
 def _size(value: str) -> int:
-    """Sizes like 4096, 2M, 1G, 64GiB."""
+    """Sizes like 4096, 2M, 1G, 64GiB: positive, and small enough to be a size."""
     v = value.strip().upper().replace("IB", "").replace("B", "")
     mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
     try:
         if v and v[-1] in mult:
-            return int(float(v[:-1]) * mult[v[-1]])
-        return int(v, 0)
+            f = float(v[:-1]) * mult[v[-1]]
+            if not math.isfinite(f) or f >= 1 << 64:
+                raise OverflowError
+            n = int(f)
+        else:
+            n = int(v, 0)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"not a size: {value!r} is beyond a 64-bit address space")
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a size: {value!r} (try 1G, 512M, 4096)")
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"not a size: {value!r} (a size is positive: try 1G)")
+    return n
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}")
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value} is too small: at least 1")
+    return n
+
+
+def _seconds(value: str) -> float:
+    try:
+        t = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}")
+    if not (math.isfinite(t) and t > 0):
+        raise argparse.ArgumentTypeError(f"{value} seconds: give a time above 0, like 10 or 0.5")
+    return t
+
+
+# -- output paths: checked before any work, created when missing --------------------------------
+def output_file(path: Optional[str], what: str) -> Optional[str]:
+    """None when ``path`` (a file to write; ``-`` is stdout) can be written,
+    creating its folder if needed; otherwise the one-line reason it cannot."""
+    if not path or path == "-":
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return f"{what} {path}: is a folder, give a file name"
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        return f"{what} {path}: cannot create the folder {folder}: {e.strerror or e}"
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        return f"{what} {path}: not writable"
+    return None
+
+
+def output_dir(path: str, what: str) -> Optional[str]:
+    """Like :func:`output_file`, for a folder to write files into."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        return f"{what} {path}: exists and is not a folder"
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        return f"{what} {path}: cannot create the folder: {e.strerror or e}"
+    if not os.access(path, os.W_OK):
+        return f"{what} {path}: not writable"
+    return None
+
+
+BENCH_MAX = 64 << 30          # the sizes plot's largest point
+
+
+def check_bench(args) -> Optional[str]:
+    """bench's arguments against each other and against this machine."""
+    from pymm.bench import PMD, _mem_available, fmt_size
+    size = args.size
+    if size < 4 * PMD or size % PMD:
+        return f"--size {fmt_size(size)}: must be a multiple of 2 MiB, at least 8 MiB"
+    if args.reps < 1:
+        return "--reps must be at least 1"
+    avail = _mem_available()
+    if size > BENCH_MAX:
+        return f"--size {fmt_size(size)}: at most {fmt_size(BENCH_MAX)} (the largest size it is built to time)"
+    if size // 256 > avail // 2:      # pymm: page tags and PTEs, 16 bytes a page
+        return (f"--size {fmt_size(size)}: pymm's tables need about {fmt_size(size // 256 >> 20 << 20)}, "
+                f"this machine has {avail >> 20} MiB available")
+    if not args.no_host and size > avail // 2:
+        return (f"--size {fmt_size(size)}: the kernel column populates it for real and this machine "
+                f"has {avail >> 20} MiB available: use --no-host or a smaller size")
+    return None
+
+
+def check_outputs(args) -> Optional[str]:
+    """Every output path of a command, checked before it starts its work."""
+    cmd = args.command
+    if cmd == "bench":
+        return check_bench(args) or output_file(args.json, "--json") or output_file(args.plot, "--plot")
+    if cmd == "fuzz" and args.save:
+        return output_file(args.save + ".py", "--save") or output_file(args.save + ".c", "--save")
+    if cmd == "show" and args.demo:
+        return output_dir(args.out, "--out")
+    return None
+
+
+# options whose value may start with "-" (argparse would take "-1G" for an option)
+VALUE_OPTIONS = ("--size", "--reps", "--seconds", "--max-examples", "--ops", "--seed", "--walk",
+                 "--execs", "--json", "--plot", "--save", "--out")
+
+
+def join_negative_values(argv: List[str]) -> List[str]:
+    """``--size -1G`` -> ``--size=-1G``, so that the value reaches its
+    validator and gets a real message, not "expected one argument"."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a in VALUE_OPTIONS and i + 1 < len(argv) and re.match(r"^-(\d|\.\d|inf|nan|$)",
+                                                                 argv[i + 1], re.I):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
 
 
 def cmd_kernels(args) -> int:
@@ -74,12 +192,19 @@ def cmd_fuzz(args) -> int:
     kernel = args.kernel
     print(f"fuzzing kernel {kernel.name}: up to {args.max_examples} programs or {args.seconds:g} s "
           f"(seed {args.seed})", flush=True)
-    with Progress("fuzz") as prog:
-        hit = fuzz(kernel, max_examples=args.max_examples, seconds=args.seconds, seed=args.seed,
-                   max_ops=args.ops, progress=lambda n, t: (setattr(prog, "done", n), prog.show()))
+    tally: dict = {}
+    try:
+        with Progress("fuzz") as prog:
+            hit = fuzz(kernel, max_examples=args.max_examples, seconds=args.seconds, seed=args.seed,
+                       max_ops=args.ops, progress=lambda n, t: (setattr(prog, "done", n), prog.show()),
+                       tally=tally)
+    except KeyboardInterrupt:
+        print(f"interrupted: {tally.get('programs', 0)} programs run in {tally.get('seconds', 0):.1f} s "
+              f"under {kernel.name}, nothing found so far", file=sys.stderr)
+        return 130
     if hit is None:
-        print(f"no invariant violation or warning found under {kernel.name} "
-              f"({args.max_examples} programs / {args.seconds:g} s budget)")
+        print(f"no invariant violation or warning found under {kernel.name}: "
+              f"{tally['programs']} programs run in {tally['seconds']:.1f} s")
         return 0
     print(f"\nFOUND: {hit.summary()}\n")
     print("# --- reproducer: Python, against pymm " + "-" * 38)
@@ -113,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "exists), Naresh's runs, and what later kernels did.  Ends with a table.",
                        epilog="example:\n  pymm demo | less", formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("--no-host", action="store_true", help="do not compile and run Kirill's program here")
-    d.add_argument("--execs", type=int, default=2048, help="execs in Naresh's loop (default 2048)")
+    d.add_argument("--execs", type=_positive_int, default=2048, help="execs in Naresh's loop (default 2048)")
     d.set_defaults(func=cmd_demo)
 
     f = sub.add_parser("fuzz", help="search syscall programs for a kernel's bugs",
@@ -127,10 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("--kernel", type=_kernel_arg, default="6.18",
                    help="catalogue name, or module:attribute of your own pymm.Kernel (default 6.18)")
-    f.add_argument("--max-examples", type=int, default=50000, help="programs to try (default 50000)")
-    f.add_argument("--seconds", type=float, default=60.0, help="time budget (default 60)")
+    f.add_argument("--max-examples", type=_positive_int, default=50000,
+                   help="programs to try, at least 1 (default 50000)")
+    f.add_argument("--seconds", type=_seconds, default=60.0, help="time budget, above 0 (default 60)")
     f.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
-    f.add_argument("--ops", type=int, default=10, help="longest program (default 10 calls)")
+    f.add_argument("--ops", type=_positive_int, default=10,
+                   help="longest program, at least 1 call (default 10)")
     f.add_argument("--save", metavar="PREFIX", help="also write PREFIX.py and PREFIX.c")
     f.set_defaults(func=cmd_fuzz)
 
@@ -142,12 +269,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else list(argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
     if isinstance(getattr(args, "kernel", None), str):
         args.kernel = _kernel_arg(args.kernel)
+    bad = check_outputs(args)
+    if bad:
+        print(f"pymm {args.command}: {bad}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -141,6 +141,7 @@ class Description:
     tables: List[TableInfo]
     unreachable_tables: int
     problems: List[str] = field(default_factory=list)
+    empty_note: str = "a PMD/PUD move onto one warns: WARN_ON(!pmd_none(*new_pmd))"
 
     @property
     def empty_tables(self) -> List[TableInfo]:
@@ -194,7 +195,7 @@ class Description:
                        f"  {f.min_fill}-{f.max_fill}")
         empty = self.empty_tables
         out.append("")
-        out.append("empty tables kept alive (a PMD/PUD move onto one warns: WARN_ON(!pmd_none(*new_pmd)))")
+        out.append(f"empty tables kept alive ({self.empty_note})")
         if not empty:
             out.append("  none")
         for t in empty:
@@ -274,7 +275,19 @@ def describe(mm, start: int = 0, end: Optional[int] = None, check: bool = True) 
         problems = [str(p) for p in check_mm(mm) if p.invariant != "orphan-pte"]
     return Description(mm.kernel.name, mm.arch, g.levels, g.entries(g.levels - 1),
                        [f"{v.start:#x}-{v.end:#x} {v.perms} {v.name}".rstrip() for v in vmas],
-                       ranges, fill, tables, eng.n_tables + 1 - len(tables), problems)
+                       ranges, fill, tables, eng.n_tables + 1 - len(tables), problems,
+                       _empty_note(mm.kernel))
+
+
+def _empty_note(kernel) -> str:
+    """What an empty table kept alive means under this kernel's own policy
+    (move_page_tables(): only a PMD/PUD move meets it; pmd_warn says if it warns)."""
+    moves = "/".join(m for m, on in (("PMD", kernel.pmd_moves), ("PUD", kernel.pud_moves)) if on)
+    if not moves:
+        return "harmless here: this kernel moves PTE by PTE, move_ptes() fills them"
+    if kernel.pmd_warn == mmcore.WARN_SILENT and kernel.pud_warn == mmcore.WARN_SILENT:
+        return f"a {moves} move onto one falls back to move_ptes(), silently"
+    return f"a {moves} move onto one warns: WARN_ON(!pmd_none(*new_pmd))"
 
 
 def _ranges(mm, runs: Dict[str, np.ndarray], vmas) -> List[MappedRange]:

@@ -15,6 +15,9 @@ Example::
 """
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
@@ -24,6 +27,36 @@ from pymm.mm import MM
 from pymm.ops import Op, programs, run_program, to_c, to_python
 
 DEFAULT_BASE = 0x100000000  # 4 GiB, where Kirill put SRC
+CACHE_DIR = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pymm")
+
+
+def _hypothesis_storage() -> None:
+    """Keep hypothesis's files in ~/.cache/pymm/hypothesis, not in a
+    ``.hypothesis/`` folder of the user's current directory (the search
+    itself keeps no example database: database=None)."""
+    os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(CACHE_DIR, "hypothesis"))
+
+
+class _Interrupt:
+    """Ctrl-C for the search: the handler records it, and the next program
+    raises KeyboardInterrupt from ordinary code (raised inside one of
+    hypothesis's gc callbacks it would be ignored, and the run go on)."""
+
+    def __init__(self):
+        self.hit = False
+        self.old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.hit = True
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
 
 
 @dataclass
@@ -80,30 +113,50 @@ def drop_ops(program: List[Op], is_bug: Callable[[List[Op]], bool]) -> List[Op]:
 
 def fuzz(kernel="6.18", *, max_examples: int = 50000, seconds: float = 60.0,
          seed: Optional[int] = 0, base: int = DEFAULT_BASE, max_ops: int = 10,
-         progress: Optional[Callable[[int, float], None]] = None) -> Optional[Hit]:
+         progress: Optional[Callable[[int, float], None]] = None,
+         tally: Optional[dict] = None) -> Optional[Hit]:
     """Search for a program that breaks an invariant or makes ``kernel`` warn.
 
     Returns the shrunk :class:`Hit`, or None when the budget (``max_examples``
     programs or ``seconds``) ran out.  ``kernel`` may be a name or a Kernel
     of your own.  The search runs in batches of hypothesis.find() with
     successive seeds, so the time budget is checked between batches.
+    ``tally``, a dict, gets ``programs`` (run so far) and ``seconds`` on
+    return and on Ctrl-C (KeyboardInterrupt, raised between two programs).
     """
-    import random
-
-    from hypothesis import HealthCheck, Phase, find, settings
-    from hypothesis.errors import NoSuchExample
-
+    _hypothesis_storage()
     k = get_kernel(kernel)
     start = time.monotonic()
     count = [0]
     strategy = programs(base=base, slots=8, max_ops=max_ops, big=True)
 
+    stop = _Interrupt()
+
     def is_bug(program) -> bool:
+        if stop.hit:
+            raise KeyboardInterrupt
         count[0] += 1
         if progress is not None and count[0] % 100 == 0:
             progress(count[0], time.monotonic() - start)
         problems, warns, _ = evaluate(k, program)
         return bool(problems or warns)
+
+    tally = {} if tally is None else tally
+    try:
+        with stop:
+            hit = _search(k, strategy, is_bug, count, start, max_examples, seconds, seed)
+        if stop.hit:
+            raise KeyboardInterrupt
+        return hit
+    finally:
+        tally.update(programs=count[0], seconds=time.monotonic() - start)
+
+
+def _search(k, strategy, is_bug, count, start, max_examples, seconds, seed) -> Optional[Hit]:
+    import random
+
+    from hypothesis import HealthCheck, Phase, find, settings
+    from hypothesis.errors import NoSuchExample
 
     batch, rnd = 500, random.Random(seed)
     while count[0] < max_examples and time.monotonic() - start < seconds:

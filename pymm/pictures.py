@@ -49,6 +49,28 @@ BORDERS = {   # kind: colour, width, style, legend, label under the table
 }
 
 
+def empty_table_note(kernel) -> str:
+    """What an empty PTE table kept alive means under ``kernel``, from its
+    own policy: move_page_tables() only meets it with a PMD move (pmd_moves,
+    HAVE_MOVE_PMD, v5.0+), and only warns where pmd_warn says so."""
+    if not kernel.pmd_moves:
+        return "no PMD moves in this kernel: move_ptes() fills it, nothing warns"
+    if kernel.pmd_warn == mmcore.WARN_SILENT:
+        return "a PMD move onto it falls back to move_ptes(), silently"
+    return "a PMD move onto it warns"
+
+
+def borders(kernel) -> Dict[str, tuple]:
+    """BORDERS with the texts that depend on the kernel's policy; kinds the
+    kernel cannot produce (a PMD move under 4.19) are left out."""
+    out = dict(BORDERS)
+    note = empty_table_note(kernel)
+    out["empty"] = BORDERS["empty"][:3] + (f"EMPTY table kept alive: {note}", f"EMPTY: {note}")
+    if not kernel.pmd_moves:
+        del out["moved"]
+    return out
+
+
 MATPLOTLIB_HINT = "needs matplotlib, an optional extra: pip install 'pymm[plot]' (or pip install matplotlib)"
 
 
@@ -135,8 +157,11 @@ def provenance(slot: Slot, first: Snapshot) -> Optional[str]:
     return "stayed" if np.array_equal(old.contents, slot.contents) else "refilled"
 
 
-def draw(snaps: Sequence[Snapshot], title: str, subtitle: str, path: str) -> str:
-    """One figure: a row per snapshot, a column per PMD slot."""
+def draw(snaps: Sequence[Snapshot], title: str, subtitle: str, path: str,
+         kinds: Optional[Dict[str, tuple]] = None) -> str:
+    """One figure: a row per snapshot, a column per PMD slot.  ``kinds``:
+    the borders and their texts (default :data:`BORDERS`; see :func:`borders`)."""
+    kinds = BORDERS if kinds is None else kinds
     plt = require_matplotlib()
     from matplotlib.patches import Patch, Rectangle
     nslots = len(snaps[0].slots)
@@ -163,13 +188,13 @@ def draw(snaps: Sequence[Snapshot], title: str, subtitle: str, path: str) -> str
             grid = slot.contents.reshape(GRID)
             ax.imshow(grid, cmap=cmap, vmin=0.0, vmax=1.0, extent=(x0, x0 + 0.9, 0.0, 0.86),
                       aspect="auto", interpolation="nearest")
-            color, width, style, _, text = BORDERS[kind]
+            color, width, style, _, text = kinds.get(kind, BORDERS[kind])
             ax.add_patch(Rectangle((x0, 0.0), 0.9, 0.86, fill=False, ec=color, lw=width, ls=style))
             if kind == "moved":
                 text = text.format(src=next(s.index for s in first.slots if s.table == slot.table))
             if text:
                 ax.text(x0, -0.1, text, fontsize=8, color=color, va="top", weight="bold")
-    handles = [Patch(fc="white", ec=c, lw=w, ls=s, label=t) for c, w, s, t, _ in BORDERS.values()]
+    handles = [Patch(fc="white", ec=c, lw=w, ls=s, label=t) for c, w, s, t, _ in kinds.values()]
     fig.legend(handles=handles, loc="lower right", bbox_to_anchor=(0.99, 0.005), ncol=2, fontsize=8.5,
                frameon=False)
     fig.suptitle(title, fontsize=13, weight="bold", y=0.995)
@@ -198,6 +223,7 @@ def stack_shift_pictures(kernels: Sequence = ("5.8", "6.7"), out_dir: str = ".",
     for kernel in kernels:
         k = get_kernel(kernel)
         shots = []
+        failed = None
         for phase in ("before", "first", "after"):
             st = stack_shift_stage(k)
             d = st.details
@@ -206,19 +232,22 @@ def stack_shift_pictures(kernels: Sequence = ("5.8", "6.7"), out_dir: str = ".",
                 continue
             with _warnings.catch_warnings():
                 _warnings.simplefilter("ignore")
-                {"before": lambda: None, "first": st.first_step, "after": st.act}[phase]()
-            caption = _caption(phase, st, k)
+                try:
+                    {"before": lambda: None, "first": st.first_step, "after": st.act}[phase]()
+                except OSError as e:    # exec's ENOMEM: a result, drawn as the tables are then
+                    failed = f"{e.strerror.split(' [')[0]}" if e.strerror else str(e)
+            caption = _caption(phase, st, k, failed if phase == "after" else None)
             shots.append(snapshot(st.mm, st.window, caption, d["old_start"], npages))
         safe = "".join(c if c.isalnum() or c in ".+-_" else "_" for c in k.name)
         path = os.path.join(out_dir, f"stack-shift-{safe}.{fmt}")
         draw(shots, f"exec's stack shift under {k.name}: {k.models}"[:110],
              "move_page_tables(old=stack start, new=start - 2 MiB, len=4 MiB): the ranges overlap; "
-             "the stack starts one page before a PMD boundary", path)
+             "the stack starts one page before a PMD boundary", path, borders(k))
         paths.append(path)
     return paths
 
 
-def _caption(phase: str, st, k) -> str:
+def _caption(phase: str, st, k, failed: Optional[str] = None) -> str:
     d, stats = st.details, st.mm.stats
     if phase == "before":
         return (f"before: stack VMA {d['old_start']:#x}-{d['old_end']:#x}, "
@@ -227,4 +256,7 @@ def _caption(phase: str, st, k) -> str:
     warned = f", WARNING x{len(st.mm.warnings)} at {st.mm.warnings[0].location}" if st.mm.warnings else ""
     if phase == "first":
         return f"after the loop's first extent ({moves}{warned})"
+    if failed:
+        return (f"exec FAILS: shift_arg_pages() returned ENOMEM ({failed}), the process is killed; "
+                f"tables as left: {moves}{warned}")
     return f"after shift_arg_pages(): {moves}{warned}, tail tables freed"

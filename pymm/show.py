@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from typing import List, Optional
+
 
 # -- pymm show ---------------------------------------------------------------------------------
 def _stages():
@@ -28,34 +30,91 @@ def _address(value: str) -> int:
         raise argparse.ArgumentTypeError(f"not an address: {value!r} (try 0x7fffffa00000)")
 
 
+def bad_walk_address(addrs, geometry) -> Optional[str]:
+    """A one-line complaint about the first address outside ``geometry``'s
+    address space, or None when every address can be walked."""
+    limit = 1 << geometry.va_bits
+    for a in addrs:
+        if not 0 <= a < limit:
+            shown = f"{a:#x}" if a >= 0 else str(a)
+            return (f"--walk {shown}: not an address on {geometry.name} "
+                    f"({geometry.va_bits}-bit virtual addresses: 0x0-{limit - 1:#x})")
+    return None
+
+
+FLAG_LEGEND = """flags: P present, RW writable, US user, A accessed, D dirty, PS page size (a huge leaf:
+  2M in a pmd, 1G in a pud), G global (PROTNONE in a non-present entry: PROT_NONE),
+  SPECIAL no struct page (pte_special), SD soft-dirty, NX no execute"""
+
+EXEC_ENOMEM = ("exec fails here: shift_arg_pages() returned ENOMEM, so exec gives up and the "
+               "process is killed (SIGSEGV); the tables below are as they were when it failed")
+
+
+def run_phase(step) -> Optional[str]:
+    """Run a stage's step with kernel warnings recorded, not printed.  An
+    error the kernel reports (exec's ENOMEM) is a result: returns its text."""
+    import warnings as _warnings
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")
+        try:
+            if step is not None:
+                step()
+        except OSError as e:
+            if "shift_arg_pages" in str(e):
+                return EXEC_ENOMEM
+            return f"the move failed: {e}"
+    return None
+
+
+def demo_conflicts(args) -> List[str]:
+    """The options ``--demo`` would ignore, as given on the command line."""
+    given = []
+    if args.scenario != "stack-shift":
+        given.append(f"scenario {args.scenario!r}")
+    for opt, default in (("json", False), ("all", False), ("walk", []), ("phase", "after")):
+        if getattr(args, opt) != default:
+            given.append("--" + opt)
+    if args.kernel is not None:
+        given.append("--kernel (use --kernels)")
+    return given
+
+
 def cmd_show(args) -> int:
     import sys
-    import warnings as _warnings
     if args.demo:
+        bad = demo_conflicts(args)
+        if bad:
+            print(f"pymm show: --demo draws the stack shift for --kernels; it cannot take "
+                  f"{', '.join(bad)}", file=sys.stderr)
+            return 2
         from pymm.pictures import stack_shift_pictures
         for path in stack_shift_pictures(args.kernels, out_dir=args.out, fmt=args.format):
             print(path)
         return 0
-    stage = _stages()[args.scenario](args.kernel)
+    stage = _stages()[args.scenario](args.kernel or "5.8")
+    mm = stage.mm
+    bad = bad_walk_address(args.walk, mm.geometry)
+    if bad:
+        print(f"pymm show: {bad}", file=sys.stderr)
+        return 2
     step = {"before": None, "first": stage.first_step, "after": stage.act}[args.phase]
     if args.phase == "first" and step is None:
         print(f"{args.scenario} has no separate first extent", file=sys.stderr)
         return 2
-    with _warnings.catch_warnings():
-        _warnings.simplefilter("ignore")
-        if step is not None:
-            step()
-    mm = stage.mm
+    failed = run_phase(step)
     d = mm.describe(check=args.phase != "first")
     walks = [mm.walk(a) for a in args.walk]
     if args.json:
         out = d.as_dict()
         out["scenario"], out["phase"] = args.scenario, args.phase
+        out["error"] = failed
         out["warnings"] = [str(w) for w in mm.warnings]
         out["walks"] = [{"addr": w.addr, "frame": w.frame, "steps": [asdict(s) for s in w]} for w in walks]
         print(json.dumps(out, indent=1))
         return 0
     print(f"scenario {args.scenario!r}, {args.phase}, kernel {mm.kernel.name}")
+    if failed:
+        print(failed)
     for w in mm.warnings:
         print(w)
     print()
@@ -65,6 +124,9 @@ def cmd_show(args) -> int:
     for w in walks:
         print()
         print(w)
+    if walks:
+        print()
+        print(FLAG_LEGEND)
     return 0
 
 
@@ -89,7 +151,7 @@ def add_parser(sub, kernel_arg) -> None:
         epilog=SHOW_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", nargs="?", default="stack-shift", choices=sorted(_stages()),
                    help="what to set up (default stack-shift)")
-    p.add_argument("--kernel", type=kernel_arg, default="5.8",
+    p.add_argument("--kernel", type=kernel_arg, default=None,
                    help="catalogue name or module:attribute (default 5.8)")
     p.add_argument("--phase", choices=("before", "first", "after"), default="after",
                    help="before the move, after the loop's first extent, or after it (default)")
