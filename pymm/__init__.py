@@ -9,8 +9,9 @@ Example::
 
     >>> import pymm
     >>> mm = pymm.MM(kernel="6.18")
-    >>> a = mm.mmap(0, 1 << 30, pymm.PROT_READ | pymm.PROT_WRITE,
-    ...             pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS)
+    >>> lo, hi = pymm.HOST_WINDOW         # addresses HostMM also accepts
+    >>> a = mm.mmap(lo, 1 << 30, pymm.PROT_READ | pymm.PROT_WRITE,
+    ...             pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS | pymm.MAP_FIXED)
     >>> mm.memset(a, 1, 1 << 30)
     >>> b = mm.mremap(a, 1 << 30, 1 << 30, pymm.MREMAP_MAYMOVE | pymm.MREMAP_FIXED, a + (4 << 30))
     >>> mm.stats["pud_moves"]
@@ -28,11 +29,12 @@ from pymm.kernels import KERNELS, Kernel, PageTableMove
 from pymm.mm import MM
 from pymm.mm.vma import VMA
 from pymm import host, scenarios  # noqa: E402  (pymm.host.HostMM, pymm.scenarios.*)
+from pymm.host import DEFAULT_WINDOW as HOST_WINDOW  # noqa: E402  (where HostMM runs a script too)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MM", "VMA", "Kernel", "KERNELS", "PageTableMove", "check", "Problem",
+    "MM", "VMA", "HOST_WINDOW", "Kernel", "KERNELS", "PageTableMove", "check", "Problem",
     "SegmentationFault", "BusError", "MemoryFault", "KernelWarning", "InvariantError",
     "KernelBUG",
     "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC", "MAP_SHARED", "MAP_PRIVATE",

@@ -12,10 +12,15 @@ module adds the VMA-level checks and words each problem.
 
 Example::
 
-    >>> mm = pymm.MM(kernel="5.8+linus-v2")
-    >>> ... Kirill's test case ...
+    >>> mm = pymm.MM(kernel="5.8+linus-v2")      # Kirill's test case:
+    >>> src = mm.mmap(4 << 30, 2 << 20, pymm.PROT_READ | pymm.PROT_WRITE,
+    ...               pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS | pymm.MAP_FIXED)
+    >>> mm.madvise(src, 2 << 20, pymm.MADV_NOHUGEPAGE)
+    >>> mm.memset(src, 0x33, 2 << 20)
+    >>> _ = mm.mremap(src + 4096, 4096, 4096, pymm.MREMAP_MAYMOVE | pymm.MREMAP_FIXED,
+    ...               (5 << 30) + 4096)
     >>> for p in pymm.check(mm): print(p)
-    0x140000000: orphan-pte: a present PTE maps frame 513 outside every VMA
+    0x140000000: orphan-pte: a present entry maps frame 1 outside every VMA
 """
 from __future__ import annotations
 

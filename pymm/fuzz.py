@@ -9,9 +9,12 @@ a C program to run on a real machine.
 Example::
 
     >>> from pymm.fuzz import fuzz
-    >>> hit = fuzz("5.8+linus-v2", seconds=60)
-    >>> print(hit.python)      # replay in pymm
-    >>> print(hit.c)           # compile with gcc, run on a real kernel
+    >>> fuzz("6.18", max_examples=50, seconds=30) is None     # 6.18: nothing to find
+    True
+
+    ``fuzz("5.8+linus-v2", seconds=60)`` finds Linus's v2 overcopy in about
+    a minute; then ``print(hit.python)`` replays it in pymm and
+    ``print(hit.c)`` is a C program for a real kernel (compile with gcc).
 """
 from __future__ import annotations
 

@@ -6,6 +6,10 @@ notebook.
 
 Example (the stack after exec's shift, ``pymm show --walk 0x7fffffa01234``)::
 
+    >>> import warnings; warnings.simplefilter("ignore")    # the shift's WARNING
+    >>> mm = pymm.MM(kernel="5.8")
+    >>> start = mm.setup_exec_stack(arg_bytes=4 << 20)
+    >>> mm.shift_arg_pages(start, 2 << 20)
     >>> print(mm.walk(0x7fffffa01234))
     walk of 0x7fffffa01234 (x86_64, 4 levels)
       0x7fffffa01234 = pgd 255 | pud 511 | pmd 509 | pte 1 | offset 0x234

@@ -12,8 +12,8 @@ Example::
 
     >>> import pymm
     >>> mm = pymm.MM()
-    >>> a = mm.mmap(0, 1 << 30, pymm.PROT_READ | pymm.PROT_WRITE,
-    ...             pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS)
+    >>> a = mm.mmap(pymm.HOST_WINDOW[0], 1 << 30, pymm.PROT_READ | pymm.PROT_WRITE,
+    ...             pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS | pymm.MAP_FIXED)
     >>> mm.memset(a, 0x5A, 1 << 30)
     >>> b = mm.mremap(a, 1 << 30, 1 << 30, pymm.MREMAP_MAYMOVE | pymm.MREMAP_FIXED,
     ...               a + (4 << 30))

@@ -95,7 +95,7 @@ class VMA:
 
         >>> v = mm.maps()[0]
         >>> v.perms, v.size // 4096
-        ('rw-p', 4)
+        ('rw-p', 512)
     """
 
     start: int
