@@ -64,6 +64,10 @@ _ADDRESS_IS_FRAME = {"double-mapped", "lost-frame", "shmem-mapcount"}
 
 def check(mm, max_problems: int = 100) -> List[Problem]:
     """The broken invariants of ``mm`` (empty: all hold)."""
+    if not hasattr(mm, "_tree") or not hasattr(mm, "engine"):
+        raise TypeError(f"pymm.check() needs a pymm.MM, not a {type(mm).__name__}: it reads pymm's own "
+                        "VMA tree and page tables.  HostMM runs the real kernel and answers only what "
+                        "the kernel shows a process (syscalls, read/write, maps(), pagemap())")
     problems: List[Problem] = []
     vmas = mm._tree.all()
     prev_end = 0

@@ -79,6 +79,26 @@ def demo_conflicts(args) -> List[str]:
     return given
 
 
+def host_soft_dirty() -> Optional[bool]:
+    """Whether this machine's kernel sets pagemap's soft-dirty bit 55
+    (CONFIG_MEM_SOFT_DIRTY): writes a page in a HostMM child and reads the
+    bit back.  None where HostMM cannot run.
+
+    Example::
+
+        >>> host_soft_dirty() in (True, False, None)
+        True
+    """
+    from pymm import constants as C
+    from pymm import host
+    if not host.available():
+        return None
+    with host.HostMM() as h:
+        a = h.mmap(0, 4096, C.PROT_READ | C.PROT_WRITE, C.MAP_PRIVATE | C.MAP_ANONYMOUS)
+        h.write(a, b"x")
+        return bool(int(h.pagemap(a, 4096)[0]) >> 55 & 1)
+
+
 def cmd_show(args) -> int:
     import sys
     if args.demo:
@@ -135,7 +155,7 @@ SHOW_HELP = """examples:
   pymm show --phase first                    # ... as the second extent finds it: an empty table
   pymm show kirill --kernel 5.8+linus-v2     # the orphan PTE of Kirill's test case
   pymm show --walk 0x7fffffa00000            # and a walk, level by level
-  pymm show --json | jq .empty_tables
+  pymm show --phase first --json | jq .empty_tables   # the table the second extent meets
   pymm show --demo --out pics/               # before/after pictures (needs matplotlib)
 """
 

@@ -2,6 +2,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 import pymm
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -42,3 +44,26 @@ def test_walk_trace_in_the_readme_is_what_pymm_prints():
         st.act()
     trace = str(st.mm.walk(0x7fffffa01234))
     assert trace in README.read_text()
+
+
+def test_first_session_runs_on_the_host_kernel_too():
+    """The README's claim: the session runs on HostMM, but for the line
+    marked "(pymm only)"."""
+    if not pymm.host.available():
+        pytest.skip(f"HostMM: {pymm.host.unavailable_reason()}")
+    code = blocks("python")[0]
+    assert 'pymm.MM(kernel="6.18")' in code
+    code = "\n".join(line for line in code.splitlines() if "(pymm only)" not in line)
+    ns = {}
+    with pymm.host.HostMM() as h:
+        exec(compile(code.replace('pymm.MM(kernel="6.18")', "h"), "README on HostMM", "exec"),
+             dict(ns, h=h))
+        lo, hi = pymm.HOST_WINDOW
+        assert any(v.start == lo + (1 << 40) for v in h.maps())
+        with pytest.raises(TypeError, match="needs a pymm.MM"):
+            pymm.check(h)
+
+
+def test_python_outputs_in_comments_are_what_python_prints():
+    text = README.read_text()
+    assert "# ([5368709120], False)" in text and "[0x140000000], False)" not in text
