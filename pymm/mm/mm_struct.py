@@ -22,12 +22,16 @@ Example::
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 import numpy as np
 
 import mmcore
 from mmcore import Engine
+
+if TYPE_CHECKING:                      # annotations only: describe and walk build on MM
+    from pymm.describe import Description
+    from pymm.walk import Walk
 from pymm import constants as C
 from pymm.errors import KernelWarning
 from pymm.kernels import Kernel, get_kernel, view
@@ -152,7 +156,14 @@ class MM:
 
     @property
     def map_count(self) -> int:
-        """mm->map_count: the number of VMAs."""
+        """mm->map_count: the number of VMAs (limited by ``max_map_count``,
+        as vm.max_map_count limits the kernel's).
+
+        Example::
+
+            >>> mm.map_count
+            1
+        """
         return len(self._tree)
 
     @property
@@ -185,7 +196,7 @@ class MM:
 
     # --------------------------------------------------------------------------- munmap: vma.py (mm/vma.c)
     @_syscall
-    def munmap(self, addr, length) -> None:
+    def munmap(self, addr: int, length: int) -> None:
         """munmap(2).  Unmapping nothing is not an error.
 
         Example::
@@ -197,7 +208,7 @@ class MM:
 
     # --------------------------------------------------------------------------- mmap: mmap.py (mm/mmap.c)
     @_syscall
-    def mmap(self, addr, length, prot, flags, fd=-1, offset=0) -> int:
+    def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0) -> int:
         """mmap(2) of anonymous memory, private or shared.
 
         Returns the address.  File mappings fail with EBADF: the simulated
@@ -215,7 +226,7 @@ class MM:
 
     # --------------------------------------------------------------- mprotect: mprotect.py (mm/mprotect.c)
     @_syscall
-    def mprotect(self, addr, length, prot) -> None:
+    def mprotect(self, addr: int, length: int, prot: int) -> None:
         """mprotect(2): new protection for [addr, addr+length).
 
         As in Linux, VMAs before a hole keep their new protection when the
@@ -231,7 +242,7 @@ class MM:
 
     # ------------------------------------------------------------------ madvise: madvise.py (mm/madvise.c)
     @_syscall
-    def madvise(self, addr, length, advice) -> None:
+    def madvise(self, addr: int, length: int, advice: int) -> None:
         """madvise(2).  Modelled: MADV_DONTNEED (zap), MADV_HUGEPAGE /
         MADV_NOHUGEPAGE (VMA flags), MADV_NORMAL/RANDOM/SEQUENTIAL,
         MADV_DONTDUMP/DODUMP, MADV_WILLNEED/COLD/PAGEOUT/FREE (no page-table
@@ -254,7 +265,7 @@ class MM:
             raise ValueError("access wraps around the address space")
         return addr, length
 
-    def read(self, addr, length) -> bytes:
+    def read(self, addr: int, length: int) -> bytes:
         """Read as the CPU would: through the page tables first (a present
         entry is used even outside every VMA), the fault handler on a miss.
 
@@ -271,7 +282,7 @@ class MM:
             check_now(self, "read")
         return result
 
-    def write(self, addr, data) -> None:
+    def write(self, addr: int, data: bytes) -> None:
         """Write bytes as the CPU would (copy-on-write, faults, segfaults).
 
         Example::
@@ -285,7 +296,7 @@ class MM:
         if self.check_enabled:
             check_now(self, "write")
 
-    def memset(self, addr, value, length) -> None:
+    def memset(self, addr: int, value: int, length: int) -> None:
         """memset(): whole pages take the bulk path (one tag per page), so
         1 GiB costs milliseconds.
 
@@ -299,7 +310,7 @@ class MM:
         if self.check_enabled:
             check_now(self, "memset")
 
-    def stamp(self, addr, length) -> None:
+    def stamp(self, addr: int, length: int) -> None:
         """Write into each whole page of the range its own page number
         (addr >> PAGE_SHIFT) as a repeated 8-byte word: distinct contents at
         O(1) per page, to check after a move that every page landed right."""
@@ -310,7 +321,8 @@ class MM:
 
     # --------------------------------------------------------------------- mremap: mremap.py (mm/mremap.c)
     @_syscall
-    def mremap(self, old_address, old_size, new_size, flags=0, new_address=0) -> int:
+    def mremap(self, old_address: int, old_size: int, new_size: int, flags: int = 0,
+               new_address: int = 0) -> int:
         """mremap(2) with Linux 6.18 semantics (do_mremap()).
 
         Shrink (across several VMAs), same-size no-op, expand in place,
@@ -348,7 +360,7 @@ class MM:
         return create_init_stack_vma(self, start, top)
 
     @_syscall
-    def shift_arg_pages(self, vma_start, shift, *, partial=None) -> None:
+    def shift_arg_pages(self, vma_start: int, shift: int, *, partial: Optional[int] = None) -> None:
         """relocate_vma_down() (fs/exec.c shift_arg_pages() before 6.x): move
         the VMA starting at vma_start down by shift bytes, as exec moves the
         stack.  The ranges overlap when shift is smaller than the VMA.
@@ -376,7 +388,7 @@ class MM:
             raise ValueError("shift would move the VMA below address 0")
         relocate_vma_down(self, vma, shift, partial)
 
-    def move_page_tables(self, old_addr, new_addr, length, for_stack=False) -> int:
+    def move_page_tables(self, old_addr: int, new_addr: int, length: int, for_stack: bool = False) -> int:
         """The bare move_page_tables() on the current page tables, for
         experiments: no VMA changes.  Returns the bytes the kernel reports
         moved.
@@ -406,7 +418,7 @@ class MM:
         """The /proc/self/maps text."""
         return show_maps(self)
 
-    def pagemap(self, addr, length) -> np.ndarray:
+    def pagemap(self, addr: int, length: int) -> np.ndarray:
         """/proc/pid/pagemap entries, one uint64 per page: bit 63 present,
         61 file/shared-anon, 56 exclusively mapped, 55 soft-dirty, 0-54 PFN.
 
@@ -423,7 +435,7 @@ class MM:
             raise ValueError("pagemap range beyond the address space")
         return pagemap_read(self, start, end)
 
-    def walk(self, addr):
+    def walk(self, addr: int) -> "Walk":
         """The page-table walk of addr, level by level (see pymm.walk.Walk).
 
         Example::
@@ -433,7 +445,7 @@ class MM:
         from pymm.walk import Walk
         return Walk(self, _u64(addr, "addr"))
 
-    def describe(self, start=0, end=None, *, check=True):
+    def describe(self, start: int = 0, end: Optional[int] = None, *, check: bool = True) -> "Description":
         """The page tables as merged ranges (4K/2M/1G, permissions, frame
         runs), per-level fill, empty tables kept alive and orphan entries;
         ``str()`` of the result is what ``pymm show`` prints; it also lists
@@ -460,7 +472,7 @@ class MM:
         return (f"<p><code>{html.escape(repr(self))}</code></p><pre>{maps}</pre>"
                 + self.describe()._repr_html_())
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"<pymm.MM kernel={self.kernel.name} arch={self.arch} vmas={self.map_count} "
                 f"rss={self.rss >> 10} KiB tables={self.engine.n_tables}>")
 
