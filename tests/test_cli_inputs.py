@@ -145,3 +145,33 @@ def test_bench_help_says_what_plot_costs(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
     assert "minutes" in capsys.readouterr().out
+
+
+# -- 12. package hygiene --------------------------------------------------------------------------
+def test_package_files_license_typing_changelog():
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    lic = (root / "LICENSE").read_text()
+    assert "GNU GENERAL PUBLIC LICENSE" in lic and "Version 2, June 1991" in lic
+    assert "END OF TERMS AND CONDITIONS" in lic             # the full text, not a stub
+    toml = (root / "pyproject.toml").read_text()
+    assert 'license = { text = "GPL-2.0-only" }' in toml and "authors" in toml
+    assert (root / "pymm" / "py.typed").exists() and 'pymm = ["py.typed"]' in toml
+    assert 'mmcore = ["*.c", "*.html"]' in toml.split("[tool.setuptools.exclude-package-data]")[1]
+    assert "## [Unreleased]" in (root / "CHANGELOG.md").read_text()
+
+
+def test_public_docstrings_and_hints():
+    import inspect
+    import pymm
+    for name in ("reset_stats", "map_count"):
+        assert "Example" in inspect.getdoc(getattr(pymm.MM, name)), name
+    hints = inspect.signature(pymm.MM.mremap).parameters
+    assert all(p.annotation is not inspect.Parameter.empty for n, p in hints.items() if n != "self")
+
+
+def test_walk_prints_a_flag_legend(capsys):
+    _, out, _ = run(["show", "--walk", "0x7fffffa01234"], capsys)
+    legend = out.split("flags:")[1]
+    for flag in ("P present", "RW", "US", "PS", "SD soft-dirty", "NX"):
+        assert flag in legend
