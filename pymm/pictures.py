@@ -13,8 +13,13 @@ says where it came from, compared with the first snapshot:
     light orange   the same table in the same slot, its PTEs rewritten one by
                    one (the data under it is another part of the range now)
     grey           the same table in the same slot, unchanged
-    red, dashed    a table with no entries, kept alive: a PMD move that
-                   lands on it warns (WARN_ON(!pmd_none(*new_pmd)))
+    red, dashed    a table with no entries, kept alive: under a kernel that
+                   moves PMDs and warns (5.8's WARN_ON(!pmd_none(*new_pmd))),
+                   a PMD move that lands on it warns; the label says what it
+                   means under the kernel drawn (:func:`borders`)
+
+A kernel whose exec fails (5.8+linus-v2: shift_arg_pages() returns ENOMEM)
+is drawn as the tables were when it failed, and the caption says so.
 
 matplotlib is an optional extra (``pip install "pymm[plot]"``).
 
