@@ -146,7 +146,8 @@ def check_outputs(args) -> Optional[str]:
     if cmd == "fuzz" and args.save:
         return output_file(args.save + ".py", "--save") or output_file(args.save + ".c", "--save")
     if cmd == "show" and args.demo:
-        return output_dir(args.out, "--out")
+        from pymm.show import demo_conflicts
+        return None if demo_conflicts(args) else output_dir(args.out, "--out")   # those refuse first
     return None
 
 

@@ -123,7 +123,7 @@ def test_empty_table_labels_follow_the_kernel(capsys):
 @pytest.mark.parametrize("argv", [["--json"], ["kirill"], ["--walk", "0x7fffffa00000"],
                                   ["--kernel", "6.18"], ["--phase", "first"]])
 def test_demo_refuses_options_it_would_ignore(argv, capsys, tmp_path):
-    code, out, err = run(["show", "--demo", "--out", str(tmp_path)] + argv, capsys)
+    code, out, err = run(["show", "--demo", "--out", str(tmp_path / "pics")] + argv, capsys)
     assert code == 2 and err.count("\n") == 1 and "--demo" in err and os.listdir(tmp_path) == []
 
 
