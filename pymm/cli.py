@@ -146,8 +146,11 @@ def check_outputs(args) -> Optional[str]:
     if cmd == "fuzz" and args.save:
         return output_file(args.save + ".py", "--save") or output_file(args.save + ".c", "--save")
     if cmd == "show" and args.demo:
-        from pymm.show import demo_conflicts
-        return None if demo_conflicts(args) else output_dir(args.out, "--out")   # those refuse first
+        from pymm.show import demo_conflicts, fill_demo_defaults
+        if demo_conflicts(args):          # refused by the command, before anything is created
+            return None
+        fill_demo_defaults(args)
+        return output_dir(args.out, "--out")
     return None
 
 

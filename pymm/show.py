@@ -99,8 +99,25 @@ def host_soft_dirty() -> Optional[bool]:
         return bool(int(h.pagemap(a, 4096)[0]) >> 55 & 1)
 
 
+def demo_only(args) -> List[str]:
+    """The --demo options given without --demo."""
+    return [f"--{o}" for o in ("kernels", "out", "format") if getattr(args, o) is not None]
+
+
+def fill_demo_defaults(args) -> None:
+    """--kernels 5.8,6.7, --out . and --format png unless given."""
+    from pymm.kernels import get_kernel
+    if args.kernels is None:
+        args.kernels = [get_kernel("5.8"), get_kernel("6.7")]
+    args.out = "." if args.out is None else args.out
+    args.format = args.format or "png"
+
+
 def cmd_show(args) -> int:
     import sys
+    if not args.demo and demo_only(args):
+        print(f"pymm show: {', '.join(demo_only(args))} only go with --demo", file=sys.stderr)
+        return 2
     if args.demo:
         bad = demo_conflicts(args)
         if bad:
@@ -108,6 +125,7 @@ def cmd_show(args) -> int:
                   f"{', '.join(bad)}", file=sys.stderr)
             return 2
         from pymm.pictures import stack_shift_pictures
+        fill_demo_defaults(args)
         for path in stack_shift_pictures(args.kernels, out_dir=args.out, fmt=args.format):
             print(path)
         return 0
@@ -181,8 +199,9 @@ def add_parser(sub, kernel_arg) -> None:
     p.add_argument("--all", action="store_true", help="list every range (default: the first 40)")
     p.add_argument("--demo", action="store_true",
                    help="write pictures of the stack shift, before/after, one file per kernel")
-    p.add_argument("--kernels", type=lambda v: [kernel_arg(k) for k in v.split(",")], default="5.8,6.7",
+    p.add_argument("--kernels", type=lambda v: [kernel_arg(k) for k in v.split(",")], default=None,
                    help="comma-separated kernels for --demo (default 5.8,6.7)")
-    p.add_argument("--out", default=".", metavar="DIR", help="where --demo writes (default: here)")
-    p.add_argument("--format", choices=("png", "svg"), default="png", help="picture format")
+    p.add_argument("--out", default=None, metavar="DIR", help="where --demo writes (default: here)")
+    p.add_argument("--format", choices=("png", "svg"), default=None, help="picture format for --demo "
+                   "(default png)")
     p.set_defaults(func=cmd_show)

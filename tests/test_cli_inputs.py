@@ -127,6 +127,20 @@ def test_demo_refuses_options_it_would_ignore(argv, capsys, tmp_path):
     assert code == 2 and err.count("\n") == 1 and "--demo" in err and os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("argv", [["--kernels", "4.19"], ["--out", "pics"], ["--format", "svg"]])
+def test_demo_options_without_demo_are_refused(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["show"] + argv, capsys)
+    assert code == 2 and argv[0] in err and "--demo" in err and os.listdir(tmp_path) == []
+
+
+def test_demo_defaults_draw_5_8_and_6_7_here(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(["show", "--demo"], capsys)
+    assert code == 0 and sorted(os.listdir(tmp_path)) == ["stack-shift-5.8.png", "stack-shift-6.7.png"]
+
+
 # -- 10. bench edge cases ----------------------------------------------------------------------
 @pytest.mark.parametrize("size,why", [("1e400G", "64-bit"), ("-1G", "positive"), ("1T", "at most"),
                                       ("3M", "multiple of 2 MiB"), ("0", "positive")])

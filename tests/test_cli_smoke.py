@@ -81,6 +81,7 @@ WRONG = [
     ["show", "--kernels", "5.8,9.99", "--demo"], ["show", "--demo", "--json"],
     ["show", "--demo", "--walk", "0x1000"], ["show", "kirill", "--demo"],
     ["show", "--format", "gif", "--demo"], ["show", "--demo", "--out", "/etc/passwd"],
+    ["show", "--kernels", "6.18"], ["show", "--out", "pics"],
     ["fuzz", "--kernel", "9.99"], ["fuzz", "--ops", "0"], ["fuzz", "--ops", "-3"],
     ["fuzz", "--seconds", "0"], ["fuzz", "--seconds", "-1"], ["fuzz", "--seconds", "nan"],
     ["fuzz", "--seconds", "inf"], ["fuzz", "--max-examples", "0"], ["fuzz", "--max-examples", "x"],
