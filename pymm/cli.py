@@ -203,8 +203,10 @@ def cmd_fuzz(args) -> int:
                        max_ops=args.ops, progress=lambda n, t: (setattr(prog, "done", n), prog.show()),
                        tally=tally)
     except KeyboardInterrupt:
+        found = ("a failing program was found, interrupted while shrinking it" if tally.get("found")
+                 else "nothing found so far")
         print(f"interrupted: {tally.get('programs', 0)} programs run in {tally.get('seconds', 0):.1f} s "
-              f"under {kernel.name}, nothing found so far", file=sys.stderr)
+              f"under {kernel.name}, {found}", file=sys.stderr)
         return 130
     if hit is None:
         print(f"no invariant violation or warning found under {kernel.name}: "

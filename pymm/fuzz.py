@@ -124,8 +124,9 @@ def fuzz(kernel="6.18", *, max_examples: int = 50000, seconds: float = 60.0,
     programs or ``seconds``) ran out.  ``kernel`` may be a name or a Kernel
     of your own.  The search runs in batches of hypothesis.find() with
     successive seeds, so the time budget is checked between batches.
-    ``tally``, a dict, gets ``programs`` (run so far) and ``seconds`` on
-    return and on Ctrl-C (KeyboardInterrupt, raised between two programs).
+    ``tally``, a dict, gets ``programs`` (run so far), ``seconds`` and
+    ``found`` (a failing program seen, perhaps not yet shrunk) on return and
+    on Ctrl-C (KeyboardInterrupt, raised between two programs).
     """
     _hypothesis_storage()
     k = get_kernel(kernel)
@@ -134,6 +135,8 @@ def fuzz(kernel="6.18", *, max_examples: int = 50000, seconds: float = 60.0,
     strategy = programs(base=base, slots=8, max_ops=max_ops, big=True)
 
     stop = _Interrupt()
+    tally = {} if tally is None else tally
+    tally["found"] = False
 
     def is_bug(program) -> bool:
         if stop.hit:
@@ -142,9 +145,10 @@ def fuzz(kernel="6.18", *, max_examples: int = 50000, seconds: float = 60.0,
         if progress is not None and count[0] % 100 == 0:
             progress(count[0], time.monotonic() - start)
         problems, warns, _ = evaluate(k, program)
-        return bool(problems or warns)
+        bug = bool(problems or warns)
+        tally["found"] = tally["found"] or bug
+        return bug
 
-    tally = {} if tally is None else tally
     try:
         with stop:
             hit = _search(k, strategy, is_bug, count, start, max_examples, seconds, seed)
