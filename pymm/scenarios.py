@@ -35,6 +35,7 @@ from pymm import constants as C
 from pymm.check import check
 from pymm.errors import SegmentationFault
 from pymm.kernels import get_kernel
+from pymm.machine import Machine
 from pymm.mm import MM
 
 MiB = 1 << 20
@@ -339,12 +340,12 @@ def naresh_runs(kernel="5.8", *, execs: int = 2048, arg_bytes: int = 9 * MiB, se
     overlap and 5.8 warns: about once in 512 execs.  Seedable.
     """
     k = get_kernel(kernel)
+    machine = Machine(kernel=k)              # one boot: a WARN_ON_ONCE prints once
     rnd = random.Random(seed)
-    hits = printed = failed = corrupted = pmd_moves = 0
-    first = None
+    hits = failed = corrupted = pmd_moves = 0
     shifts: List[int] = []
     for _ in range(execs):
-        mm = MM(kernel=k)
+        mm = machine.spawn()
         start = mm.setup_exec_stack(arg_bytes=arg_bytes, top=stack_top)
         shift = random_stack_shift(rnd, rnd_pages)
         npages = (stack_top - start) // PAGE
@@ -356,14 +357,11 @@ def naresh_runs(kernel="5.8", *, execs: int = 2048, arg_bytes: int = 9 * MiB, se
         if not np.array_equal(before, mmcore.page_tags(mm.engine, start - shift, npages)):
             corrupted += 1
         pmd_moves += mm.stats["pmd_moves"]
-        if mm.warnings:
+        if mm.stats["warnings"]:             # the condition hit, printed or not
             hits += 1
             shifts.append(shift)
-            if first is None:
-                first = str(mm.warnings[0])
-            once = k.pmd_warn == 2
-            if not once or printed == 0:
-                printed += len(mm.warnings)
+    printed = len(machine.warnings)
+    first = str(machine.warnings[0]) if machine.warnings else None
     return ExecLoop(k.name, execs, hits, printed, failed, corrupted, pmd_moves, first, shifts)
 
 

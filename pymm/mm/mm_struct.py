@@ -35,6 +35,7 @@ if TYPE_CHECKING:                      # annotations only: describe and walk bui
 from pymm import constants as C
 from pymm.errors import KernelWarning
 from pymm.kernels import Kernel, get_kernel, view
+from pymm.machine import ARCHES, THP_MODES, Machine  # noqa: F401  (ARCHES, THP_MODES re-exported)
 from pymm.mm.exec import create_init_stack_vma, relocate_vma_down
 from pymm.mm.madvise import do_madvise
 from pymm.mm.memory import FAULT_AROUND_BYTES, cpu_memset, cpu_read, cpu_stamp, cpu_write
@@ -45,8 +46,6 @@ from pymm.mm.syscall import _syscall, _u64, check_now
 from pymm.mm.task_mmu import pagemap_read, show_maps, task_mem
 from pymm.mm.vma import VMA, VmaTree, do_vmi_munmap, page_align, snapshot
 
-ARCHES = {"x86_64": mmcore.X86_64, "x86_64-la57": mmcore.X86_64_LA57}
-THP_MODES = ("always", "madvise", "never")
 MAX_READ = 1 << 32            # mm.read() returns bytes: 4 GiB at most per call
 
 
@@ -67,6 +66,10 @@ class MM:
     writable mapping larger than this fails with ENOMEM, as the heuristic
     overcommit does beyond RAM + swap; default: no limit).
 
+    ``machine``: the :class:`pymm.Machine` to run on (use ``m.spawn()``);
+    by default a new machine of its own, built from ``kernel``, ``arch``,
+    ``thp``, ``max_map_count`` and ``commit_limit``.
+
     Example::
 
         >>> mm = pymm.MM(kernel="5.8", thp="never")
@@ -77,17 +80,24 @@ class MM:
     def __init__(self, kernel="6.18", arch="x86_64", check=False, thp="madvise", *,
                  mmap_base: Optional[int] = None, window=None,
                  max_map_count: int = C.DEFAULT_MAX_MAP_COUNT, privileged: bool = False,
-                 commit_limit: Optional[int] = None, rlimit_stack: int = C.RLIMIT_STACK_DEFAULT):
-        self._kernel: Kernel = get_kernel(kernel)
-        if arch not in ARCHES:
-            raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(ARCHES)}")
-        if thp not in THP_MODES:
-            raise ValueError(f"thp must be one of {THP_MODES}, not {thp!r}")
+                 commit_limit: Optional[int] = None, rlimit_stack: int = C.RLIMIT_STACK_DEFAULT,
+                 machine: Optional[Machine] = None):
+        if machine is None:                       # a machine with one process
+            machine = Machine(kernel, arch, thp, max_map_count=max_map_count, commit_limit=commit_limit)
+        elif not isinstance(machine, Machine):
+            raise TypeError(f"machine must be a pymm.Machine, not {type(machine).__name__}")
+        elif (get_kernel(kernel), arch, thp, max_map_count, commit_limit) != (
+                machine.kernel, machine.arch, machine.thp, machine.max_map_count, machine.commit_limit):
+            raise ValueError("kernel, arch, thp, max_map_count and commit_limit are the machine's: "
+                             "start a process with machine.spawn()")
         if not isinstance(check, bool):
             raise TypeError("check must be True or False")
-        self.arch = arch
-        self.geometry = ARCHES[arch]
-        self.thp = thp
+        self.machine = machine
+        self._kernel: Kernel = machine.kernel
+        self.arch = machine.arch
+        self.geometry = machine.geometry
+        thp = self.thp = machine.thp
+        max_map_count, commit_limit = machine.max_map_count, machine.commit_limit
         self.engine = Engine(self.geometry)
         self.page_size = self.geometry.page_size
         self.page_shift = self.geometry.page_shift
@@ -129,6 +139,7 @@ class MM:
         self.start_stack = 0
         self._zero_owner = 0                      # memory.zero_page_owner(), made on first use
         self.check_enabled = check
+        self.pid = machine._attach(self)
 
     # ----------------------------------------------------------------------------------- public attributes
     @property
@@ -476,3 +487,6 @@ class MM:
         return (f"<pymm.MM kernel={self.kernel.name} arch={self.arch} vmas={self.map_count} "
                 f"rss={self.rss >> 10} KiB tables={self.engine.n_tables}>")
 
+
+
+Machine.process_type = MM                         # what Machine.spawn() starts

@@ -20,20 +20,17 @@ Example (``mm.mremap()`` is a thin wrapper around :func:`do_mremap`)::
 from __future__ import annotations
 
 import functools
-import warnings as _warnings
 from typing import Optional
 
 import mmcore
 from mmcore import MoveControl
 from pymm import constants as C
-from pymm.errors import EFAULT, EINVAL, ENOMEM, KernelWarning
+from pymm.errors import EFAULT, EINVAL, ENOMEM
 from pymm.kernels import PageTableMove
 from pymm.mm.memory import mm_populate
 from pymm.mm.mmap import get_unmapped_area
 from pymm.mm.syscall import U64, _Errno
 from pymm.mm.vma import Vma, copy_vma, do_vmi_munmap, vma_merge_extend, vma_set_anon
-
-_SITE_NAMES = {v: k for k, v in mmcore.WARN_SITES.items()}
 
 
 # ---------------------------------------------------------------- do_mremap()
@@ -284,12 +281,5 @@ def validate_move(mm, move: PageTableMove) -> None:
 
 
 def collect_warnings(mm) -> None:
-    """WARN_ON()'s report: the engine's warning records become KernelWarnings."""
-    for site, old, new in mm.engine.take_warnings():
-        name = _SITE_NAMES[site]
-        s = mm.kernel.site(name)
-        w = KernelWarning(s.function, s.location,
-                          f"{s.message}; old_addr={old:#x} new_addr={new:#x}",
-                          kernel=mm.kernel.name, site=name, old_addr=old, new_addr=new)
-        mm.warnings.append(w)
-        _warnings.warn(w, stacklevel=4)
+    """WARN_ON()'s report, by the machine (a WARN_ON_ONCE fires once per boot)."""
+    mm.machine.report_warnings(mm, stacklevel=5)
