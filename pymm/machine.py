@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Set
 
 import mmcore
 from pymm import constants as C
-from pymm.arches import ARCHES, Arch, get_arch
+from pymm.arches import ARCHES, Arch, get_arch, kernel_version
 from pymm.errors import KernelWarning
 from pymm.kernels import Kernel, get_kernel
 
@@ -66,6 +66,10 @@ class Machine:
         if thp not in THP_MODES:
             raise ValueError(f"thp must be one of {THP_MODES}, not {thp!r}")
         self.thp = thp
+        # CONFIG_HAVE_MOVE_PMD / CONFIG_HAVE_MOVE_PUD: does this kernel select them on this arch?
+        version = kernel_version(self.kernel.name)
+        self.move_pmd = self.arch_info.has_move_pmd(version)
+        self.move_pud = self.arch_info.has_move_pud(version)
         if isinstance(max_map_count, bool) or not isinstance(max_map_count, int):
             raise TypeError("max_map_count must be an int")
         if max_map_count < 1:

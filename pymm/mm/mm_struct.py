@@ -103,8 +103,9 @@ class MM:
         self.page_shift = self.geometry.page_shift
         self.pmd_size = self.geometry.pmd_size
         self.pud_size = self.geometry.pud_size
-        self.task_size = self.geometry.task_size
-        self.map_window = self.geometry.map_window
+        self.task_size = machine.arch_info.task_size          # the arch's TASK_SIZE
+        self.map_window = machine.arch_info.mmap_window
+        self.stack_top = machine.arch_info.stack_top          # STACK_TOP_MAX
         self._pmask = self.page_size - 1          # offset_in_page()
         # /sys/kernel/debug/fault_around_bytes (default 64 KiB): read faults
         # on shared memory also map the cached pages around them
@@ -122,7 +123,7 @@ class MM:
         # the stack is the stack rlimit plus the guard gap, at least 128 MiB.
         gap = max(C.MIN_GAP, self.rlimit_stack + self.stack_guard_gap)
         self.mmap_base = (self.map_window - gap) if mmap_base is None else int(mmap_base)
-        self.mmap_legacy_base = (self.map_window // 3 + self.page_size - 1) & ~(self.page_size - 1)
+        self.mmap_legacy_base = machine.arch_info.unmapped_base
         self.window = None
         if window is not None:
             lo, hi = (int(x) for x in window)
@@ -361,7 +362,7 @@ class MM:
             >>> mm = pymm.MM(kernel="5.8")
             >>> start = mm.setup_exec_stack(arg_bytes=3 << 20)
         """
-        top = self.task_size if top is None else _u64(top, "top")
+        top = self.stack_top if top is None else _u64(top, "top")
         size = page_align(self, max(int(arg_bytes), self.page_size))
         if (self._pmask & top) or size >= top or top > self.task_size:
             raise ValueError("stack top must be page aligned, above the stack size, within task_size")

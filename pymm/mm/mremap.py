@@ -243,7 +243,7 @@ def move_page_tables(mm, old_vma: Optional[Vma], new_vma: Optional[Vma], old_add
     move = PageTableMove(old_addr, new_addr, length, old_vma, new_vma,  # views made lazily
                          for_stack and k.exec_passes_for_stack, mm.page_size, mm.pmd_size,
                          mm.pud_size, old_addr + length, length, mm)
-    allow_pmd = k.pmd_moves
+    allow_pmd = k.pmd_moves and mm.machine.move_pmd          # CONFIG_HAVE_MOVE_PMD of the arch
     if k.overlap_guard is not None:
         allow, warn_up = k.overlap_guard(move)
         allow_pmd = allow_pmd and allow
@@ -258,7 +258,7 @@ def move_page_tables(mm, old_vma: Optional[Vma], new_vma: Optional[Vma], old_add
     end_addr = move.old_addr
     if move.old_addr < move.old_end:
         # the kernel's compile-time choices, as a MoveControl template
-        policy = _policy(allow_pmd, move.for_stack, k.pud_moves, k.pud_step, k.pmd_warn, k.pud_warn,
+        policy = _policy(allow_pmd, move.for_stack, k.pud_moves and mm.machine.move_pud, k.pud_step, k.pmd_warn, k.pud_warn,
                          k.huge_pmd_warn)
         end_addr = mmcore.move_range(mm.engine, move.old_addr, move.new_addr, move.old_end,
                                      move.len_in, policy)
