@@ -15,6 +15,8 @@ import json
 from dataclasses import asdict
 from typing import List, Optional
 
+from pymm.arches import ARCHES
+
 
 # -- pymm show ---------------------------------------------------------------------------------
 def _stages():
@@ -41,6 +43,11 @@ def bad_walk_address(addrs, geometry) -> Optional[str]:
                     f"({geometry.va_bits}-bit virtual addresses: 0x0-{limit - 1:#x})")
     return None
 
+
+ARM64_LEGEND = """descriptor bits: valid, table (bit 1: a table, or a page at the last level; clear in a
+  block), AP[1]=EL0 user access, AP[2]=RO read-only, AF access flag, nG not global, DBM writable
+  (dirty bit management), PXN/UXN privileged/user execute never, DIRTY/PROT_NONE Linux's software
+  bits, PXNTable no privileged execution below this table"""
 
 FLAG_LEGEND = """flags: P present, RW writable, US user, A accessed, D dirty, PS page size (a huge leaf:
   2M in a pmd, 1G in a pud), G global (PROTNONE in a non-present entry: PROT_NONE),
@@ -76,6 +83,8 @@ def demo_conflicts(args) -> List[str]:
             given.append("--" + opt)
     if args.kernel is not None:
         given.append("--kernel (use --kernels)")
+    if args.arch != "x86_64":
+        given.append("--arch (the pictures are of x86-64)")
     return given
 
 
@@ -129,7 +138,7 @@ def cmd_show(args) -> int:
         for path in stack_shift_pictures(args.kernels, out_dir=args.out, fmt=args.format):
             print(path)
         return 0
-    stage = _stages()[args.scenario](args.kernel or "5.8")
+    stage = _stages()[args.scenario](args.kernel or "5.8", arch=args.arch)
     mm = stage.mm
     bad = bad_walk_address(args.walk, mm.geometry)
     if bad:
@@ -150,7 +159,7 @@ def cmd_show(args) -> int:
         out["walks"] = [{"addr": w.addr, "frame": w.frame, "steps": [asdict(s) for s in w]} for w in walks]
         print(json.dumps(out, indent=1))
         return 0
-    print(f"scenario {args.scenario!r}, {args.phase}, kernel {mm.kernel.name}")
+    print(f"scenario {args.scenario!r}, {args.phase}, kernel {mm.kernel.name}, arch {mm.arch}")
     if failed:
         print(failed)
     for w in mm.warnings:
@@ -164,7 +173,7 @@ def cmd_show(args) -> int:
         print(w)
     if walks:
         print()
-        print(FLAG_LEGEND)
+        print(ARM64_LEGEND if mm.machine.arch_info.entry_format == "arm64" else FLAG_LEGEND)
     return 0
 
 
@@ -191,6 +200,8 @@ def add_parser(sub, kernel_arg) -> None:
                    help="what to set up (default stack-shift)")
     p.add_argument("--kernel", type=kernel_arg, default=None,
                    help="catalogue name or module:attribute (default 5.8)")
+    p.add_argument("--arch", choices=list(ARCHES), default="x86_64",
+                   help="paging geometry and user space of an arch (default x86_64)")
     p.add_argument("--phase", choices=("before", "first", "after"), default="after",
                    help="before the move, after the loop's first extent, or after it (default)")
     p.add_argument("--walk", type=_address, action="append", default=[], metavar="ADDR",

@@ -173,3 +173,44 @@ def test_arm64_5_8_never_warns_it_had_no_move_pmd():
 def test_unknown_arch_names_the_choices():
     with pytest.raises(ValueError, match="arm64-16k"):
         pymm.MM(arch="sparc")
+
+
+# -- the command line -----------------------------------------------------------------------------
+def _cli(capsys, *argv):
+    from pymm.cli import main
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out + err
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHES)
+def test_bench_runs_on_every_arch(arch, capsys):
+    pmd = get_arch(arch).geometry.pmd_size
+    rc, out = _cli(capsys, "bench", "--arch", arch, "--size", str(8 * pmd), "--reps", "1", "--no-host")
+    assert rc == 0 and "PMD-aligned [6.18]" in out
+    from pymm.bench import measure
+    row = measure("6.18", "PMD-aligned", 8 * pmd, 1, arch=arch)
+    assert row.path["pmd_moves"] == 8 and row.path["pte_moves"] == 0
+    assert measure("6.18", "per-PTE", 8 * pmd, 1, arch=arch).path["pte_moves"] == 8 * pmd // get_arch(arch).page_size
+
+
+def test_bench_refuses_sizes_the_arch_cannot_hold(capsys):
+    rc, out = _cli(capsys, "bench", "--arch", "i386-pae", "--size", "2G", "--no-host")
+    assert rc == 2 and "at most 1G" in out
+    rc, out = _cli(capsys, "bench", "--arch", "arm64-64k", "--size", "64M", "--no-host")
+    assert rc == 2 and "512 MiB" in out
+
+
+def test_demo_replays_on_the_i386_board(capsys):
+    rc, out = _cli(capsys, "demo", "--arch", "i386-pae", "--no-host", "--execs", "64")
+    assert rc == 0 and "i386-pae: 3 levels" in out and "mm/mremap.c:211" in out
+
+
+def test_show_and_kernels_take_arch(capsys):
+    rc, out = _cli(capsys, "show", "--arch", "arm64-4k", "--kernel", "6.18", "--walk", "0xfffffee00000")
+    assert rc == 0 and "arch arm64-4k" in out and "AP[2]=RO read-only" in out
+    rc, out = _cli(capsys, "kernels", "--arch", "arm64-4k")
+    lines = {ln.split()[0]: ln.split()[1] for ln in out.splitlines() if ln[:1].isdigit()}
+    assert lines["5.8"] == "PTE" and lines["5.11"] == "PTE/PMD/PUD" and lines["4.19"] == "PTE"
+    rc, out = _cli(capsys, "kernels")
+    assert "5.8            PTE/PMD " in out
