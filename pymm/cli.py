@@ -188,12 +188,14 @@ def cmd_fuzz(args) -> int:
     from pymm.fuzz import fuzz
     from pymm.progress import Progress
     kernel = args.kernel
-    print(f"fuzzing kernel {kernel.name}: up to {args.max_examples} programs or {args.seconds:g} s "
+    on = f" on {args.arch}" if args.arch != "x86_64" else ""
+    print(f"fuzzing kernel {kernel.name}{on}: up to {args.max_examples} programs or {args.seconds:g} s "
           f"(seed {args.seed})", flush=True)
     tally: dict = {}
     try:
         with Progress("fuzz") as prog:
-            hit = fuzz(kernel, max_examples=args.max_examples, seconds=args.seconds, seed=args.seed,
+            hit = fuzz(kernel, arch=args.arch, max_examples=args.max_examples, seconds=args.seconds,
+                       seed=args.seed,
                        max_ops=args.ops, progress=lambda n, t: (setattr(prog, "done", n), prog.show()),
                        tally=tally)
     except KeyboardInterrupt:
@@ -270,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--ops", type=_positive_int, default=10,
                    help="longest program, at least 1 call (default 10)")
     f.add_argument("--save", metavar="PREFIX", help="also write PREFIX.py and PREFIX.c")
+    _add_arch(f)
     f.set_defaults(func=cmd_fuzz)
 
     from pymm import bench as _bench, show as _show  # noqa: E402  (they add their own subcommands)

@@ -214,3 +214,21 @@ def test_show_and_kernels_take_arch(capsys):
     assert lines["5.8"] == "PTE" and lines["5.11"] == "PTE/PMD/PUD" and lines["4.19"] == "PTE"
     rc, out = _cli(capsys, "kernels")
     assert "5.8            PTE/PMD " in out
+
+
+def test_fuzz_runs_programs_on_an_arch_and_its_reproducer_names_it(capsys):
+    from pymm.fuzz import Hit, evaluate
+    from pymm.ops import Op
+    b = 1 << 30
+    prog = [Op("mmap", (b, 0x2000, RW, ANON | C.MAP_FIXED)), Op("memset", (b, 0x33, 0x2000)),
+            Op("mremap", (b + 0x1000, 0x1000, 0x1000, C.MREMAP_MAYMOVE | C.MREMAP_FIXED, b + 0x201000))]
+    problems, warns, _ = evaluate(pymm.KERNELS["5.8+linus-v2"], prog, "i386-pae")
+    assert any("orphan-pte" in p for p in problems)          # Linus's v2 overcopy, on the i386 board
+    hit = Hit("5.8+linus-v2", prog, problems, warns, arch="i386-pae")
+    assert "pymm.MM(kernel='5.8+linus-v2', arch='i386-pae')" in hit.python
+    ns: dict = {}
+    exec(hit.python, ns)
+    assert ns["mm"].arch == "i386-pae" and "orphan-pte" in capsys.readouterr().out
+    rc, out = _cli(capsys, "fuzz", "--arch", "arm64-16k", "--kernel", "6.18", "--max-examples", "20",
+                   "--seconds", "20")
+    assert rc == 0 and "on arm64-16k" in out
