@@ -136,7 +136,7 @@ class Machine:
             s = self.kernel.site(site)
             w = KernelWarning(s.function, s.location,
                               f"{s.message}; old_addr={old:#x} new_addr={new:#x}",
-                              kernel=self.kernel.name, site=site, old_addr=old, new_addr=new)
+                              kernel=self.kernel.name, site=site, old_addr=old, new_addr=new, pid=mm.pid)
             mm.warnings.append(w)
             self.warnings.append(w)
             _warnings.warn(w, stacklevel=stacklevel)

@@ -107,3 +107,14 @@ def test_naresh_runs_uses_one_machine(kernel):
     loop = naresh_runs(kernel, execs=1200, seed=1)
     assert loop.hits >= 2                                  # about 1 in 512
     assert loop.printed >= loop.hits if kernel == "5.8" else loop.printed == 1
+
+
+def test_the_boot_log_names_the_process_that_warned():
+    m = pymm.Machine(kernel="5.8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _naresh_exec(m), _naresh_exec(m)
+    assert {w.pid for w in m.warnings} == {1, 2}
+    assert str(m.warnings[-1]).startswith("WARNING: CPU: 0 PID: 2 at mm/mremap.c:211")
+    import pickle
+    assert pickle.loads(pickle.dumps(m.warnings[-1])).pid == 2
