@@ -402,8 +402,9 @@ def add_parser(sub, size_type):
 def _cmd(args) -> int:
     arch = getattr(args, "arch", "x86_64")
     pmd = get_arch(arch).geometry.pmd_size
-    if args.size < 4 * pmd or args.size % pmd:
-        print(f"pymm bench: --size must be a multiple of {fmt_size(pmd)}, at least {fmt_size(4 * pmd)}"
+    least = min(4 * pmd, PUD)             # 1 GiB is two PMDs on arm64-64k
+    if args.size < least or args.size % pmd:
+        print(f"pymm bench: --size must be a multiple of {fmt_size(pmd)}, at least {fmt_size(least)}"
               + (f" on {arch}" if arch != "x86_64" else ""), file=sys.stderr)
         return 2
     if get_arch(arch).task_size <= 1 << 32 and args.size > 1 << 30:

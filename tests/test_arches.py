@@ -199,6 +199,8 @@ def test_bench_refuses_sizes_the_arch_cannot_hold(capsys):
     assert rc == 2 and "at most 1G" in out
     rc, out = _cli(capsys, "bench", "--arch", "arm64-64k", "--size", "64M", "--no-host")
     assert rc == 2 and "512 MiB" in out
+    rc, out = _cli(capsys, "bench", "--arch", "arm64-64k", "--size", "1G", "--reps", "1", "--no-host")
+    assert rc == 0 and "2 PMDs" in out                     # the 1 GiB table: two 512 MiB PMDs
 
 
 def test_demo_replays_on_the_i386_board(capsys):
