@@ -56,7 +56,8 @@ def __dir__():
 __version__ = "0.1.0"
 
 __all__ = [
-    "MM", "Machine", "ARCHES", "Arch", "VMA", "HOST_WINDOW", "Kernel", "KERNELS", "PageTableMove", "check", "Problem",
+    "MM", "Machine", "ARCHES", "Arch", "VMA", "HOST_WINDOW", "Kernel", "KERNELS", "PageTableMove",
+    "check", "Problem",
     "SegmentationFault", "BusError", "MemoryFault", "KernelWarning", "InvariantError",
     "KernelBUG",
     "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC", "MAP_SHARED", "MAP_PRIVATE",

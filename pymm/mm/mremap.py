@@ -258,7 +258,8 @@ def move_page_tables(mm, old_vma: Optional[Vma], new_vma: Optional[Vma], old_add
     end_addr = move.old_addr
     if move.old_addr < move.old_end:
         # the kernel's compile-time choices, as a MoveControl template
-        policy = _policy(allow_pmd, move.for_stack, k.pud_moves and mm.machine.move_pud, k.pud_step, k.pmd_warn, k.pud_warn,
+        allow_pud = k.pud_moves and mm.machine.move_pud           # CONFIG_HAVE_MOVE_PUD of the arch
+        policy = _policy(allow_pmd, move.for_stack, allow_pud, k.pud_step, k.pmd_warn, k.pud_warn,
                          k.huge_pmd_warn)
         end_addr = mmcore.move_range(mm.engine, move.old_addr, move.new_addr, move.old_end,
                                      move.len_in, policy)
