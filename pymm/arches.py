@@ -70,9 +70,11 @@ class Arch:
         return _since(self.move_pmd_since, version)
 
     def has_move_pud(self, version: Optional[Version]) -> bool:
-        """CONFIG_HAVE_MOVE_PUD, as :meth:`has_move_pmd`; also needs a PUD
-        level of its own (a folded PUD has nothing to move)."""
-        return self.geometry.levels >= 4 and _since(self.move_pud_since, version)
+        """CONFIG_HAVE_MOVE_PUD, as :meth:`has_move_pmd`; mm/mremap.c builds
+        move_normal_pud() only ``#if CONFIG_PGTABLE_LEVELS > 2``: with 3
+        levels the PUD is folded into the root entry, which then moves whole
+        (a 1 GiB PDPTE on i386-pae, 4 TiB on arm64-64k)."""
+        return self.geometry.levels > 2 and _since(self.move_pud_since, version)
 
     def describe(self) -> str:
         g = self.geometry
@@ -105,19 +107,21 @@ ARM64_16K_GEOMETRY = G.Geometry("arm64-16k", 14, (1, 11, 11, 11), ("pgd", "pud",
 I386_TASK_SIZE = 0xC0000000       # PAGE_OFFSET of the default 3G/1G split (CONFIG_VMSPLIT_3G)
 ARM64_TASK_SIZE = 1 << 48         # TASK_SIZE_64 with VA_BITS = 48
 
-# arch/x86/Kconfig: "select HAVE_MOVE_PMD" since 5.0 (2c91bd4a4e2e, all of
-# x86, i386 included), "select HAVE_MOVE_PUD" since 5.11 (be37c98d1134);
-# pymm moves PUDs only where the PUD is a level of its own (x86-64).
-# arch/arm64/Kconfig: HAVE_MOVE_PMD since 5.10, HAVE_MOVE_PUD since 5.11.
+# arch/x86/Kconfig: "select HAVE_MOVE_PMD" since 5.0 (2c91bd4a4e2e) and
+# "select HAVE_MOVE_PUD" since 5.11 (Kalesh Singh's "x86: mremap speedup -
+# Enable HAVE_MOVE_PUD"), both for all of x86, i386 included;
+# move_normal_pud() needs CONFIG_PGTABLE_LEVELS > 2 (see has_move_pud).
+# arch/arm64/Kconfig: HAVE_MOVE_PMD since 5.10 (45544eee9606), HAVE_MOVE_PUD
+# since 5.11.
 X86_64 = Arch("x86_64", G.X86_64, G.X86_64.task_size, G.X86_64.task_size, (5, 0), (5, 11),
               notes="4-level paging (TASK_SIZE_MAX = 2^47 - 4 KiB)")
 X86_64_LA57 = Arch("x86_64-la57", G.X86_64_LA57, G.X86_64_LA57.task_size, G.X86_64_LA57.task_size,
                    (5, 0), (5, 11), map_window=G.X86_64_LA57.map_window,
                    notes="5-level paging; mmap stays below the 47-bit window unless asked")
-I386_PAE = Arch("i386-pae", I386_PAE_GEOMETRY, I386_TASK_SIZE, I386_TASK_SIZE, (5, 0), None,
+I386_PAE = Arch("i386-pae", I386_PAE_GEOMETRY, I386_TASK_SIZE, I386_TASK_SIZE, (5, 0), (5, 11),
                 entry_format="x86-pae",
                 notes="PAE: 3 levels, 2 MiB PMDs, the PUD folded into the 4-entry pgd")
-I386 = Arch("i386", I386_GEOMETRY, I386_TASK_SIZE, I386_TASK_SIZE, (5, 0), None, entry_format="x86-32",
+I386 = Arch("i386", I386_GEOMETRY, I386_TASK_SIZE, I386_TASK_SIZE, (5, 0), (5, 11), entry_format="x86-32",
             notes="non-PAE: 2 levels, 4 MiB PMDs (the pgd), as LKFT's i386 boards ran")
 ARM64_4K = Arch("arm64-4k", ARM64_4K_GEOMETRY, ARM64_TASK_SIZE, ARM64_TASK_SIZE, (5, 10), (5, 11),
                 entry_format="arm64", unmapped_base_div=4, notes="4 KiB granule, 48-bit VA, 4 levels")

@@ -95,7 +95,7 @@ def arch_addresses(case: str, size: int, a: Arch):
     holds two 1 GiB regions only with the destination below the source."""
     g = a.geometry
     page, pmd = g.page_size, g.pmd_size
-    pud = g.pud_size if g.levels >= 4 else pmd
+    pud = g.pud_size if g.levels > 2 else pmd
     offs = {"per-PTE": (pmd + 2 * page, pmd + page), "PMD-aligned": (pmd, pmd), "PUD-aligned": (pud, pud),
             "THP, PMD-aligned": (pmd, pmd)}[case]
     if a.task_size <= 1 << 32:

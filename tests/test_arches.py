@@ -44,11 +44,11 @@ def test_i386_boards_stack_top_is_pmd_aligned():
 
 @pytest.mark.parametrize("arch,kernel,pmd,pud", [
     ("x86_64", "4.19", False, False), ("x86_64", "5.8", True, False), ("x86_64", "5.11", True, True),
-    ("i386-pae", "5.8", True, False), ("i386-pae", "6.18", True, False),     # folded PUD
-    ("i386", "5.8", True, False),
+    ("i386-pae", "5.8", True, False), ("i386-pae", "6.18", True, True),      # folded PUD: the PDPTE
+    ("i386", "5.8", True, False), ("i386", "6.18", True, False),             # 2 levels: no move_normal_pud
     ("arm64-4k", "5.8", False, False), ("arm64-4k", "5.9", False, False),    # arm64: PMD since 5.10
     ("arm64-4k", "5.11", True, True), ("arm64-16k", "6.7", True, True),
-    ("arm64-64k", "6.18", True, False)])
+    ("arm64-64k", "6.18", True, True)])
 def test_have_move_pmd_and_pud_per_arch_and_kernel(arch, kernel, pmd, pud):
     m = pymm.Machine(kernel=kernel, arch=arch)
     assert (m.move_pmd, m.move_pud) == (pmd and pymm.KERNELS[kernel].pmd_moves, pud)
@@ -66,14 +66,15 @@ def test_have_move_pmd_and_pud_per_arch_and_kernel(arch, kernel, pmd, pud):
 
 
 def test_pud_moves_where_the_arch_has_a_pud_level():
-    for arch, expect in (("arm64-4k", 1), ("x86_64", 1), ("i386-pae", 0)):
+    for arch, expect in (("arm64-4k", 1), ("x86_64", 1), ("i386-pae", 1), ("i386", 0)):
         mm = pymm.Machine(kernel="6.18", arch=arch).spawn()
-        src, dst = (1 * GiB, 2 * GiB) if arch == "i386-pae" else (4 * GiB, 8 * GiB)
+        src, dst = (1 * GiB, 2 * GiB) if arch.startswith("i386") else (4 * GiB, 8 * GiB)
         mm.mmap(src, GiB, RW, ANON | C.MAP_FIXED)
         mm.memset(src, 1, GiB)
         mm.mremap(src, GiB, GiB, C.MREMAP_MAYMOVE | C.MREMAP_FIXED, dst)
         assert mm.stats["pud_moves"] == expect, arch
-        assert mm.stats["pmd_moves"] == (0 if expect else 512), arch
+        assert mm.stats["pmd_moves"] == (0 if expect else GiB // mm.pmd_size), arch
+        assert mm.read(dst + GiB - 1, 1) == b"\x01" and not pymm.check(mm), arch
 
 
 def test_kernel_version_of_names():
