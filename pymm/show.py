@@ -83,8 +83,6 @@ def demo_conflicts(args) -> List[str]:
             given.append("--" + opt)
     if args.kernel is not None:
         given.append("--kernel (use --kernels)")
-    if args.arch != "x86_64":
-        given.append("--arch (the pictures are of x86-64)")
     return given
 
 
@@ -135,7 +133,7 @@ def cmd_show(args) -> int:
             return 2
         from pymm.pictures import stack_shift_pictures
         fill_demo_defaults(args)
-        for path in stack_shift_pictures(args.kernels, out_dir=args.out, fmt=args.format):
+        for path in stack_shift_pictures(args.kernels, out_dir=args.out, fmt=args.format, arch=args.arch):
             print(path)
         return 0
     stage = _stages()[args.scenario](args.kernel or "5.8", arch=args.arch)

@@ -237,3 +237,9 @@ def test_fuzz_runs_programs_on_an_arch_and_its_reproducer_names_it(capsys):
     rc, out = _cli(capsys, "fuzz", "--arch", "arm64-16k", "--kernel", "6.18", "--max-examples", "20",
                    "--seconds", "20")
     assert rc == 0 and "on arm64-16k" in out
+
+
+def test_show_demo_draws_the_stack_shift_on_an_arch(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    rc, out = _cli(capsys, "show", "--demo", "--arch", "i386-pae", "--kernels", "5.8", "--out", str(tmp_path))
+    assert rc == 0 and [p.name for p in tmp_path.iterdir()] == ["stack-shift-5.8-i386-pae.png"]
