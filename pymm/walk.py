@@ -204,11 +204,11 @@ class Walk:
         import html
         rows = "".join(
             f"<tr><td>{s.level_name}[{s.index}]</td><td>{s.index_bits}</td><td>{s.table}</td>"
-            f"<td><code>{s.entry:#018x}</code></td><td>{html.escape(' '.join(s.flags))}</td>"
+            f"<td><code>{s.entry:#0{self._width}x}</code></td><td>{html.escape(' '.join(s.flags))}</td>"
             f"<td>{s.leads_to}{'' if s.target is None else ' ' + str(s.target)}</td></tr>" for s in self.steps)
         result = (f"frame {self.frame} + offset {self.offset:#x}" if self.hit
                   else "miss: the MMU faults")
-        return (f"<div><b>walk of <code>{self.addr:#x}</code></b> ({self.geometry.name}, "
+        return (f"<div><b>walk of <code>{self.addr:#x}</code></b> ({self.arch}, "
                 f"{self.geometry.levels} levels): <code>{html.escape(self.split())}</code><table><tr><th>entry</th><th>index bits</th>"
                 f"<th>in table</th><th>raw</th><th>flags</th><th>leads to</th></tr>{rows}</table>"
                 f"<p>= {result}</p></div>")
