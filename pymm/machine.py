@@ -139,7 +139,11 @@ class Machine:
                               kernel=self.kernel.name, site=site, old_addr=old, new_addr=new, pid=mm.pid)
             mm.warnings.append(w)
             self.warnings.append(w)
-            _warnings.warn(w, stacklevel=stacklevel)
+            queue = getattr(mm, "_warn_queue", None)   # a process that issues them after its call
+            if queue is not None:
+                queue.append(w)
+            else:
+                _warnings.warn(w, stacklevel=stacklevel)
 
     def __repr__(self) -> str:
         return (f"<pymm.Machine kernel={self.kernel.name} arch={self.arch} thp={self.thp} "
