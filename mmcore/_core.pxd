@@ -8,7 +8,6 @@ from libc.stdint cimport uint64_t, int64_t, uint32_t, uint16_t, uint8_t, int8_t
 from libc.stdlib cimport free
 from libc.string cimport memset, memcpy
 
-from mmcore._entries cimport store_nt
 from mmcore._region cimport pymm_region
 
 cdef enum:
@@ -247,11 +246,7 @@ cdef inline int64_t frame_alloc_tagged(Engine eng, uint64_t rmap, uint64_t tag) 
             return -1
         f = eng.fhw
         eng.fhw += 1
-        store_nt(&eng.ftag[f], tag)            # a fresh frame: nothing reads it soon
-        store_nt(&eng.frmap[f], rmap)
-        eng.flive += 1
-        return f
-    eng.ftag[f] = tag
+    eng.ftag[f] = tag                          # plain stores: the fault path reads these back
     eng.frmap[f] = rmap
     eng.flive += 1
     return f

@@ -51,7 +51,7 @@ cimport numpy as cnp
 import numpy as np
 
 from mmcore._entries cimport *
-from mmcore._region cimport region_init, region_grow, region_release
+from mmcore._region cimport region_init, region_grow, region_release, region_ptr, region_cap
 
 cnp.import_array()
 
@@ -115,13 +115,14 @@ cdef class Engine:
         self.ptrs_per_pte = (<uint64_t>1) << self.bits[self.lpte]
         self.va_limit = (<uint64_t>1) << geometry.va_bits
         # Reserve address space for the big arrays: 1 GiB each, touched on use.
-        if region_init(&self.rtbl, REGION_RESERVE) < 0 or region_init(&self.rftag, REGION_RESERVE) < 0 \
-                or region_init(&self.rfrmap, REGION_RESERVE) < 0:
+        # three arrays, three stagger slots (see _region.pxd: no aliasing)
+        if region_init(&self.rtbl, REGION_RESERVE, 0) < 0 or region_init(&self.rftag, REGION_RESERVE, 1) < 0 \
+                or region_init(&self.rfrmap, REGION_RESERVE, 2) < 0:
             raise MemoryError("cannot reserve address space for the engine")
-        self.tbl = <uint64_t*>self.rtbl.base
-        self.ftag = <uint64_t*>self.rftag.base
-        self.frmap = <uint64_t*>self.rfrmap.base
-        self.fcap = <int64_t>(self.rftag.reserved // sizeof(uint64_t))
+        self.tbl = <uint64_t*>region_ptr(&self.rtbl)
+        self.ftag = <uint64_t*>region_ptr(&self.rftag)
+        self.frmap = <uint64_t*>region_ptr(&self.rfrmap)
+        self.fcap = <int64_t>(min(region_cap(&self.rftag), region_cap(&self.rfrmap)) // sizeof(uint64_t))
         self.ffree_head = -1
         self.fhuge_head = -1
         self.ofree_head = -1
@@ -183,10 +184,10 @@ cdef class Engine:
                     return -1
                 self.tfree = nf
                 self.tcap = ncap
-            if <size_t>(self.thw + 1) * rowbytes > self.rtbl.reserved:
+            if <size_t>(self.thw + 1) * rowbytes > region_cap(&self.rtbl):
                 if region_grow(&self.rtbl, <size_t>(self.thw + 1) * rowbytes) < 0:
                     return -1
-                self.tbl = <uint64_t*>self.rtbl.base
+                self.tbl = <uint64_t*>region_ptr(&self.rtbl)
             t = self.thw  # never used: still zero from mmap
             self.thw += 1
         self.tlevel[t] = <int8_t>level
@@ -251,9 +252,9 @@ cdef class Engine:
         if region_grow(&self.rftag, <size_t>need * sizeof(uint64_t)) < 0 or \
                 region_grow(&self.rfrmap, <size_t>need * sizeof(uint64_t)) < 0:
             return -1
-        self.ftag = <uint64_t*>self.rftag.base
-        self.frmap = <uint64_t*>self.rfrmap.base
-        self.fcap = <int64_t>(min(self.rftag.reserved, self.rfrmap.reserved) // sizeof(uint64_t))
+        self.ftag = <uint64_t*>region_ptr(&self.rftag)
+        self.frmap = <uint64_t*>region_ptr(&self.rfrmap)
+        self.fcap = <int64_t>(min(region_cap(&self.rftag), region_cap(&self.rfrmap)) // sizeof(uint64_t))
         return 0
 
     cdef void push_free_range(self, int64_t f, int64_t n) noexcept nogil:

@@ -88,7 +88,7 @@ cdef int fault_pte(Engine eng, uint64_t *ptep, uint64_t va, FaultArgs *a) noexce
         else:
             f = 0  # my_zero_pfn(): read fault on private anonymous memory
             flags = a.prot | _PAGE_SPECIAL
-        store_nt(ptep, pfn_entry(f, flags))
+        ptep[0] = pfn_entry(f, flags)
         eng.ctr[CTR_FAULTS] += 1
         return 0
     if a.write and a.writable and not pte_write(e):
@@ -258,7 +258,6 @@ cdef int fault_range_c(Engine eng, uint64_t start, uint64_t end, FaultArgs *a) n
                 return -1
             r = row(eng, pte_t)  # the table array may have moved
         addr = nxt
-    store_fence()
     return 0
 
 
