@@ -146,15 +146,19 @@ cdef extern from *:
             pymm_region_free(r);
             return;
         }
+        size_t drop;
         if (r->used > touched) touched = r->used;
         touched += r->off;
-        /* whole huge pages only: dropping part of one splits it, and the
-           next engine would fault that stretch back 4 KiB at a time */
-        touched = (touched + PYMM_POOL_KEEP - 1) & ~(PYMM_POOL_KEEP - 1);
         if (touched > r->reserved) touched = r->reserved;
-        if (touched > PYMM_POOL_KEEP)
-            madvise(r->base + PYMM_POOL_KEEP, touched - PYMM_POOL_KEEP, MADV_DONTNEED);
+        /* clear what was written, up to the part kept resident ... */
         memset(r->base, 0, touched < PYMM_POOL_KEEP ? touched : PYMM_POOL_KEEP);
+        /* ... and give the rest back in whole huge pages: dropping part of
+           one splits it, and the next engine would fault that stretch back
+           4 KiB at a time */
+        drop = (touched + PYMM_ALIGN - 1) & ~(PYMM_ALIGN - 1);
+        if (drop > r->reserved) drop = r->reserved;
+        if (drop > PYMM_POOL_KEEP)
+            madvise(r->base + PYMM_POOL_KEEP, drop - PYMM_POOL_KEEP, MADV_DONTNEED);
         pymm_pool[pymm_pool_n++] = *r;
         r->base = NULL; r->reserved = 0; r->used = 0; r->off = 0;
     }
