@@ -32,6 +32,7 @@ Example::
     (0, 0)
 """
 from libc.string cimport memcpy
+from libc.stdlib cimport malloc, free
 from libc.stdint cimport uint64_t, int64_t, uint8_t
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 
@@ -596,8 +597,8 @@ cdef bint write_is_noop(Engine eng, int64_t f, int64_t off, uint8_t *src, int64_
 
 def read_bytes(Engine eng not None, uint64_t addr, int64_t n):
     """Read n bytes at addr as the CPU would (__access_remote_vm() without
-    FOLL_WRITE).  Returns ``(data, done)``: data holds the ``done`` bytes
-    read before the first fault.
+    FOLL_WRITE).  Returns ``(data, done)``: data is the ``done`` bytes read
+    before the first fault (``len(data) == done``), nothing more.
 
     Example::
 
@@ -609,12 +610,19 @@ def read_bytes(Engine eng not None, uint64_t addr, int64_t n):
     if not 0 <= n <= MAX_READ_BYTES:
         raise ValueError(f"length {n} must be in [0, {MAX_READ_BYTES}]")
     eng._check_range(addr, addr + <uint64_t>n)
-    out = PyBytes_FromStringAndSize(NULL, n)
-    cdef uint8_t *p = <uint8_t*>PyBytes_AS_STRING(out)
+    # Read into scratch memory and hand out only the bytes written: the
+    # result never holds what a buffer held before (issue: freed secrets).
+    # A large malloc is mmap-backed, so only the pages read are touched.
+    cdef uint8_t *p = <uint8_t*>malloc(n if n > 0 else 1)
     cdef int64_t done
-    with nogil:
-        done = copy_bytes(eng, addr, p, n, False)
-    return out, done
+    if p == NULL:
+        raise MemoryError(f"cannot allocate {n} bytes to read into")
+    try:
+        with nogil:
+            done = copy_bytes(eng, addr, p, n, False)
+        return PyBytes_FromStringAndSize(<char*>p, done), done
+    finally:
+        free(p)
 
 
 def write_bytes(Engine eng not None, uint64_t addr, const uint8_t[::1] data not None):
