@@ -77,6 +77,55 @@ MAX_OWNERS = 1 << (64 - 44)  # owner ids fit the 20 bits above the 44-bit index
 MAX_ARRAY_PAGES = 1 << 27
 
 
+# The engine's own limits on a geometry (mmcore.geometry.Geometry checks the
+# same when it is built; the engine does not rely on that).
+MIN_PAGE_SHIFT, MAX_PAGE_SHIFT = 10, 20
+MAX_LEVEL_BITS = 16
+MAX_VA_BITS = 57
+
+
+def engine_geometry(geometry):
+    """The numbers an Engine takes from ``geometry``: (bits per level as a
+    tuple of ints, page_shift, va_bits), each checked against the engine's
+    limits, and the geometry's derived properties checked to agree with
+    them (pymm reads those).  ValueError/TypeError otherwise.
+
+    Example::
+
+        >>> from mmcore.geometry import X86_64
+        >>> engine_geometry(X86_64)
+        ((9, 9, 9, 9), 12, 48)
+    """
+    def as_int(name, v):
+        if type(v) is not int:
+            raise TypeError(f"geometry {name} must be an int, not {type(v).__name__}")
+        return v
+    bits = geometry.level_bits
+    if type(bits) is not tuple:
+        raise TypeError("geometry level_bits must be a tuple of ints")
+    bits = tuple(as_int("level_bits", b) for b in bits)
+    page_shift = as_int("page_shift", geometry.page_shift)
+    if not 2 <= len(bits) <= MAXLEV:
+        raise ValueError(f"geometry has {len(bits)} levels; the engine supports 2..{MAXLEV}")
+    if not MIN_PAGE_SHIFT <= page_shift <= MAX_PAGE_SHIFT:
+        raise ValueError(f"geometry page_shift {page_shift} outside {MIN_PAGE_SHIFT}..{MAX_PAGE_SHIFT}")
+    if any(not 1 <= b <= MAX_LEVEL_BITS for b in bits):
+        raise ValueError(f"geometry bits per level {bits} outside 1..{MAX_LEVEL_BITS}")
+    va_bits = page_shift + sum(bits)
+    if va_bits > MAX_VA_BITS:
+        raise ValueError(f"geometry translates {va_bits} bits; the engine supports at most {MAX_VA_BITS}")
+    # what pymm reads from the geometry must describe the same tables
+    derived = (("levels", geometry.levels, len(bits)), ("va_bits", geometry.va_bits, va_bits),
+               ("page_size", geometry.page_size, 1 << page_shift))
+    for name, got, want in derived:
+        if got != want:
+            raise ValueError(f"geometry {name} is {got!r} but its level_bits/page_shift give {want}")
+    for l in range(len(bits)):
+        if geometry.shift(l) != page_shift + sum(bits[l + 1:]):
+            raise ValueError(f"geometry shift({l}) disagrees with its level_bits/page_shift")
+    return bits, page_shift, va_bits
+
+
 @cython.final
 cdef class Engine:
     """A process's page tables and the memory they map.
@@ -97,23 +146,29 @@ cdef class Engine:
         if not isinstance(geometry, Geometry):
             raise TypeError("Engine(geometry): a mmcore.geometry.Geometry is required")
         cdef int l
+        cdef int page_shift
+        # The engine reads the geometry's primary numbers once, checks them
+        # against its own limits (MAXLEV levels, its arrays' sizes) and
+        # derives everything else itself: a subclass or an
+        # object.__setattr__ cannot make it index out of bounds.
+        bits, page_shift, va_bits = engine_geometry(geometry)
         self.geometry = geometry
-        self.nlev = geometry.levels
+        self.nlev = len(bits)
         self.lpte = self.nlev - 1
         self.lpmd = self.nlev - 2
         self.lpud = self.nlev - 3 if self.nlev >= 3 else 0
         self.ents = 0
         for l in range(self.nlev):
-            self.bits[l] = geometry.level_bits[l]
-            self.shift[l] = geometry.shift(l)
+            self.bits[l] = bits[l]
+            self.shift[l] = page_shift + sum(bits[l + 1:])
             self.imask[l] = ((<uint64_t>1) << self.bits[l]) - 1
             if (1 << self.bits[l]) > self.ents:
                 self.ents = 1 << self.bits[l]
-        self.page_size = (<uint64_t>1) << geometry.page_shift
+        self.page_size = (<uint64_t>1) << page_shift
         self.pmd_size = (<uint64_t>1) << self.shift[self.lpmd]
         self.pud_size = (<uint64_t>1) << self.shift[self.lpud]
         self.ptrs_per_pte = (<uint64_t>1) << self.bits[self.lpte]
-        self.va_limit = (<uint64_t>1) << geometry.va_bits
+        self.va_limit = (<uint64_t>1) << va_bits
         # Reserve address space for the big arrays: 1 GiB each, touched on use.
         # three arrays, three stagger slots (see _region.pxd: no aliasing)
         if region_init(&self.rtbl, REGION_RESERVE, 0) < 0 or region_init(&self.rftag, REGION_RESERVE, 1) < 0 \
@@ -557,14 +612,14 @@ cdef class Engine:
     # ------------------------------------------------------------------ validation
     cdef int _check_addr(self, uint64_t addr) except -1:
         if addr >= self.va_limit:
-            raise ValueError(f"address {addr:#x} beyond the {self.geometry.va_bits}-bit address space")
+            raise ValueError(f"address {addr:#x} beyond the address space ({self.va_limit:#x})")
         return 0
 
     cdef int _check_range(self, uint64_t start, uint64_t end) except -1:
         if end < start:
             raise ValueError(f"range end {end:#x} below start {start:#x}")
         if end > self.va_limit:
-            raise ValueError(f"range end {end:#x} beyond the {self.geometry.va_bits}-bit address space")
+            raise ValueError(f"range end {end:#x} beyond the address space ({self.va_limit:#x})")
         return 0
 
     cdef int _check_pages(self, uint64_t start, int64_t npages) except -1:

@@ -51,3 +51,50 @@ def test_full_read_unchanged():
     anon(eng, GiB, 8192, fill=7)
     assert mmcore.read_bytes(eng, GiB + 100, 8000) == (b"\x07" * 8000, 8000)
     assert mmcore.read_bytes(eng, GiB, 0) == (b"", 0)
+
+
+# -- item 3: the engine validates the geometry's numbers itself -------------------
+class TwelveLevels(mmcore.Geometry):
+    levels = property(lambda self: 12)
+
+
+def hacked(**fields):
+    g = mmcore.Geometry("hacked", 12, (9, 9, 9, 9), ("pgd", "pud", "pmd", "pte"), 47)
+    for k, v in fields.items():
+        object.__setattr__(g, k, v)
+    return g
+
+
+@pytest.mark.parametrize("geometry,error", [
+    (TwelveLevels("x", 12, (9, 9, 9, 9), ("pgd", "pud", "pmd", "pte"), 47), ValueError),
+    (hacked(level_bits=(9,) * 8), ValueError),          # 8 levels > MAXLEV
+    (hacked(level_bits=(9,)), ValueError),
+    (hacked(level_bits=(9, 9, 40, 9)), ValueError),     # 2**40 entries per table
+    (hacked(level_bits=(9, 9, 0, 9)), ValueError),
+    (hacked(level_bits=(16, 16, 16, 9)), ValueError),   # 69 bits translated
+    (hacked(page_shift=64), ValueError),
+    (hacked(page_shift=-3), ValueError),
+    (hacked(page_shift=12.5), TypeError),
+    (hacked(level_bits=[9, 9, 9, 9]), TypeError),
+    (hacked(level_bits=(9, 9, 9, "9")), TypeError),
+    (hacked(level_bits=(9, 9, 9, True)), TypeError),
+], ids=["property-12-levels", "8-levels", "1-level", "40-bits", "0-bits", "69-bit-va",
+        "page-shift-64", "page-shift-negative", "float", "list", "str", "bool"])
+def test_engine_refuses_hostile_geometry(geometry, error):
+    with pytest.raises(error, match="geometry"):
+        Engine(geometry)
+
+
+def test_engine_geometry_snapshot_ignores_later_changes():
+    g = hacked()
+    eng = Engine(g)
+    object.__setattr__(g, "level_bits", (9,) * 8)     # after construction: not read again
+    anon(eng, GiB, 2 * MiB)
+    assert eng.levels == 4 and eng.rss() == (512, 0)
+    assert len(mmcore.walk(eng, GiB)) == 4
+
+
+def test_engine_accepts_every_shipped_geometry():
+    for g in mmcore.GEOMETRIES.values():
+        eng = Engine(g)
+        assert eng.levels == g.levels and eng.page_size == g.page_size
