@@ -24,7 +24,9 @@ cimports only modules below it):
     introspection (``table_levels``, ``table_row``, ``frame_info``,
     ``frame_bytes``) and sizes (``page_size``, ``pmd_size``, ``pud_size``,
     ``levels``, ``entries_per_table``, ``n_tables``, ``n_frames``,
-    ``zero_frames``).  ``COUNTER_NAMES``, ``WARN_SITES``.
+    ``zero_frames``).  ``COUNTER_NAMES``, ``WARN_SITES``.  One call at a
+    time per engine: a call arriving while another thread's call runs on
+    the same engine raises ``EngineBusy`` (a RuntimeError).
 ``huge_memory`` -- mm/huge_memory.c
     ``split_huge_pmd_address(eng, addr)``; the THP fault and
     ``split_huge_pmd()`` for the modules above.
@@ -71,7 +73,7 @@ Example::
     ((b'AAA', 3), -1)
 """
 from mmcore.geometry import ARM64_64K, GEOMETRIES, X86_64, X86_64_LA57, Geometry
-from mmcore._core import COUNTER_NAMES, WARN_SITES, Engine
+from mmcore._core import COUNTER_NAMES, WARN_SITES, Engine, EngineBusy
 from mmcore.huge_memory import split_huge_pmd_address
 from mmcore.pagewalk import leaf_runs, page_tags, pagemap, table_tree, translate, walk
 from mmcore.memory import (
@@ -103,7 +105,7 @@ __all__ = [
     # geometry
     "Geometry", "GEOMETRIES", "X86_64", "X86_64_LA57", "ARM64_64K",
     # _core
-    "Engine", "COUNTER_NAMES", "WARN_SITES",
+    "Engine", "EngineBusy", "COUNTER_NAMES", "WARN_SITES",
     # huge_memory
     "split_huge_pmd_address",
     # pagewalk

@@ -65,6 +65,32 @@ cdef extern from *:
     const uint64_t RMAP_INDEX_MASK "PYMM_RMAP_INDEX_MASK"
 
 
+# One call at a time per engine: an atomic flag taken by every entry point
+# that touches the storage (Engine.enter()/leave()).
+cdef extern from *:
+    """
+    static inline int pymm_try_enter(int *flag) {
+    #if defined(__GNUC__) || defined(__clang__)
+        int expected = 0;
+        return __atomic_compare_exchange_n(flag, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+    #else
+        if (*flag) return 0;   /* callers hold the GIL here */
+        *flag = 1;
+        return 1;
+    #endif
+    }
+    static inline void pymm_leave(int *flag) {
+    #if defined(__GNUC__) || defined(__clang__)
+        __atomic_store_n(flag, 0, __ATOMIC_RELEASE);
+    #else
+        *flag = 0;
+    #endif
+    }
+    """
+    bint busy_try_enter "pymm_try_enter"(int *flag) noexcept nogil
+    void busy_leave "pymm_leave"(int *flag) noexcept nogil
+
+
 cdef struct FaultArgs:
     # struct vm_fault: what the fault handler needs from the VMA and the fault
     # (memory.pyx's handle_mm_fault(), huge_memory.pyx's fault_huge()).
@@ -131,7 +157,11 @@ cdef class Engine:
     cdef Warn warns[MAXWARN]
     cdef int nwarn
     cdef uint64_t warned_once
+    cdef int busy                      # a call is running (enter()/leave())
 
+    # -- one call at a time ------------------------------------------------------
+    cdef int enter(self) except -1
+    cdef void leave(self) noexcept nogil
     # -- tables (mm/pgalloc) ------------------------------------------------
     cdef int64_t table_alloc(self, int level) noexcept nogil
     cdef void table_free(self, int64_t t) noexcept nogil

@@ -77,6 +77,10 @@ MAX_OWNERS = 1 << (64 - 44)  # owner ids fit the 20 bits above the 44-bit index
 MAX_ARRAY_PAGES = 1 << 27
 
 
+class EngineBusy(RuntimeError):
+    """A call reached an Engine while another thread's call was running on it."""
+
+
 # The engine's own limits on a geometry (mmcore.geometry.Geometry checks the
 # same when it is built; the engine does not rely on that).
 MIN_PAGE_SHIFT, MAX_PAGE_SHIFT = 10, 20
@@ -215,6 +219,22 @@ cdef class Engine:
         region_release(&self.rtbl, REGION_RESERVE, <size_t>self.thw * self.ents * sizeof(uint64_t))
         region_release(&self.rftag, REGION_RESERVE, <size_t>self.fhw * sizeof(uint64_t))
         region_release(&self.rfrmap, REGION_RESERVE, <size_t>self.fhw * sizeof(uint64_t))
+
+    # ------------------------------------------------------------------ one call at a time
+    cdef int enter(self) except -1:
+        """Claim the engine for one call (every entry point that touches the
+        storage does, and leave()s in a finally).  A second thread arriving
+        while a call runs gets EngineBusy, never a crash: the loops run
+        without the GIL, and two of them on one address space would corrupt
+        it, as two CPUs changing page tables without mmap_lock would."""
+        if not busy_try_enter(&self.busy):
+            raise EngineBusy("this mmcore.Engine is in use by another thread: calls on one engine (one "
+                             "address space) must not overlap; serialise them (pymm.MM does) or give "
+                             "each thread its own engine")
+        return 0
+
+    cdef void leave(self) noexcept nogil:
+        busy_leave(&self.busy)
 
     # ------------------------------------------------------------------ tables
     cdef int64_t table_alloc(self, int level) noexcept nogil:
@@ -441,65 +461,82 @@ cdef class Engine:
             2
         """
         cdef int64_t o
-        if kind not in ("anon", "shmem"):
-            raise ValueError("owner kind must be 'anon' or 'shmem'")
-        if kind == "shmem" and not 0 < npages <= (1 << 40):
-            raise ValueError(f"shmem object size {npages} pages out of range")
-        o = self.owner_slot()
-        if o < 0:
-            raise MemoryError("out of owner ids")
-        if kind == "anon":
-            self.okind[o] = OWNER_ANON
-        else:
-            self.oframes[o] = <uint32_t*>calloc(npages, sizeof(uint32_t))
-            self.omapc[o] = <uint16_t*>calloc(npages, sizeof(uint16_t))
-            if self.oframes[o] == NULL or self.omapc[o] == NULL:
-                free(self.oframes[o]); free(self.omapc[o])
-                self.oframes[o] = NULL; self.omapc[o] = NULL
-                raise MemoryError("cannot allocate the shmem object")
-            self.okind[o] = OWNER_SHMEM
-            self.onpages[o] = npages
-        self.olive += 1
-        return o
+        self.enter()
+        try:
+            if kind not in ("anon", "shmem"):
+                raise ValueError("owner kind must be 'anon' or 'shmem'")
+            if kind == "shmem" and not 0 < npages <= (1 << 40):
+                raise ValueError(f"shmem object size {npages} pages out of range")
+            o = self.owner_slot()
+            if o < 0:
+                raise MemoryError("out of owner ids")
+            if kind == "anon":
+                self.okind[o] = OWNER_ANON
+            else:
+                self.oframes[o] = <uint32_t*>calloc(npages, sizeof(uint32_t))
+                self.omapc[o] = <uint16_t*>calloc(npages, sizeof(uint16_t))
+                if self.oframes[o] == NULL or self.omapc[o] == NULL:
+                    free(self.oframes[o]); free(self.omapc[o])
+                    self.oframes[o] = NULL; self.omapc[o] = NULL
+                    raise MemoryError("cannot allocate the shmem object")
+                self.okind[o] = OWNER_SHMEM
+                self.onpages[o] = npages
+            self.olive += 1
+            return o
+        finally:
+            self.leave()
 
     def owner_free(self, int64_t o):
         """The last VMA using owner ``o`` went away.  A shmem object drops its
         pages; it must have none mapped (zap first).  An anonymous owner's
         stale frames, if a caller left any, are the checker's to report."""
         cdef int64_t i, f
-        self._check_owner(o)
-        if self.okind[o] == OWNER_SHMEM:
-            for i in range(self.onpages[o]):
-                if self.omapc[o][i]:
-                    raise ValueError(f"shmem object {o} still has page {i} mapped: zap it first")
-        with nogil:
+        self.enter()
+        try:
+            self._check_owner(o)
             if self.okind[o] == OWNER_SHMEM:
                 for i in range(self.onpages[o]):
-                    f = self.oframes[o][i]
-                    if f != 0 and self.omapc[o][i] == 0:
-                        frame_free(self, f)
-                free(self.oframes[o]); free(self.omapc[o])
-                self.oframes[o] = NULL; self.omapc[o] = NULL
-            self.okind[o] = OWNER_FREE
-            self.onpages[o] = self.ofree_head
-            self.ofree_head = o
-            self.olive -= 1
+                    if self.omapc[o][i]:
+                        raise ValueError(f"shmem object {o} still has page {i} mapped: zap it first")
+            with nogil:
+                if self.okind[o] == OWNER_SHMEM:
+                    for i in range(self.onpages[o]):
+                        f = self.oframes[o][i]
+                        if f != 0 and self.omapc[o][i] == 0:
+                            frame_free(self, f)
+                    free(self.oframes[o]); free(self.omapc[o])
+                    self.oframes[o] = NULL; self.omapc[o] = NULL
+                self.okind[o] = OWNER_FREE
+                self.onpages[o] = self.ofree_head
+                self.ofree_head = o
+                self.olive -= 1
+        finally:
+            self.leave()
 
     def owner_kind(self, int64_t o):
-        self._check_owner(o)
-        return {OWNER_ANON: "anon", OWNER_SHMEM: "shmem"}[self.okind[o]]
+        self.enter()
+        try:
+            self._check_owner(o)
+            return {OWNER_ANON: "anon", OWNER_SHMEM: "shmem"}[self.okind[o]]
+        finally:
+            self.leave()
 
     def shmem_resident(self, int64_t o):
         """Pages present in shmem object ``o`` (its page cache), as a bool array."""
         cdef int64_t i
-        self._check_owner(o)
-        if self.okind[o] != OWNER_SHMEM:
-            raise ValueError(f"owner {o} is not a shmem object")
-        out = np.zeros(self.onpages[o], dtype=np.bool_)
-        cdef cnp.uint8_t[:] v = out.view(np.uint8)
-        for i in range(self.onpages[o]):
-            v[i] = self.oframes[o][i] != 0
-        return out
+        cdef cnp.uint8_t[:] v
+        self.enter()
+        try:
+            self._check_owner(o)
+            if self.okind[o] != OWNER_SHMEM:
+                raise ValueError(f"owner {o} is not a shmem object")
+            out = np.zeros(self.onpages[o], dtype=np.bool_)
+            v = out.view(np.uint8)
+            for i in range(self.onpages[o]):
+                v[i] = self.oframes[o][i] != 0
+            return out
+        finally:
+            self.leave()
 
     cdef int _check_owner(self, int64_t o) except -1:
         if not 0 < o < self.ohw or self.okind[o] == OWNER_FREE:
@@ -514,8 +551,12 @@ cdef class Engine:
 
     def reset_stats(self):
         cdef int i
-        for i in range(NCTR):
-            self.ctr[i] = 0
+        self.enter()
+        try:
+            for i in range(NCTR):
+                self.ctr[i] = 0
+        finally:
+            self.leave()
 
     def rss(self):
         """(anonymous pages mapped, shmem pages mapped): MM_ANONPAGES and
@@ -547,10 +588,14 @@ cdef class Engine:
     def take_warnings(self):
         """The warnings recorded since the last call: (site, old_addr, new_addr)."""
         cdef int i
-        out = [(self.warns[i].site, self.warns[i].old_addr, self.warns[i].new_addr)
-               for i in range(min(self.nwarn, MAXWARN))]
-        self.nwarn = 0
-        return out
+        self.enter()
+        try:
+            out = [(self.warns[i].site, self.warns[i].old_addr, self.warns[i].new_addr)
+                   for i in range(min(self.nwarn, MAXWARN))]
+            self.nwarn = 0
+            return out
+        finally:
+            self.leave()
 
     cdef bint warn(self, int site, int once, uint64_t old_addr, uint64_t new_addr) noexcept nogil:
         """WARN_ON()/WARN_ON_ONCE(): record the warning; returns the condition
@@ -570,44 +615,66 @@ cdef class Engine:
     def record_warning(self, str site, uint64_t old_addr=0, uint64_t new_addr=0, bint once=False):
         """Record a warning that fired in Python-level kernel code (an align
         hook, an overlap guard) in the same stream as the core's."""
-        if site not in WARN_SITES:
-            raise ValueError(f"unknown warning site {site!r}")
-        self.warn(WARN_SITES[site], once, old_addr, new_addr)
+        self.enter()
+        try:
+            if site not in WARN_SITES:
+                raise ValueError(f"unknown warning site {site!r}")
+            self.warn(WARN_SITES[site], once, old_addr, new_addr)
+        finally:
+            self.leave()
 
     # ------------------------------------------------------------------ introspection
     def table_levels(self):
         """Level of every table row (-1 for a free row), as an int8 array."""
-        out = np.empty(self.thw, dtype=np.int8)
-        cdef int8_t[:] v = out
+        cdef int8_t[:] v
         cdef int64_t i
-        for i in range(self.thw):
-            v[i] = self.tlevel[i]
-        return out
+        self.enter()
+        try:
+            out = np.empty(self.thw, dtype=np.int8)
+            v = out
+            for i in range(self.thw):
+                v[i] = self.tlevel[i]
+            return out
+        finally:
+            self.leave()
 
     def table_row(self, int64_t t):
         """A copy of page-table page t (a row of the tables array)."""
-        if not 0 <= t < self.thw or self.tlevel[t] < 0:
-            raise ValueError(f"table {t} is not allocated")
-        out = np.empty(self.ents, dtype=np.uint64)
-        cdef uint64_t[:] v = out
+        cdef uint64_t[:] v
         cdef int64_t i
-        for i in range(self.ents):
-            v[i] = row(self, t)[i]
-        return out
+        self.enter()
+        try:
+            if not 0 <= t < self.thw or self.tlevel[t] < 0:
+                raise ValueError(f"table {t} is not allocated")
+            out = np.empty(self.ents, dtype=np.uint64)
+            v = out
+            for i in range(self.ents):
+                v[i] = row(self, t)[i]
+            return out
+        finally:
+            self.leave()
 
     def frame_info(self, int64_t f):
         """(tag, owner, index) of frame f."""
-        if not 0 <= f < self.fhw:
-            raise ValueError(f"frame {f} out of range")
-        return self.ftag[f], rmap_owner(self.frmap[f]), rmap_index(self.frmap[f])
+        self.enter()
+        try:
+            if not 0 <= f < self.fhw:
+                raise ValueError(f"frame {f} out of range")
+            return self.ftag[f], rmap_owner(self.frmap[f]), rmap_index(self.frmap[f])
+        finally:
+            self.leave()
 
     def frame_bytes(self, int64_t f):
         """The bytes frame f holds (one page)."""
-        if not 0 <= f < self.fhw or (self.ftag[f] & TAG_KIND_MASK) == TAG_FREE:
-            raise ValueError(f"frame {f} is not allocated")
-        out = PyBytes_FromStringAndSize(NULL, self.page_size)
-        fill_page(<uint8_t*>PyBytes_AS_STRING(out), self.ftag[f], <int64_t>self.page_size, self.bufs, 0)
-        return out
+        self.enter()
+        try:
+            if not 0 <= f < self.fhw or (self.ftag[f] & TAG_KIND_MASK) == TAG_FREE:
+                raise ValueError(f"frame {f} is not allocated")
+            out = PyBytes_FromStringAndSize(NULL, self.page_size)
+            fill_page(<uint8_t*>PyBytes_AS_STRING(out), self.ftag[f], <int64_t>self.page_size, self.bufs, 0)
+            return out
+        finally:
+            self.leave()
 
     # ------------------------------------------------------------------ validation
     cdef int _check_addr(self, uint64_t addr) except -1:

@@ -238,25 +238,30 @@ def do_fault_around(Engine eng not None, uint64_t addr, *, uint64_t vma_start, u
     """
     cdef FaultArgs a
     cdef int64_t pte_off, from_pte, to_pte, j, t
-    cdef bint found = False
-    vma_fault_args(eng, &a, vma_start, vma_end, owner, pgoff, True, writable, exec_, False,
-                   fault_around)
-    if not (vma_start <= addr < vma_end) or (addr | vma_start | vma_end) & (eng.page_size - 1):
-        raise ValueError("fault_around needs a page-aligned address inside the VMA")
-    a.write = False
-    pte_off = <int64_t>((addr >> eng.shift[eng.lpte]) & eng.imask[eng.lpte])
-    with nogil:
-        from_pte = around_window(eng, pte_off, addr, &a, &to_pte)
-        for j in range(from_pte, to_pte):
-            if cached_index(eng, pte_off, j, addr, &a) != 0:
-                found = True
-                break
-        if found:
-            t = eng.alloc_to(addr, eng.lpte)
-            if t >= 0:
-                do_fault_around_c(eng, row(eng, t), pte_off, addr, &a)
-    if found and t < 0:
-        raise MemoryError("out of memory allocating a page table")
+    cdef bint found
+    eng.enter()
+    try:
+        found = False
+        vma_fault_args(eng, &a, vma_start, vma_end, owner, pgoff, True, writable, exec_, False,
+                       fault_around)
+        if not (vma_start <= addr < vma_end) or (addr | vma_start | vma_end) & (eng.page_size - 1):
+            raise ValueError("fault_around needs a page-aligned address inside the VMA")
+        a.write = False
+        pte_off = <int64_t>((addr >> eng.shift[eng.lpte]) & eng.imask[eng.lpte])
+        with nogil:
+            from_pte = around_window(eng, pte_off, addr, &a, &to_pte)
+            for j in range(from_pte, to_pte):
+                if cached_index(eng, pte_off, j, addr, &a) != 0:
+                    found = True
+                    break
+            if found:
+                t = eng.alloc_to(addr, eng.lpte)
+                if t >= 0:
+                    do_fault_around_c(eng, row(eng, t), pte_off, addr, &a)
+        if found and t < 0:
+            raise MemoryError("out of memory allocating a page table")
+    finally:
+        eng.leave()
 
 
 cdef int fault_range_c(Engine eng, uint64_t start, uint64_t end, FaultArgs *a) noexcept nogil:
@@ -326,29 +331,33 @@ def handle_mm_fault(Engine eng not None, uint64_t start, uint64_t end, *, uint64
         ...                 vma_end=0x7f0000001000, owner=o, pgoff=0x7f0000000, write=True)
     """
     cdef FaultArgs a
-    eng._check_range(start, end)
-    vma_fault_args(eng, &a, vma_start, vma_end, owner, pgoff, shared, writable, exec_, protnone,
-                   fault_around)
-    if not (vma_start <= start and end <= vma_end):
-        raise ValueError("fault range must lie inside the VMA")
-    if shared:
-        if pgoff + ((end - vma_start) >> eng.shift[eng.lpte]) > <uint64_t>eng.onpages[owner]:
-            raise ValueError("fault beyond the end of the shmem object (SIGBUS)")
-    a.write = write
-    a.thp = thp
-    a.zero_page = zero_page
-    if not -1 <= fill <= 255:
-        raise ValueError("fill must be a byte value (or -1 for none)")
-    if fill >= 0 and not write:
-        raise ValueError("fill needs write faults")
-    a.fill = fill >= 0
-    a.start, a.end = start, end
-    a.fill_tag = TAG_FILL | <uint64_t>(fill if fill >= 0 else 0)
     cdef int r
-    with nogil:
-        r = fault_range_c(eng, start, end, &a)
-    if r < 0:
-        raise MemoryError("out of memory while faulting")
+    eng.enter()
+    try:
+        eng._check_range(start, end)
+        vma_fault_args(eng, &a, vma_start, vma_end, owner, pgoff, shared, writable, exec_, protnone,
+                       fault_around)
+        if not (vma_start <= start and end <= vma_end):
+            raise ValueError("fault range must lie inside the VMA")
+        if shared:
+            if pgoff + ((end - vma_start) >> eng.shift[eng.lpte]) > <uint64_t>eng.onpages[owner]:
+                raise ValueError("fault beyond the end of the shmem object (SIGBUS)")
+        a.write = write
+        a.thp = thp
+        a.zero_page = zero_page
+        if not -1 <= fill <= 255:
+            raise ValueError("fill must be a byte value (or -1 for none)")
+        if fill >= 0 and not write:
+            raise ValueError("fill needs write faults")
+        a.fill = fill >= 0
+        a.start, a.end = start, end
+        a.fill_tag = TAG_FILL | <uint64_t>(fill if fill >= 0 else 0)
+        with nogil:
+            r = fault_range_c(eng, start, end, &a)
+        if r < 0:
+            raise MemoryError("out of memory while faulting")
+    finally:
+        eng.leave()
 
 
 # ---------------------------------------------------------------------- zap
@@ -396,9 +405,13 @@ def zap_page_range(Engine eng not None, uint64_t start, uint64_t end):
 
         >>> zap_page_range(eng, 0x40000000, 0x40200000)   # MADV_DONTNEED
     """
-    eng._check_range(start, end)
-    with nogil:
-        zap_level(eng, 0, 0, start, end)
+    eng.enter()
+    try:
+        eng._check_range(start, end)
+        with nogil:
+            zap_level(eng, 0, 0, start, end)
+    finally:
+        eng.leave()
 
 
 # ---------------------------------------------------------------------- free_pgd_range
@@ -483,14 +496,18 @@ def free_pgd_range(Engine eng not None, uint64_t addr, uint64_t end, uint64_t fl
 
         >>> free_pgd_range(eng, 0x40000000, 0x40200000, 0, 0)
     """
-    if end <= addr:
-        raise ValueError("free_pgd_range: end must be above addr")
-    if addr >= eng.va_limit or end > eng.va_limit:
-        raise ValueError("free_pgd_range: range beyond the address space")
-    if floor > eng.va_limit or ceiling > eng.va_limit:
-        raise ValueError("free_pgd_range: floor/ceiling beyond the address space")
-    with nogil:
-        free_pgd_range_c(eng, addr, end, floor, ceiling)
+    eng.enter()
+    try:
+        if end <= addr:
+            raise ValueError("free_pgd_range: end must be above addr")
+        if addr >= eng.va_limit or end > eng.va_limit:
+            raise ValueError("free_pgd_range: range beyond the address space")
+        if floor > eng.va_limit or ceiling > eng.va_limit:
+            raise ValueError("free_pgd_range: floor/ceiling beyond the address space")
+        with nogil:
+            free_pgd_range_c(eng, addr, end, floor, ceiling)
+    finally:
+        eng.leave()
 
 
 # ---------------------------------------------------------------------- the CPU's accesses
@@ -523,14 +540,18 @@ def memset_pages(Engine eng not None, uint64_t start, uint64_t end, int value):
         >>> memset_pages(eng, 0x40000000, 0x40200000, 0xff)
         1075838976
     """
-    eng._check_range(start, end)
-    eng._check_page_aligned(start, end)
-    if not 0 <= value <= 255:
-        raise ValueError("memset value must be a byte (0..255)")
     cdef int64_t r
-    with nogil:
-        r = set_tags_c(eng, start, end, TAG_FILL | <uint64_t>value, False)
-    return r
+    eng.enter()
+    try:
+        eng._check_range(start, end)
+        eng._check_page_aligned(start, end)
+        if not 0 <= value <= 255:
+            raise ValueError("memset value must be a byte (0..255)")
+        with nogil:
+            r = set_tags_c(eng, start, end, TAG_FILL | <uint64_t>value, False)
+        return r
+    finally:
+        eng.leave()
 
 
 def stamp_pages(Engine eng not None, uint64_t start, uint64_t end):
@@ -544,12 +565,16 @@ def stamp_pages(Engine eng not None, uint64_t start, uint64_t end):
         >>> stamp_pages(eng, 0x40000000, 0x40200000)
         1075838976
     """
-    eng._check_range(start, end)
-    eng._check_page_aligned(start, end)
     cdef int64_t r
-    with nogil:
-        r = set_tags_c(eng, start, end, 0, True)
-    return r
+    eng.enter()
+    try:
+        eng._check_range(start, end)
+        eng._check_page_aligned(start, end)
+        with nogil:
+            r = set_tags_c(eng, start, end, 0, True)
+        return r
+    finally:
+        eng.leave()
 
 
 cdef int64_t copy_bytes(Engine eng, uint64_t addr, uint8_t *buf, int64_t n, bint write) noexcept nogil:
@@ -607,22 +632,27 @@ def read_bytes(Engine eng not None, uint64_t addr, int64_t n):
         >>> read_bytes(eng, 0x40000ffe, 4)       # the next page still holds zeros
         (b'\\xff\\xff\\x00\\x00', 4)
     """
-    if not 0 <= n <= MAX_READ_BYTES:
-        raise ValueError(f"length {n} must be in [0, {MAX_READ_BYTES}]")
-    eng._check_range(addr, addr + <uint64_t>n)
-    # Read into scratch memory and hand out only the bytes written: the
-    # result never holds what a buffer held before (issue: freed secrets).
-    # A large malloc is mmap-backed, so only the pages read are touched.
-    cdef uint8_t *p = <uint8_t*>malloc(n if n > 0 else 1)
+    cdef uint8_t *p
     cdef int64_t done
-    if p == NULL:
-        raise MemoryError(f"cannot allocate {n} bytes to read into")
+    eng.enter()
     try:
-        with nogil:
-            done = copy_bytes(eng, addr, p, n, False)
-        return PyBytes_FromStringAndSize(<char*>p, done), done
+        if not 0 <= n <= MAX_READ_BYTES:
+            raise ValueError(f"length {n} must be in [0, {MAX_READ_BYTES}]")
+        eng._check_range(addr, addr + <uint64_t>n)
+        # Read into scratch memory and hand out only the bytes written: the
+        # result never holds what a buffer held before (issue: freed secrets).
+        # A large malloc is mmap-backed, so only the pages read are touched.
+        p = <uint8_t*>malloc(n if n > 0 else 1)
+        if p == NULL:
+            raise MemoryError(f"cannot allocate {n} bytes to read into")
+        try:
+            with nogil:
+                done = copy_bytes(eng, addr, p, n, False)
+            return PyBytes_FromStringAndSize(<char*>p, done), done
+        finally:
+            free(p)
     finally:
-        free(p)
+        eng.leave()
 
 
 def write_bytes(Engine eng not None, uint64_t addr, const uint8_t[::1] data not None):
@@ -634,12 +664,17 @@ def write_bytes(Engine eng not None, uint64_t addr, const uint8_t[::1] data not 
         >>> write_bytes(eng, 0x40000ffe, b"abcd")    # straddles two pages
         4
     """
-    cdef int64_t n = data.shape[0], done
-    eng._check_range(addr, addr + <uint64_t>n)
-    if n == 0:
-        return 0
-    with nogil:
-        done = copy_bytes(eng, addr, <uint8_t*>&data[0], n, True)
-    if done < 0:
-        raise MemoryError("out of memory materialising a page buffer")
-    return done
+    cdef int64_t n, done
+    eng.enter()
+    try:
+        n = data.shape[0]
+        eng._check_range(addr, addr + <uint64_t>n)
+        if n == 0:
+            return 0
+        with nogil:
+            done = copy_bytes(eng, addr, <uint8_t*>&data[0], n, True)
+        if done < 0:
+            raise MemoryError("out of memory materialising a page buffer")
+        return done
+    finally:
+        eng.leave()

@@ -1,6 +1,10 @@
 """Issue 15, engine side: no uninitialised memory handed out, geometry
 validated by the engine itself, concurrent use refused, bounded tables."""
 import gc
+import threading
+import time
+
+import numpy as np
 
 import pytest
 
@@ -98,3 +102,67 @@ def test_engine_accepts_every_shipped_geometry():
     for g in mmcore.GEOMETRIES.values():
         eng = Engine(g)
         assert eng.levels == g.levels and eng.page_size == g.page_size
+
+
+# -- item 1 (engine side): concurrent calls on one engine are refused, never a crash --
+def retry(counts, fn, *args, **kw):
+    """Call fn until the engine takes it; count the refusals."""
+    while True:
+        try:
+            return fn(*args, **kw)
+        except mmcore.EngineBusy as e:
+            assert "in use by another thread" in str(e)
+            counts["busy"] += 1
+            time.sleep(0)            # let the thread holding the engine have the GIL back
+
+
+def hammer(eng, base, rounds, counts, errors):
+    try:
+        o = retry(counts, eng.owner_new, "anon")
+        for i in range(rounds):
+            n = (1 + i % 4) * 2 * MiB
+            retry(counts, mmcore.handle_mm_fault, eng, base, base + n, vma_start=base,
+                  vma_end=base + n, owner=o, pgoff=base >> 12, write=True, fill=i & 0xFF)
+            data, done = retry(counts, mmcore.read_bytes, eng, base + n - 3, 3)
+            assert (data, done) == (bytes([i & 0xFF]) * 3, 3)
+            retry(counts, mmcore.zap_page_range, eng, base, base + n)
+            retry(counts, mmcore.free_pgd_range, eng, base, base + n, 0, 0)
+        retry(counts, eng.owner_free, o)
+    except BaseException as e:       # noqa: BLE001 - reported by the main thread
+        errors.append(e)
+
+
+def test_four_threads_on_one_engine_never_crash():
+    eng = Engine(X86_64)
+    counts, errors = {"busy": 0}, []
+    threads = [threading.Thread(target=hammer, args=(eng, (k + 1) << 39, 600, counts, errors))
+               for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    # every thread's work completed exactly once: nothing left, nothing lost
+    assert eng.rss() == (0, 0) and eng.n_tables == 0 and eng.n_frames == 0
+    assert eng.memory()["owners"] == 0     # every owner freed
+    empty = np.zeros(0, dtype=np.uint64)
+    assert mmcore.check_scan(eng, empty, empty, np.zeros(0, dtype=np.int64), empty) == []
+
+
+def test_separate_engines_run_in_parallel_without_refusal():
+    engines = [Engine(X86_64) for _ in range(2)]
+    counts, errors = {"busy": 0}, []
+    threads = [threading.Thread(target=hammer, args=(e, 1 << 39, 100, counts, errors)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and counts["busy"] == 0
+
+
+def test_engine_is_free_again_after_an_error():
+    eng = Engine(X86_64)
+    with pytest.raises(ValueError):
+        mmcore.zap_page_range(eng, 2 * GiB, GiB)
+    anon(eng, GiB, 4096)          # not left claimed
+    assert eng.rss() == (1, 0)
