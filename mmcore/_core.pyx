@@ -581,6 +581,11 @@ cdef class Engine:
         }
 
     @property
+    def busy(self):
+        """True while a call runs on this engine (in any thread)."""
+        return self.busy != 0
+
+    @property
     def pending_warnings(self):
         """Warnings recorded and not yet taken."""
         return self.nwarn

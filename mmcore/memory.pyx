@@ -35,6 +35,7 @@ from libc.string cimport memcpy
 from libc.stdlib cimport malloc, free
 from libc.stdint cimport uint64_t, int64_t, uint8_t
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.exc cimport PyErr_CheckSignals
 
 from mmcore._entries cimport *
 from mmcore._core cimport (Engine, FaultArgs, row, span_end, rmap_word, rmap_index, is_zero_frame,
@@ -313,6 +314,48 @@ cdef int fault_range_c(Engine eng, uint64_t start, uint64_t end, FaultArgs *a) n
     return 0
 
 
+# Long calls run in chunks of this much address space, and look for a signal
+# (Ctrl-C) between chunks, as __get_user_pages() checks
+# fatal_signal_pending() between pages: a chunk is at most a few ms of work.
+SIGNAL_CHUNK = 1 << 30
+
+
+cdef int fault_range_chunked(Engine eng, uint64_t start, uint64_t end, FaultArgs *a) except -2:
+    """fault_range_c() over [start, end) in SIGNAL_CHUNK pieces without the
+    GIL, with PyErr_CheckSignals() between them: a KeyboardInterrupt (or
+    whatever a signal handler raises) propagates, the pages done stay done.
+    Returns 0, or -1 when out of memory."""
+    cdef uint64_t pos = start, stop
+    cdef int r = 0
+    while pos < end:
+        stop = span_end(pos, end, SIGNAL_CHUNK)
+        with nogil:
+            r = fault_range_c(eng, pos, stop, a)
+        if r < 0:
+            return -1
+        pos = stop
+        if pos < end:
+            PyErr_CheckSignals()
+    return 0
+
+
+cdef int64_t set_tags_chunked(Engine eng, uint64_t start, uint64_t end, uint64_t tag,
+                              bint stamp) except -2:
+    """set_tags_c() in SIGNAL_CHUNK pieces, checking for signals between them."""
+    cdef uint64_t pos = start, stop
+    cdef int64_t r
+    while pos < end:
+        stop = span_end(pos, end, SIGNAL_CHUNK)
+        with nogil:
+            r = set_tags_c(eng, pos, stop, tag, stamp)
+        if r < <int64_t>stop:
+            return r
+        pos = stop
+        if pos < end:
+            PyErr_CheckSignals()
+    return <int64_t>end
+
+
 def handle_mm_fault(Engine eng not None, uint64_t start, uint64_t end, *, uint64_t vma_start,
                     uint64_t vma_end, int64_t owner, uint64_t pgoff, bint write=False,
                     bint writable=True, bint shared=False, bint thp=False, bint zero_page=True,
@@ -352,8 +395,7 @@ def handle_mm_fault(Engine eng not None, uint64_t start, uint64_t end, *, uint64
         a.fill = fill >= 0
         a.start, a.end = start, end
         a.fill_tag = TAG_FILL | <uint64_t>(fill if fill >= 0 else 0)
-        with nogil:
-            r = fault_range_c(eng, start, end, &a)
+        r = fault_range_chunked(eng, start, end, &a)
         if r < 0:
             raise MemoryError("out of memory while faulting")
     finally:
@@ -540,16 +582,13 @@ def memset_pages(Engine eng not None, uint64_t start, uint64_t end, int value):
         >>> memset_pages(eng, 0x40000000, 0x40200000, 0xff)
         1075838976
     """
-    cdef int64_t r
     eng.enter()
     try:
         eng._check_range(start, end)
         eng._check_page_aligned(start, end)
         if not 0 <= value <= 255:
             raise ValueError("memset value must be a byte (0..255)")
-        with nogil:
-            r = set_tags_c(eng, start, end, TAG_FILL | <uint64_t>value, False)
-        return r
+        return set_tags_chunked(eng, start, end, TAG_FILL | <uint64_t>value, False)
     finally:
         eng.leave()
 
@@ -565,14 +604,11 @@ def stamp_pages(Engine eng not None, uint64_t start, uint64_t end):
         >>> stamp_pages(eng, 0x40000000, 0x40200000)
         1075838976
     """
-    cdef int64_t r
     eng.enter()
     try:
         eng._check_range(start, end)
         eng._check_page_aligned(start, end)
-        with nogil:
-            r = set_tags_c(eng, start, end, 0, True)
-        return r
+        return set_tags_chunked(eng, start, end, 0, True)
     finally:
         eng.leave()
 

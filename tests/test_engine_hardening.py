@@ -1,6 +1,8 @@
 """Issue 15, engine side: no uninitialised memory handed out, geometry
 validated by the engine itself, concurrent use refused, bounded tables."""
 import gc
+import os
+import signal
 import threading
 import time
 
@@ -166,3 +168,61 @@ def test_engine_is_free_again_after_an_error():
         mmcore.zap_page_range(eng, 2 * GiB, GiB)
     anon(eng, GiB, 4096)          # not left claimed
     assert eng.rss() == (1, 0)
+
+
+# -- issue 11 item 6: long calls answer a signal between chunks -----------------------
+class Interrupted(Exception):
+    pass
+
+
+def interrupt_when(cond):
+    """Send this process SIGINT as soon as cond() holds (polled from a thread)."""
+    def poll():
+        while not cond():
+            time.sleep(0)
+        os.kill(os.getpid(), signal.SIGINT)
+    t = threading.Thread(target=poll, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.fixture
+def sigint_raises():
+    def handler(signum, frame):
+        raise Interrupted()
+    old = signal.signal(signal.SIGINT, handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def test_long_populate_stops_at_a_signal_and_keeps_what_it_did(sigint_raises):
+    eng = Engine(X86_64)
+    o = eng.owner_new("anon")
+    size = 64 * GiB
+    base = 1 << 40
+    poller = interrupt_when(lambda: eng.rss()[0] > 0)
+    with pytest.raises(Interrupted):
+        mmcore.handle_mm_fault(eng, base, base + size, vma_start=base, vma_end=base + size, owner=o,
+                               pgoff=base >> 12, write=True, fill=0x33)
+    poller.join()
+    done = eng.rss()[0]
+    assert 0 < done < size >> 12 and done % (GiB >> 12) == 0      # whole chunks, not all
+    assert not eng.busy
+    # the pages done are there, with their contents; the rest untouched
+    last = base + (done << 12)
+    assert mmcore.read_bytes(eng, last - 2, 4) == (b"\x33\x33", 2)
+    v = lambda x, t=np.uint64: np.array([x], dtype=t)
+    assert mmcore.check_scan(eng, v(base), v(base + size), v(o, np.int64), v(base >> 12)) == []
+
+
+def test_long_memset_stops_at_a_signal(sigint_raises):
+    eng = Engine(X86_64)
+    size, base = 16 * GiB, 1 << 40
+    anon(eng, base, size)
+    poller = interrupt_when(lambda: eng.busy)
+    with pytest.raises(Interrupted):
+        mmcore.memset_pages(eng, base, base + size, 0x77)
+    poller.join()
+    first_page_per_gib = [int(mmcore.page_tags(eng, base + g * GiB, 1)[0]) for g in range(16)]
+    n = first_page_per_gib.count(0x77)
+    assert 0 < n < 16 and first_page_per_gib == [0x77] * n + [0] * (16 - n)
