@@ -26,7 +26,10 @@ cimports only modules below it):
     ``levels``, ``entries_per_table``, ``n_tables``, ``n_frames``,
     ``zero_frames``).  ``COUNTER_NAMES``, ``WARN_SITES``.  One call at a
     time per engine: a call arriving while another thread's call runs on
-    the same engine raises ``EngineBusy`` (a RuntimeError).
+    the same engine raises ``EngineBusy`` (a RuntimeError).  ``max_pages``
+    bounds page tables + frames (the simulated RAM; ``pages_used``): past
+    it a fault raises ``EngineOutOfMemory`` (a MemoryError) and
+    ``move_page_tables()`` stops early.
 ``huge_memory`` -- mm/huge_memory.c
     ``split_huge_pmd_address(eng, addr)``; the THP fault and
     ``split_huge_pmd()`` for the modules above.
@@ -73,7 +76,7 @@ Example::
     ((b'AAA', 3), -1)
 """
 from mmcore.geometry import ARM64_64K, GEOMETRIES, X86_64, X86_64_LA57, Geometry
-from mmcore._core import COUNTER_NAMES, WARN_SITES, Engine, EngineBusy
+from mmcore._core import COUNTER_NAMES, WARN_SITES, Engine, EngineBusy, EngineOutOfMemory
 from mmcore.huge_memory import split_huge_pmd_address
 from mmcore.pagewalk import leaf_runs, page_tags, pagemap, table_tree, translate, walk
 from mmcore.memory import (
@@ -105,7 +108,7 @@ __all__ = [
     # geometry
     "Geometry", "GEOMETRIES", "X86_64", "X86_64_LA57", "ARM64_64K",
     # _core
-    "Engine", "EngineBusy", "COUNTER_NAMES", "WARN_SITES",
+    "Engine", "EngineBusy", "EngineOutOfMemory", "COUNTER_NAMES", "WARN_SITES",
     # huge_memory
     "split_huge_pmd_address",
     # pagewalk

@@ -158,10 +158,13 @@ cdef class Engine:
     cdef int nwarn
     cdef uint64_t warned_once
     cdef int busy                      # a call is running (enter()/leave())
+    cdef int64_t max_pages             # limit on live page tables + frames (INT64_MAX: none)
+    cdef bint limit_hit                # an allocation failed at max_pages (oom_error() clears it)
 
     # -- one call at a time ------------------------------------------------------
     cdef int enter(self) except -1
     cdef void leave(self) noexcept nogil
+    cdef object oom_error(self, str what)
     # -- tables (mm/pgalloc) ------------------------------------------------
     cdef int64_t table_alloc(self, int level) noexcept nogil
     cdef void table_free(self, int64_t t) noexcept nogil
@@ -254,9 +257,25 @@ cdef inline void set_tag(Engine eng, int64_t f, uint64_t tag) noexcept nogil:
     eng.ftag[f] = tag
 
 
+cdef inline bint fits(Engine eng, int64_t n) noexcept nogil:
+    """Do n more pages (frames or page tables) fit under the engine's limit?"""
+    return eng.tlive + eng.flive <= eng.max_pages - n
+
+
+cdef inline bint over_limit(Engine eng, int64_t n) noexcept nogil:
+    """An allocation of n pages is about to fail if they do not fit; the
+    engine remembers why (oom_error() says so)."""
+    if fits(eng, n):
+        return False
+    eng.limit_hit = True
+    return True
+
+
 cdef inline int64_t frame_alloc_tagged(Engine eng, uint64_t rmap, uint64_t tag) noexcept nogil:
     """A frame that starts out holding ``tag`` (a fault and a memset in one)."""
     cdef int64_t f
+    if over_limit(eng, 1):
+        return -1
     if eng.ffree_head >= 0:
         f = eng.ffree_head
         eng.ffree_head = <int64_t>(eng.ftag[f] & TAG_VALUE_MASK)

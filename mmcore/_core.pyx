@@ -44,7 +44,7 @@ method callable from Python validates its arguments first.
 from libc.stdlib cimport malloc, realloc, free, calloc
 from libc.string cimport memset
 cimport cython
-from libc.stdint cimport uint64_t, int64_t, uint32_t, uint16_t, uint8_t, int8_t
+from libc.stdint cimport uint64_t, int64_t, uint32_t, uint16_t, uint8_t, int8_t, INT64_MAX
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 
 cimport numpy as cnp
@@ -79,6 +79,12 @@ MAX_ARRAY_PAGES = 1 << 27
 
 class EngineBusy(RuntimeError):
     """A call reached an Engine while another thread's call was running on it."""
+
+
+class EngineOutOfMemory(MemoryError):
+    """The engine's page limit (Engine.max_pages: page tables + frames) is
+    reached.  The call stopped where the kernel's allocation would have
+    failed; what it did before stays done."""
 
 
 # The engine's own limits on a geometry (mmcore.geometry.Geometry checks the
@@ -186,6 +192,7 @@ cdef class Engine:
         self.fhuge_head = -1
         self.ofree_head = -1
         self.huge_zero = -1
+        self.max_pages = INT64_MAX
         # root table (the pgd)
         if self.table_alloc(0) != 0:
             raise MemoryError("cannot allocate the root table")
@@ -231,10 +238,20 @@ cdef class Engine:
             raise EngineBusy("this mmcore.Engine is in use by another thread: calls on one engine (one "
                              "address space) must not overlap; serialise them (pymm.MM does) or give "
                              "each thread its own engine")
+        self.limit_hit = False
         return 0
 
     cdef void leave(self) noexcept nogil:
         busy_leave(&self.busy)
+
+    cdef object oom_error(self, str what):
+        """The exception for an allocation that failed during ``what``:
+        EngineOutOfMemory at the page limit, MemoryError if the host refused."""
+        if self.limit_hit:
+            self.limit_hit = False
+            return EngineOutOfMemory(f"{what}: the engine's limit of {self.max_pages} pages (page "
+                                     f"tables + frames, Engine.max_pages) is reached")
+        return MemoryError(f"{what}: the host is out of memory")
 
     # ------------------------------------------------------------------ tables
     cdef int64_t table_alloc(self, int level) noexcept nogil:
@@ -243,6 +260,8 @@ cdef class Engine:
         cdef size_t rowbytes = self.ents * sizeof(uint64_t)
         cdef int8_t *nl
         cdef int64_t *nf
+        if over_limit(self, 1):
+            return -1
         if self.tnfree > 0:
             self.tnfree -= 1
             t = self.tfree[self.tnfree]
@@ -344,6 +363,8 @@ cdef class Engine:
         """alloc a PMD-order folio: PTRS_PER_PTE frames, aligned as a huge
         PFN must be.  Frame i gets index rmap0's index + i."""
         cdef int64_t f, base, i, n = <int64_t>self.ptrs_per_pte
+        if over_limit(self, n):
+            return -1
         if self.fhuge_head >= 0:
             f = self.fhuge_head
             self.fhuge_head = <int64_t>(self.ftag[f] & TAG_VALUE_MASK)
@@ -579,6 +600,41 @@ cdef class Engine:
             "host_bytes_frames": self.fhw * 16,
             "host_bytes_buffers": self.blive * <int64_t>self.page_size + self.bcap * 8,
         }
+
+    @property
+    def max_pages(self):
+        """The most pages the engine may hold at once, page-table pages and
+        frames together (the zero pages not counted), as the simulated
+        machine's RAM: an allocation past it fails as the kernel's would
+        (a fault raises EngineOutOfMemory, move_page_tables() stops early
+        and returns False), and the state stays consistent.  None (the
+        default): no limit.  Setting it below pages_used is allowed (nothing
+        more can be allocated).
+
+        Example::
+
+            >>> e = Engine(X86_64)
+            >>> e.max_pages = 100
+            >>> e.max_pages, e.pages_used     # the pgd is a page too
+            (100, 1)
+        """
+        return None if self.max_pages == INT64_MAX else self.max_pages
+
+    @max_pages.setter
+    def max_pages(self, value):
+        if value is None:
+            self.max_pages = INT64_MAX
+            return
+        if type(value) is not int and not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError("max_pages must be an int or None")
+        if not 1 <= value < INT64_MAX:
+            raise ValueError(f"max_pages={value} must be a positive page count (or None)")
+        self.max_pages = value
+
+    @property
+    def pages_used(self):
+        """Pages the engine holds: page-table pages (the pgd included) and frames."""
+        return self.tlive + self.flive
 
     @property
     def busy(self):

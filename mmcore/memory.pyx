@@ -40,7 +40,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from mmcore._entries cimport *
 from mmcore._core cimport (Engine, FaultArgs, row, span_end, rmap_word, rmap_index, is_zero_frame,
                            set_tag, frame_alloc, frame_alloc_tagged, release_frame, shmem_get,
-                           fill_page, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK, TAG_FILL,
+                           fill_page, fits, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK, TAG_FILL,
                            TAG_STAMP, TAG_KIND_MASK, TAG_VALUE_MASK)
 from mmcore.huge_memory cimport fault_huge, split_huge_pmd
 from mmcore.pagewalk cimport translate_c
@@ -125,7 +125,8 @@ cdef int fault_anon_run(Engine eng, uint64_t *ptep, int64_t n, uint64_t va, Faul
     cdef uint64_t flags, rm0, tag
     cdef uint64_t *ftag
     cdef uint64_t *frmap
-    if a.shared or not (a.write or not a.zero_page) or eng.ffree_head >= 0 or eng.fhuge_head >= 0:
+    if a.shared or not (a.write or not a.zero_page) or eng.ffree_head >= 0 or eng.fhuge_head >= 0 \
+            or not fits(eng, n):
         return 0
     for k in range(n):
         if ptep[k] != 0:
@@ -260,7 +261,7 @@ def do_fault_around(Engine eng not None, uint64_t addr, *, uint64_t vma_start, u
                 if t >= 0:
                     do_fault_around_c(eng, row(eng, t), pte_off, addr, &a)
         if found and t < 0:
-            raise MemoryError("out of memory allocating a page table")
+            raise eng.oom_error("do_fault_around: allocating a page table")
     finally:
         eng.leave()
 
@@ -397,7 +398,7 @@ def handle_mm_fault(Engine eng not None, uint64_t start, uint64_t end, *, uint64
         a.fill_tag = TAG_FILL | <uint64_t>(fill if fill >= 0 else 0)
         r = fault_range_chunked(eng, start, end, &a)
         if r < 0:
-            raise MemoryError("out of memory while faulting")
+            raise eng.oom_error("handle_mm_fault")
     finally:
         eng.leave()
 

@@ -85,6 +85,6 @@ def change_protection(Engine eng not None, uint64_t start, uint64_t end, bint re
         with nogil:
             r = change_level(eng, 0, 0, start, end, prot, write)
         if r < 0:
-            raise MemoryError("out of memory splitting a huge PMD")
+            raise eng.oom_error("change_protection: split_huge_pmd")
     finally:
         eng.leave()

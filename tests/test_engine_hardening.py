@@ -226,3 +226,75 @@ def test_long_memset_stops_at_a_signal(sigint_raises):
     first_page_per_gib = [int(mmcore.page_tags(eng, base + g * GiB, 1)[0]) for g in range(16)]
     n = first_page_per_gib.count(0x77)
     assert 0 < n < 16 and first_page_per_gib == [0x77] * n + [0] * (16 - n)
+
+
+# -- issue 15 item 6: table allocation bounded by the engine's page limit -----------
+def one_page_engine():
+    eng = Engine(X86_64)
+    o = anon(eng, GiB, 4096, fill=0x78)
+    return eng, o
+
+
+def test_overlapping_move_up_stops_at_the_page_limit():
+    # the issue's case: moving up by one page carries the PTE through the range,
+    # a new PTE table every 2 MiB (32,835 tables for 64 GiB, unbounded)
+    eng, o = one_page_engine()
+    eng.max_pages = 200
+    pmc = mmcore.MoveControl(GiB, GiB + 4096, 1 << 36)
+    assert mmcore.move_page_tables(eng, pmc) is False          # stopped early, as on ENOMEM
+    assert eng.pages_used <= 200 and not eng.busy
+    assert GiB < pmc.old_addr < GiB + (1 << 36)
+    # the page is somewhere in the range, still mapped once, with its contents
+    v = lambda x, t=np.uint64: np.array([x], dtype=t)
+    problems = mmcore.check_scan(eng, v(GiB), v(GiB + (1 << 36) + 4096), v(o, np.int64),
+                                 v(GiB >> 12), max_problems=5)
+    assert {p[0] for p in problems} <= {"rmap-index"}         # a bare move leaves the VMA behind
+    assert eng.rss() == (1, 0)
+    runs = mmcore.leaf_runs(eng, GiB, GiB + (1 << 36) + 4096)
+    assert len(runs["start"]) == 1
+    assert mmcore.read_bytes(eng, int(runs["start"][0]), 2) == (b"xx", 2)
+
+
+def test_fault_past_the_limit_raises_engine_out_of_memory_and_keeps_what_it_did():
+    eng = Engine(X86_64)
+    eng.max_pages = 1000
+    o = eng.owner_new("anon")
+    with pytest.raises(mmcore.EngineOutOfMemory, match="limit of 1000 pages"):
+        mmcore.handle_mm_fault(eng, GiB, 2 * GiB, vma_start=GiB, vma_end=2 * GiB, owner=o,
+                               pgoff=GiB >> 12, write=True, fill=5)
+    assert eng.pages_used == 1000 and not eng.busy
+    assert isinstance(mmcore.EngineOutOfMemory("x"), MemoryError)
+    n = eng.rss()[0]
+    assert 0 < n < 1000
+    assert mmcore.read_bytes(eng, GiB + (n << 12) - 1, 2) == (b"\x05", 1)
+    v = lambda x, t=np.uint64: np.array([x], dtype=t)
+    assert mmcore.check_scan(eng, v(GiB), v(2 * GiB), v(o, np.int64), v(GiB >> 12)) == []
+    # raising the limit lets the same call finish
+    eng.max_pages = None
+    mmcore.handle_mm_fault(eng, GiB, 2 * GiB, vma_start=GiB, vma_end=2 * GiB, owner=o,
+                           pgoff=GiB >> 12, write=True, fill=5)
+    assert eng.rss() == (GiB >> 12, 0) and eng.max_pages is None
+
+
+def test_thp_fault_and_split_respect_the_limit():
+    eng = Engine(X86_64)
+    o = eng.owner_new("anon")
+    eng.max_pages = 3 + 511                 # pgd, pud, pmd tables; one huge folio needs 512
+    with pytest.raises(mmcore.EngineOutOfMemory):
+        mmcore.handle_mm_fault(eng, GiB, GiB + 2 * MiB, vma_start=GiB, vma_end=GiB + 2 * MiB,
+                               owner=o, pgoff=GiB >> 12, write=True, thp=True)
+    eng.max_pages = 3 + 512                 # pgd, pud, pmd tables + the folio: no room to split
+    mmcore.handle_mm_fault(eng, GiB, GiB + 2 * MiB, vma_start=GiB, vma_end=GiB + 2 * MiB,
+                           owner=o, pgoff=GiB >> 12, write=True, thp=True)
+    with pytest.raises(mmcore.EngineOutOfMemory):
+        mmcore.split_huge_pmd_address(eng, GiB + 4096)
+    assert eng.stats()["huge_pmd_splits"] == 0
+
+
+@pytest.mark.parametrize("value,error", [(0, ValueError), (-5, ValueError), (1 << 63, ValueError),
+                                         (2.0, TypeError), ("9", TypeError), (True, TypeError)])
+def test_max_pages_validated(value, error):
+    eng = Engine(X86_64)
+    with pytest.raises(error):
+        eng.max_pages = value
+    assert eng.max_pages is None
