@@ -91,6 +91,15 @@ cdef extern from *:
     void busy_leave "pymm_leave"(int *flag) noexcept nogil
 
 
+# Long calls (populate, memset) run in pieces of this much address space and
+# look for a signal between them: a piece is a few ms of work.
+cdef extern from *:
+    """
+    #define PYMM_SIGNAL_CHUNK (((unsigned long long)1) << 30)
+    """
+    const uint64_t SIGNAL_CHUNK "PYMM_SIGNAL_CHUNK"
+
+
 cdef struct FaultArgs:
     # struct vm_fault: what the fault handler needs from the VMA and the fault
     # (memory.pyx's handle_mm_fault(), huge_memory.pyx's fault_huge()).
