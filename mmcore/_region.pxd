@@ -21,10 +21,10 @@ it holds whatever the host's page and cache geometry: portable by
 construction.
 
 Released regions go to a small pool (``region_release``) instead of back to
-the host: the next engine takes them with their first huge page still
+the host: the next engine takes them with their first 8 MiB still
 resident, so creating an address space costs no syscall and no 2 MiB
 zero-fill.  The releaser clears what was used (plain memset for the first
-4 MiB, MADV_DONTNEED beyond), so a pooled region reads as zero like a fresh
+8 MiB, MADV_DONTNEED beyond), so a pooled region reads as zero like a fresh
 one.  No streaming (non-temporal) stores anywhere: a line written with one
 and read back soon goes to DRAM on some x86-64 parts.
 """
@@ -74,7 +74,9 @@ cdef extern from *:
     /* The pool of released regions (one per process: engines are created
        and freed with the GIL held). */
     #define PYMM_POOL_MAX 6
-    #define PYMM_POOL_KEEP ((size_t)4 << 20)
+    /* kept resident per pooled region: a 1 GiB populate and a per-PTE move
+       of it (about 4.1 MiB of tables) fit, so the next engine faults nothing */
+    #define PYMM_POOL_KEEP ((size_t)8 << 20)
     static pymm_region pymm_pool[PYMM_POOL_MAX];
     static int pymm_pool_n = 0;
 
