@@ -49,6 +49,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 
 cimport numpy as cnp
 import numpy as np
+import operator
 
 from mmcore._entries cimport *
 from mmcore._region cimport region_init, region_grow, region_release, region_ptr, region_cap
@@ -625,8 +626,9 @@ cdef class Engine:
         if value is None:
             self.max_pages = INT64_MAX
             return
-        if type(value) is not int and not isinstance(value, int) or isinstance(value, bool):
+        if isinstance(value, bool) or not hasattr(type(value), "__index__"):
             raise TypeError("max_pages must be an int or None")
+        value = operator.index(value)
         if not 1 <= value < INT64_MAX:
             raise ValueError(f"max_pages={value} must be a positive page count (or None)")
         self.max_pages = value
