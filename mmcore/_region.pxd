@@ -124,7 +124,7 @@ cdef extern from *:
             return -1;
         }
     #else
-        memcpy(p, r->base, r->off + r->used);
+        memcpy(p, r->base, r->reserved);   /* the engine may use all of it */
         munmap(r->base, r->reserved);
     #endif
         r->base = (unsigned char *)p; r->reserved = nres; r->used = need;
