@@ -298,3 +298,48 @@ def test_max_pages_validated(value, error):
     with pytest.raises(error):
         eng.max_pages = value
     assert eng.max_pages is None
+
+
+ENGINE_METHOD_CALLS = {
+    "owner_new": ("anon",), "owner_free": (1,), "owner_kind": (1,), "shmem_resident": (2,),
+    "reset_stats": (), "take_warnings": (), "record_warning": ("pmd_not_none",),
+    "table_levels": (), "table_row": (0,), "frame_info": (0,), "frame_bytes": (1,),
+}
+
+
+def test_every_entry_point_refuses_while_a_call_runs(sigint_raises):
+    # A signal handler runs inside a long populate (between its chunks, while
+    # this thread holds the engine): every entry point must refuse, none may
+    # run underneath the populate.
+    from test_mmcore_surface import VALID_CALLS
+    eng = Engine(X86_64)
+    o = eng.owner_new("anon")
+    assert eng.owner_new("shmem", npages=16) == 2
+    refused, ran = [], []
+
+    def handler(signum, frame):
+        for name, (args, kwargs) in VALID_CALLS.items():
+            try:
+                getattr(mmcore, name)(eng, *args, **kwargs)
+                ran.append(name)
+            except mmcore.EngineBusy:
+                refused.append(name)
+        for name, args in ENGINE_METHOD_CALLS.items():
+            try:
+                getattr(eng, name)(*args)
+                ran.append(name)
+            except mmcore.EngineBusy:
+                refused.append(name)
+        raise Interrupted()
+
+    signal.signal(signal.SIGINT, handler)
+    base, size = 1 << 40, 64 * GiB
+    poller = interrupt_when(lambda: eng.busy)
+    with pytest.raises(Interrupted):
+        mmcore.handle_mm_fault(eng, base, base + size, vma_start=base, vma_end=base + size, owner=o,
+                               pgoff=base >> 12, write=True)
+    poller.join()
+    assert ran == []
+    assert sorted(refused) == sorted(list(VALID_CALLS) + list(ENGINE_METHOD_CALLS))
+    # and afterwards they all work again
+    assert eng.owner_kind(o) == "anon" and not eng.busy
