@@ -217,15 +217,15 @@ def test_long_populate_stops_at_a_signal_and_keeps_what_it_did(sigint_raises):
 
 def test_long_memset_stops_at_a_signal(sigint_raises):
     eng = Engine(X86_64)
-    size, base = 16 * GiB, 1 << 40
+    size, base = 32 * GiB, 1 << 40         # ~100 ms of work: time for the poller to be scheduled
     anon(eng, base, size)
     poller = interrupt_when(lambda: eng.busy)
     with pytest.raises(Interrupted):
         mmcore.memset_pages(eng, base, base + size, 0x77)
     poller.join()
-    first_page_per_gib = [int(mmcore.page_tags(eng, base + g * GiB, 1)[0]) for g in range(16)]
+    first_page_per_gib = [int(mmcore.page_tags(eng, base + g * GiB, 1)[0]) for g in range(32)]
     n = first_page_per_gib.count(0x77)
-    assert 0 < n < 16 and first_page_per_gib == [0x77] * n + [0] * (16 - n)
+    assert 0 < n < 32 and first_page_per_gib == [0x77] * n + [0] * (32 - n)
 
 
 # -- issue 15 item 6: table allocation bounded by the engine's page limit -----------
