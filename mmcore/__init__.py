@@ -26,10 +26,12 @@ cimports only modules below it):
     ``levels``, ``entries_per_table``, ``n_tables``, ``n_frames``,
     ``zero_frames``).  ``COUNTER_NAMES``, ``WARN_SITES``.  One call at a
     time per engine: a call arriving while another thread's call runs on
-    the same engine raises ``EngineBusy`` (a RuntimeError).  ``max_pages``
+    the same engine raises ``EngineBusy`` (a RuntimeError; ``busy`` tells
+    whether a call runs).  ``max_pages``
     bounds page tables + frames (the simulated RAM; ``pages_used``): past
     it a fault raises ``EngineOutOfMemory`` (a MemoryError) and
-    ``move_page_tables()`` stops early.
+    ``move_page_tables()`` stops early.  Populate, memset and stamp work
+    in 1 GiB pieces and answer a signal (Ctrl-C) between them.
 ``huge_memory`` -- mm/huge_memory.c
     ``split_huge_pmd_address(eng, addr)``; the THP fault and
     ``split_huge_pmd()`` for the modules above.
