@@ -12,8 +12,13 @@ Each round times the whole sequence, MM() included, on a new MM:
   and every huge page of them is a host first-touch (what the first MM of a
   process pays).
 
-Measured on AMD EPYC (family 25), 2 vCPU KVM, Linux 6.18, THP=madvise:
-median 0.5 ms pooled, about 2.5 ms host-fresh.
+Measured on AMD EPYC (family 25), 2 vCPU KVM, Linux 6.18, THP=madvise,
+medians of 15 rounds over several runs: pooled 0.6-0.9 ms, host-fresh
+2.6-3.4 ms (the first MM of a new process: median 3.3 ms over 7 processes).
+Host-fresh depends on the host: each 2 MiB huge page of the arrays is one
+host fault (about 0.2 ms here, up to 3 ms when the VM's own memory is cold),
+and without THP (MADV_HUGEPAGE ignored) the same 6 MiB cost 1,536 faults,
+about 7 ms; pooled rounds do not fault at all.
 """
 import pytest
 
