@@ -34,7 +34,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from mmcore._entries cimport *
 from mmcore._core cimport (Engine, FaultArgs, row, span_end, rmap_word, rmap_index, is_zero_frame,
                            set_tag, frame_alloc, frame_alloc_tagged, release_frame, shmem_get,
-                           fits, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK, TAG_FILL,
+                           fits, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK, TAG_FILL, TAG_VALUE_MASK,
                            SIGNAL_CHUNK)
 from mmcore.huge_memory cimport fault_huge, split_huge_pmd
 
@@ -96,36 +96,49 @@ cdef int fault_pte(Engine eng, uint64_t *ptep, uint64_t va, FaultArgs *a) noexce
 cdef int fault_anon_run(Engine eng, uint64_t *ptep, int64_t n, uint64_t va, FaultArgs *a) noexcept nogil:
     """do_anonymous_page() for n consecutive none PTEs at once, as the
     kernel's batched anonymous fault (alloc_anon_folio() + set_ptes()) maps
-    a run: when every entry is none and no freed frame waits for reuse, the
-    frames are the next n fresh ones, so tags, rmaps and entries are three
-    straight stores each.  Exactly what n calls of fault_pte() would leave.
+    a run: when every entry is none and no free huge block waits to be
+    broken up, the frames are the freed ones first (the free list, in its
+    order) and then the next fresh ones, so tags, rmaps and entries are
+    straight stores.  Exactly what n calls of fault_pte() would leave.
     Returns 1 if done, 0 if the run does not qualify (the caller goes one
     PTE at a time), -1 when out of memory."""
-    cdef int64_t k, f0
+    cdef int64_t k, f, f0, nfree = 0
     cdef uint64_t flags, rm0, tag
     cdef uint64_t *ftag
     cdef uint64_t *frmap
-    if a.shared or not (a.write or not a.zero_page) or eng.ffree_head >= 0 or eng.fhuge_head >= 0 \
-            or not fits(eng, n):
+    if a.shared or not (a.write or not a.zero_page) or eng.fhuge_head >= 0 or not fits(eng, n):
         return 0
     for k in range(n):
         if ptep[k] != 0:
             return 0
+    # room for n fresh frames, whatever the free list covers: no array moves below
     if eng.fhw + n > eng.fcap and eng.grow_frames(eng.fhw + n) < 0:
         return -1
-    f0 = eng.fhw
-    eng.fhw += n
     rm0 = rmap_word(a.owner, a.pgoff + ((va - a.vma_start) >> eng.shift[eng.lpte]))
     tag = a.fill_tag if a.fill else TAG_FILL
     flags = a.prot
     if a.writable:
         flags |= _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY
-    ftag = eng.ftag + f0
-    frmap = eng.frmap + f0
-    for k in range(n):
-        ftag[k] = tag
-        frmap[k] = rm0 + <uint64_t>k      # the index bits cannot carry: vma_fault_args() checked
-    for k in range(n):
+    ftag = eng.ftag
+    frmap = eng.frmap
+    k = 0
+    while k < n and eng.ffree_head >= 0:   # frame_alloc_tagged()'s free-list pop, inline
+        f = eng.ffree_head
+        eng.ffree_head = <int64_t>(ftag[f] & TAG_VALUE_MASK)
+        if eng.ffree_head == <int64_t>TAG_VALUE_MASK:
+            eng.ffree_head = -1
+        ftag[f] = tag
+        frmap[f] = rm0 + <uint64_t>k
+        ptep[k] = pfn_entry(f, flags)
+        k += 1
+    nfree = k
+    eng.fnfree -= nfree
+    f0 = eng.fhw - k
+    eng.fhw += n - k
+    for k in range(nfree, n):
+        ftag[f0 + k] = tag
+        frmap[f0 + k] = rm0 + <uint64_t>k   # the index bits cannot carry: vma_fault_args() checked
+    for k in range(nfree, n):
         ptep[k] = pfn_entry(f0 + k, flags)
     eng.flive += n
     eng.rss_anon += n

@@ -1,6 +1,6 @@
-"""The batched anonymous fault (memory.pyx fault_anon_run) leaves exactly
-what one fault_pte() per page leaves: same entries' flags, tags, rmaps,
-counters, and a clean check_scan."""
+"""The batched anonymous fault (memory.pyx fault_anon_run), on fresh or on
+freed frames, leaves exactly what one fault_pte() per page leaves: same
+entries' flags, tags, rmaps, counters, and a clean check_scan."""
 import numpy as np
 import pytest
 
@@ -29,16 +29,20 @@ def observe(eng, o):
 
 
 def fresh(kind):
-    """An engine where the next populate takes the batched path ("run") or
-    the per-PTE path ("pte": a freed frame waits on the free list)."""
+    """An engine where the next populate takes the batched path on fresh
+    frames ("run"), the batched path on freed frames ("freelist": 4 KiB
+    frames wait on the free list), or the per-PTE path ("pte": a free huge
+    block waits to be broken up)."""
     eng = Engine(X86_64)
     o = eng.owner_new("anon")
-    if kind == "pte":
+    if kind != "run":
         other = eng.owner_new("anon")
-        mmcore.handle_mm_fault(eng, 1 << 40, (1 << 40) + 4096, vma_start=1 << 40,
-                               vma_end=(1 << 40) + 4096, owner=other, pgoff=1 << 28, write=True)
-        mmcore.zap_page_range(eng, 1 << 40, (1 << 40) + 4096)
-        mmcore.free_pgd_range(eng, 1 << 40, (1 << 40) + 4096, 0, 0)
+        n = 300 * 4096 if kind == "freelist" else 2 << 20
+        mmcore.handle_mm_fault(eng, 1 << 40, (1 << 40) + n, vma_start=1 << 40,
+                               vma_end=(1 << 40) + n, owner=other, pgoff=1 << 28, write=True,
+                               thp=kind == "pte", fill=0xEE)
+        mmcore.zap_page_range(eng, 1 << 40, (1 << 40) + n)
+        mmcore.free_pgd_range(eng, 1 << 40, (1 << 40) + n, 0, 0)
         eng.owner_free(other)
     eng.reset_stats()
     return eng, o
@@ -49,15 +53,18 @@ def fresh(kind):
                          ids=["fill", "write", "readonly", "read-no-zero-page"])
 def test_batched_fault_matches_per_pte(kw):
     results = []
-    for kind in ("run", "pte"):
+    for kind in ("run", "freelist", "pte"):
         eng, o = fresh(kind)
         fault(eng, o, BASE, BASE + LEN, **kw)
         pm, info, flags, rss, faults, problems = observe(eng, o)
         assert problems == []
         assert rss == (LEN >> 12, 0) and faults == LEN >> 12
+        # free frames are taken before fresh ones: at least the 511 left free
+        # below the huge zero page's block (frames 512..1023) from the start
+        assert eng.memory()["frame_rows_used"] - 1024 <= (LEN >> 12) - 511
         # tag and page->index per page; frame numbers may differ between paths
         results.append((pm, [(t, i) for t, _o, i in info], flags))
-    assert results[0] == results[1]
+    assert results[0] == results[1] == results[2]
     assert results[0][1][5] == (0x5A if kw.get("fill") else 0, (BASE >> 12) + 5)
 
 
