@@ -609,8 +609,8 @@ cdef class Engine:
         machine's RAM: an allocation past it fails as the kernel's would
         (a fault raises EngineOutOfMemory, move_page_tables() stops early
         and returns False), and the state stays consistent.  None (the
-        default): no limit.  Setting it below pages_used is allowed (nothing
-        more can be allocated).
+        default, or any value from 2**63 - 1 up): no limit.  Setting it
+        below pages_used is allowed (nothing more can be allocated).
 
         Example::
 
@@ -629,9 +629,9 @@ cdef class Engine:
         if isinstance(value, bool) or not hasattr(type(value), "__index__"):
             raise TypeError("max_pages must be an int or None")
         value = operator.index(value)
-        if not 1 <= value < INT64_MAX:
+        if value < 1:
             raise ValueError(f"max_pages={value} must be a positive page count (or None)")
-        self.max_pages = value
+        self.max_pages = min(value, INT64_MAX)     # 2**63 - 1 and beyond: no limit
 
     @property
     def pages_used(self):

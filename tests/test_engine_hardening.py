@@ -291,13 +291,23 @@ def test_thp_fault_and_split_respect_the_limit():
     assert eng.stats()["huge_pmd_splits"] == 0
 
 
-@pytest.mark.parametrize("value,error", [(0, ValueError), (-5, ValueError), (1 << 63, ValueError),
+@pytest.mark.parametrize("value,error", [(0, ValueError), (-5, ValueError),
                                          (2.0, TypeError), ("9", TypeError), (True, TypeError)])
 def test_max_pages_validated(value, error):
     eng = Engine(X86_64)
     with pytest.raises(error):
         eng.max_pages = value
     assert eng.max_pages is None
+
+
+def test_max_pages_beyond_int64_means_no_limit():
+    eng = Engine(X86_64)
+    for v in ((1 << 63) - 1, 1 << 63, 1 << 80):
+        eng.max_pages = 10
+        eng.max_pages = v
+        assert eng.max_pages is None
+    eng.max_pages = np.int64(7)
+    assert eng.max_pages == 7
 
 
 ENGINE_METHOD_CALLS = {
