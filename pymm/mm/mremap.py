@@ -73,7 +73,7 @@ def check_mremap_params(mm, addr: int, old_len: int, new_len: int, flags: int, n
         raise _Errno(EINVAL)
     if addr + old_len > new_addr and new_addr + new_len > addr:   # vrm_overlaps()
         raise _Errno(EINVAL)
-    if len(mm._tree) + 2 >= mm.max_map_count - 3:
+    if len(mm._tree._vmas) + 2 >= mm.max_map_count - 3:
         raise _Errno(ENOMEM)
 
 
@@ -137,8 +137,8 @@ def vma_multi_allowed(vma: Vma) -> bool:
 
 def mremap_to(mm, addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
     """mremap_to(): the move to a chosen (FIXED) or found (DONTUNMAP) place."""
-    if flags & C.MREMAP_FIXED:
-        do_vmi_munmap(mm, new_addr, new_len)
+    if flags & C.MREMAP_FIXED and mm._tree.first_intersecting(new_addr, new_addr + new_len) is not None:
+        do_vmi_munmap(mm, new_addr, new_len)           # (nothing there: nothing to unmap)
         mm._partial_ok = True                          # the destination is gone for good
     if old_len > new_len:                              # shrink_vma()
         do_vmi_munmap(mm, addr + new_len, old_len - new_len)
@@ -191,7 +191,7 @@ def vma_expandable(mm, vma: Vma, delta: int) -> bool:
 def move_vma(mm, vma: Vma, addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
     """move_vma(): copy the VMA, move its page tables, unmap the source
     (or, with MREMAP_DONTUNMAP, leave it empty)."""
-    if len(mm._tree) >= mm.max_map_count - 3:        # prep_move_vma()
+    if len(mm._tree._vmas) >= mm.max_map_count - 3:  # prep_move_vma()
         raise _Errno(ENOMEM)
     new_pgoff = vma.pgoff + ((addr - vma.start) >> mm.page_shift)
     new_vma, vma = copy_vma(mm, vma, new_addr, new_len, new_pgoff)

@@ -178,11 +178,12 @@ class VmaTree:
 
     def span(self, start: int, end: int):
         """Indices (i, j): self[i:j] are the VMAs overlapping [start, end)."""
-        i = bisect_right(self._starts, start) - 1
+        starts = self._starts
+        i = bisect_right(starts, start) - 1
         if i < 0 or self._vmas[i].end <= start:
             i += 1
-        j = bisect_right(self._starts, end - 1) if end else len(self._vmas)
-        return i, max(i, j)
+        j = bisect_right(starts, end - 1) if end else len(starts)
+        return i, (j if j > i else i)
 
     def __getitem__(self, i):
         return self._vmas[i]
@@ -499,7 +500,11 @@ def anon_vma_compatible(mm, a: Vma, b: Vma) -> bool:
 def free_pgtables(mm, vmas: List[Vma], floor: int, ceiling: int) -> None:
     """free_pgtables() (mm/memory.c): free the page tables under the removed
     VMAs, gathering neighbours closer than a PMD into one free_pgd_range()."""
-    i, n = 0, len(vmas)
+    n = len(vmas)
+    if n == 1:                                       # one VMA: the common case
+        mmcore.free_pgd_range(mm.engine, vmas[0].start, vmas[0].end, floor, ceiling)
+        return
+    i = 0
     while i < n:
         addr, j = vmas[i].start, i
         while j + 1 < n and vmas[j + 1].start <= vmas[j].end + mm.pmd_size:
@@ -521,20 +526,23 @@ def do_vmi_munmap(mm, start: int, length: int) -> None:
     i, j = tree.span(start, end)                     # the VMAs overlapping [start, end)
     if i == j:
         return
-    first = tree[i]
-    if first.start < start and end < first.end and len(tree) >= mm.max_map_count:
-        raise _Errno(ENOMEM)
+    vl = tree._vmas                                  # the hot path reads the list itself
+    first = vl[i]
     if first.start < start:
+        if end < first.end and len(vl) >= mm.max_map_count:
+            raise _Errno(ENOMEM)
         _split_vma(mm, first, start)
         i, j = i + 1, j + 1
-    if tree[j - 1].end > end:
-        _split_vma(mm, tree[j - 1], end)
-    vmas = tree[i:j]
-    floor = tree[i - 1].end if i > 0 else 0
-    ceiling = tree[j].start if j < len(tree) else 0
+    if vl[j - 1].end > end:
+        _split_vma(mm, vl[j - 1], end)
+    vmas = vl[i:j]
+    floor = vl[i - 1].end if i > 0 else 0
+    ceiling = vl[j].start if j < len(vl) else 0
+    eng = mm.engine
     for v in vmas:                                   # unmap_vmas()
-        mmcore.zap_page_range(mm.engine, v.start, v.end)
+        mmcore.zap_page_range(eng, v.start, v.end)
     free_pgtables(mm, vmas, floor, ceiling)
     tree.remove_span(i, j)
     for v in vmas:
-        vma_put_refs(mm, v)
+        if v.anon or v.shm is not None:
+            vma_put_refs(mm, v)
