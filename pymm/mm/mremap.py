@@ -105,7 +105,7 @@ def remap_move(mm, addr: int, length: int, flags: int, new_addr: int) -> int:
     vma = tree.lookup(start)
     if vma is not None and vma.end >= end:             # one VMA: the common case
         check_prep_vma(mm, vma, start, length, length, flags)
-        return mremap_to(mm, start, length, length, flags, new_addr)
+        return mremap_to(mm, start, length, length, flags, new_addr, vma)
     target = new_addr
     res = None
     last_end = 0
@@ -135,16 +135,21 @@ def vma_multi_allowed(vma: Vma) -> bool:
     return True  # anonymous and shmem VMAs
 
 
-def mremap_to(mm, addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
-    """mremap_to(): the move to a chosen (FIXED) or found (DONTUNMAP) place."""
+def mremap_to(mm, addr: int, old_len: int, new_len: int, flags: int, new_addr: int,
+              vma: Optional[Vma] = None) -> int:
+    """mremap_to(): the move to a chosen (FIXED) or found (DONTUNMAP) place.
+    ``vma``: the source VMA if the caller has it (found again after any unmap)."""
     if flags & C.MREMAP_FIXED and mm._tree.first_intersecting(new_addr, new_addr + new_len) is not None:
         do_vmi_munmap(mm, new_addr, new_len)           # (nothing there: nothing to unmap)
         mm._partial_ok = True                          # the destination is gone for good
+        vma = None
     if old_len > new_len:                              # shrink_vma()
         do_vmi_munmap(mm, addr + new_len, old_len - new_len)
         mm._partial_ok = True
         old_len = new_len
-    vma = mm._tree.lookup(addr)
+        vma = None
+    if vma is None:
+        vma = mm._tree.lookup(addr)
     if vma is None:
         raise _Errno(EFAULT)                           # the source went with the unmap
     new_addr = vrm_set_new_addr(mm, vma, addr, new_len, flags, new_addr)

@@ -361,6 +361,8 @@ def vma_merge_new_range(mm, start: int, end: int, vm_flags: int, anon: int, shm,
     prev = prev if prev is not None and prev.end == start else None
     nxt = tree.find_vma(end)
     nxt = nxt if nxt is not None and nxt.start == end else None
+    if prev is None and nxt is None:                 # no neighbour touches it: the common case
+        return None
     pages = (end - start) >> mm.page_shift
     left = can_vma_merge_after(mm, prev, start, vm_flags, anon, shm, pgoff) and prev.name == name
     right = can_vma_merge_before(mm, nxt, end, vm_flags, anon, shm, pgoff, pages) and nxt.name == name
@@ -519,7 +521,7 @@ def do_vmi_munmap(mm, start: int, length: int) -> None:
     free page tables between the neighbours, drop the VMAs."""
     if (mm._pmask & start) or start > mm.task_size or length > mm.task_size - start:
         raise _Errno(EINVAL)
-    end = start + page_align(mm, length)
+    end = start + ((length + mm._pmask) & ~mm._pmask & U64)   # PAGE_ALIGN()
     if end == start:
         raise _Errno(EINVAL)
     tree = mm._tree
