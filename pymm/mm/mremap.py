@@ -139,7 +139,8 @@ def mremap_to(mm, addr: int, old_len: int, new_len: int, flags: int, new_addr: i
               vma: Optional[Vma] = None) -> int:
     """mremap_to(): the move to a chosen (FIXED) or found (DONTUNMAP) place.
     ``vma``: the source VMA if the caller has it (found again after any unmap)."""
-    if flags & C.MREMAP_FIXED and mm._tree.first_intersecting(new_addr, new_addr + new_len) is not None:
+    dest = mm._tree.find_vma(new_addr) if flags & C.MREMAP_FIXED else None
+    if dest is not None and dest.start < new_addr + new_len:
         do_vmi_munmap(mm, new_addr, new_len)           # (nothing there: nothing to unmap)
         mm._partial_ok = True                          # the destination is gone for good
         vma = None

@@ -211,6 +211,16 @@ class VmaTree:
             i -= 1
         return self._vmas[i] if i >= 0 else None
 
+    def touching(self, start: int, end: int):
+        """(prev, next): the VMAs ending exactly at start and starting
+        exactly at end (None where there is none), for a range
+        [start, end) that no VMA overlaps."""
+        vl = self._vmas
+        i = bisect_right(self._starts, start)
+        prev = vl[i - 1] if i and vl[i - 1].end == start else None
+        nxt = vl[i] if i < len(vl) and vl[i].start == end else None
+        return prev, nxt
+
     def insert(self, vma: Vma) -> None:
         i = bisect_right(self._starts, vma.start)
         self._starts.insert(i, vma.start)
@@ -290,7 +300,8 @@ def unlink_anon_vma(mm, vma: Vma) -> None:
 def vma_link(mm, vma: Vma) -> Vma:
     """vma_link(): insert a new VMA into the tree, taking its references."""
     mm._tree.insert(vma)
-    vma_get_refs(mm, vma)
+    if vma.anon or vma.shm is not None:
+        vma_get_refs(mm, vma)
     return vma
 
 
@@ -357,10 +368,7 @@ def vma_merge_new_range(mm, start: int, end: int, vm_flags: int, anon: int, shm,
     """vma_merge_new_range(): let a new range [start, end) join its
     neighbours if compatible; returns the VMA now covering it, or None."""
     tree = mm._tree
-    prev = tree.prev_of_addr(start)
-    prev = prev if prev is not None and prev.end == start else None
-    nxt = tree.find_vma(end)
-    nxt = nxt if nxt is not None and nxt.start == end else None
+    prev, nxt = tree.touching(start, end)
     if prev is None and nxt is None:                 # no neighbour touches it: the common case
         return None
     pages = (end - start) >> mm.page_shift
