@@ -377,7 +377,10 @@ def run(size: int = PUD, reps: int = 9, host: Optional[bool] = None, out=None,
     fit_sizes = [s for s in (size // 16, size // 8, size // 4, size // 2) if s >= 4 * PMD] if h else []
     fit_reps = max(3, reps // 2)
     fit_plan = [("per-PTE", "6.18"), ("PMD-aligned", "6.18"), ("PUD-aligned", "6.18")]
-    steps = len(plan) * (reps + 1) + len(fit_sizes) * len(fit_plan) * (fit_reps + 1)
+    # a second PUD point (two PUDs) pins the per-PUD cost; one point alone
+    # leaves it to the noise of a single row
+    pud_fit = [2 * size] if h and size % PUD == 0 and 2 * size <= min(4 << 30, _mem_available() // 4) else []
+    steps = len(plan) * (reps + 1) + (len(fit_sizes) * len(fit_plan) + len(pud_fit)) * (fit_reps + 1)
     mach = machine()
     out.write(f"pymm bench: mremap(MREMAP_MAYMOVE|MREMAP_FIXED) of a populated {fmt_size(size)} region, "
               f"{reps} rounds after a warm-up round, pymm and kernel interleaved;\n"
@@ -395,6 +398,8 @@ def run(size: int = PUD, reps: int = 9, host: Optional[bool] = None, out=None,
             main_rows = measure_rows(plan, size, reps, h, limit=limit, prog=prog)
             for s in fit_sizes:
                 fit_rows += measure_rows(fit_plan, s, fit_reps, h, prog=prog)
+            for s in pud_fit:
+                fit_rows += measure_rows([("PUD-aligned", "6.18")], s, fit_reps, h, prog=prog)
     finally:
         if h is not None:
             h.close()
