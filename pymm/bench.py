@@ -505,13 +505,15 @@ def add_parser(sub, size_type):
     p = sub.add_parser(
         "bench", help="the 1 GiB mremap table, pymm beside this machine's kernel",
         description="Move a populated region with mremap() in each alignment case (per-PTE, PMD, PUD, "
-        "THP) and time it: pymm's whole call, and this machine's kernel inside a child process. Shows "
-        "the path each case takes, the ratio, the \"20x\" lines and a cost model of the kernel.",
+        "THP) and time it: pymm's whole call, and this machine's kernel inside a child process, in "
+        "interleaved rounds after a warm-up round. Shows the machine, the path each case takes, "
+        "min/median/IQR, the ratio, the per-PTE copy limit measured in the same run, the \"20x\" "
+        "lines and a cost model of the kernel with its fit quality.",
         epilog="examples:\n  pymm bench\n  pymm bench --size 256M --reps 9\n"
         "  pymm bench --json bench.json --plot sizes.png",
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("--size", type=size_type, default=PUD, help="region size (default 1G)")
-    p.add_argument("--reps", type=int, default=9, help="repetitions per case; medians shown (default 9)")
+    p.add_argument("--reps", type=int, default=9, help="measured rounds (each case once per round, after one warm-up round; default 9)")
     p.add_argument("--no-host", action="store_true", help="skip this machine's kernel")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON (- for stdout; the table "
                    "then goes to stderr)")
