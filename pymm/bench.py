@@ -107,11 +107,12 @@ def addresses(case: str, size: int):
 PRIME = WINDOW_LO + (8 << 40)           # the warm-up call's page, far from the measured region
 
 
-def run_pymm_once(kernel: str, case: str, size: int):
+def run_pymm_once(kernel: str, case: str, size: int, warm: bool = True):
     """One measured move on a fresh MM: (ns, counters).  Right before it,
     an untimed one-page mremap in the same MM warms the syscall path, as
     run_host_once() does in the kernel: the figure is the call's own work,
-    not the cache state the populate left behind."""
+    not the cache state the populate left behind (``warm=False``: no
+    warm-up call, the first call after the populate)."""
     src, dst = addresses(case, size)
     mm = MM(kernel=kernel, window=(WINDOW_LO, WINDOW_LO + (16 << 40)))
     mm.mmap(src, size, RW, PRIV)
@@ -121,17 +122,19 @@ def run_pymm_once(kernel: str, case: str, size: int):
     mm.memset(src, 0x5A, size)
     mm.memset(PRIME, 0x5A, PAGE)
     mm.reset_stats()
-    mm.mremap(PRIME, PAGE, PAGE, MOVE, PRIME + PUD)
+    if warm:
+        mm.mremap(PRIME, PAGE, PAGE, MOVE, PRIME + PUD)
     t0 = time.perf_counter_ns()
     r = mm.mremap(src, size, size, MOVE, dst)
     t1 = time.perf_counter_ns()
     assert r == dst
     stats = mm.stats
-    stats["pte_moves"] -= 1                              # the warm-up's page
+    if warm:
+        stats["pte_moves"] -= 1                          # the warm-up's page
     return t1 - t0, stats
 
 
-def run_host_once(h, case: str, size: int) -> int:
+def run_host_once(h, case: str, size: int, warm: bool = True) -> int:
     """The same in this machine's kernel: populate, warm-up call, timed call."""
     src, dst = addresses(case, size)
     h.mmap(src, size, RW, PRIV)
@@ -141,10 +144,11 @@ def run_host_once(h, case: str, size: int) -> int:
     h.memset(src, 0x5A, size)
     h.memset(PRIME, 0x5A, PAGE)
     try:
-        h.mremap(PRIME, PAGE, PAGE, MOVE, PRIME + PUD)
+        if warm:
+            h.mremap(PRIME, PAGE, PAGE, MOVE, PRIME + PUD)
         r, ns = h.timed_mremap(src, size, size, MOVE, dst)
     finally:
-        h.munmap(PRIME + PUD, PAGE)
+        h.munmap(PRIME, PUD + PAGE)
         h.munmap(src, size)
         h.munmap(dst, size)
     return ns
@@ -154,7 +158,7 @@ PATH_KEYS = ("pte_moves", "pmd_moves", "pud_moves", "huge_pmd_moves")
 
 
 def measure_rows(plan, size: int, reps: int, h=None, warmup: int = 1, limit: Optional[List[int]] = None,
-                 prog=None) -> List[Row]:
+                 prog=None, warm: bool = True) -> List[Row]:
     """Time each (case, kernel) of plan ``reps`` times, interleaved: every
     round runs each case once in pymm and, for 6.18 rows, once in this
     machine's kernel, then (if ``limit`` is a list) the copy limit.  The
@@ -164,12 +168,12 @@ def measure_rows(plan, size: int, reps: int, h=None, warmup: int = 1, limit: Opt
     for rnd in range(warmup + reps):
         keep = rnd >= warmup
         for row in rows:
-            ns, stats = run_pymm_once(row.kernel, row.case, size)
+            ns, stats = run_pymm_once(row.kernel, row.case, size, warm)
             row.path = {k: stats[k] for k in PATH_KEYS}
             if keep:
                 row.pymm_ns.append(ns)
             if h is not None and row.kernel == "6.18":
-                ns = run_host_once(h, row.case, size)
+                ns = run_host_once(h, row.case, size, warm)
                 if keep:
                     row.host_ns.append(ns)
             if prog is not None:
@@ -368,7 +372,7 @@ def limit_line(size: int, limit: List[int], pte: Optional[Row]) -> str:
 
 
 def run(size: int = PUD, reps: int = 9, host: Optional[bool] = None, out=None,
-        json_path: Optional[str] = None, plot_path: Optional[str] = None) -> int:
+        json_path: Optional[str] = None, plot_path: Optional[str] = None, warm: bool = True) -> int:
     from pymm import host as host_mod
     out = sys.stdout if out is None else out
     use_host = host_mod.available() if host is None else host
@@ -384,10 +388,11 @@ def run(size: int = PUD, reps: int = 9, host: Optional[bool] = None, out=None,
     mach = machine()
     out.write(f"pymm bench: mremap(MREMAP_MAYMOVE|MREMAP_FIXED) of a populated {fmt_size(size)} region, "
               f"{reps} rounds after a warm-up round, pymm and kernel interleaved;\n"
-              "each timed call follows an "
-              "untimed one-page mremap in the same address space, in pymm and the kernel alike\n"
-              f"machine: {machine_text(mach)}\n"
-              "kernel column: " + ("this machine's kernel, timed inside a child process\n\n" if h else
+              + ("each timed call follows an untimed one-page mremap in the same address space, in pymm "
+                 "and the kernel alike\n" if warm else
+                 "--cold: each timed call is the first after the populate, in pymm and the kernel alike\n")
+              + f"machine: {machine_text(mach)}\n"
+              + "kernel column: " + ("this machine's kernel, timed inside a child process\n\n" if h else
                                    "skipped (--no-host)\n\n" if host is False else
                                    f"unavailable ({host_mod.unavailable_reason()})\n\n"))
     out.flush()
@@ -395,11 +400,11 @@ def run(size: int = PUD, reps: int = 9, host: Optional[bool] = None, out=None,
     fit_rows: List[Row] = []
     try:
         with Progress("bench", total=steps) as prog:
-            main_rows = measure_rows(plan, size, reps, h, limit=limit, prog=prog)
+            main_rows = measure_rows(plan, size, reps, h, limit=limit, prog=prog, warm=warm)
             for s in fit_sizes:
-                fit_rows += measure_rows(fit_plan, s, fit_reps, h, prog=prog)
+                fit_rows += measure_rows(fit_plan, s, fit_reps, h, prog=prog, warm=warm)
             for s in pud_fit:
-                fit_rows += measure_rows([("PUD-aligned", "6.18")], s, fit_reps, h, prog=prog)
+                fit_rows += measure_rows([("PUD-aligned", "6.18")], s, fit_reps, h, prog=prog, warm=warm)
     finally:
         if h is not None:
             h.close()
@@ -420,7 +425,7 @@ def run(size: int = PUD, reps: int = 9, host: Optional[bool] = None, out=None,
     if json_path:
         pte = rows.get("per-PTE")
         lim = spread(limit)
-        doc = {"size": size, "reps": reps, "warmup_rounds": 1, "machine": mach,
+        doc = {"size": size, "reps": reps, "warmup_rounds": 1, "warm_call": warm, "machine": mach,
                "rows": [dict(asdict(r), pymm=spread(r.pymm_ns), host=spread(r.host_ns),
                              pymm_median=r.pymm_median, host_median=r.host_median) for r in main_rows],
                "copy_limit": dict(lim, ns=limit, per_pte_multiple=pte.pymm_median / lim["median"]
@@ -515,6 +520,8 @@ def add_parser(sub, size_type):
     p.add_argument("--size", type=size_type, default=PUD, help="region size (default 1G)")
     p.add_argument("--reps", type=int, default=9, help="measured rounds (each case once per round, after one warm-up round; default 9)")
     p.add_argument("--no-host", action="store_true", help="skip this machine's kernel")
+    p.add_argument("--cold", action="store_true", help="time the first call after the populate, "
+                   "without the untimed one-page mremap before it (both sides)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON (- for stdout; the table "
                    "then goes to stderr)")
     p.add_argument("--plot", metavar="PATH", help="also write a PNG: time vs size (1 MiB-64 GiB), "
@@ -529,5 +536,5 @@ def _cmd(args) -> int:
     if args.reps < 1:
         print("pymm bench: --reps must be at least 1", file=sys.stderr)
         return 2
-    return run(size=args.size, reps=args.reps, host=False if args.no_host else None,
+    return run(size=args.size, reps=args.reps, host=False if args.no_host else None, warm=not args.cold,
                json_path=args.json, plot_path=args.plot, out=sys.stderr if args.json == "-" else None)

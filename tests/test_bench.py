@@ -80,3 +80,20 @@ def test_machine_names_cpu_kernel_and_thp():
 def test_copy_limit_is_measured():
     from pymm.bench import copy_limit_ns
     assert copy_limit_ns(8 << 20) > 0
+
+
+def test_small_run_without_host_warm_and_cold(tmp_path):
+    import io
+    import json
+    from pymm.bench import run
+    for warm in (True, False):
+        out = io.StringIO()
+        path = tmp_path / f"b{warm}.json"
+        assert run(size=8 << 20, reps=2, host=False, out=out, json_path=str(path), warm=warm) == 0
+        text = out.getvalue()
+        assert ("--cold" in text) != warm and "machine: " in text and "copy limit" in text
+        doc = json.loads(path.read_text())
+        assert doc["warm_call"] is warm and doc["copy_limit"]["median"] > 0
+        pte = next(r for r in doc["rows"] if r["case"] == "per-PTE")
+        assert pte["path"]["pte_moves"] == 2048 and len(pte["pymm_ns"]) == 2
+        assert set(pte["pymm"]) == {"min", "median", "iqr"}
