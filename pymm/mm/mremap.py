@@ -73,7 +73,7 @@ def check_mremap_params(mm, addr: int, old_len: int, new_len: int, flags: int, n
         raise _Errno(EINVAL)
     if addr + old_len > new_addr and new_addr + new_len > addr:   # vrm_overlaps()
         raise _Errno(EINVAL)
-    if len(mm._tree) + 2 >= mm.max_map_count - 3:
+    if len(mm._tree._vmas) + 2 >= mm.max_map_count - 3:
         raise _Errno(ENOMEM)
 
 
@@ -105,7 +105,7 @@ def remap_move(mm, addr: int, length: int, flags: int, new_addr: int) -> int:
     vma = tree.lookup(start)
     if vma is not None and vma.end >= end:             # one VMA: the common case
         check_prep_vma(mm, vma, start, length, length, flags)
-        return mremap_to(mm, start, length, length, flags, new_addr)
+        return mremap_to(mm, start, length, length, flags, new_addr, vma)
     target = new_addr
     res = None
     last_end = 0
@@ -135,16 +135,22 @@ def vma_multi_allowed(vma: Vma) -> bool:
     return True  # anonymous and shmem VMAs
 
 
-def mremap_to(mm, addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
-    """mremap_to(): the move to a chosen (FIXED) or found (DONTUNMAP) place."""
-    if flags & C.MREMAP_FIXED:
-        do_vmi_munmap(mm, new_addr, new_len)
+def mremap_to(mm, addr: int, old_len: int, new_len: int, flags: int, new_addr: int,
+              vma: Optional[Vma] = None) -> int:
+    """mremap_to(): the move to a chosen (FIXED) or found (DONTUNMAP) place.
+    ``vma``: the source VMA if the caller has it (found again after any unmap)."""
+    dest = mm._tree.find_vma(new_addr) if flags & C.MREMAP_FIXED else None
+    if dest is not None and dest.start < new_addr + new_len:
+        do_vmi_munmap(mm, new_addr, new_len)           # (nothing there: nothing to unmap)
         mm._partial_ok = True                          # the destination is gone for good
+        vma = None
     if old_len > new_len:                              # shrink_vma()
         do_vmi_munmap(mm, addr + new_len, old_len - new_len)
         mm._partial_ok = True
         old_len = new_len
-    vma = mm._tree.lookup(addr)
+        vma = None
+    if vma is None:
+        vma = mm._tree.lookup(addr)
     if vma is None:
         raise _Errno(EFAULT)                           # the source went with the unmap
     new_addr = vrm_set_new_addr(mm, vma, addr, new_len, flags, new_addr)
@@ -191,7 +197,7 @@ def vma_expandable(mm, vma: Vma, delta: int) -> bool:
 def move_vma(mm, vma: Vma, addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
     """move_vma(): copy the VMA, move its page tables, unmap the source
     (or, with MREMAP_DONTUNMAP, leave it empty)."""
-    if len(mm._tree) >= mm.max_map_count - 3:        # prep_move_vma()
+    if len(mm._tree._vmas) >= mm.max_map_count - 3:  # prep_move_vma()
         raise _Errno(ENOMEM)
     new_pgoff = vma.pgoff + ((addr - vma.start) >> mm.page_shift)
     new_vma, vma = copy_vma(mm, vma, new_addr, new_len, new_pgoff)
