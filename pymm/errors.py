@@ -7,6 +7,7 @@
   recorded in ``mm.warnings`` and issued through :func:`warnings.warn`.
 * :class:`InvariantError`: ``MM(check=True)`` found a broken invariant.
 * :class:`KernelBUG`: the modelled kernel would hit ``BUG()`` here.
+* :class:`ReentrantCallError`: a hook called back into the MM it runs in.
 """
 import errno as _errno
 import os
@@ -106,6 +107,12 @@ class InvariantError(AssertionError):
         where = f" after {after}" if after else ""
         more = f" (+{len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
         super().__init__(f"invariant broken{where}: {first}{more}")
+
+
+class ReentrantCallError(RuntimeError):
+    """A call on an MM made while another call on the same MM is still
+    running in the same thread (from a kernel hook or a warnings filter).
+    Refused: in the kernel it would deadlock on mmap_lock."""
 
 
 EINVAL = _errno.EINVAL

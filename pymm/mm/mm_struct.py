@@ -22,6 +22,8 @@ Example::
 """
 from __future__ import annotations
 
+import functools
+import threading
 from typing import TYPE_CHECKING, Dict, List, Optional
 
 import numpy as np
@@ -33,7 +35,7 @@ if TYPE_CHECKING:                      # annotations only: describe and walk bui
     from pymm.describe import Description
     from pymm.walk import Walk
 from pymm import constants as C
-from pymm.errors import KernelWarning
+from pymm.errors import KernelWarning, ReentrantCallError
 from pymm.kernels import Kernel, get_kernel, view
 from pymm.mm.exec import create_init_stack_vma, relocate_vma_down
 from pymm.mm.madvise import do_madvise
@@ -48,6 +50,39 @@ from pymm.mm.vma import VMA, VmaTree, do_vmi_munmap, page_align, snapshot
 ARCHES = {"x86_64": mmcore.X86_64, "x86_64-la57": mmcore.X86_64_LA57}
 THP_MODES = ("always", "madvise", "never")
 MAX_READ = 1 << 32            # mm.read() returns bytes: 4 GiB at most per call
+
+
+def _serialised(fn):
+    """mmap_write_lock(mm): one call at a time per address space.
+
+    Threads wait for the MM's lock (separate MMs run in parallel: the engine
+    loops release the GIL); a nested call from the thread that holds it
+    (a hook calling ``move.mm.munmap()``) is refused with ReentrantCallError."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            if self._busy:
+                raise ReentrantCallError(f"{fn.__name__}() called while {self._busy}() is running on "
+                                         "the same MM (from a kernel hook?): re-entrant calls are refused")
+            self._busy = fn.__name__
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                self._busy = None
+
+    return wrapper
+
+
+def _read_locked(fn):
+    """mmap_read_lock(mm): a read-only look, serialised with the calls."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return fn(self, *args, **kwargs)
+
+    return wrapper
 
 
 class MM:
@@ -78,6 +113,8 @@ class MM:
                  mmap_base: Optional[int] = None, window=None,
                  max_map_count: int = C.DEFAULT_MAX_MAP_COUNT, privileged: bool = False,
                  commit_limit: Optional[int] = None, rlimit_stack: int = C.RLIMIT_STACK_DEFAULT):
+        self._lock = threading.RLock()            # mm->mmap_lock: see _serialised()
+        self._busy: Optional[str] = None
         self._kernel: Kernel = get_kernel(kernel)
         if arch not in ARCHES:
             raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(ARCHES)}")
@@ -137,6 +174,7 @@ class MM:
         return self._kernel
 
     @property
+    @_read_locked
     def stats(self) -> Dict[str, int]:
         """Counters since creation or reset_stats(): pte_moves, pmd_moves,
         pud_moves, huge_pmd_moves, pgtables_allocated, pgtables_freed,
@@ -144,6 +182,7 @@ class MM:
         warnings."""
         return self.engine.stats()
 
+    @_serialised
     def reset_stats(self) -> None:
         """Zero the counters of :attr:`stats`.
 
@@ -155,6 +194,7 @@ class MM:
         self.engine.reset_stats()
 
     @property
+    @_read_locked
     def map_count(self) -> int:
         """mm->map_count: the number of VMAs (limited by ``max_map_count``,
         as vm.max_map_count limits the kernel's).
@@ -167,11 +207,13 @@ class MM:
         return len(self._tree)
 
     @property
+    @_read_locked
     def rss(self) -> int:
         """Resident memory in bytes (RssAnon + RssShmem, as VmRSS)."""
         anon, shmem = self.engine.rss()
         return (anon + shmem) * self.page_size
 
+    @_read_locked
     def status(self) -> Dict[str, int]:
         """The memory lines of /proc/pid/status, in kB, plus map_count."""
         return task_mem(self)
@@ -195,6 +237,7 @@ class MM:
         return view(v) if v is not None else None
 
     # --------------------------------------------------------------------------- munmap: vma.py (mm/vma.c)
+    @_serialised
     @_syscall
     def munmap(self, addr: int, length: int) -> None:
         """munmap(2).  Unmapping nothing is not an error.
@@ -207,6 +250,7 @@ class MM:
         do_vmi_munmap(self, addr, length)
 
     # --------------------------------------------------------------------------- mmap: mmap.py (mm/mmap.c)
+    @_serialised
     @_syscall
     def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0) -> int:
         """mmap(2) of anonymous memory, private or shared.
@@ -225,6 +269,7 @@ class MM:
         return sys_mmap(self, addr, length, prot, flags, fd, offset)
 
     # --------------------------------------------------------------- mprotect: mprotect.py (mm/mprotect.c)
+    @_serialised
     @_syscall
     def mprotect(self, addr: int, length: int, prot: int) -> None:
         """mprotect(2): new protection for [addr, addr+length).
@@ -241,6 +286,7 @@ class MM:
         do_mprotect_pkey(self, start, length, prot)
 
     # ------------------------------------------------------------------ madvise: madvise.py (mm/madvise.c)
+    @_serialised
     @_syscall
     def madvise(self, addr: int, length: int, advice: int) -> None:
         """madvise(2).  Modelled: MADV_DONTNEED (zap), MADV_HUGEPAGE /
@@ -265,6 +311,7 @@ class MM:
             raise ValueError("access wraps around the address space")
         return addr, length
 
+    @_serialised
     def read(self, addr: int, length: int) -> bytes:
         """Read as the CPU would: through the page tables first (a present
         entry is used even outside every VMA), the fault handler on a miss.
@@ -282,6 +329,7 @@ class MM:
             check_now(self, "read")
         return result
 
+    @_serialised
     def write(self, addr: int, data: bytes) -> None:
         """Write bytes as the CPU would (copy-on-write, faults, segfaults).
 
@@ -296,6 +344,7 @@ class MM:
         if self.check_enabled:
             check_now(self, "write")
 
+    @_serialised
     def memset(self, addr: int, value: int, length: int) -> None:
         """memset(): whole pages take the bulk path (one tag per page), so
         1 GiB costs milliseconds.
@@ -310,6 +359,7 @@ class MM:
         if self.check_enabled:
             check_now(self, "memset")
 
+    @_serialised
     def stamp(self, addr: int, length: int) -> None:
         """Write into each whole page of the range its own page number
         (addr >> PAGE_SHIFT) as a repeated 8-byte word: distinct contents at
@@ -320,6 +370,7 @@ class MM:
         cpu_stamp(self, addr, length)
 
     # --------------------------------------------------------------------- mremap: mremap.py (mm/mremap.c)
+    @_serialised
     @_syscall
     def mremap(self, old_address: int, old_size: int, new_size: int, flags: int = 0,
                new_address: int = 0) -> int:
@@ -340,6 +391,7 @@ class MM:
         return do_mremap(self, addr, old_len, new_len, flags, new_addr)
 
     # ------------------------------------------------------------ exec: exec.py (mm/vma_exec.c, fs/exec.c)
+    @_serialised
     def setup_exec_stack(self, arg_bytes: int = 4096, top: Optional[int] = None) -> int:
         """create_init_stack_vma() + copy_strings(): the new process's first
         stack VMA at STACK_TOP_MAX, populated with ``arg_bytes`` of
@@ -359,6 +411,7 @@ class MM:
             raise ValueError("the stack would overlap an existing mapping")
         return create_init_stack_vma(self, start, top)
 
+    @_serialised
     @_syscall
     def shift_arg_pages(self, vma_start: int, shift: int, *, partial: Optional[int] = None) -> None:
         """relocate_vma_down() (fs/exec.c shift_arg_pages() before 6.x): move
@@ -388,6 +441,7 @@ class MM:
             raise ValueError("shift would move the VMA below address 0")
         relocate_vma_down(self, vma, shift, partial)
 
+    @_serialised
     def move_page_tables(self, old_addr: int, new_addr: int, length: int, for_stack: bool = False) -> int:
         """The bare move_page_tables() on the current page tables, for
         experiments: no VMA changes.  Returns the bytes the kernel reports
@@ -410,14 +464,17 @@ class MM:
                                 old_addr, new_addr, length, bool(for_stack))
 
     # ------------------------------------------------ introspection: task_mmu.py, pymm.walk, pymm.describe
+    @_read_locked
     def maps(self) -> List[VMA]:
         """The VMAs, sorted by start, as snapshots (see :class:`pymm.VMA`)."""
         return [snapshot(v) for v in self._tree]
 
+    @_read_locked
     def format_maps(self) -> str:
         """The /proc/self/maps text."""
         return show_maps(self)
 
+    @_read_locked
     def pagemap(self, addr: int, length: int) -> np.ndarray:
         """/proc/pid/pagemap entries, one uint64 per page: bit 63 present,
         61 file/shared-anon, 56 exclusively mapped, 55 soft-dirty, 0-54 PFN.
@@ -435,6 +492,7 @@ class MM:
             raise ValueError("pagemap range beyond the address space")
         return pagemap_read(self, start, end)
 
+    @_read_locked
     def walk(self, addr: int) -> "Walk":
         """The page-table walk of addr, level by level (see pymm.walk.Walk).
 
@@ -445,6 +503,7 @@ class MM:
         from pymm.walk import Walk
         return Walk(self, _u64(addr, "addr"))
 
+    @_read_locked
     def describe(self, start: int = 0, end: Optional[int] = None, *, check: bool = True) -> "Description":
         """The page tables as merged ranges (4K/2M/1G, permissions, frame
         runs), per-level fill, empty tables kept alive and orphan entries;
@@ -472,6 +531,7 @@ class MM:
         return (f"<p><code>{html.escape(repr(self))}</code></p><pre>{maps}</pre>"
                 + self.describe()._repr_html_())
 
+    @_read_locked
     def __repr__(self) -> str:
         return (f"<pymm.MM kernel={self.kernel.name} arch={self.arch} vmas={self.map_count} "
                 f"rss={self.rss >> 10} KiB tables={self.engine.n_tables}>")
