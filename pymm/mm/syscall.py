@@ -64,7 +64,8 @@ def check_now(mm, after: str) -> None:
 
 def _syscall(fn):
     """Wrap a syscall: errno -> OSError, and with check=True verify that a
-    failed call changed nothing and that every invariant holds after it."""
+    failed call changed nothing and that every invariant holds after it
+    (for every failure: an errno, a signal, a hook's exception)."""
 
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
@@ -87,6 +88,16 @@ def _syscall(fn):
                                      fn.__name__) from None
             check_now(self, fn.__name__)
             raise oserror(e.code, fn.__name__) from None
+        except InvariantError:
+            raise
+        except Exception as e:
+            # not an errno: the state must still be as before, or the MM
+            # marked dead (an oops) by whoever raised
+            if not getattr(self, "dead", None) and not self._partial_ok \
+                    and state_digest(self) != before:
+                raise InvariantError([f"{fn.__name__} raised {type(e).__name__} and left the "
+                                      "address space changed"], fn.__name__) from e
+            raise
         check_now(self, fn.__name__)
         return result
 
