@@ -8,6 +8,7 @@
 * :class:`InvariantError`: ``MM(check=True)`` found a broken invariant.
 * :class:`KernelBUG`: the modelled kernel would hit ``BUG()`` here.
 * :class:`ReentrantCallError`: a hook called back into the MM it runs in.
+* :class:`KernelOops`: a hook failed half-way through a call; the MM is dead.
 """
 import errno as _errno
 import os
@@ -113,6 +114,21 @@ class ReentrantCallError(RuntimeError):
     """A call on an MM made while another call on the same MM is still
     running in the same thread (from a kernel hook or a warnings filter).
     Refused: in the kernel it would deadlock on mmap_lock."""
+
+
+class KernelOops(RuntimeError):
+    """A kernel hook (``align``, ``overlap_guard``, ``progress``) raised or
+    returned a value the kernel could not use in the middle of a call: as
+    after an oops, the address space is dead (``mm.dead`` says why) and
+    refuses further calls; ``maps()``, ``describe()`` and the other views
+    still show the state it was left in."""
+
+
+def oops(mm, message: str) -> KernelOops:
+    """Mark ``mm`` dead with ``message`` and return the KernelOops to raise."""
+    if not mm.dead:
+        mm.dead = message
+    return KernelOops(f"oops: {message}; this MM is dead, make a new one")
 
 
 EINVAL = _errno.EINVAL

@@ -35,7 +35,9 @@ if TYPE_CHECKING:                      # annotations only: describe and walk bui
     from pymm.describe import Description
     from pymm.walk import Walk
 from pymm import constants as C
-from pymm.errors import KernelWarning, ReentrantCallError
+import warnings as _warnings
+
+from pymm.errors import KernelOops, KernelWarning, ReentrantCallError
 from pymm.kernels import Kernel, get_kernel, view
 from pymm.mm.exec import create_init_stack_vma, relocate_vma_down
 from pymm.mm.madvise import do_madvise
@@ -52,12 +54,13 @@ THP_MODES = ("always", "madvise", "never")
 MAX_READ = 1 << 32            # mm.read() returns bytes: 4 GiB at most per call
 
 
-def _serialised(fn):
+def _serialised(fn, allow_dead: bool = False):
     """mmap_write_lock(mm): one call at a time per address space.
 
     Threads wait for the MM's lock (separate MMs run in parallel: the engine
     loops release the GIL); a nested call from the thread that holds it
-    (a hook calling ``move.mm.munmap()``) is refused with ReentrantCallError."""
+    (a hook calling ``move.mm.munmap()``) is refused with ReentrantCallError;
+    after a KernelOops only ``allow_dead`` calls (reads) still run."""
 
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
@@ -65,13 +68,33 @@ def _serialised(fn):
             if self._busy:
                 raise ReentrantCallError(f"{fn.__name__}() called while {self._busy}() is running on "
                                          "the same MM (from a kernel hook?): re-entrant calls are refused")
+            if self.dead and not allow_dead:
+                raise KernelOops(f"{fn.__name__}() on a dead MM ({self.dead})")
             self._busy = fn.__name__
             try:
-                return fn(self, *args, **kwargs)
-            finally:
+                result = fn(self, *args, **kwargs)
+            except BaseException:
                 self._busy = None
+                if self._warn_queue:
+                    try:
+                        issue_warnings(self)
+                    except Exception:         # noqa: BLE001  (the call's own error wins)
+                        pass
+                raise
+            self._busy = None
+            if self._warn_queue:
+                issue_warnings(self)
+            return result
 
     return wrapper
+
+
+def issue_warnings(mm) -> None:
+    """The WARN_ON()s a call recorded, sent through warnings.warn() once the
+    call is complete (a warnings filter that raises finds a whole state)."""
+    queue, mm._warn_queue = mm._warn_queue, []
+    for w in queue:
+        _warnings.warn(w, stacklevel=3)
 
 
 def _read_locked(fn):
@@ -115,6 +138,8 @@ class MM:
                  commit_limit: Optional[int] = None, rlimit_stack: int = C.RLIMIT_STACK_DEFAULT):
         self._lock = threading.RLock()            # mm->mmap_lock: see _serialised()
         self._busy: Optional[str] = None
+        self._warn_queue: List[KernelWarning] = []
+        self.dead: Optional[str] = None           # why, after a KernelOops
         self._kernel: Kernel = get_kernel(kernel)
         if arch not in ARCHES:
             raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(ARCHES)}")
@@ -311,7 +336,7 @@ class MM:
             raise ValueError("access wraps around the address space")
         return addr, length
 
-    @_serialised
+    @functools.partial(_serialised, allow_dead=True)
     def read(self, addr: int, length: int) -> bytes:
         """Read as the CPU would: through the page tables first (a present
         entry is used even outside every VMA), the fault handler on a miss.
