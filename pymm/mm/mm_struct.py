@@ -97,6 +97,16 @@ def issue_warnings(mm) -> None:
         _warnings.warn(w, stacklevel=3)
 
 
+def _int_arg(value, name: str, lo: int, hi: int) -> int:
+    """A constructor's integer argument, checked at once: an int in [lo, hi]."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    value = int(value)
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}={value:#x} is out of range [{lo:#x}, {hi:#x}]")
+    return value
+
+
 def _read_locked(fn):
     """mmap_read_lock(mm): a read-only look, serialised with the calls."""
 
@@ -164,20 +174,26 @@ class MM:
         self._va_limit = 1 << self.geometry.va_bits
         self.stack_guard_gap = C.STACK_GUARD_GAP_PAGES * self.page_size
         self.mmap_min_addr = C.MMAP_MIN_ADDR
-        if max_map_count < 1:
-            raise ValueError("max_map_count must be >= 1")
-        self.max_map_count = int(max_map_count)
-        self.privileged = bool(privileged)
-        self.commit_limit = commit_limit
-        self.rlimit_stack = int(rlimit_stack)
+        self.max_map_count = _int_arg(max_map_count, "max_map_count", 1, 1 << 31)
+        if not isinstance(privileged, bool):
+            raise TypeError("privileged must be True or False")
+        self.privileged = privileged
+        self.commit_limit = None if commit_limit is None else \
+            _int_arg(commit_limit, "commit_limit", 0, 1 << 64)
+        self.rlimit_stack = _int_arg(rlimit_stack, "rlimit_stack", 0, 1 << 64)
         # arch/x86/mm/mmap.c mmap_base() without randomisation: the gap below
         # the stack is the stack rlimit plus the guard gap, at least 128 MiB.
         gap = max(C.MIN_GAP, self.rlimit_stack + self.stack_guard_gap)
-        self.mmap_base = (self.map_window - gap) if mmap_base is None else int(mmap_base)
+        self.mmap_base = (self.map_window - gap) if mmap_base is None else \
+            _int_arg(mmap_base, "mmap_base", self.page_size, self.task_size)
+        if self.mmap_base & self._pmask:
+            raise ValueError(f"mmap_base={self.mmap_base:#x} is not page aligned")
         self.mmap_legacy_base = (self.map_window // 3 + self.page_size - 1) & ~(self.page_size - 1)
         self.window = None
         if window is not None:
-            lo, hi = (int(x) for x in window)
+            if not isinstance(window, (tuple, list)) or len(window) != 2:
+                raise TypeError("window must be a pair (lo, hi)")
+            lo, hi = (_int_arg(x, "window", 0, 1 << 64) for x in window)
             if not (0 <= lo < hi <= self.task_size) or (lo | hi) & (self.page_size - 1):
                 raise ValueError("window must be page-aligned (lo, hi) inside the user address space")
             self.window = (lo, hi)
