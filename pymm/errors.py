@@ -9,6 +9,7 @@
 * :class:`KernelBUG`: the modelled kernel would hit ``BUG()`` here.
 * :class:`ReentrantCallError`: a hook called back into the MM it runs in.
 * :class:`KernelOops`: a hook failed half-way through a call; the MM is dead.
+* :class:`OutOfMemory`: the simulated RAM is used up (the OOM killer); the MM is dead.
 """
 import errno as _errno
 import os
@@ -129,6 +130,28 @@ def oops(mm, message: str) -> KernelOops:
     if not mm.dead:
         mm.dead = message
     return KernelOops(f"oops: {message}; this MM is dead, make a new one")
+
+
+class OutOfMemory(MemoryError):
+    """The simulated machine's RAM (``MM(ram=...)``) is used up by frames
+    and page tables: Linux's OOM killer ends the process, so the MM is dead
+    (``mm.dead`` says why); ``maps()``/``read()``/``describe()`` still work.
+    Also raised when the host itself refuses pymm memory mid-call."""
+
+
+def out_of_memory(mm, call: str, err: BaseException) -> OutOfMemory:
+    """Mark ``mm`` dead after a MemoryError in ``call``; the OutOfMemory to raise."""
+    if isinstance(err, OutOfMemory):
+        return err
+    ram = getattr(mm, "ram", None)
+    if type(err).__name__ == "EngineOutOfMemory":
+        why = (f"Out of memory: the OOM killer killed the process in {call}() "
+               f"(ram={ram} bytes of frames and page tables used up)")
+    else:
+        why = f"the host refused pymm memory in {call}() ({err}); the call may be half done"
+    if not mm.dead:
+        mm.dead = why
+    return OutOfMemory(f"{why}; this MM is dead, make a new one (a larger ram= ?)")
 
 
 EINVAL = _errno.EINVAL

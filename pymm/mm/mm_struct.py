@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from typing import TYPE_CHECKING, Dict, List, Optional
 
@@ -37,7 +38,7 @@ if TYPE_CHECKING:                      # annotations only: describe and walk bui
 from pymm import constants as C
 import warnings as _warnings
 
-from pymm.errors import KernelOops, KernelWarning, ReentrantCallError
+from pymm.errors import KernelOops, KernelWarning, ReentrantCallError, out_of_memory
 from pymm.kernels import Kernel, get_kernel, view
 from pymm.mm.exec import create_init_stack_vma, relocate_vma_down
 from pymm.mm.madvise import do_madvise
@@ -72,7 +73,10 @@ def _serialised(fn, allow_dead: bool = False):
                 raise KernelOops(f"{fn.__name__}() on a dead MM ({self.dead})")
             self._busy = fn.__name__
             try:
-                result = fn(self, *args, **kwargs)
+                try:
+                    result = fn(self, *args, **kwargs)
+                except MemoryError as e:        # the OOM killer (or the host said no)
+                    raise out_of_memory(self, fn.__name__, e) from e
             except BaseException:
                 self._busy = None
                 if self._warn_queue:
@@ -95,6 +99,28 @@ def issue_warnings(mm) -> None:
     queue, mm._warn_queue = mm._warn_queue, []
     for w in queue:
         _warnings.warn(w, stacklevel=3)
+
+
+def default_ram() -> int:
+    """The simulated machine's RAM when ``MM(ram=)`` is not given: a quarter
+    of this host's (MemTotal), at most 64 GiB, at least 256 MiB, so that no
+    pymm call can push the host into its own OOM killer (every simulated
+    page-table page is a real 4 KiB page here)."""
+    total = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    total = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if not total:
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            total = 4 << 30
+    return min(max(total // 4, 256 << 20), 64 << 30) & ~0xFFF
 
 
 def _int_arg(value, name: str, lo: int, hi: int) -> int:
@@ -133,7 +159,10 @@ class MM:
     :class:`pymm.host.HostMM`), ``max_map_count``, ``privileged`` (may map
     below mmap_min_addr, as root can), ``commit_limit`` (bytes; a private
     writable mapping larger than this fails with ENOMEM, as the heuristic
-    overcommit does beyond RAM + swap; default: no limit).
+    overcommit does beyond RAM + swap; default: no limit), ``ram`` (bytes
+    of frames and page tables the simulated machine has; past it the OOM
+    killer ends the process: :class:`pymm.OutOfMemory`, the MM is dead;
+    default :func:`default_ram`, a quarter of this host's memory).
 
     Example::
 
@@ -145,7 +174,8 @@ class MM:
     def __init__(self, kernel="6.18", arch="x86_64", check=False, thp="madvise", *,
                  mmap_base: Optional[int] = None, window=None,
                  max_map_count: int = C.DEFAULT_MAX_MAP_COUNT, privileged: bool = False,
-                 commit_limit: Optional[int] = None, rlimit_stack: int = C.RLIMIT_STACK_DEFAULT):
+                 commit_limit: Optional[int] = None, rlimit_stack: int = C.RLIMIT_STACK_DEFAULT,
+                 ram: Optional[int] = None):
         self._lock = threading.RLock()            # mm->mmap_lock: see _serialised()
         self._busy: Optional[str] = None
         self._warn_queue: List[KernelWarning] = []
@@ -181,6 +211,9 @@ class MM:
         self.commit_limit = None if commit_limit is None else \
             _int_arg(commit_limit, "commit_limit", 0, 1 << 64)
         self.rlimit_stack = _int_arg(rlimit_stack, "rlimit_stack", 0, 1 << 64)
+        self.ram = default_ram() if ram is None else _int_arg(ram, "ram", 64 * self.page_size, 1 << 64)
+        if hasattr(type(self.engine), "max_pages"):    # mmcore's page limit: frames + tables
+            self.engine.max_pages = min(self.ram // self.page_size, (1 << 63) - 1)
         # arch/x86/mm/mmap.c mmap_base() without randomisation: the gap below
         # the stack is the stack rlimit plus the guard gap, at least 128 MiB.
         gap = max(C.MIN_GAP, self.rlimit_stack + self.stack_guard_gap)

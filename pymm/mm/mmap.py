@@ -210,7 +210,10 @@ def do_mmap(mm, addr: int, length: int, prot: int, flags: int) -> int:
         vm_flags |= C.VM_NORESERVE
     mmap_region(mm, addr, length, vm_flags, pgoff, shared)
     if vm_flags & C.VM_LOCKED or flags & (C.MAP_POPULATE | C.MAP_NONBLOCK) == C.MAP_POPULATE:
-        mm_populate(mm, addr, length)
+        try:
+            mm_populate(mm, addr, length)
+        except MemoryError:
+            pass        # do_mmap()'s caller ignores __mm_populate()'s result: the pages done stay
     return addr
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 import mmcore
 from pymm.check import check
-from pymm.errors import InvariantError, oserror
+from pymm.errors import InvariantError, oserror, out_of_memory
 
 U64 = (1 << 64) - 1
 
@@ -74,6 +74,8 @@ def _syscall(fn):
                 return fn(self, *args, **kwargs)
             except _Errno as e:
                 raise oserror(e.code, fn.__name__) from None
+            except MemoryError as e:
+                raise out_of_memory(self, fn.__name__, e) from e
         before = state_digest(self)
         self._partial_ok = False
         try:
@@ -90,6 +92,8 @@ def _syscall(fn):
             raise oserror(e.code, fn.__name__) from None
         except InvariantError:
             raise
+        except MemoryError as e:
+            raise out_of_memory(self, fn.__name__, e) from e
         except Exception as e:
             # not an errno: the state must still be as before, or the MM
             # marked dead (an oops) by whoever raised
