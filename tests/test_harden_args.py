@@ -49,3 +49,14 @@ def test_kernel_refuses_bad_fields_at_construction(changes, exc):
     field = next(iter(changes))
     with pytest.raises(exc, match=field):
         pymm.KERNELS["6.18"].replace(**changes)
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy", "copy"])
+def test_an_mm_cannot_be_copied(how):
+    """A shallow copy would share the engine and the lock with the original."""
+    import copy
+    import pickle
+    mm = pymm.MM()
+    f = {"pickle": pickle.dumps, "deepcopy": copy.deepcopy, "copy": copy.copy}[how]
+    with pytest.raises(TypeError, match="cannot be pickled or copied"):
+        f(mm)

@@ -36,9 +36,7 @@ if TYPE_CHECKING:                      # annotations only: describe and walk bui
     from pymm.describe import Description
     from pymm.walk import Walk
 from pymm import constants as C
-import warnings as _warnings
-
-from pymm.errors import KernelOops, KernelWarning, ReentrantCallError, out_of_memory
+from pymm.errors import KernelWarning
 from pymm.kernels import Kernel, get_kernel, view
 from pymm.mm.exec import create_init_stack_vma, relocate_vma_down
 from pymm.mm.madvise import do_madvise
@@ -46,59 +44,13 @@ from pymm.mm.memory import FAULT_AROUND_BYTES, cpu_memset, cpu_read, cpu_stamp, 
 from pymm.mm.mmap import sys_mmap
 from pymm.mm.mprotect import do_mprotect_pkey
 from pymm.mm.mremap import do_mremap, move_page_tables
-from pymm.mm.syscall import _syscall, _u64, check_now
+from pymm.mm.syscall import _int_arg, _read_locked, _serialised, _syscall, _u64, check_now
 from pymm.mm.task_mmu import pagemap_read, show_maps, task_mem
 from pymm.mm.vma import VMA, VmaTree, do_vmi_munmap, page_align, snapshot
 
 ARCHES = {"x86_64": mmcore.X86_64, "x86_64-la57": mmcore.X86_64_LA57}
 THP_MODES = ("always", "madvise", "never")
 MAX_READ = 1 << 32            # mm.read() returns bytes: 4 GiB at most per call
-
-
-def _serialised(fn, allow_dead: bool = False):
-    """mmap_write_lock(mm): one call at a time per address space.
-
-    Threads wait for the MM's lock (separate MMs run in parallel: the engine
-    loops release the GIL); a nested call from the thread that holds it
-    (a hook calling ``move.mm.munmap()``) is refused with ReentrantCallError;
-    after a KernelOops only ``allow_dead`` calls (reads) still run."""
-
-    @functools.wraps(fn)
-    def wrapper(self, *args, **kwargs):
-        with self._lock:
-            if self._busy:
-                raise ReentrantCallError(f"{fn.__name__}() called while {self._busy}() is running on "
-                                         "the same MM (from a kernel hook?): re-entrant calls are refused")
-            if self.dead and not allow_dead:
-                raise KernelOops(f"{fn.__name__}() on a dead MM ({self.dead})")
-            self._busy = fn.__name__
-            try:
-                try:
-                    result = fn(self, *args, **kwargs)
-                except MemoryError as e:        # the OOM killer (or the host said no)
-                    raise out_of_memory(self, fn.__name__, e) from e
-            except BaseException:
-                self._busy = None
-                if self._warn_queue:
-                    try:
-                        issue_warnings(self)
-                    except Exception:         # noqa: BLE001  (the call's own error wins)
-                        pass
-                raise
-            self._busy = None
-            if self._warn_queue:
-                issue_warnings(self)
-            return result
-
-    return wrapper
-
-
-def issue_warnings(mm) -> None:
-    """The WARN_ON()s a call recorded, sent through warnings.warn() once the
-    call is complete (a warnings filter that raises finds a whole state)."""
-    queue, mm._warn_queue = mm._warn_queue, []
-    for w in queue:
-        _warnings.warn(w, stacklevel=3)
 
 
 def default_ram() -> int:
@@ -121,27 +73,6 @@ def default_ram() -> int:
         except (ValueError, OSError, AttributeError):
             total = 4 << 30
     return min(max(total // 4, 256 << 20), 64 << 30) & ~0xFFF
-
-
-def _int_arg(value, name: str, lo: int, hi: int) -> int:
-    """A constructor's integer argument, checked at once: an int in [lo, hi]."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    value = int(value)
-    if not lo <= value <= hi:
-        raise ValueError(f"{name}={value:#x} is out of range [{lo:#x}, {hi:#x}]")
-    return value
-
-
-def _read_locked(fn):
-    """mmap_read_lock(mm): a read-only look, serialised with the calls."""
-
-    @functools.wraps(fn)
-    def wrapper(self, *args, **kwargs):
-        with self._lock:
-            return fn(self, *args, **kwargs)
-
-    return wrapper
 
 
 class MM:
@@ -606,6 +537,13 @@ class MM:
                 + self.describe()._repr_html_())
 
     @_read_locked
+    def __reduce_ex__(self, protocol):
+        raise TypeError("a pymm.MM cannot be pickled or copied (its page tables live in the C "
+                        "engine): make a new MM and replay the calls")
+
+    def __copy__(self):
+        self.__reduce_ex__(0)
+
     def __repr__(self) -> str:
         return (f"<pymm.MM kernel={self.kernel.name} arch={self.arch} vmas={self.map_count} "
                 f"rss={self.rss >> 10} KiB tables={self.engine.n_tables}>")

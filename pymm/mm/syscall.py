@@ -17,12 +17,13 @@ Example::
 from __future__ import annotations
 
 import functools
+import warnings as _warnings
 
 import numpy as np
 
 import mmcore
 from pymm.check import check
-from pymm.errors import InvariantError, oserror, out_of_memory
+from pymm.errors import InvariantError, KernelOops, ReentrantCallError, oserror, out_of_memory
 
 U64 = (1 << 64) - 1
 
@@ -104,5 +105,72 @@ def _syscall(fn):
             raise
         check_now(self, fn.__name__)
         return result
+
+    return wrapper
+
+
+def _serialised(fn, allow_dead: bool = False):
+    """mmap_write_lock(mm): one call at a time per address space.
+
+    Threads wait for the MM's lock (separate MMs run in parallel: the engine
+    loops release the GIL); a nested call from the thread that holds it
+    (a hook calling ``move.mm.munmap()``) is refused with ReentrantCallError;
+    after a KernelOops only ``allow_dead`` calls (reads) still run."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            if self._busy:
+                raise ReentrantCallError(f"{fn.__name__}() called while {self._busy}() is running on "
+                                         "the same MM (from a kernel hook?): re-entrant calls are refused")
+            if self.dead and not allow_dead:
+                raise KernelOops(f"{fn.__name__}() on a dead MM ({self.dead})")
+            self._busy = fn.__name__
+            try:
+                try:
+                    result = fn(self, *args, **kwargs)
+                except MemoryError as e:        # the OOM killer (or the host said no)
+                    raise out_of_memory(self, fn.__name__, e) from e
+            except BaseException:
+                self._busy = None
+                if self._warn_queue:
+                    try:
+                        issue_warnings(self)
+                    except Exception:         # noqa: BLE001  (the call's own error wins)
+                        pass
+                raise
+            self._busy = None
+            if self._warn_queue:
+                issue_warnings(self)
+            return result
+
+    return wrapper
+
+
+def issue_warnings(mm) -> None:
+    """The WARN_ON()s a call recorded, sent through warnings.warn() once the
+    call is complete (a warnings filter that raises finds a whole state)."""
+    queue, mm._warn_queue = mm._warn_queue, []
+    for w in queue:
+        _warnings.warn(w, stacklevel=3)
+
+
+def _int_arg(value, name: str, lo: int, hi: int) -> int:
+    """A constructor's integer argument, checked at once: an int in [lo, hi]."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    value = int(value)
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}={value:#x} is out of range [{lo:#x}, {hi:#x}]")
+    return value
+
+
+def _read_locked(fn):
+    """mmap_read_lock(mm): a read-only look, serialised with the calls."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return fn(self, *args, **kwargs)
 
     return wrapper
