@@ -88,3 +88,40 @@ def test_check_true_catches_a_non_errno_failure_that_changed_state(monkeypatch):
     monkeypatch.setattr(mmap_mod, "vma_link", broken_link)
     with pytest.raises(pymm.InvariantError, match="RuntimeError"):
         mm.mmap(A, 4 << 20, RW, SHARED_FIXED)
+
+
+def _host_commit_limit():
+    """What the heuristic overcommit lets one allocation have: RAM + swap."""
+    info = dict(line.split(":", 1) for line in open("/proc/meminfo"))
+    return (int(info["MemTotal"].split()[0]) + int(info["SwapTotal"].split()[0])) * 1024
+
+
+@pytest.mark.parametrize("noreserve", [False, True])
+def test_huge_shared_fixed_matches_the_host(noreserve):
+    """The host oracle: 32 TiB MAP_SHARED|ANON|FIXED over a mapping.  Without
+    NORESERVE: ENOMEM and the old mapping gone (both); with it the host maps
+    it, pymm maps it or (dense shmem storage) refuses with ENOMEM unchanged."""
+    from pymm import host
+    from tests.helpers import host_or_skip
+    host_or_skip()
+    window = (0x100000000000, 0x300000000000)
+    flags = SHARED_FIXED | (MAP_NORESERVE if noreserve else 0)
+    results = []
+    with host.HostMM(window=window) as h:
+        for target in (h, pymm.MM(window=window, commit_limit=_host_commit_limit(), check=True)):
+            lo = window[0]
+            target.mmap(lo, 1 << 21, RW, pymm.MAP_PRIVATE | ANON | pymm.MAP_FIXED)
+            target.write(lo, b"precious")
+            try:
+                target.mmap(lo, 1 << 45, RW, flags)
+                outcome = "mapped"
+            except OSError as e:
+                outcome = errno.errorcode[e.errno]
+            results.append((outcome, [(v.start, v.end) for v in target.maps()]))
+    host_result, pymm_result = results
+    if noreserve:
+        assert host_result == ("mapped", [(window[0], window[0] + (1 << 45))])
+        assert pymm_result in (host_result, ("ENOMEM", [(window[0], window[0] + (1 << 21))]))
+    else:
+        assert host_result == ("ENOMEM", [])
+        assert pymm_result == host_result
