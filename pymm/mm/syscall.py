@@ -117,34 +117,51 @@ def _serialised(fn, allow_dead: bool = False):
     (a hook calling ``move.mm.munmap()``) is refused with ReentrantCallError;
     after a KernelOops only ``allow_dead`` calls (reads) still run."""
 
+    name = fn.__name__
+
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
-        with self._lock:
-            if self._busy:
-                raise ReentrantCallError(f"{fn.__name__}() called while {self._busy}() is running on "
-                                         "the same MM (from a kernel hook?): re-entrant calls are refused")
-            if self.dead and not allow_dead:
-                raise KernelOops(f"{fn.__name__}() on a dead MM ({self.dead})")
-            self._busy = fn.__name__
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._busy or (self.dead and not allow_dead):
+                _refuse(self, name, allow_dead)
+            self._busy = name
             try:
-                try:
-                    result = fn(self, *args, **kwargs)
-                except MemoryError as e:        # the OOM killer (or the host said no)
-                    raise out_of_memory(self, fn.__name__, e) from e
+                result = fn(self, *args, **kwargs)
+            except MemoryError as e:            # the OOM killer (or the host said no)
+                self._busy = None
+                _flush_quietly(self)
+                raise out_of_memory(self, name, e) from e
             except BaseException:
                 self._busy = None
-                if self._warn_queue:
-                    try:
-                        issue_warnings(self)
-                    except Exception:         # noqa: BLE001  (the call's own error wins)
-                        pass
+                _flush_quietly(self)
                 raise
             self._busy = None
             if self._warn_queue:
                 issue_warnings(self)
             return result
+        finally:
+            lock.release()
 
     return wrapper
+
+
+def _refuse(mm, name: str, allow_dead: bool) -> None:
+    """Why a call may not run now: nested in another, or on a dead MM."""
+    if mm._busy:
+        raise ReentrantCallError(f"{name}() called while {mm._busy}() is running on the same MM "
+                                 "(from a kernel hook?): re-entrant calls are refused")
+    raise KernelOops(f"{name}() on a dead MM ({mm.dead})")
+
+
+def _flush_quietly(mm) -> None:
+    """Issue a failed call's warnings; the call's own error wins over theirs."""
+    if mm._warn_queue:
+        try:
+            issue_warnings(mm)
+        except Exception:         # noqa: BLE001
+            pass
 
 
 def issue_warnings(mm) -> None:
