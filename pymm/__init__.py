@@ -28,8 +28,28 @@ from pymm.errors import (BusError, InvariantError, KernelBUG, KernelWarning, Mem
 from pymm.kernels import KERNELS, Kernel, PageTableMove
 from pymm.mm import MM
 from pymm.mm.vma import VMA
-from pymm import host, scenarios  # noqa: E402  (pymm.host.HostMM, pymm.scenarios.*)
-from pymm.host import DEFAULT_WINDOW as HOST_WINDOW  # noqa: E402  (where HostMM runs a script too)
+
+# pymm.host (a compiled helper, subprocess) and pymm.scenarios are loaded on
+# first use, so that ``import pymm`` pays only for the simulator itself.
+_LAZY = {"host": ("pymm.host", None), "scenarios": ("pymm.scenarios", None),
+         "HOST_WINDOW": ("pymm.host", "DEFAULT_WINDOW")}
+
+
+def __getattr__(name):
+    """Load ``pymm.host``, ``pymm.scenarios`` and ``HOST_WINDOW`` on first use (PEP 562)."""
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'pymm' has no attribute {name!r}") from None
+    import importlib
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 __version__ = "0.1.0"
 

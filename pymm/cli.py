@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import os
 import re
@@ -26,21 +25,11 @@ EPILOG_MAIN = """examples:
 
 def _kernel_arg(value: str):
     """A catalogue name, or module:attribute naming a pymm.Kernel of your own."""
-    from pymm.kernels import KERNELS, Kernel
-    if value in KERNELS:
-        return KERNELS[value]
-    if ":" in value:
-        mod, _, attr = value.partition(":")
-        sys.path.insert(0, ".")
-        try:
-            k = getattr(importlib.import_module(mod), attr)
-        except (ImportError, AttributeError) as e:
-            raise argparse.ArgumentTypeError(f"cannot load {value}: {e}")
-        if not isinstance(k, Kernel):
-            raise argparse.ArgumentTypeError(f"{value} is a {type(k).__name__}, not a pymm.Kernel")
-        return k
-    raise argparse.ArgumentTypeError(f"unknown kernel {value!r} (choose from {', '.join(KERNELS)}, "
-                                     "or module:attribute)")
+    from pymm.kernels import get_kernel
+    try:
+        return get_kernel(value)
+    except (ValueError, TypeError) as e:
+        raise argparse.ArgumentTypeError(str(e))
 
 
 def _size(value: str) -> int:

@@ -178,5 +178,6 @@ def _search(k, strategy, is_bug, count, start, max_examples, seconds, seed) -> O
         problems, warns, raw = evaluate(k, program)
         probes = sorted({p.address for p in raw
                          if p.address and p.invariant in ("orphan-pte", "rmap-index", "rmap-owner")})[:4]
-        return Hit(k.name, list(program), problems, warns, probes, count[0], time.monotonic() - start)
+        return Hit(k.source or k.name, list(program), problems, warns, probes, count[0],
+                   time.monotonic() - start)
     return None

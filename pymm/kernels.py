@@ -37,6 +37,9 @@ Every scenario, check, benchmark and ``pymm fuzz --kernel`` works with it.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import os
+import sys
 from collections import namedtuple
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
@@ -307,6 +310,9 @@ class Kernel:
     thp_align: str = THP_ALIGN_PMD_MULTIPLE
     map_stack_nohugepage: bool = True
     notes: str = ""
+    # "module:attr" when loaded by get_kernel() from a user's module, so that
+    # reproducers name the kernel in a form pymm.MM(kernel=...) accepts.
+    source: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self):
         if self.thp_align not in THP_ALIGN_MODES:
@@ -412,11 +418,58 @@ DEFAULT_KERNEL = "6.18"
 
 
 def get_kernel(kernel) -> Kernel:
-    """A Kernel from a name in KERNELS or a Kernel; a clear error otherwise."""
+    """A Kernel from a catalogue name, a ``"module:attr"`` string or a Kernel.
+
+    ``"module:attr"`` imports ``module`` (from the current folder too) and
+    takes its ``attr``, which must be a :class:`Kernel`: scripts and fuzz
+    reproducers name a user's kernel that way, as ``pymm fuzz --kernel`` does.
+
+        >>> get_kernel("5.8").name
+        '5.8'
+        >>> get_kernel("pymm.kernels:DEFAULT_KERNEL")
+        Traceback (most recent call last):
+        ...
+        TypeError: pymm.kernels:DEFAULT_KERNEL is a str, not a pymm.Kernel
+    """
     if isinstance(kernel, Kernel):
         return kernel
     if isinstance(kernel, str):
         if kernel in KERNELS:
             return KERNELS[kernel]
-        raise ValueError(f"unknown kernel {kernel!r}; choose from {', '.join(KERNELS)}")
+        if ":" in kernel:
+            return _load_kernel(kernel)
+        raise ValueError(f"unknown kernel {kernel!r}; choose from {', '.join(KERNELS)}, "
+                         "or name your own as 'module:attribute'")
     raise TypeError(f"kernel must be a name or a pymm.Kernel, not {type(kernel).__name__}")
+
+
+def _import_from_cwd_too(module: str):
+    """importlib.import_module, retried with the current folder on sys.path."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module.partition(".")[0] or os.getcwd() in sys.path:
+            raise
+    sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(module)
+    finally:
+        sys.path.remove(os.getcwd())
+
+
+def _load_kernel(spec: str) -> Kernel:
+    """The Kernel named by ``spec`` = "module:attr", remembering ``spec`` as its source."""
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ValueError(f"kernel {spec!r}: expected 'module:attribute'")
+    try:
+        loaded = _import_from_cwd_too(module)
+    except Exception as e:  # a user's module may fail in any way: say which, in one line
+        raise ValueError(f"cannot load kernel {spec!r}: {type(e).__name__}: {e}") from None
+    try:
+        k = getattr(loaded, attr)
+    except AttributeError:
+        raise ValueError(f"cannot load kernel {spec!r}: module {module!r} has no {attr!r}") from None
+    if not isinstance(k, Kernel):
+        raise TypeError(f"{spec} is a {type(k).__name__}, not a pymm.Kernel")
+    return k if k.source else dataclasses.replace(k, source=spec)

@@ -108,8 +108,17 @@ def test_fuzz_takes_a_users_own_kernel(capsys, tmp_path, monkeypatch):
     '''))
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    code, out, _ = run(["fuzz", "--kernel", "mykernels:mine", "--seconds", "50"], capsys)
-    assert code == 1 and "kernel mine" in out and "orphan-pte" in out
+    code, out, _ = run(["fuzz", "--kernel", "mykernels:mine", "--seconds", "50",
+                        "--save", str(tmp_path / "out" / "mine")], capsys)
+    assert code == 1 and "kernel mykernels:mine" in out and "orphan-pte" in out
+    # the reproducer names the kernel as pymm.MM(kernel=...) accepts it, and runs from the
+    # folder that holds mykernels.py (issue 14, item 5)
+    repro = tmp_path / "out" / "mine.py"
+    assert "pymm.MM(kernel='mykernels:mine')" in repro.read_text()
+    replay = subprocess.run([sys.executable, str(repro)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert replay.returncode == 0 and "orphan-pte" in replay.stdout, replay.stderr
+    assert pymm.MM(kernel="mykernels:mine").kernel.align is not None
     for bad in ("mykernels:not_a_kernel", "mykernels:nope", "nomodule:x", "7.0"):
         with pytest.raises(SystemExit) as e:
             main(["fuzz", "--kernel", bad])
