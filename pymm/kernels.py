@@ -346,6 +346,16 @@ def _pmd_site(line: str, function: str = "move_page_tables") -> Dict[str, Warnin
                                      "move_normal_pmd(): destination PMD already established")}
 
 
+def _pgt_entry_sites() -> Dict[str, Warning_]:
+    """5.11+ (c49dd3401802): move_normal_pmd()/move_normal_pud() are static
+    helpers of move_pgt_entry() and inlined there, so the WARNING line names
+    move_pgt_entry.  Line numbers not established (see docs/kernels.md)."""
+    return {"pmd_not_none": Warning_("mm/mremap.c", "move_pgt_entry",
+                                     "move_normal_pmd(): destination PMD already established"),
+            "pud_not_none": Warning_("mm/mremap.c", "move_pgt_entry",
+                                     "move_normal_pud(): destination PUD already established")}
+
+
 _NO_PMD_MOVES = dict(pmd_moves=False, pud_moves=False, pud_step=mmcore.PUD_STEP_NONE,
                      pmd_warn=WARN_SILENT, pud_warn=WARN_SILENT, huge_pmd_warn=WARN_ON,
                      progress=progress_len, exec_passes_for_stack=False, multi_vma_move=False,
@@ -399,16 +409,17 @@ def _catalogue():
         pmd_moves=True, pud_moves=True, pud_step=mmcore.PUD_STEP_IF_PUD_SIZED,
         pmd_warn=WARN_ON_ONCE, pud_warn=WARN_ON_ONCE, huge_pmd_warn=WARN_ON,
         progress=progress_len, exec_passes_for_stack=False, multi_vma_move=False,
-        thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False,
+        thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, warn_sites=_pgt_entry_sites(),
         notes="+ PUD-level moves when extent == PUD_SIZE")
     k["6.7"] = Kernel(
         "6.7", "af8ca1c14906 + b1e5a3dee255: try_realign_addr(), can_align_down(), for_stack",
         align=try_realign_addr, progress=pmc_progress, multi_vma_move=False,
-        thp_align=THP_ALIGN_ANY, map_stack_nohugepage=False,
+        thp_align=THP_ALIGN_ANY, map_stack_nohugepage=False, warn_sites=_pgt_entry_sites(),
         notes="+ realignment of mutually aligned starts to the PMD; exec passes for_stack")
     k["6.18"] = Kernel(
         "6.18", "the kernel this machine runs (6.17's multi-VMA MREMAP_FIXED moves)",
         align=try_realign_addr, progress=pmc_progress, multi_vma_move=True,
+        warn_sites=_pgt_entry_sites(),
         notes="as 6.7, plus moves of several VMAs with MREMAP_FIXED")
     return k
 
