@@ -12,7 +12,11 @@ move loop behaves:
   loop, and whether it runs before or after ``old_end`` is computed;
 * how the loop's progress becomes the return value (``len + old_addr -
   old_end`` up to 6.6; ``pmc_progress()`` since 6.7);
-* whether ``MREMAP_FIXED`` may move several VMAs (6.17).
+* whether ``MREMAP_FIXED`` may move several VMAs (6.17);
+* where an anonymous mmap goes (``thp_align``: no THP alignment before
+  6.7, any length >= PMD_SIZE in 6.7 (efa7df3e3bb5), PMD-multiple lengths
+  since d4148aeab412) and whether ``MAP_STACK`` means ``VM_NOHUGEPAGE``
+  (c4608d1bf7c6, 6.8).  docs/kernels.md has the whole table.
 
 Deriving a kernel of your own::
 
@@ -43,6 +47,13 @@ from typing import Callable, Dict, Optional
 import mmcore
 
 U64 = (1 << 64) - 1
+
+# Kernel.thp_align: how __get_unmapped_area() places an anonymous mapping
+# without a hint.
+THP_ALIGN_NONE = "none"                  # up to 6.6 (the 6.1-rc attempt f35b5d7d676e was reverted)
+THP_ALIGN_ANY = "any"                    # 6.7: efa7df3e3bb5, any length >= PMD_SIZE
+THP_ALIGN_PMD_MULTIPLE = "pmd-multiple"  # d4148aeab412: only lengths that are PMD multiples
+THP_ALIGN_MODES = (THP_ALIGN_NONE, THP_ALIGN_ANY, THP_ALIGN_PMD_MULTIPLE)
 
 WARN_SILENT = mmcore.WARN_SILENT
 WARN_ON = mmcore.WARN_ON
@@ -296,6 +307,8 @@ class Kernel:
     progress: Callable = pmc_progress
     exec_passes_for_stack: bool = True
     multi_vma_move: bool = True
+    thp_align: str = THP_ALIGN_PMD_MULTIPLE
+    map_stack_nohugepage: bool = True
     notes: str = ""
     # "module:attr" when loaded by get_kernel() from a user's module, so that
     # reproducers name the kernel in a form pymm.MM(kernel=...) accepts.
@@ -332,6 +345,8 @@ class Kernel:
         if unknown:
             raise ValueError(f"Kernel.warn_sites: unknown sites {sorted(unknown)}; "
                              f"known: {sorted(_SITE_KEYS)}")
+        if self.thp_align not in THP_ALIGN_MODES:
+            raise ValueError(f"thp_align must be one of {THP_ALIGN_MODES}, not {self.thp_align!r}")
 
     def replace(self, **changes) -> "Kernel":
         """A copy with some fields changed, e.g. ``replace(name="mine", align=f)``."""
@@ -364,12 +379,24 @@ def _pmd_site(line: str, function: str = "move_page_tables") -> Dict[str, Warnin
                                      "move_normal_pmd(): destination PMD already established")}
 
 
+def _pgt_entry_sites() -> Dict[str, Warning_]:
+    """5.11+ (c49dd3401802): move_normal_pmd()/move_normal_pud() are static
+    helpers of move_pgt_entry() and inlined there, so the WARNING line names
+    move_pgt_entry.  Line numbers not established (see docs/kernels.md)."""
+    return {"pmd_not_none": Warning_("mm/mremap.c", "move_pgt_entry",
+                                     "move_normal_pmd(): destination PMD already established"),
+            "pud_not_none": Warning_("mm/mremap.c", "move_pgt_entry",
+                                     "move_normal_pud(): destination PUD already established")}
+
+
 _NO_PMD_MOVES = dict(pmd_moves=False, pud_moves=False, pud_step=mmcore.PUD_STEP_NONE,
                      pmd_warn=WARN_SILENT, pud_warn=WARN_SILENT, huge_pmd_warn=WARN_ON,
-                     progress=progress_len, exec_passes_for_stack=False, multi_vma_move=False)
+                     progress=progress_len, exec_passes_for_stack=False, multi_vma_move=False,
+                     thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False)
 _V5_8 = dict(pmd_moves=True, pud_moves=False, pud_step=mmcore.PUD_STEP_NONE, pmd_warn=WARN_ON,
              pud_warn=WARN_SILENT, huge_pmd_warn=WARN_ON, progress=progress_len,
-             exec_passes_for_stack=False, multi_vma_move=False)
+             exec_passes_for_stack=False, multi_vma_move=False,
+             thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False)
 
 
 def _catalogue():
@@ -415,14 +442,17 @@ def _catalogue():
         pmd_moves=True, pud_moves=True, pud_step=mmcore.PUD_STEP_IF_PUD_SIZED,
         pmd_warn=WARN_ON_ONCE, pud_warn=WARN_ON_ONCE, huge_pmd_warn=WARN_ON,
         progress=progress_len, exec_passes_for_stack=False, multi_vma_move=False,
+        thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, warn_sites=_pgt_entry_sites(),
         notes="+ PUD-level moves when extent == PUD_SIZE")
     k["6.7"] = Kernel(
         "6.7", "af8ca1c14906 + b1e5a3dee255: try_realign_addr(), can_align_down(), for_stack",
         align=try_realign_addr, progress=pmc_progress, multi_vma_move=False,
+        thp_align=THP_ALIGN_ANY, map_stack_nohugepage=False, warn_sites=_pgt_entry_sites(),
         notes="+ realignment of mutually aligned starts to the PMD; exec passes for_stack")
     k["6.18"] = Kernel(
         "6.18", "the kernel this machine runs (6.17's multi-VMA MREMAP_FIXED moves)",
         align=try_realign_addr, progress=pmc_progress, multi_vma_move=True,
+        warn_sites=_pgt_entry_sites(),
         notes="as 6.7, plus moves of several VMAs with MREMAP_FIXED")
     return k
 

@@ -32,11 +32,12 @@ def calc_vm_prot_bits(prot: int) -> int:
             | (C.VM_EXEC if prot & C.PROT_EXEC else 0))
 
 
-def calc_vm_flag_bits(flags: int) -> int:
-    """calc_vm_flag_bits(): the MAP_* flags that become VM_* flags."""
+def calc_vm_flag_bits(flags: int, map_stack_nohugepage: bool = True) -> int:
+    """calc_vm_flag_bits(): the MAP_* flags that become VM_* flags
+    (MAP_STACK -> VM_NOHUGEPAGE since c4608d1bf7c6, 6.8: ``Kernel.map_stack_nohugepage``)."""
     return ((C.VM_GROWSDOWN if flags & C.MAP_GROWSDOWN else 0)
             | (C.VM_LOCKED if flags & C.MAP_LOCKED else 0)
-            | (C.VM_NOHUGEPAGE if flags & C.MAP_STACK else 0))
+            | (C.VM_NOHUGEPAGE if flags & C.MAP_STACK and map_stack_nohugepage else 0))
 
 
 # ---------------------------------------------------------------- get_unmapped_area
@@ -147,12 +148,29 @@ def thp_get_unmapped_area(mm, length: int, flags: int) -> int:
     return ret + off_sub
 
 
+def thp_aligns(mode: str, length: int, pmd_size: int) -> bool:
+    """Whether __get_unmapped_area() tries THP alignment for an anonymous
+    mapping of ``length`` bytes without a hint, per ``Kernel.thp_align``:
+    never before 6.7; 6.7's efa7df3e3bb5 for any length >= PMD_SIZE
+    (__thp_get_unmapped_area() gives up below one PMD); PMD multiples only
+    since d4148aeab412.
+
+        >>> thp_aligns("any", 3 << 20, 2 << 20), thp_aligns("pmd-multiple", 3 << 20, 2 << 20)
+        (True, False)
+    """
+    if mode == "any":
+        return length >= pmd_size
+    if mode == "pmd-multiple":
+        return length % pmd_size == 0
+    return False
+
+
 def get_unmapped_area(mm, addr: int, length: int, flags: int, shared_file: bool) -> int:
     """__get_unmapped_area(): pick (or check) where a mapping goes."""
     if length > mm.task_size:
         raise _Errno(ENOMEM)
     if not shared_file and not addr and not (flags & C.MAP_FIXED) \
-            and length % mm.pmd_size == 0:
+            and thp_aligns(mm.kernel.thp_align, length, mm.pmd_size):
         addr = thp_get_unmapped_area(mm, length, flags)
     else:
         addr = arch_get_unmapped_area_topdown(mm, addr, length, flags)
@@ -194,7 +212,7 @@ def do_mmap(mm, addr: int, length: int, prot: int, flags: int) -> int:
     if map_type not in (C.MAP_SHARED, C.MAP_PRIVATE):
         raise _Errno(EINVAL)
     shared = map_type == C.MAP_SHARED
-    vm_flags = calc_vm_prot_bits(prot) | calc_vm_flag_bits(flags) \
+    vm_flags = calc_vm_prot_bits(prot) | calc_vm_flag_bits(flags, mm.kernel.map_stack_nohugepage) \
         | C.VM_MAYREAD | C.VM_MAYWRITE | C.VM_MAYEXEC
     addr = get_unmapped_area(mm, addr, length, flags, shared_file=shared)
     if flags & C.MAP_FIXED_NOREPLACE and mm._tree.first_intersecting(addr, addr + length):

@@ -198,6 +198,7 @@ def move_vma(mm, vma: Vma, addr: int, old_len: int, new_len: int, flags: int, ne
     (or, with MREMAP_DONTUNMAP, leave it empty)."""
     if len(mm._tree._vmas) >= mm.max_map_count - 3:  # prep_move_vma()
         raise _Errno(ENOMEM)
+    locked = vma.vm_flags & C.VM_LOCKED
     new_pgoff = vma.pgoff + ((addr - vma.start) >> mm.page_shift)
     new_vma, vma = copy_vma(mm, vma, new_addr, new_len, new_pgoff)
     moved = move_page_tables(mm, vma, new_vma, addr, new_addr, old_len, False)
@@ -217,6 +218,8 @@ def move_vma(mm, vma: Vma, addr: int, old_len: int, new_len: int, flags: int, ne
     if err:
         mm._partial_ok = True
         raise _Errno(err)
+    if locked and new_len > old_len:   # 5.8 sys_mremap's mm_populate(); 6.17+ populate_expand
+        mm_populate(mm, new_addr + old_len, new_len - old_len)
     return new_addr
 
 
