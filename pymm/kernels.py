@@ -12,7 +12,11 @@ move loop behaves:
   loop, and whether it runs before or after ``old_end`` is computed;
 * how the loop's progress becomes the return value (``len + old_addr -
   old_end`` up to 6.6; ``pmc_progress()`` since 6.7);
-* whether ``MREMAP_FIXED`` may move several VMAs (6.17).
+* whether ``MREMAP_FIXED`` may move several VMAs (6.17);
+* where an anonymous mmap goes (``thp_align``: no THP alignment before
+  6.7, any length >= PMD_SIZE in 6.7 (efa7df3e3bb5), PMD-multiple lengths
+  since d4148aeab412) and whether ``MAP_STACK`` means ``VM_NOHUGEPAGE``
+  (c4608d1bf7c6, 6.8).  docs/kernels.md has the whole table.
 
 Deriving a kernel of your own::
 
@@ -43,6 +47,13 @@ from typing import Callable, Dict, Optional
 import mmcore
 
 U64 = (1 << 64) - 1
+
+# Kernel.thp_align: how __get_unmapped_area() places an anonymous mapping
+# without a hint.
+THP_ALIGN_NONE = "none"                  # up to 6.6 (the 6.1-rc attempt f35b5d7d676e was reverted)
+THP_ALIGN_ANY = "any"                    # 6.7: efa7df3e3bb5, any length >= PMD_SIZE
+THP_ALIGN_PMD_MULTIPLE = "pmd-multiple"  # d4148aeab412: only lengths that are PMD multiples
+THP_ALIGN_MODES = (THP_ALIGN_NONE, THP_ALIGN_ANY, THP_ALIGN_PMD_MULTIPLE)
 
 WARN_SILENT = mmcore.WARN_SILENT
 WARN_ON = mmcore.WARN_ON
@@ -296,10 +307,46 @@ class Kernel:
     progress: Callable = pmc_progress
     exec_passes_for_stack: bool = True
     multi_vma_move: bool = True
+    thp_align: str = THP_ALIGN_PMD_MULTIPLE
+    map_stack_nohugepage: bool = True
     notes: str = ""
     # "module:attr" when loaded by get_kernel() from a user's module, so that
     # reproducers name the kernel in a form pymm.MM(kernel=...) accepts.
     source: str = field(default="", compare=False, repr=False)
+
+    def __post_init__(self):
+        """Every field checked when the Kernel is made, not when a move uses it."""
+        for f in ("name", "models", "notes", "source"):
+            if not isinstance(getattr(self, f), str):
+                raise TypeError(f"Kernel.{f} must be a str, not {type(getattr(self, f)).__name__}")
+        if not self.name:
+            raise ValueError("Kernel.name must not be empty")
+        for f in ("pmd_moves", "pud_moves", "align_before_old_end", "exec_passes_for_stack",
+                  "multi_vma_move"):
+            if not isinstance(getattr(self, f), bool):
+                raise TypeError(f"Kernel.{f} must be True or False, not {getattr(self, f)!r}")
+        steps = (mmcore.PUD_STEP_NONE, mmcore.PUD_STEP_ALWAYS, mmcore.PUD_STEP_IF_PUD_SIZED)
+        if type(self.pud_step) is not int or self.pud_step not in steps:
+            raise ValueError(f"Kernel.pud_step must be one of mmcore.PUD_STEP_* {steps}, "
+                             f"not {self.pud_step!r}")
+        for f in ("pmd_warn", "pud_warn", "huge_pmd_warn"):
+            v = getattr(self, f)
+            if type(v) is not int or v not in (WARN_SILENT, WARN_ON, WARN_ON_ONCE):
+                raise ValueError(f"Kernel.{f} must be WARN_SILENT, WARN_ON or WARN_ON_ONCE, not {v!r}")
+        for f in ("overlap_guard", "align"):
+            if getattr(self, f) is not None and not callable(getattr(self, f)):
+                raise TypeError(f"Kernel.{f} must be a function or None")
+        if not callable(self.progress):
+            raise TypeError("Kernel.progress must be a function")
+        if not isinstance(self.warn_sites, dict) or not all(
+                isinstance(k, str) and isinstance(v, Warning_) for k, v in self.warn_sites.items()):
+            raise TypeError("Kernel.warn_sites must map site names to Warning_s")
+        unknown = set(self.warn_sites) - _SITE_KEYS
+        if unknown:
+            raise ValueError(f"Kernel.warn_sites: unknown sites {sorted(unknown)}; "
+                             f"known: {sorted(_SITE_KEYS)}")
+        if self.thp_align not in THP_ALIGN_MODES:
+            raise ValueError(f"thp_align must be one of {THP_ALIGN_MODES}, not {self.thp_align!r}")
 
     def replace(self, **changes) -> "Kernel":
         """A copy with some fields changed, e.g. ``replace(name="mine", align=f)``."""
@@ -324,17 +371,32 @@ class Kernel:
         return self.name
 
 
+_SITE_KEYS = {"pmd_not_none", "pud_not_none", "huge_pmd_not_none", "overlap_up"}
+
+
 def _pmd_site(line: str, function: str = "move_page_tables") -> Dict[str, Warning_]:
     return {"pmd_not_none": Warning_(f"mm/mremap.c:{line}", function,
                                      "move_normal_pmd(): destination PMD already established")}
 
 
+def _pgt_entry_sites() -> Dict[str, Warning_]:
+    """5.11+ (c49dd3401802): move_normal_pmd()/move_normal_pud() are static
+    helpers of move_pgt_entry() and inlined there, so the WARNING line names
+    move_pgt_entry.  Line numbers not established (see docs/kernels.md)."""
+    return {"pmd_not_none": Warning_("mm/mremap.c", "move_pgt_entry",
+                                     "move_normal_pmd(): destination PMD already established"),
+            "pud_not_none": Warning_("mm/mremap.c", "move_pgt_entry",
+                                     "move_normal_pud(): destination PUD already established")}
+
+
 _NO_PMD_MOVES = dict(pmd_moves=False, pud_moves=False, pud_step=mmcore.PUD_STEP_NONE,
                      pmd_warn=WARN_SILENT, pud_warn=WARN_SILENT, huge_pmd_warn=WARN_ON,
-                     progress=progress_len, exec_passes_for_stack=False, multi_vma_move=False)
+                     progress=progress_len, exec_passes_for_stack=False, multi_vma_move=False,
+                     thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False)
 _V5_8 = dict(pmd_moves=True, pud_moves=False, pud_step=mmcore.PUD_STEP_NONE, pmd_warn=WARN_ON,
              pud_warn=WARN_SILENT, huge_pmd_warn=WARN_ON, progress=progress_len,
-             exec_passes_for_stack=False, multi_vma_move=False)
+             exec_passes_for_stack=False, multi_vma_move=False,
+             thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False)
 
 
 def _catalogue():
@@ -380,14 +442,17 @@ def _catalogue():
         pmd_moves=True, pud_moves=True, pud_step=mmcore.PUD_STEP_IF_PUD_SIZED,
         pmd_warn=WARN_ON_ONCE, pud_warn=WARN_ON_ONCE, huge_pmd_warn=WARN_ON,
         progress=progress_len, exec_passes_for_stack=False, multi_vma_move=False,
+        thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, warn_sites=_pgt_entry_sites(),
         notes="+ PUD-level moves when extent == PUD_SIZE")
     k["6.7"] = Kernel(
         "6.7", "af8ca1c14906 + b1e5a3dee255: try_realign_addr(), can_align_down(), for_stack",
         align=try_realign_addr, progress=pmc_progress, multi_vma_move=False,
+        thp_align=THP_ALIGN_ANY, map_stack_nohugepage=False, warn_sites=_pgt_entry_sites(),
         notes="+ realignment of mutually aligned starts to the PMD; exec passes for_stack")
     k["6.18"] = Kernel(
         "6.18", "the kernel this machine runs (6.17's multi-VMA MREMAP_FIXED moves)",
         align=try_realign_addr, progress=pmc_progress, multi_vma_move=True,
+        warn_sites=_pgt_entry_sites(),
         notes="as 6.7, plus moves of several VMAs with MREMAP_FIXED")
     return k
 

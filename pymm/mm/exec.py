@@ -50,6 +50,7 @@ def relocate_vma_down(mm, vma: Vma, shift: int, partial: Optional[int] = None) -
     if mm._tree.find_vma(new_start) is not vma:
         raise _Errno(EFAULT)                         # a VMA sits in between
     if not shift:
+        vma.vm_flags &= ~C.VM_STACK_INCOMPLETE_SETUP    # setup_arg_pages(), after the shift
         return
     if partial is not None:
         partial = _u64(partial, "partial")
@@ -70,5 +71,6 @@ def relocate_vma_down(mm, vma: Vma, shift: int, partial: Optional[int] = None) -
         mmcore.free_pgd_range(mm.engine, old_start, old_end, new_end, ceiling)
     vma_adjust_trans_huge(mm, new_end)
     vma.end = new_end                                # vma_shrink()
+    vma.vm_flags &= ~C.VM_STACK_INCOMPLETE_SETUP        # setup_arg_pages(), after the shift
     if mm.start_stack and old_start <= mm.start_stack < old_end:
         mm.start_stack -= shift

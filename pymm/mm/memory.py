@@ -27,9 +27,19 @@ READ_CHUNK = 1 << 26          # cpu_read() copies out at most this much per engi
 
 
 # ---------------------------------------------------------------- handle_mm_fault()
+def vma_is_temporary_stack(vma: Vma) -> bool:
+    """vma_is_temporary_stack(): exec's stack before setup_arg_pages() is done."""
+    f = vma.vm_flags
+    return bool(f & C.VM_GROWSDOWN) and \
+        f & C.VM_STACK_INCOMPLETE_SETUP == C.VM_STACK_INCOMPLETE_SETUP
+
+
 def thp_vma_allowable(mm, vma: Vma) -> bool:
-    """thp_vma_allowable_order(PMD_ORDER) for a fault."""
+    """thp_vma_allowable_order(PMD_ORDER) for a fault (no THP on exec's
+    temporary stack, in every catalogued kernel)."""
     if vma.shm is not None or mm.thp == "never" or vma.vm_flags & C.VM_NOHUGEPAGE:
+        return False
+    if vma_is_temporary_stack(vma):
         return False
     return mm.thp == "always" or bool(vma.vm_flags & C.VM_HUGEPAGE)
 

@@ -32,11 +32,12 @@ def calc_vm_prot_bits(prot: int) -> int:
             | (C.VM_EXEC if prot & C.PROT_EXEC else 0))
 
 
-def calc_vm_flag_bits(flags: int) -> int:
-    """calc_vm_flag_bits(): the MAP_* flags that become VM_* flags."""
+def calc_vm_flag_bits(flags: int, map_stack_nohugepage: bool = True) -> int:
+    """calc_vm_flag_bits(): the MAP_* flags that become VM_* flags
+    (MAP_STACK -> VM_NOHUGEPAGE since c4608d1bf7c6, 6.8: ``Kernel.map_stack_nohugepage``)."""
     return ((C.VM_GROWSDOWN if flags & C.MAP_GROWSDOWN else 0)
             | (C.VM_LOCKED if flags & C.MAP_LOCKED else 0)
-            | (C.VM_NOHUGEPAGE if flags & C.MAP_STACK else 0))
+            | (C.VM_NOHUGEPAGE if flags & C.MAP_STACK and map_stack_nohugepage else 0))
 
 
 # ---------------------------------------------------------------- get_unmapped_area
@@ -147,12 +148,29 @@ def thp_get_unmapped_area(mm, length: int, flags: int) -> int:
     return ret + off_sub
 
 
+def thp_aligns(mode: str, length: int, pmd_size: int) -> bool:
+    """Whether __get_unmapped_area() tries THP alignment for an anonymous
+    mapping of ``length`` bytes without a hint, per ``Kernel.thp_align``:
+    never before 6.7; 6.7's efa7df3e3bb5 for any length >= PMD_SIZE
+    (__thp_get_unmapped_area() gives up below one PMD); PMD multiples only
+    since d4148aeab412.
+
+        >>> thp_aligns("any", 3 << 20, 2 << 20), thp_aligns("pmd-multiple", 3 << 20, 2 << 20)
+        (True, False)
+    """
+    if mode == "any":
+        return length >= pmd_size
+    if mode == "pmd-multiple":
+        return length % pmd_size == 0
+    return False
+
+
 def get_unmapped_area(mm, addr: int, length: int, flags: int, shared_file: bool) -> int:
     """__get_unmapped_area(): pick (or check) where a mapping goes."""
     if length > mm.task_size:
         raise _Errno(ENOMEM)
     if not shared_file and not addr and not (flags & C.MAP_FIXED) \
-            and length % mm.pmd_size == 0:
+            and thp_aligns(mm.kernel.thp_align, length, mm.pmd_size):
         addr = thp_get_unmapped_area(mm, length, flags)
     else:
         addr = arch_get_unmapped_area_topdown(mm, addr, length, flags)
@@ -194,7 +212,7 @@ def do_mmap(mm, addr: int, length: int, prot: int, flags: int) -> int:
     if map_type not in (C.MAP_SHARED, C.MAP_PRIVATE):
         raise _Errno(EINVAL)
     shared = map_type == C.MAP_SHARED
-    vm_flags = calc_vm_prot_bits(prot) | calc_vm_flag_bits(flags) \
+    vm_flags = calc_vm_prot_bits(prot) | calc_vm_flag_bits(flags, mm.kernel.map_stack_nohugepage) \
         | C.VM_MAYREAD | C.VM_MAYWRITE | C.VM_MAYEXEC
     addr = get_unmapped_area(mm, addr, length, flags, shared_file=shared)
     if flags & C.MAP_FIXED_NOREPLACE and mm._tree.first_intersecting(addr, addr + length):
@@ -210,7 +228,10 @@ def do_mmap(mm, addr: int, length: int, prot: int, flags: int) -> int:
         vm_flags |= C.VM_NORESERVE
     mmap_region(mm, addr, length, vm_flags, pgoff, shared)
     if vm_flags & C.VM_LOCKED or flags & (C.MAP_POPULATE | C.MAP_NONBLOCK) == C.MAP_POPULATE:
-        mm_populate(mm, addr, length)
+        try:
+            mm_populate(mm, addr, length)
+        except MemoryError:
+            pass        # do_mmap()'s caller ignores __mm_populate()'s result: the pages done stay
     return addr
 
 
@@ -220,26 +241,64 @@ def accountable_mapping(vm_flags: int) -> bool:
 
 
 def mmap_region(mm, addr: int, length: int, vm_flags: int, pgoff: int, shared: bool) -> Vma:
-    """__mmap_region(): unmap what MAP_FIXED covers, charge, merge or insert."""
+    """__mmap_region(): unmap what MAP_FIXED covers, charge, merge or insert.
+
+    As in 6.18, a check that fails in __mmap_prepare() (the commit charge)
+    leaves the old VMAs in place, reattached (vms_abort_munmap_vmas() with
+    the PTEs still there); one that fails after vms_clean_up_area() cleared
+    them (shmem_zero_setup()'s charge) leaves a gap where they were.
+    """
     end = addr + length
     if accountable_mapping(vm_flags):
         if mm.commit_limit is not None and length > mm.commit_limit:
             raise _Errno(ENOMEM)
         vm_flags |= C.VM_ACCOUNT
-    if mm._tree.first_intersecting(addr, end) is not None:
-        do_vmi_munmap(mm, addr, length)
+    shm = shmem_zero_setup(mm, addr, length, vm_flags) if shared else None
+    try:
+        if mm._tree.first_intersecting(addr, end) is not None:
+            do_vmi_munmap(mm, addr, length)
+    except BaseException:
+        shmem_put_unused(mm, shm)
+        raise
     vm_flags |= C.VM_SOFTDIRTY
     if shared:
-        return vma_link(mm, Vma(addr, end, vm_flags, pgoff, 0, shmem_zero_setup(mm, length)))
+        return vma_link(mm, Vma(addr, end, vm_flags, pgoff, 0, shm))
     merged = vma_merge_new_range(mm, addr, end, vm_flags, 0, None, pgoff)
     if merged is not None:
         return merged
     return vma_link(mm, Vma(addr, end, vm_flags, pgoff))
 
 
-def shmem_zero_setup(mm, length: int) -> ShmemObject:
-    """shmem_zero_setup() (mm/shmem.c): the "/dev/zero (deleted)" object behind a shared anonymous mapping."""
+def shmem_acct_size(mm, length: int, vm_flags: int) -> bool:
+    """shmem_acct_size() (mm/shmem.c): a shared object is charged in full
+    unless VM_NORESERVE; False when the charge is refused (the heuristic
+    overcommit refuses more than RAM + swap: ``mm.commit_limit``)."""
+    return vm_flags & C.VM_NORESERVE or mm.commit_limit is None or length <= mm.commit_limit
+
+
+def shmem_zero_setup(mm, addr: int, length: int, vm_flags: int) -> ShmemObject:
+    """shmem_zero_setup() (mm/shmem.c): the "/dev/zero (deleted)" object
+    behind a shared anonymous mapping.
+
+    A refused charge fails with ENOMEM after the MAP_FIXED range was
+    cleared, as in 6.18 (the host leaves the gap too).  pymm's own storage
+    for the object is allocated before anything changes: if this machine
+    cannot hold it the call fails with ENOMEM and changes nothing."""
+    if not shmem_acct_size(mm, length, vm_flags):
+        if mm._tree.first_intersecting(addr, addr + length) is not None:
+            do_vmi_munmap(mm, addr, length)       # vms_clean_up_area(), then the gap
+            mm._partial_ok = True
+        raise _Errno(ENOMEM)
     npages = length >> mm.page_shift
-    owner = mm.engine.owner_new("shmem", npages=npages)
+    try:
+        owner = mm.engine.owner_new("shmem", npages=npages)
+    except (MemoryError, ValueError):
+        raise _Errno(ENOMEM) from None
     mm._shm_inode += 1
     return ShmemObject(owner, npages, mm._shm_inode)
+
+
+def shmem_put_unused(mm, shm: Optional[ShmemObject]) -> None:
+    """fput() of an object no VMA took: free its (empty) storage."""
+    if shm is not None and shm.refs == 0:
+        mm.engine.owner_free(shm.owner)
