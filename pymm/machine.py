@@ -27,6 +27,8 @@ from __future__ import annotations
 import warnings as _warnings
 from typing import Dict, List, Optional, Set
 
+import numpy as np
+
 import mmcore
 from pymm import constants as C
 from pymm.arches import ARCHES, Arch, get_arch, kernel_version
@@ -34,6 +36,16 @@ from pymm.errors import KernelWarning
 from pymm.kernels import Kernel, get_kernel
 
 THP_MODES = ("always", "madvise", "never")
+
+
+def _int_arg(value, name: str, lo: int, hi: int) -> int:
+    """A sysctl's integer, checked at once: an int in [lo, hi] (as MM checks its own)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    value = int(value)
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}={value:#x} is out of range [{lo:#x}, {hi:#x}]")
+    return value
 _SITE_NAMES = {v: k for k, v in mmcore.WARN_SITES.items()}
 
 
@@ -70,14 +82,8 @@ class Machine:
         version = kernel_version(self.kernel.name)
         self.move_pmd = self.arch_info.has_move_pmd(version)
         self.move_pud = self.arch_info.has_move_pud(version)
-        if isinstance(max_map_count, bool) or not isinstance(max_map_count, int):
-            raise TypeError("max_map_count must be an int")
-        if max_map_count < 1:
-            raise ValueError("max_map_count must be >= 1")
-        self.max_map_count = max_map_count
-        if commit_limit is not None and (isinstance(commit_limit, bool) or not isinstance(commit_limit, int)
-                                         or commit_limit < 0):
-            raise ValueError("commit_limit must be None or a byte count >= 0")
+        self.max_map_count = _int_arg(max_map_count, "max_map_count", 1, 1 << 31)
+        commit_limit = None if commit_limit is None else _int_arg(commit_limit, "commit_limit", 0, 1 << 64)
         self.commit_limit = commit_limit
         self.warnings: List[KernelWarning] = []
         self._warned_once: Set[str] = set()      # WARN_ON_ONCE sites that fired (__warned)
