@@ -30,6 +30,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from pymm import constants as C
+from pymm.arches import ARCHES, Arch, get_arch
 from pymm.mm import MM
 from pymm.progress import Progress
 
@@ -41,6 +42,7 @@ BASE = WINDOW_LO + (1 << 40)          # PUD-aligned, inside HostMM's window
 PRIV = C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_FIXED
 RW = C.PROT_READ | C.PROT_WRITE
 MOVE = C.MREMAP_MAYMOVE | C.MREMAP_FIXED
+GiB32 = 1 << 30                       # 32-bit arches: the source region starts at 1 GiB
 
 # case -> (source offset, destination offset, THP?)
 CASES = {
@@ -76,17 +78,38 @@ class Row:
         return " + ".join(f"{n} {what}{'s' if n != 1 else ''}" for n, what in parts if n) or "nothing"
 
 
-def addresses(case: str, size: int):
+def addresses(case: str, size: int, arch: str = "x86_64"):
+    """(source, destination) of a case: inside HostMM's window on x86-64;
+    on another arch with that arch's page, PMD and PUD (see arch_addresses)."""
+    if not arch.startswith("x86_64"):
+        return arch_addresses(case, size, get_arch(arch))
     src_off, dst_off, _ = CASES[case]
     src = BASE + src_off
     span = ((size + src_off + PUD - 1) // PUD + 1) * PUD
     return src, BASE + span + dst_off
 
 
-def run_pymm_once(kernel: str, case: str, size: int):
+def arch_addresses(case: str, size: int, a: Arch):
+    """The cases on another arch: offsets of its page/PMD/PUD (the PUD
+    case aligns to the PMD where the PUD is folded).  A 3 GiB user space
+    holds two 1 GiB regions only with the destination below the source."""
+    g = a.geometry
+    page, pmd = g.page_size, g.pmd_size
+    pud = g.pud_size if g.levels > 2 else pmd
+    offs = {"per-PTE": (pmd + 2 * page, pmd + page), "PMD-aligned": (pmd, pmd), "PUD-aligned": (pud, pud),
+            "THP, PMD-aligned": (pmd, pmd)}[case]
+    if a.task_size <= 1 << 32:
+        return GiB32 + offs[0], offs[1]
+    base = max(pud, 1 << 40)
+    span = ((size + offs[0] + pud - 1) // pud + 1) * pud
+    return base + offs[0], base + span + offs[1]
+
+
+def run_pymm_once(kernel: str, case: str, size: int, arch: str = "x86_64"):
     """One measured move on a fresh MM: (ns, counters)."""
-    src, dst = addresses(case, size)
-    mm = MM(kernel=kernel, window=(WINDOW_LO, WINDOW_LO + (16 << 40)))
+    src, dst = addresses(case, size, arch)
+    mm = (MM(kernel=kernel, window=(WINDOW_LO, WINDOW_LO + (16 << 40))) if arch == "x86_64"
+          else MM(kernel=kernel, arch=arch))
     mm.mmap(src, size, RW, PRIV)
     if CASES[case][2]:
         mm.madvise(src, size, C.MADV_HUGEPAGE)
@@ -113,11 +136,11 @@ def run_host_once(h, case: str, size: int) -> int:
     return ns
 
 
-def measure(kernel: str, case: str, size: int, reps: int, h=None) -> Row:
+def measure(kernel: str, case: str, size: int, reps: int, h=None, arch: str = "x86_64") -> Row:
     """pymm's reps (after one unmeasured warm-up run), then the host's."""
     pymm_ns, path = [], None
     for i in range(reps + 1):
-        ns, stats = run_pymm_once(kernel, case, size)
+        ns, stats = run_pymm_once(kernel, case, size, arch)
         if i:
             pymm_ns.append(ns)
         path = {k: stats[k] for k in ("pte_moves", "pmd_moves", "pud_moves", "huge_pmd_moves")}
@@ -223,9 +246,12 @@ def twenty_x(rows: Dict[str, Row]) -> List[str]:
 
 
 def run(size: int = PUD, reps: int = 9, host: Optional[bool] = None, out=None,
-        json_path: Optional[str] = None, plot_path: Optional[str] = None) -> int:
+        json_path: Optional[str] = None, plot_path: Optional[str] = None, arch: str = "x86_64") -> int:
     from pymm import host as host_mod
     out = sys.stdout if out is None else out
+    if arch != "x86_64":                   # this machine's kernel is x86-64: no kernel column
+        host, plot_path = False, None
+        out.write(f"arch: {get_arch(arch).describe()}\n")
     use_host = host_mod.available() if host is None else host
     h = host_mod.HostMM() if use_host else None
     plan = [(case, "6.18") for case in CASES] + [("PMD-aligned", "4.19"), ("PMD-aligned", "5.8")]
@@ -245,7 +271,8 @@ def run(size: int = PUD, reps: int = 9, host: Optional[bool] = None, out=None,
             # caches, and would otherwise land in the middle of pymm's runs
             for case, kernel in plan:
                 prog.show(f"{case} [{kernel}]")
-                rows[case if kernel == "6.18" else f"{kernel} {case}"] = measure(kernel, case, size, reps)
+                rows[case if kernel == "6.18" else f"{kernel} {case}"] = measure(kernel, case, size, reps,
+                                                                                 arch=arch)
                 prog.step()
             for case in CASES if h else []:
                 prog.show(f"{case} [this kernel]")
@@ -363,6 +390,8 @@ def add_parser(sub, size_type):
     p.add_argument("--size", type=size_type, default=PUD, help="region size (default 1G)")
     p.add_argument("--reps", type=int, default=9, help="repetitions per case; medians shown (default 9)")
     p.add_argument("--no-host", action="store_true", help="skip this machine's kernel")
+    p.add_argument("--arch", choices=list(ARCHES), default="x86_64",
+                   help="run pymm on another arch's geometry (no kernel column then; default x86_64)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON (- for stdout; the table "
                    "then goes to stderr)")
     p.add_argument("--plot", metavar="PATH", help="also write a PNG: time vs size (1 MiB-64 GiB), "
@@ -371,11 +400,19 @@ def add_parser(sub, size_type):
 
 
 def _cmd(args) -> int:
-    if args.size < 4 * PMD or args.size % PMD:
-        print("pymm bench: --size must be a multiple of 2 MiB, at least 8 MiB", file=sys.stderr)
+    arch = getattr(args, "arch", "x86_64")
+    pmd = get_arch(arch).geometry.pmd_size
+    least = min(4 * pmd, PUD)             # 1 GiB is two PMDs on arm64-64k
+    if args.size < least or args.size % pmd:
+        print(f"pymm bench: --size must be a multiple of {fmt_size(pmd)}, at least {fmt_size(least)}"
+              + (f" on {arch}" if arch != "x86_64" else ""), file=sys.stderr)
+        return 2
+    if get_arch(arch).task_size <= 1 << 32 and args.size > 1 << 30:
+        print(f"pymm bench: --size is at most 1G on {arch} (a 3 GiB user space)", file=sys.stderr)
         return 2
     if args.reps < 1:
         print("pymm bench: --reps must be at least 1", file=sys.stderr)
         return 2
     return run(size=args.size, reps=args.reps, host=False if args.no_host else None,
-               json_path=args.json, plot_path=args.plot, out=sys.stderr if args.json == "-" else None)
+               json_path=args.json, plot_path=args.plot, out=sys.stderr if args.json == "-" else None,
+               arch=arch)

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
+from pymm.arches import get_arch
 from pymm.kernels import Kernel, get_kernel
 from pymm.mm import MM
 from pymm.ops import Op, programs, run_program, to_c, to_python
@@ -73,10 +74,11 @@ class Hit:
     probes: List[int] = field(default_factory=list)
     examples: int = 0
     seconds: float = 0.0
+    arch: str = "x86_64"
 
     @property
     def python(self) -> str:
-        return to_python(self.program, self.kernel, self.probes)
+        return to_python(self.program, self.kernel, self.probes, arch=self.arch)
 
     @property
     def c(self) -> str:
@@ -88,10 +90,10 @@ class Hit:
                 f"programs ({self.seconds:.1f} s):\n  " + "\n  ".join(what))
 
 
-def evaluate(kernel: Kernel, program) -> tuple:
+def evaluate(kernel: Kernel, program, arch: str = "x86_64") -> tuple:
     """Run a program; return (problems, warnings) as strings."""
     import warnings as _w
-    mm = MM(kernel=kernel, check=False)
+    mm = MM(kernel=kernel, check=False, arch=arch)
     with _w.catch_warnings():
         _w.simplefilter("ignore")
         run_program(mm, program)
@@ -117,7 +119,7 @@ def drop_ops(program: List[Op], is_bug: Callable[[List[Op]], bool]) -> List[Op]:
 def fuzz(kernel="6.18", *, max_examples: int = 50000, seconds: float = 60.0,
          seed: Optional[int] = 0, base: int = DEFAULT_BASE, max_ops: int = 10,
          progress: Optional[Callable[[int, float], None]] = None,
-         tally: Optional[dict] = None) -> Optional[Hit]:
+         tally: Optional[dict] = None, arch: str = "x86_64") -> Optional[Hit]:
     """Search for a program that breaks an invariant or makes ``kernel`` warn.
 
     Returns the shrunk :class:`Hit`, or None when the budget (``max_examples``
@@ -127,9 +129,13 @@ def fuzz(kernel="6.18", *, max_examples: int = 50000, seconds: float = 60.0,
     ``tally``, a dict, gets ``programs`` (run so far), ``seconds`` and
     ``found`` (a failing program seen, perhaps not yet shrunk) on return and
     on Ctrl-C (KeyboardInterrupt, raised between two programs).
+    ``arch`` runs the programs on another arch (below 3 GiB on the 32-bit
+    ones: ``base`` then moves to 1 GiB).
     """
     _hypothesis_storage()
     k = get_kernel(kernel)
+    if get_arch(arch).task_size <= 1 << 32 and base == DEFAULT_BASE:
+        base = 1 << 30
     start = time.monotonic()
     count = [0]
     strategy = programs(base=base, slots=8, max_ops=max_ops, big=True)
@@ -144,14 +150,14 @@ def fuzz(kernel="6.18", *, max_examples: int = 50000, seconds: float = 60.0,
         count[0] += 1
         if progress is not None and count[0] % 100 == 0:
             progress(count[0], time.monotonic() - start)
-        problems, warns, _ = evaluate(k, program)
+        problems, warns, _ = evaluate(k, program, arch)
         bug = bool(problems or warns)
         tally["found"] = tally["found"] or bug
         return bug
 
     try:
         with stop:
-            hit = _search(k, strategy, is_bug, count, start, max_examples, seconds, seed)
+            hit = _search(k, strategy, is_bug, count, start, max_examples, seconds, seed, arch)
         if stop.hit:
             raise KeyboardInterrupt
         return hit
@@ -159,7 +165,7 @@ def fuzz(kernel="6.18", *, max_examples: int = 50000, seconds: float = 60.0,
         tally.update(programs=count[0], seconds=time.monotonic() - start)
 
 
-def _search(k, strategy, is_bug, count, start, max_examples, seconds, seed) -> Optional[Hit]:
+def _search(k, strategy, is_bug, count, start, max_examples, seconds, seed, arch="x86_64") -> Optional[Hit]:
     import random
 
     from hypothesis import HealthCheck, Phase, find, settings
@@ -175,9 +181,9 @@ def _search(k, strategy, is_bug, count, start, max_examples, seconds, seed) -> O
         except NoSuchExample:
             continue
         program = drop_ops(list(program), is_bug)
-        problems, warns, raw = evaluate(k, program)
+        problems, warns, raw = evaluate(k, program, arch)
         probes = sorted({p.address for p in raw
                          if p.address and p.invariant in ("orphan-pte", "rmap-index", "rmap-owner")})[:4]
         return Hit(k.source or k.name, list(program), problems, warns, probes, count[0],
-                   time.monotonic() - start)
+                   time.monotonic() - start, arch)
     return None
