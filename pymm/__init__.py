@@ -26,7 +26,9 @@ from pymm.constants import (MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MAP_A
 from pymm.errors import (BusError, InvariantError, KernelBUG, KernelWarning, MemoryFault,
                          KernelOops, OutOfMemory, ReentrantCallError,
                          SegmentationFault)
+from pymm.arches import ARCHES, Arch
 from pymm.kernels import KERNELS, Kernel, PageTableMove
+from pymm.machine import Machine
 from pymm.mm import MM
 from pymm.mm.vma import VMA
 
@@ -55,7 +57,8 @@ def __dir__():
 __version__ = "0.1.0"
 
 __all__ = [
-    "MM", "VMA", "HOST_WINDOW", "Kernel", "KERNELS", "PageTableMove", "check", "Problem",
+    "MM", "Machine", "ARCHES", "Arch", "VMA", "HOST_WINDOW", "Kernel", "KERNELS", "PageTableMove",
+    "check", "Problem",
     "SegmentationFault", "BusError", "MemoryFault", "KernelWarning", "InvariantError",
     "KernelBUG", "ReentrantCallError", "KernelOops", "OutOfMemory",
     "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC", "MAP_SHARED", "MAP_PRIVATE",

@@ -166,8 +166,13 @@ def join_negative_values(argv: List[str]) -> List[str]:
 
 def cmd_kernels(args) -> int:
     from pymm.kernels import KERNELS
+    from pymm.machine import Machine
+    if args.arch != "x86_64":
+        print(f"on {Machine(arch=args.arch).arch_info.describe()}")
     for name, k in KERNELS.items():
-        moves = ["PTE"] + (["PMD"] if k.pmd_moves else []) + (["PUD"] if k.pud_moves else [])
+        m = Machine(kernel=k, arch=args.arch)      # the arch's HAVE_MOVE_PMD/PUD for this version
+        moves = ["PTE"] + (["PMD"] if k.pmd_moves and m.move_pmd else []) + \
+            (["PUD"] if k.pud_moves and m.move_pud else [])
         print(f"{name:14s} {'/'.join(moves):12s} {k.models}")
         if k.notes:
             print(f"{'':14s} {'':12s} {k.notes}")
@@ -176,19 +181,21 @@ def cmd_kernels(args) -> int:
 
 def cmd_demo(args) -> int:
     from pymm.demo import demo
-    return demo(sys.stdout, run_host=not args.no_host, execs=args.execs)
+    return demo(sys.stdout, run_host=not args.no_host, execs=args.execs, arch=args.arch)
 
 
 def cmd_fuzz(args) -> int:
     from pymm.fuzz import fuzz
     from pymm.progress import Progress
     kernel = args.kernel
-    print(f"fuzzing kernel {kernel.name}: up to {args.max_examples} programs or {args.seconds:g} s "
+    on = f" on {args.arch}" if args.arch != "x86_64" else ""
+    print(f"fuzzing kernel {kernel.name}{on}: up to {args.max_examples} programs or {args.seconds:g} s "
           f"(seed {args.seed})", flush=True)
     tally: dict = {}
     try:
         with Progress("fuzz") as prog:
-            hit = fuzz(kernel, max_examples=args.max_examples, seconds=args.seconds, seed=args.seed,
+            hit = fuzz(kernel, arch=args.arch, max_examples=args.max_examples, seconds=args.seconds,
+                       seed=args.seed,
                        max_ops=args.ops, progress=lambda n, t: (setattr(prog, "done", n), prog.show()),
                        tally=tally)
     except KeyboardInterrupt:
@@ -215,6 +222,13 @@ def cmd_fuzz(args) -> int:
     return 1
 
 
+def _add_arch(p) -> None:
+    """--arch: one of pymm.ARCHES."""
+    from pymm.arches import ARCHES
+    p.add_argument("--arch", choices=list(ARCHES), default="x86_64",
+                   help="paging geometry and user space of an arch (default x86_64)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pymm", description="Simulate what Linux does with page tables when memory moves: "
@@ -224,14 +238,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("kernels", help="list the kernel catalogue",
                        description="The kernels pymm models and what their move_page_tables() does.",
-                       epilog="example:\n  pymm kernels", formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog="examples:\n  pymm kernels\n  pymm kernels --arch arm64-4k",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arch(k)
     k.set_defaults(func=cmd_kernels)
 
     d = sub.add_parser("demo", help="replay the July 2020 thread, kernel by kernel",
                        description="Tell the move_normal_pmd() thread's story: the WARNING, Kirill's fix, "
                        "Linus's patches, Kirill's test case (also run on this machine's kernel when gcc "
                        "exists), Naresh's runs, and what later kernels did.  Ends with a table.",
-                       epilog="example:\n  pymm demo | less", formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog="examples:\n  pymm demo | less\n  pymm demo --arch i386-pae   # on the boards "
+                       "of the report", formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arch(d)
     d.add_argument("--no-host", action="store_true", help="do not compile and run Kirill's program here")
     d.add_argument("--execs", type=_positive_int, default=2048, help="execs in Naresh's loop (default 2048)")
     d.set_defaults(func=cmd_demo)
@@ -254,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--ops", type=_positive_int, default=10,
                    help="longest program, at least 1 call (default 10)")
     f.add_argument("--save", metavar="PREFIX", help="also write PREFIX.py and PREFIX.c")
+    _add_arch(f)
     f.set_defaults(func=cmd_fuzz)
 
     from pymm import bench as _bench, show as _show  # noqa: E402  (they add their own subcommands)

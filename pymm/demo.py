@@ -17,6 +17,7 @@ import textwrap
 from typing import Dict, List, Optional, TextIO
 
 from pymm import scenarios as S
+from pymm.arches import get_arch
 from pymm.kernels import KERNELS
 from pymm.progress import Progress
 
@@ -62,23 +63,26 @@ def _warn_lines(out: TextIO, res) -> None:
         out.write(f"    ... and {len(res.warnings) - 3} more\n")
 
 
-def demo(out: TextIO = sys.stdout, *, run_host: bool = True, execs: int = 2048) -> int:
-    """Tell the story; returns the exit status (0)."""
+def demo(out: TextIO = sys.stdout, *, run_host: bool = True, execs: int = 2048, arch: str = "x86_64") -> int:
+    """Tell the story; returns the exit status (0).  ``arch="i386-pae"`` (or
+    ``"i386"``) replays it on the geometry of the boards it was reported on."""
     results: Dict[str, Dict[str, object]] = {k: {} for k in KERNELS}
     names = list(KERNELS)
     with Progress("demo", total=len(names) * 5) as prog:
         for k in names:
-            results[k]["shift"] = S.stack_shift_warning(k)
-            results[k]["kirill"] = S.kirill_test_case(k)
-            results[k]["moveup"] = S.kirill_move_up(k)
-            results[k]["ptenone"] = S.pte_none_regression(k)
+            results[k]["shift"] = S.stack_shift_warning(k, arch=arch)
+            results[k]["kirill"] = S.kirill_test_case(k, arch=arch)
+            results[k]["moveup"] = S.kirill_move_up(k, arch=arch)
+            results[k]["ptenone"] = S.pte_none_regression(k, arch=arch)
             prog.step(k, advance=4)
-            results[k]["naresh"] = S.naresh_runs(k, execs=execs)
+            results[k]["naresh"] = S.naresh_runs(k, execs=execs, arch=arch)
             prog.step(f"{k}: {execs} execs")
     loops = {k: results[k]["naresh"] for k in ("5.8", "5.8+linus-v3", "5.8+linus-v4")}
 
     out.write("pymm demo: the move_normal_pmd() WARNING thread of July 2020, replayed on\n"
               "pymm's page-table engine under each kernel the thread produced.\n")
+    if arch != "x86_64":
+        out.write(f"arch: {get_arch(arch).describe()}\n")
 
     _head(out, 1, "The WARNING: 5.8, exec shifting the stack over itself")
     r = results["5.8"]["shift"]
@@ -128,7 +132,7 @@ def demo(out: TextIO = sys.stdout, *, run_host: bool = True, execs: int = 2048) 
     _head(out, 4, "Kirill's move-up: what aligning the start does to an upward move")
     for k in ("5.8", "5.8+linus-v2"):
         out.write(f"  [{k}] {results[k]['moveup'].outcome}\n")
-    r = S.kirill_move_up("5.8+kirill", aligned=True)
+    r = S.kirill_move_up("5.8+kirill", aligned=True, arch=arch)
     out.write(f"  [5.8+kirill, aligned parameters] {r.outcome}\n")
 
     _head(out, 5, "Naresh's runs: v3 and v4 on the boards, an LTP-like loop of execs")

@@ -78,8 +78,9 @@ class KernelWarning(UserWarning):
     """
 
     def __init__(self, function: str, location: str, message: str, kernel: str = "",
-                 site: str = "", old_addr: int = 0, new_addr: int = 0):
+                 site: str = "", old_addr: int = 0, new_addr: int = 0, pid: int = 1):
         self.symbol = function
+        self.pid = pid                   # the process that hit it (its machine's pid)
         self.function = function.split("+", 1)[0]
         self.location = location
         self.message = message
@@ -90,14 +91,14 @@ class KernelWarning(UserWarning):
         super().__init__(str(self))
 
     def __str__(self):
-        return f"WARNING: CPU: 0 PID: 1 at {self.location} {self.symbol}  ({self.message})"
+        return f"WARNING: CPU: 0 PID: {self.pid} at {self.location} {self.symbol}  ({self.message})"
 
     def __repr__(self):
         return f"KernelWarning({self.location}, {self.function!r}, {self.message!r})"
 
     def __reduce__(self):
         return (KernelWarning, (self.symbol, self.location, self.message, self.kernel,
-                                self.site, self.old_addr, self.new_addr))
+                                self.site, self.old_addr, self.new_addr, self.pid))
 
 
 class InvariantError(AssertionError):

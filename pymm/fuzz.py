@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
+from pymm.arches import get_arch
 from pymm.kernels import Kernel, get_kernel
 from pymm.mm import MM
 from pymm.ops import LENGTHS, MAP_FLAGS, MREMAP_FLAGS, PMD, PROTS, Op, random_program, run_program, to_c, \
@@ -69,10 +70,11 @@ class Hit:
     probes: List[int] = field(default_factory=list)
     examples: int = 0
     seconds: float = 0.0
+    arch: str = "x86_64"
 
     @property
     def python(self) -> str:
-        return to_python(self.program, self.kernel, self.probes)
+        return to_python(self.program, self.kernel, self.probes, arch=self.arch)
 
     @property
     def c(self) -> str:
@@ -84,10 +86,10 @@ class Hit:
                 f"programs ({self.seconds:.1f} s):\n  " + "\n  ".join(what))
 
 
-def evaluate(kernel: Kernel, program) -> tuple:
+def evaluate(kernel: Kernel, program, arch: str = "x86_64") -> tuple:
     """Run a program; return (problems, warnings) as strings."""
     import warnings as _w
-    mm = MM(kernel=kernel, check=False)
+    mm = MM(kernel=kernel, check=False, arch=arch)
     with _w.catch_warnings():
         _w.simplefilter("ignore")
         run_program(mm, program)
@@ -162,7 +164,7 @@ def shrink(program: List[Op], is_bug: Callable[[List[Op]], bool], budget: int = 
 def fuzz(kernel="6.18", *, max_examples: int = 50000, seconds: float = 60.0,
          seed: Optional[int] = 0, base: int = DEFAULT_BASE, max_ops: int = 10,
          progress: Optional[Callable[[int, float], None]] = None,
-         tally: Optional[dict] = None) -> Optional[Hit]:
+         tally: Optional[dict] = None, arch: str = "x86_64") -> Optional[Hit]:
     """Search for a program that breaks an invariant or makes ``kernel`` warn.
 
     Returns the shrunk :class:`Hit`, or None when the budget (``max_examples``
@@ -172,10 +174,14 @@ def fuzz(kernel="6.18", *, max_examples: int = 50000, seconds: float = 60.0,
     ``seconds`` and ``found`` (a failing program seen, perhaps not yet
     shrunk) on return and on Ctrl-C (KeyboardInterrupt, raised between two
     programs).
+    ``arch`` runs the programs on another arch (below 3 GiB on the 32-bit
+    ones: ``base`` then moves to 1 GiB).
     """
     import random
 
     k = get_kernel(kernel)
+    if get_arch(arch).task_size <= 1 << 32 and base == DEFAULT_BASE:
+        base = 1 << 30
     start = time.monotonic()
     count = [0]
     stop = _Interrupt()
@@ -188,7 +194,7 @@ def fuzz(kernel="6.18", *, max_examples: int = 50000, seconds: float = 60.0,
         count[0] += 1
         if progress is not None and count[0] % 100 == 0:
             progress(count[0], time.monotonic() - start)
-        problems, warns, _ = evaluate(k, program)
+        problems, warns, _ = evaluate(k, program, arch)
         return bool(problems or warns)
 
     try:
@@ -198,7 +204,7 @@ def fuzz(kernel="6.18", *, max_examples: int = 50000, seconds: float = 60.0,
                 program = random_program(rng, base=base, slots=8, max_ops=max_ops, big=True)
                 if is_bug(program):
                     tally["found"] = True
-                    return _hit(k, shrink(program, is_bug), count[0], start)
+                    return _hit(k, shrink(program, is_bug), count[0], start, arch)
         if stop.hit:
             raise KeyboardInterrupt
         return None
@@ -206,9 +212,9 @@ def fuzz(kernel="6.18", *, max_examples: int = 50000, seconds: float = 60.0,
         tally.update(programs=count[0], seconds=time.monotonic() - start)
 
 
-def _hit(k, program: List[Op], count: int, start: float) -> Hit:
-    problems, warns, raw = evaluate(k, program)
+def _hit(k, program: List[Op], count: int, start: float, arch: str = "x86_64") -> Hit:
+    problems, warns, raw = evaluate(k, program, arch)
     probes = sorted({p.address for p in raw
                      if p.address and p.invariant in ("orphan-pte", "rmap-index", "rmap-owner")})[:4]
     return Hit(k.source or k.name, list(program), problems, warns, probes, count,
-               time.monotonic() - start)
+               time.monotonic() - start, arch)

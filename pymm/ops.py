@@ -101,9 +101,11 @@ def to_python_call(op: Op, mm: str = "mm") -> str:
     return f"{mm}.{op.name}({', '.join(_args_text(op, 'pymm.'))})"
 
 
-def to_python(program: Sequence[Op], kernel: str = "6.18", probes: Sequence[int] = ()) -> str:
+def to_python(program: Sequence[Op], kernel: str = "6.18", probes: Sequence[int] = (),
+              arch: str = "x86_64") -> str:
     """A standalone Python script replaying the program on pymm."""
-    lines = ["import pymm", "", f"mm = pymm.MM(kernel={kernel!r})"]
+    on = "" if arch == "x86_64" else f", arch={arch!r}"
+    lines = ["import pymm", "", f"mm = pymm.MM(kernel={kernel!r}{on})"]
     for op in program:
         call = to_python_call(op)
         lines.append(f"try:\n    {call}\nexcept (OSError, pymm.SegmentationFault, pymm.BusError) as e:\n"

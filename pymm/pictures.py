@@ -217,10 +217,11 @@ def draw(snaps: Sequence[Snapshot], title: str, subtitle: str, path: str,
 
 
 def stack_shift_pictures(kernels: Sequence = ("5.8", "6.7"), out_dir: str = ".",
-                         fmt: str = "png") -> List[str]:
+                         fmt: str = "png", arch: str = "x86_64") -> List[str]:
     """Exec's stack shift (the thread's WARNING) under each kernel: before,
     after the move loop's first extent, and after shift_arg_pages().
-    Writes ``stack-shift-<kernel>.<fmt>`` into out_dir; returns the paths."""
+    Writes ``stack-shift-<kernel>.<fmt>`` (``stack-shift-<kernel>-<arch>``
+    off x86-64) into out_dir; returns the paths."""
     from pymm.scenarios import stack_shift_stage
     require_matplotlib()
     os.makedirs(out_dir, exist_ok=True)
@@ -230,7 +231,7 @@ def stack_shift_pictures(kernels: Sequence = ("5.8", "6.7"), out_dir: str = ".",
         shots = []
         failed = None
         for phase in ("before", "first", "after"):
-            st = stack_shift_stage(k)
+            st = stack_shift_stage(k, arch=arch)
             d = st.details
             npages = (d["old_end"] - d["old_start"]) >> st.mm.page_shift
             if phase == "first" and st.first_step is None:
@@ -244,10 +245,13 @@ def stack_shift_pictures(kernels: Sequence = ("5.8", "6.7"), out_dir: str = ".",
             caption = _caption(phase, st, k, failed if phase == "after" else None)
             shots.append(snapshot(st.mm, st.window, caption, d["old_start"], npages))
         safe = "".join(c if c.isalnum() or c in ".+-_" else "_" for c in k.name)
-        path = os.path.join(out_dir, f"stack-shift-{safe}.{fmt}")
-        draw(shots, f"exec's stack shift under {k.name}: {k.models}"[:110],
-             "move_page_tables(old=stack start, new=start - 2 MiB, len=4 MiB): the ranges overlap; "
-             "the stack starts one page before a PMD boundary", path, borders(k))
+        on = "" if arch == "x86_64" else f"-{arch}"
+        path = os.path.join(out_dir, f"stack-shift-{safe}{on}.{fmt}")
+        d, mm = st.details, st.mm
+        draw(shots, f"exec's stack shift under {k.name}{' on ' + arch if on else ''}: {k.models}"[:110],
+             f"move_page_tables(old=stack start, new=start - {d['shift'] >> 20} MiB, "
+             f"len={(d['old_end'] - d['old_start']) >> 20} MiB): the ranges overlap; the stack starts "
+             f"off a PMD boundary", path, borders(k))
         paths.append(path)
     return paths
 

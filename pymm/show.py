@@ -15,6 +15,8 @@ import json
 from dataclasses import asdict
 from typing import List, Optional
 
+from pymm.arches import ARCHES
+
 
 # -- pymm show ---------------------------------------------------------------------------------
 def _stages():
@@ -41,6 +43,11 @@ def bad_walk_address(addrs, geometry) -> Optional[str]:
                     f"({geometry.va_bits}-bit virtual addresses: 0x0-{limit - 1:#x})")
     return None
 
+
+ARM64_LEGEND = """descriptor bits: valid, table (bit 1: a table, or a page at the last level; clear in a
+  block), AP[1]=EL0 user access, AP[2]=RO read-only, AF access flag, nG not global, DBM writable
+  (dirty bit management), PXN/UXN privileged/user execute never, DIRTY/PROT_NONE Linux's software
+  bits, PXNTable no privileged execution below this table"""
 
 FLAG_LEGEND = """flags: P present, RW writable, US user, A accessed, D dirty, PS page size (a huge leaf:
   2M in a pmd, 1G in a pud), G global (PROTNONE in a non-present entry: PROT_NONE),
@@ -126,10 +133,10 @@ def cmd_show(args) -> int:
             return 2
         from pymm.pictures import stack_shift_pictures
         fill_demo_defaults(args)
-        for path in stack_shift_pictures(args.kernels, out_dir=args.out, fmt=args.format):
+        for path in stack_shift_pictures(args.kernels, out_dir=args.out, fmt=args.format, arch=args.arch):
             print(path)
         return 0
-    stage = _stages()[args.scenario](args.kernel or "5.8")
+    stage = _stages()[args.scenario](args.kernel or "5.8", arch=args.arch)
     mm = stage.mm
     bad = bad_walk_address(args.walk, mm.geometry)
     if bad:
@@ -150,7 +157,7 @@ def cmd_show(args) -> int:
         out["walks"] = [{"addr": w.addr, "frame": w.frame, "steps": [asdict(s) for s in w]} for w in walks]
         print(json.dumps(out, indent=1))
         return 0
-    print(f"scenario {args.scenario!r}, {args.phase}, kernel {mm.kernel.name}")
+    print(f"scenario {args.scenario!r}, {args.phase}, kernel {mm.kernel.name}, arch {mm.arch}")
     if failed:
         print(failed)
     for w in mm.warnings:
@@ -164,7 +171,7 @@ def cmd_show(args) -> int:
         print(w)
     if walks:
         print()
-        print(FLAG_LEGEND)
+        print(ARM64_LEGEND if mm.machine.arch_info.entry_format == "arm64" else FLAG_LEGEND)
     return 0
 
 
@@ -191,6 +198,8 @@ def add_parser(sub, kernel_arg) -> None:
                    help="what to set up (default stack-shift)")
     p.add_argument("--kernel", type=kernel_arg, default=None,
                    help="catalogue name or module:attribute (default 5.8)")
+    p.add_argument("--arch", choices=list(ARCHES), default="x86_64",
+                   help="paging geometry and user space of an arch (default x86_64)")
     p.add_argument("--phase", choices=("before", "first", "after"), default="after",
                    help="before the move, after the loop's first extent, or after it (default)")
     p.add_argument("--walk", type=_address, action="append", default=[], metavar="ADDR",

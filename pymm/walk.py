@@ -40,6 +40,68 @@ def decode_flags(entry: int) -> List[str]:
     return names
 
 
+# arm64 descriptors (arch/arm64/include/asm/pgtable-hwdef.h, pgtable-prot.h)
+ARM64_VALID, ARM64_TABLE = 1 << 0, 1 << 1          # bit 1: table (or page at the last level)
+ARM64_AP_USER, ARM64_AP_RDONLY = 1 << 6, 1 << 7    # AP[1] EL0 access, AP[2] read-only
+ARM64_SH_INNER = 3 << 8
+ARM64_AF, ARM64_NG = 1 << 10, 1 << 11
+ARM64_DBM, ARM64_PXN, ARM64_UXN = 1 << 51, 1 << 53, 1 << 54
+ARM64_SW_DIRTY, ARM64_SW_PROT_NONE = 1 << 55, 1 << 58
+ARM64_TABLE_PXN = 1 << 59                          # PXNTable in a table descriptor
+ARM64_BITS = [(0, "valid"), (1, "table"), (6, "AP[1]=EL0"), (7, "AP[2]=RO"), (10, "AF"), (11, "nG"),
+              (51, "DBM"), (53, "PXN"), (54, "UXN"), (55, "DIRTY"), (58, "PROT_NONE"), (59, "PXNTable")]
+
+
+def arm64_descriptor(entry: int, last: bool, page_shift: int) -> int:
+    """The arm64 descriptor Linux would write for an engine entry (kept in
+    x86 layout): valid/table bits, AF, AP[2:1], nG, inner shareable, DBM
+    (PTE_WRITE), UXN/PXN, and the output address in bits [47:page_shift]."""
+    if not entry & 0x101:
+        return 0
+    frame = (entry & PFN_MASK) >> 12
+    d = (frame << page_shift) & ((1 << 48) - 1)
+    leaf = last or bool(entry & 0x80)
+    if not leaf:                                   # __pmd_populate(): PMD_TYPE_TABLE | PXNTable
+        return d | ARM64_VALID | ARM64_TABLE | ARM64_TABLE_PXN
+    d |= ARM64_VALID if entry & 1 else ARM64_SW_PROT_NONE
+    if last:
+        d |= ARM64_TABLE                           # a page descriptor (a block has bit 1 clear)
+    d |= ARM64_SH_INNER | ARM64_NG | ARM64_PXN | ARM64_AP_USER * bool(entry & 4)
+    d |= ARM64_AF * bool(entry & 0x20) | ARM64_UXN * bool(entry >> 63 & 1)
+    writable, dirty = bool(entry & 2), bool(entry & 0x40)
+    if writable:
+        d |= ARM64_DBM                             # PTE_WRITE; hardware dirty = AP[2] clear
+        d |= 0 if dirty else ARM64_AP_RDONLY
+    else:
+        d |= ARM64_AP_RDONLY | ARM64_SW_DIRTY * dirty
+    return d
+
+
+def decode_arm64(desc: int) -> List[str]:
+    """Names of the bits set in an arm64 descriptor (``block`` for a valid
+    upper-level entry with bit 1 clear)."""
+    names = [name for bit, name in ARM64_BITS if desc >> bit & 1]
+    return names
+
+
+def _entry_view(fmt: str, entry: int, level: int, last: bool, page_shift: int):
+    """(value, flags, hex width) of an entry as the arch prints it."""
+    if fmt == "arm64":
+        d = arm64_descriptor(entry, last, page_shift)
+        flags = decode_arm64(d)
+        if last:
+            flags = ["page" if f == "table" else f for f in flags]
+        elif d & ARM64_VALID and not d & ARM64_TABLE:
+            flags.insert(1, "block")
+        return d, tuple(flags), 18
+    if fmt == "x86-32":                            # 32-bit entries: no NX, no soft-dirty bit
+        return entry & 0xFFFFF7FF, tuple(f for f in decode_flags(entry) if f not in ("NX", "SD")), 10
+    if fmt == "x86-pae" and level == 0 and entry & 1:
+        # a PDPTE: pud_populate() writes __pa(pmd) | _PAGE_PRESENT only
+        return entry & (PFN_MASK | 1), ("P",), 18
+    return entry, tuple(decode_flags(entry)), 18
+
+
 @dataclass(frozen=True)
 class WalkStep:
     """One level of a walk: the entry read and what it leads to."""
@@ -72,6 +134,9 @@ class Walk:
         g = mm.geometry
         self.addr = addr
         self.geometry = g
+        self.arch = mm.arch
+        self.entry_format = fmt = mm.machine.arch_info.entry_format
+        self._width = 18
         self.steps: List[WalkStep] = []
         self.frame: Optional[int] = None
         self.offset = 0
@@ -95,8 +160,9 @@ class Walk:
                 self.leaf_level = name
             else:
                 kind, target = "table", (entry & PFN_MASK) >> 12
-            self.steps.append(WalkStep(level, name, table, index, entry, shift, g.level_bits[level],
-                                       tuple(decode_flags(entry)), kind, target))
+            value, flags, self._width = _entry_view(fmt, entry, level, last, g.page_shift)
+            self.steps.append(WalkStep(level, name, table, index, value, shift, g.level_bits[level],
+                                       flags, kind, target))
 
     def __iter__(self):
         return iter(self.steps)
@@ -110,13 +176,13 @@ class Walk:
 
     def __str__(self):
         g = self.geometry
-        lines = [f"walk of {self.addr:#x} ({g.name}, {g.levels} levels)", "  " + self.split()]
+        lines = [f"walk of {self.addr:#x} ({self.arch}, {g.levels} levels)", "  " + self.split()]
         width = max(len(n) for n in g.level_names)
         for s in self.steps:
             where = f"{s.level_name}[{s.index}]".ljust(width + 6)
             lead = {"table": f"-> table {s.target}", "frame": f"-> frame {s.target}",
                     "huge": f"-> huge leaf, frame {s.target}", "miss": "-> not present"}[s.leads_to]
-            lines.append(f"  {where} ({s.index_bits}) in table {s.table}: {s.entry:#018x} {lead}"
+            lines.append(f"  {where} ({s.index_bits}) in table {s.table}: {s.entry:#0{self._width}x} {lead}"
                          f"  {' '.join(s.flags)}".rstrip())
         if self.hit:
             lines.append(f"  = frame {self.frame} + offset {self.offset:#x}"
@@ -138,11 +204,11 @@ class Walk:
         import html
         rows = "".join(
             f"<tr><td>{s.level_name}[{s.index}]</td><td>{s.index_bits}</td><td>{s.table}</td>"
-            f"<td><code>{s.entry:#018x}</code></td><td>{html.escape(' '.join(s.flags))}</td>"
+            f"<td><code>{s.entry:#0{self._width}x}</code></td><td>{html.escape(' '.join(s.flags))}</td>"
             f"<td>{s.leads_to}{'' if s.target is None else ' ' + str(s.target)}</td></tr>" for s in self.steps)
         result = (f"frame {self.frame} + offset {self.offset:#x}" if self.hit
                   else "miss: the MMU faults")
-        return (f"<div><b>walk of <code>{self.addr:#x}</code></b> ({self.geometry.name}, "
+        return (f"<div><b>walk of <code>{self.addr:#x}</code></b> ({self.arch}, "
                 f"{self.geometry.levels} levels): <code>{html.escape(self.split())}</code><table><tr><th>entry</th><th>index bits</th>"
                 f"<th>in table</th><th>raw</th><th>flags</th><th>leads to</th></tr>{rows}</table>"
                 f"<p>= {result}</p></div>")

@@ -34,7 +34,7 @@ PACKAGES = ("mmcore", "pymm")
 # Bottom to top.  "x.*" places every submodule of x.
 LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("L0 core", ("mmcore", "mmcore.*")),
-    ("L1 model", ("pymm.constants", "pymm.errors", "pymm.kernels", "pymm.mm", "pymm.mm.*",
+    ("L1 model", ("pymm.constants", "pymm.errors", "pymm.kernels", "pymm.arches", "pymm.machine", "pymm.mm", "pymm.mm.*",
                   "pymm.check", "pymm.walk", "pymm.describe")),
     ("L2 tools", ("pymm.host", "pymm.ops", "pymm.scenarios", "pymm.pictures", "pymm.show",
                   "pymm.demo", "pymm.bench", "pymm.fuzz", "pymm.progress")),

@@ -38,6 +38,7 @@ if TYPE_CHECKING:                      # annotations only: describe and walk bui
 from pymm import constants as C
 from pymm.errors import KernelWarning
 from pymm.kernels import Kernel, get_kernel, view
+from pymm.machine import ARCHES, THP_MODES, Machine  # noqa: F401  (ARCHES, THP_MODES re-exported)
 from pymm.mm.exec import create_init_stack_vma, relocate_vma_down
 from pymm.mm.madvise import do_madvise
 from pymm.mm.memory import FAULT_AROUND_BYTES, cpu_memset, cpu_read, cpu_stamp, cpu_write
@@ -48,8 +49,6 @@ from pymm.mm.syscall import _int_arg, _read_locked, _serialised, _syscall, _u64,
 from pymm.mm.task_mmu import pagemap_read, show_maps, task_mem
 from pymm.mm.vma import VMA, VmaTree, do_vmi_munmap, page_align, snapshot
 
-ARCHES = {"x86_64": mmcore.X86_64, "x86_64-la57": mmcore.X86_64_LA57}
-THP_MODES = ("always", "madvise", "never")
 MAX_READ = 1 << 32            # mm.read() returns bytes: 4 GiB at most per call
 
 
@@ -95,6 +94,10 @@ class MM:
     killer ends the process: :class:`pymm.OutOfMemory`, the MM is dead;
     default :func:`default_ram`, a quarter of this host's memory).
 
+    ``machine``: the :class:`pymm.Machine` to run on (use ``m.spawn()``);
+    by default a new machine of its own, built from ``kernel``, ``arch``,
+    ``thp``, ``max_map_count`` and ``commit_limit``.
+
     Example::
 
         >>> mm = pymm.MM(kernel="5.8", thp="never")
@@ -106,28 +109,38 @@ class MM:
                  mmap_base: Optional[int] = None, window=None,
                  max_map_count: int = C.DEFAULT_MAX_MAP_COUNT, privileged: bool = False,
                  commit_limit: Optional[int] = None, rlimit_stack: int = C.RLIMIT_STACK_DEFAULT,
-                 ram: Optional[int] = None):
+                 ram: Optional[int] = None, machine: Optional[Machine] = None):
         self._lock = threading.RLock()            # mm->mmap_lock: see _serialised()
         self._busy: Optional[str] = None
         self._warn_queue: List[KernelWarning] = []
-        self.dead: Optional[str] = None           # why, after a KernelOops
-        self._kernel: Kernel = get_kernel(kernel)
-        if arch not in ARCHES:
-            raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(ARCHES)}")
-        if thp not in THP_MODES:
-            raise ValueError(f"thp must be one of {THP_MODES}, not {thp!r}")
+        self.dead: Optional[str] = None           # why, after a KernelOops or OutOfMemory
+        max_map_count = _int_arg(max_map_count, "max_map_count", 1, 1 << 31)
+        if commit_limit is not None:
+            commit_limit = _int_arg(commit_limit, "commit_limit", 0, 1 << 64)
+        if machine is None:                       # a machine with one process
+            machine = Machine(kernel, arch, thp, max_map_count=max_map_count, commit_limit=commit_limit)
+        elif not isinstance(machine, Machine):
+            raise TypeError(f"machine must be a pymm.Machine, not {type(machine).__name__}")
+        elif (get_kernel(kernel), arch, thp, max_map_count, commit_limit) != (
+                machine.kernel, machine.arch, machine.thp, machine.max_map_count, machine.commit_limit):
+            raise ValueError("kernel, arch, thp, max_map_count and commit_limit are the machine's: "
+                             "start a process with machine.spawn()")
         if not isinstance(check, bool):
             raise TypeError("check must be True or False")
-        self.arch = arch
-        self.geometry = ARCHES[arch]
-        self.thp = thp
+        self.machine = machine
+        self._kernel: Kernel = machine.kernel
+        self.arch = machine.arch
+        self.geometry = machine.geometry
+        thp = self.thp = machine.thp
+        max_map_count, commit_limit = machine.max_map_count, machine.commit_limit
         self.engine = Engine(self.geometry)
         self.page_size = self.geometry.page_size
         self.page_shift = self.geometry.page_shift
         self.pmd_size = self.geometry.pmd_size
         self.pud_size = self.geometry.pud_size
-        self.task_size = self.geometry.task_size
-        self.map_window = self.geometry.map_window
+        self.task_size = machine.arch_info.task_size          # the arch's TASK_SIZE
+        self.map_window = machine.arch_info.mmap_window
+        self.stack_top = machine.arch_info.stack_top          # STACK_TOP_MAX
         self._pmask = self.page_size - 1          # offset_in_page()
         # /sys/kernel/debug/fault_around_bytes (default 64 KiB): read faults
         # on shared memory also map the cached pages around them
@@ -152,7 +165,7 @@ class MM:
             _int_arg(mmap_base, "mmap_base", self.page_size, self.task_size)
         if self.mmap_base & self._pmask:
             raise ValueError(f"mmap_base={self.mmap_base:#x} is not page aligned")
-        self.mmap_legacy_base = (self.map_window // 3 + self.page_size - 1) & ~(self.page_size - 1)
+        self.mmap_legacy_base = machine.arch_info.unmapped_base
         self.window = None
         if window is not None:
             if not isinstance(window, (tuple, list)) or len(window) != 2:
@@ -171,6 +184,7 @@ class MM:
         self.start_stack = 0
         self._zero_owner = 0                      # memory.zero_page_owner(), made on first use
         self.check_enabled = check
+        self.pid = machine._attach(self)
 
     # ----------------------------------------------------------------------------------- public attributes
     @property
@@ -407,7 +421,7 @@ class MM:
             >>> mm = pymm.MM(kernel="5.8")
             >>> start = mm.setup_exec_stack(arg_bytes=3 << 20)
         """
-        top = self.task_size if top is None else _u64(top, "top")
+        top = self.stack_top if top is None else _u64(top, "top")
         size = page_align(self, max(int(arg_bytes), self.page_size))
         if (self._pmask & top) or size >= top or top > self.task_size:
             raise ValueError("stack top must be page aligned, above the stack size, within task_size")
@@ -548,3 +562,6 @@ class MM:
         return (f"<pymm.MM kernel={self.kernel.name} arch={self.arch} vmas={self.map_count} "
                 f"rss={self.rss >> 10} KiB tables={self.engine.n_tables}>")
 
+
+
+Machine.process_type = MM                         # what Machine.spawn() starts

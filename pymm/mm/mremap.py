@@ -25,14 +25,12 @@ from typing import Optional
 import mmcore
 from mmcore import MoveControl
 from pymm import constants as C
-from pymm.errors import EFAULT, EINVAL, ENOMEM, KernelWarning, oops
+from pymm.errors import EFAULT, EINVAL, ENOMEM, oops
 from pymm.kernels import PageTableMove
 from pymm.mm.memory import mm_populate
 from pymm.mm.mmap import get_unmapped_area
 from pymm.mm.syscall import U64, _Errno
 from pymm.mm.vma import Vma, copy_vma, do_vmi_munmap, vma_merge_extend, vma_set_anon
-
-_SITE_NAMES = {v: k for k, v in mmcore.WARN_SITES.items()}
 
 
 # ---------------------------------------------------------------- do_mremap()
@@ -254,7 +252,7 @@ def move_page_tables(mm, old_vma: Optional[Vma], new_vma: Optional[Vma], old_add
     move = PageTableMove(old_addr, new_addr, length, old_vma, new_vma,  # views made lazily
                          for_stack and k.exec_passes_for_stack, mm.page_size, mm.pmd_size,
                          mm.pud_size, old_addr + length, length, mm)
-    allow_pmd = k.pmd_moves
+    allow_pmd = k.pmd_moves and mm.machine.move_pmd          # CONFIG_HAVE_MOVE_PMD of the arch
     if k.overlap_guard is not None:
         allow, warn_up = _overlap_guard(mm, k.overlap_guard, move)
         allow_pmd = allow_pmd and allow
@@ -270,7 +268,8 @@ def move_page_tables(mm, old_vma: Optional[Vma], new_vma: Optional[Vma], old_add
     end_addr = move.old_addr
     if move.old_addr < move.old_end:
         # the kernel's compile-time choices, as a MoveControl template
-        policy = _policy(allow_pmd, move.for_stack, k.pud_moves, k.pud_step, k.pmd_warn, k.pud_warn,
+        allow_pud = k.pud_moves and mm.machine.move_pud           # CONFIG_HAVE_MOVE_PUD of the arch
+        policy = _policy(allow_pmd, move.for_stack, allow_pud, k.pud_step, k.pmd_warn, k.pud_warn,
                          k.huge_pmd_warn)
         end_addr = mmcore.move_range(mm.engine, move.old_addr, move.new_addr, move.old_end,
                                      move.len_in, policy)
@@ -318,12 +317,6 @@ def validate_move(mm, move: PageTableMove, old_addr: int, new_addr: int, length:
 
 
 def collect_warnings(mm) -> None:
-    """WARN_ON()'s report: the engine's warning records become KernelWarnings."""
-    for site, old, new in mm.engine.take_warnings():
-        name = _SITE_NAMES[site]
-        s = mm.kernel.site(name)
-        w = KernelWarning(s.function, s.location,
-                          f"{s.message}; old_addr={old:#x} new_addr={new:#x}",
-                          kernel=mm.kernel.name, site=name, old_addr=old, new_addr=new)
-        mm.warnings.append(w)
-        mm._warn_queue.append(w)                       # issued when the call is complete
+    """WARN_ON()'s report, by the machine (a WARN_ON_ONCE fires once per boot);
+    issued through warnings.warn() when the call is complete."""
+    mm.machine.report_warnings(mm)
