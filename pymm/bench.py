@@ -36,6 +36,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from pymm import constants as C
+from pymm.arches import ARCHES, Arch, get_arch
 from pymm.mm import MM
 from pymm.progress import Progress
 
@@ -47,6 +48,7 @@ BASE = WINDOW_LO + (1 << 40)          # PUD-aligned, inside HostMM's window
 PRIV = C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_FIXED
 RW = C.PROT_READ | C.PROT_WRITE
 MOVE = C.MREMAP_MAYMOVE | C.MREMAP_FIXED
+GiB32 = 1 << 30                       # 32-bit arches: the source region starts at 1 GiB
 
 # case -> (source offset, destination offset, THP?)
 CASES = {
@@ -97,23 +99,45 @@ def spread(ns: List[float]) -> Optional[Dict[str, float]]:
     return {"min": min(ns), "median": statistics.median(ns), "iqr": iqr}
 
 
-def addresses(case: str, size: int):
+def addresses(case: str, size: int, arch: str = "x86_64"):
+    """(source, destination) of a case: inside HostMM's window on x86-64;
+    on another arch with that arch's page, PMD and PUD (see arch_addresses)."""
+    if not arch.startswith("x86_64"):
+        return arch_addresses(case, size, get_arch(arch))
     src_off, dst_off, _ = CASES[case]
     src = BASE + src_off
     span = ((size + src_off + PUD - 1) // PUD + 1) * PUD
     return src, BASE + span + dst_off
 
 
+def arch_addresses(case: str, size: int, a: Arch):
+    """The cases on another arch: offsets of its page/PMD/PUD (the PUD
+    case aligns to the PMD where the PUD is folded).  A 3 GiB user space
+    holds two 1 GiB regions only with the destination below the source."""
+    g = a.geometry
+    page, pmd = g.page_size, g.pmd_size
+    pud = g.pud_size if g.levels > 2 else pmd
+    offs = {"per-PTE": (pmd + 2 * page, pmd + page), "PMD-aligned": (pmd, pmd), "PUD-aligned": (pud, pud),
+            "THP, PMD-aligned": (pmd, pmd)}[case]
+    if a.task_size <= 1 << 32:
+        return GiB32 + offs[0], offs[1]
+    base = max(pud, 1 << 40)
+    span = ((size + offs[0] + pud - 1) // pud + 1) * pud
+    return base + offs[0], base + span + offs[1]
+
+
 PRIME = WINDOW_LO + (8 << 40)           # the warm-up call's page, far from the measured region
 
 
-def run_pymm_once(kernel: str, case: str, size: int, warm: bool = True):
+def run_pymm_once(kernel: str, case: str, size: int, warm: bool = True, arch: str = "x86_64"):
     """One measured move on a fresh MM: (ns, counters).  Right before it,
     an untimed one-page mremap in the same MM warms the syscall path, as
     run_host_once() does in the kernel: the figure is the call's own work,
     not the cache state the populate left behind (``warm=False``: no
     warm-up call, the first call after the populate)."""
-    src, dst = addresses(case, size)
+    src, dst = addresses(case, size, arch)
+    if arch != "x86_64":                 # another arch's user space: no HostMM window, no warm-up page
+        return _run_pymm_once_on(MM(kernel=kernel, arch=arch), case, size, src, dst)
     mm = MM(kernel=kernel, window=(WINDOW_LO, WINDOW_LO + (16 << 40)))
     mm.mmap(src, size, RW, PRIV)
     mm.mmap(PRIME, PAGE, RW, PRIV)
@@ -132,6 +156,20 @@ def run_pymm_once(kernel: str, case: str, size: int, warm: bool = True):
     if warm:
         stats["pte_moves"] -= 1                          # the warm-up's page
     return t1 - t0, stats
+
+
+def _run_pymm_once_on(mm, case: str, size: int, src: int, dst: int):
+    """run_pymm_once() on another arch: populate, then the timed move (no warm-up page)."""
+    mm.mmap(src, size, RW, PRIV)
+    if CASES[case][2]:
+        mm.madvise(src, size, C.MADV_HUGEPAGE)
+    mm.memset(src, 0x5A, size)
+    mm.reset_stats()
+    t0 = time.perf_counter_ns()
+    r = mm.mremap(src, size, size, MOVE, dst)
+    t1 = time.perf_counter_ns()
+    assert r == dst
+    return t1 - t0, mm.stats
 
 
 def run_host_once(h, case: str, size: int, warm: bool = True) -> int:
@@ -158,7 +196,7 @@ PATH_KEYS = ("pte_moves", "pmd_moves", "pud_moves", "huge_pmd_moves")
 
 
 def measure_rows(plan, size: int, reps: int, h=None, warmup: int = 1, limit: Optional[List[int]] = None,
-                 prog=None, warm: bool = True) -> List[Row]:
+                 prog=None, warm: bool = True, arch: str = "x86_64") -> List[Row]:
     """Time each (case, kernel) of plan ``reps`` times, interleaved: every
     round runs each case once in pymm and, for 6.18 rows, once in this
     machine's kernel, then (if ``limit`` is a list) the copy limit.  The
@@ -168,7 +206,7 @@ def measure_rows(plan, size: int, reps: int, h=None, warmup: int = 1, limit: Opt
     for rnd in range(warmup + reps):
         keep = rnd >= warmup
         for row in rows:
-            ns, stats = run_pymm_once(row.kernel, row.case, size, warm)
+            ns, stats = run_pymm_once(row.kernel, row.case, size, warm, arch)
             row.path = {k: stats[k] for k in PATH_KEYS}
             if keep:
                 row.pymm_ns.append(ns)
@@ -185,9 +223,9 @@ def measure_rows(plan, size: int, reps: int, h=None, warmup: int = 1, limit: Opt
     return rows
 
 
-def measure(kernel: str, case: str, size: int, reps: int, h=None) -> Row:
+def measure(kernel: str, case: str, size: int, reps: int, h=None, arch: str = "x86_64") -> Row:
     """One row: pymm's reps and, with ``h``, the host's, interleaved after one warm-up round."""
-    return measure_rows([(case, kernel)], size, reps, h)[0]
+    return measure_rows([(case, kernel)], size, reps, h, arch=arch)[0]
 
 
 # -- the physical limit ------------------------------------------------------------------
@@ -372,9 +410,13 @@ def limit_line(size: int, limit: List[int], pte: Optional[Row]) -> str:
 
 
 def run(size: int = PUD, reps: int = 9, host: Optional[bool] = None, out=None,
-        json_path: Optional[str] = None, plot_path: Optional[str] = None, warm: bool = True) -> int:
+        json_path: Optional[str] = None, plot_path: Optional[str] = None, warm: bool = True,
+        arch: str = "x86_64") -> int:
     from pymm import host as host_mod
     out = sys.stdout if out is None else out
+    if arch != "x86_64":                   # this machine's kernel is x86-64: no kernel column
+        host, plot_path = False, None
+        out.write(f"arch: {get_arch(arch).describe()}\n")
     use_host = host_mod.available() if host is None else host
     h = host_mod.HostMM() if use_host else None
     plan = [(case, "6.18") for case in CASES] + [("PMD-aligned", "4.19"), ("PMD-aligned", "5.8")]
@@ -400,7 +442,8 @@ def run(size: int = PUD, reps: int = 9, host: Optional[bool] = None, out=None,
     fit_rows: List[Row] = []
     try:
         with Progress("bench", total=steps) as prog:
-            main_rows = measure_rows(plan, size, reps, h, limit=limit, prog=prog, warm=warm)
+            main_rows = measure_rows(plan, size, reps, h, limit=limit, prog=prog, warm=warm,
+                                     arch=arch)
             for s in fit_sizes:
                 fit_rows += measure_rows(fit_plan, s, fit_reps, h, prog=prog, warm=warm)
             for s in pud_fit:
@@ -522,6 +565,8 @@ def add_parser(sub, size_type):
     p.add_argument("--no-host", action="store_true", help="skip this machine's kernel")
     p.add_argument("--cold", action="store_true", help="time the first call after the populate, "
                    "without the untimed one-page mremap before it (both sides)")
+    p.add_argument("--arch", choices=list(ARCHES), default="x86_64",
+                   help="run pymm on another arch's geometry (no kernel column then; default x86_64)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON (- for stdout; the table "
                    "then goes to stderr)")
     p.add_argument("--plot", metavar="PATH", help="also write a PNG: time vs size (1 MiB-64 GiB), "
@@ -530,11 +575,19 @@ def add_parser(sub, size_type):
 
 
 def _cmd(args) -> int:
-    if args.size < 4 * PMD or args.size % PMD:
-        print("pymm bench: --size must be a multiple of 2 MiB, at least 8 MiB", file=sys.stderr)
+    arch = getattr(args, "arch", "x86_64")
+    pmd = get_arch(arch).geometry.pmd_size
+    least = min(4 * pmd, PUD)             # 1 GiB is two PMDs on arm64-64k
+    if args.size < least or args.size % pmd:
+        print(f"pymm bench: --size must be a multiple of {fmt_size(pmd)}, at least {fmt_size(least)}"
+              + (f" on {arch}" if arch != "x86_64" else ""), file=sys.stderr)
+        return 2
+    if get_arch(arch).task_size <= 1 << 32 and args.size > 1 << 30:
+        print(f"pymm bench: --size is at most 1G on {arch} (a 3 GiB user space)", file=sys.stderr)
         return 2
     if args.reps < 1:
         print("pymm bench: --reps must be at least 1", file=sys.stderr)
         return 2
     return run(size=args.size, reps=args.reps, host=False if args.no_host else None, warm=not args.cold,
-               json_path=args.json, plot_path=args.plot, out=sys.stderr if args.json == "-" else None)
+               json_path=args.json, plot_path=args.plot, out=sys.stderr if args.json == "-" else None,
+               arch=arch)

@@ -24,10 +24,7 @@ Example::
 """
 from __future__ import annotations
 
-import warnings as _warnings
 from typing import Dict, List, Optional, Set
-
-import numpy as np
 
 import mmcore
 from pymm import constants as C
@@ -36,16 +33,6 @@ from pymm.errors import KernelWarning
 from pymm.kernels import Kernel, get_kernel
 
 THP_MODES = ("always", "madvise", "never")
-
-
-def _int_arg(value, name: str, lo: int, hi: int) -> int:
-    """A sysctl's integer, checked at once: an int in [lo, hi] (as MM checks its own)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    value = int(value)
-    if not lo <= value <= hi:
-        raise ValueError(f"{name}={value:#x} is out of range [{lo:#x}, {hi:#x}]")
-    return value
 _SITE_NAMES = {v: k for k, v in mmcore.WARN_SITES.items()}
 
 
@@ -82,8 +69,14 @@ class Machine:
         version = kernel_version(self.kernel.name)
         self.move_pmd = self.arch_info.has_move_pmd(version)
         self.move_pud = self.arch_info.has_move_pud(version)
-        self.max_map_count = _int_arg(max_map_count, "max_map_count", 1, 1 << 31)
-        commit_limit = None if commit_limit is None else _int_arg(commit_limit, "commit_limit", 0, 1 << 64)
+        if isinstance(max_map_count, bool) or not isinstance(max_map_count, int):
+            raise TypeError("max_map_count must be an int")
+        if max_map_count < 1:
+            raise ValueError("max_map_count must be >= 1")
+        self.max_map_count = max_map_count
+        if commit_limit is not None and (isinstance(commit_limit, bool) or not isinstance(commit_limit, int)
+                                         or commit_limit < 0):
+            raise ValueError("commit_limit must be None or a byte count >= 0")
         self.commit_limit = commit_limit
         self.warnings: List[KernelWarning] = []
         self._warned_once: Set[str] = set()      # WARN_ON_ONCE sites that fired (__warned)
@@ -131,7 +124,8 @@ class Machine:
     def report_warnings(self, mm, stacklevel: int = 5) -> None:
         """WARN_ON()'s report: ``mm``'s engine records become KernelWarnings,
         in ``mm.warnings`` and :attr:`warnings`, and are issued with
-        :func:`warnings.warn`; a ``WARN_ON_ONCE`` site reports once per machine."""
+        :func:`warnings.warn` when the call is complete (``stacklevel`` is
+        unused, kept for callers); a ``WARN_ON_ONCE`` site reports once per machine."""
         for code, old, new in mm.engine.take_warnings():
             site = _SITE_NAMES[code]
             if self._policy(site) == mmcore.WARN_ON_ONCE:
@@ -149,7 +143,7 @@ class Machine:
             if queue is not None:
                 queue.append(w)
             else:
-                _warnings.warn(w, stacklevel=stacklevel)
+                mm._warn_queue.append(w)        # the MM issues it when the call is complete
 
     def __repr__(self) -> str:
         return (f"<pymm.Machine kernel={self.kernel.name} arch={self.arch} thp={self.thp} "

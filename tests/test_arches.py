@@ -185,6 +185,27 @@ def _cli(capsys, *argv):
     return rc, out + err
 
 
+@pytest.mark.parametrize("arch", ALL_ARCHES)
+def test_bench_runs_on_every_arch(arch, capsys):
+    pmd = get_arch(arch).geometry.pmd_size
+    rc, out = _cli(capsys, "bench", "--arch", arch, "--size", str(8 * pmd), "--reps", "1", "--no-host")
+    assert rc == 0 and "PMD-aligned [6.18]" in out
+    from pymm.bench import measure
+    row = measure("6.18", "PMD-aligned", 8 * pmd, 1, arch=arch)
+    assert row.path["pmd_moves"] == 8 and row.path["pte_moves"] == 0
+    per_pte = measure("6.18", "per-PTE", 8 * pmd, 1, arch=arch)
+    assert per_pte.path["pte_moves"] == 8 * pmd // get_arch(arch).page_size
+
+
+def test_bench_refuses_sizes_the_arch_cannot_hold(capsys):
+    rc, out = _cli(capsys, "bench", "--arch", "i386-pae", "--size", "2G", "--no-host")
+    assert rc == 2 and "at most 1G" in out
+    rc, out = _cli(capsys, "bench", "--arch", "arm64-64k", "--size", "64M", "--no-host")
+    assert rc == 2 and "512 MiB" in out
+    rc, out = _cli(capsys, "bench", "--arch", "arm64-64k", "--size", "1G", "--reps", "1", "--no-host")
+    assert rc == 0 and "2 PMDs" in out                     # the 1 GiB table: two 512 MiB PMDs
+
+
 def test_demo_replays_on_the_i386_board(capsys):
     rc, out = _cli(capsys, "demo", "--arch", "i386-pae", "--no-host", "--execs", "64")
     assert rc == 0 and "i386-pae: 3 levels" in out and "mm/mremap.c:211" in out

@@ -113,7 +113,10 @@ class MM:
         self._lock = threading.RLock()            # mm->mmap_lock: see _serialised()
         self._busy: Optional[str] = None
         self._warn_queue: List[KernelWarning] = []
-        self.dead: Optional[str] = None           # why, after a KernelOops
+        self.dead: Optional[str] = None           # why, after a KernelOops or OutOfMemory
+        max_map_count = _int_arg(max_map_count, "max_map_count", 1, 1 << 31)
+        if commit_limit is not None:
+            commit_limit = _int_arg(commit_limit, "commit_limit", 0, 1 << 64)
         if machine is None:                       # a machine with one process
             machine = Machine(kernel, arch, thp, max_map_count=max_map_count, commit_limit=commit_limit)
         elif not isinstance(machine, Machine):

@@ -317,5 +317,6 @@ def validate_move(mm, move: PageTableMove, old_addr: int, new_addr: int, length:
 
 
 def collect_warnings(mm) -> None:
-    """WARN_ON()'s report, by the machine (a WARN_ON_ONCE fires once per boot)."""
-    mm.machine.report_warnings(mm, stacklevel=5)
+    """WARN_ON()'s report, by the machine (a WARN_ON_ONCE fires once per boot);
+    issued through warnings.warn() when the call is complete."""
+    mm.machine.report_warnings(mm)
