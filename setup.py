@@ -33,7 +33,7 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=CFLAGS,
     )
-    for name in ("_core", "huge_memory", "pagewalk", "check", "memory", "mprotect", "mremap")
+    for name in ("_core", "huge_memory", "pagewalk", "check", "memory", "access", "mprotect", "mremap")
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES))

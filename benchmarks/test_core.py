@@ -1,6 +1,6 @@
 """Core only (mmcore, no syscall layer): the issue's engine targets.
 
-populate 1 GiB <= 20 ms; per-PTE move of 1 GiB <= 1 ms; PMD-level move of
+populate 1 GiB <= 5 ms (see also test_populate.py: a fresh MM); per-PTE move of 1 GiB <= 1 ms; PMD-level move of
 1 GiB <= 30 us; PUD-level move of 1 GiB <= 5 us.
 """
 import pytest

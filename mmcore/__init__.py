@@ -24,7 +24,14 @@ cimports only modules below it):
     introspection (``table_levels``, ``table_row``, ``frame_info``,
     ``frame_bytes``) and sizes (``page_size``, ``pmd_size``, ``pud_size``,
     ``levels``, ``entries_per_table``, ``n_tables``, ``n_frames``,
-    ``zero_frames``).  ``COUNTER_NAMES``, ``WARN_SITES``.
+    ``zero_frames``).  ``COUNTER_NAMES``, ``WARN_SITES``.  One call at a
+    time per engine: a call arriving while another thread's call runs on
+    the same engine raises ``EngineBusy`` (a RuntimeError; ``busy`` tells
+    whether a call runs).  ``max_pages``
+    bounds page tables + frames (the simulated RAM; ``pages_used``): past
+    it a fault raises ``EngineOutOfMemory`` (a MemoryError) and
+    ``move_page_tables()`` stops early.  Populate, memset and stamp work
+    in 1 GiB pieces and answer a signal (Ctrl-C) between them.
 ``huge_memory`` -- mm/huge_memory.c
     ``split_huge_pmd_address(eng, addr)``; the THP fault and
     ``split_huge_pmd()`` for the modules above.
@@ -39,8 +46,9 @@ cimports only modules below it):
     ``do_fault_around(eng, addr, *, vma_start, vma_end, owner, pgoff,
     writable=True, exec_=False, fault_around=16)``,
     ``zap_page_range(eng, start, end)``,
-    ``free_pgd_range(eng, addr, end, floor, ceiling)``, and the CPU's
-    accesses: ``read_bytes(eng, addr, n)``, ``write_bytes(eng, addr, data)``,
+    ``free_pgd_range(eng, addr, end, floor, ceiling)``.
+``access`` -- mm/memory.c's __access_remote_vm(): the CPU's accesses
+    ``read_bytes(eng, addr, n)``, ``write_bytes(eng, addr, data)``,
     ``memset_pages(eng, start, end, value)``, ``stamp_pages(eng, start, end)``.
 ``mprotect`` -- mm/mprotect.c
     ``change_protection(eng, start, end, read=True, write=False, exec_=False)``.
@@ -71,19 +79,11 @@ Example::
     ((b'AAA', 3), -1)
 """
 from mmcore.geometry import ARM64_64K, GEOMETRIES, X86_64, X86_64_LA57, Geometry
-from mmcore._core import COUNTER_NAMES, WARN_SITES, Engine
+from mmcore._core import COUNTER_NAMES, WARN_SITES, Engine, EngineBusy, EngineOutOfMemory
 from mmcore.huge_memory import split_huge_pmd_address
 from mmcore.pagewalk import leaf_runs, page_tags, pagemap, table_tree, translate, walk
-from mmcore.memory import (
-    do_fault_around,
-    free_pgd_range,
-    handle_mm_fault,
-    memset_pages,
-    read_bytes,
-    stamp_pages,
-    write_bytes,
-    zap_page_range,
-)
+from mmcore.memory import do_fault_around, free_pgd_range, handle_mm_fault, zap_page_range
+from mmcore.access import memset_pages, read_bytes, stamp_pages, write_bytes
 from mmcore.mprotect import change_protection
 from mmcore.mremap import (
     PUD_STEP_ALWAYS,
@@ -103,13 +103,14 @@ __all__ = [
     # geometry
     "Geometry", "GEOMETRIES", "X86_64", "X86_64_LA57", "ARM64_64K",
     # _core
-    "Engine", "COUNTER_NAMES", "WARN_SITES",
+    "Engine", "EngineBusy", "EngineOutOfMemory", "COUNTER_NAMES", "WARN_SITES",
     # huge_memory
     "split_huge_pmd_address",
     # pagewalk
     "walk", "translate", "pagemap", "page_tags", "leaf_runs", "table_tree",
     # memory
     "handle_mm_fault", "do_fault_around", "zap_page_range", "free_pgd_range",
+    # access
     "read_bytes", "write_bytes", "memset_pages", "stamp_pages",
     # mprotect
     "change_protection",

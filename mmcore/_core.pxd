@@ -8,7 +8,6 @@ from libc.stdint cimport uint64_t, int64_t, uint32_t, uint16_t, uint8_t, int8_t
 from libc.stdlib cimport free
 from libc.string cimport memset, memcpy
 
-from mmcore._entries cimport store_nt
 from mmcore._region cimport pymm_region
 
 cdef enum:
@@ -64,6 +63,41 @@ cdef extern from *:
     const uint64_t TAG_VALUE_MASK "PYMM_TAG_VALUE_MASK"
     const int RMAP_INDEX_BITS "PYMM_RMAP_INDEX_BITS"
     const uint64_t RMAP_INDEX_MASK "PYMM_RMAP_INDEX_MASK"
+
+
+# One call at a time per engine: an atomic flag taken by every entry point
+# that touches the storage (Engine.enter()/leave()).
+cdef extern from *:
+    """
+    static inline int pymm_try_enter(int *flag) {
+    #if defined(__GNUC__) || defined(__clang__)
+        int expected = 0;
+        return __atomic_compare_exchange_n(flag, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+    #else
+        if (*flag) return 0;   /* callers hold the GIL here */
+        *flag = 1;
+        return 1;
+    #endif
+    }
+    static inline void pymm_leave(int *flag) {
+    #if defined(__GNUC__) || defined(__clang__)
+        __atomic_store_n(flag, 0, __ATOMIC_RELEASE);
+    #else
+        *flag = 0;
+    #endif
+    }
+    """
+    bint busy_try_enter "pymm_try_enter"(int *flag) noexcept nogil
+    void busy_leave "pymm_leave"(int *flag) noexcept nogil
+
+
+# Long calls (populate, memset) run in pieces of this much address space and
+# look for a signal between them: a piece is a few ms of work.
+cdef extern from *:
+    """
+    #define PYMM_SIGNAL_CHUNK (((unsigned long long)1) << 30)
+    """
+    const uint64_t SIGNAL_CHUNK "PYMM_SIGNAL_CHUNK"
 
 
 cdef struct FaultArgs:
@@ -132,7 +166,14 @@ cdef class Engine:
     cdef Warn warns[MAXWARN]
     cdef int nwarn
     cdef uint64_t warned_once
+    cdef int busy                      # a call is running (enter()/leave())
+    cdef int64_t max_pages             # limit on live page tables + frames (INT64_MAX: none)
+    cdef bint limit_hit                # an allocation failed at max_pages (oom_error() clears it)
 
+    # -- one call at a time ------------------------------------------------------
+    cdef int enter(self) except -1
+    cdef void leave(self) noexcept nogil
+    cdef object oom_error(self, str what)
     # -- tables (mm/pgalloc) ------------------------------------------------
     cdef int64_t table_alloc(self, int level) noexcept nogil
     cdef void table_free(self, int64_t t) noexcept nogil
@@ -225,9 +266,25 @@ cdef inline void set_tag(Engine eng, int64_t f, uint64_t tag) noexcept nogil:
     eng.ftag[f] = tag
 
 
+cdef inline bint fits(Engine eng, int64_t n) noexcept nogil:
+    """Do n more pages (frames or page tables) fit under the engine's limit?"""
+    return eng.tlive + eng.flive <= eng.max_pages - n
+
+
+cdef inline bint over_limit(Engine eng, int64_t n) noexcept nogil:
+    """An allocation of n pages is about to fail if they do not fit; the
+    engine remembers why (oom_error() says so)."""
+    if fits(eng, n):
+        return False
+    eng.limit_hit = True
+    return True
+
+
 cdef inline int64_t frame_alloc_tagged(Engine eng, uint64_t rmap, uint64_t tag) noexcept nogil:
     """A frame that starts out holding ``tag`` (a fault and a memset in one)."""
     cdef int64_t f
+    if over_limit(eng, 1):
+        return -1
     if eng.ffree_head >= 0:
         f = eng.ffree_head
         eng.ffree_head = <int64_t>(eng.ftag[f] & TAG_VALUE_MASK)
@@ -247,11 +304,7 @@ cdef inline int64_t frame_alloc_tagged(Engine eng, uint64_t rmap, uint64_t tag) 
             return -1
         f = eng.fhw
         eng.fhw += 1
-        store_nt(&eng.ftag[f], tag)            # a fresh frame: nothing reads it soon
-        store_nt(&eng.frmap[f], rmap)
-        eng.flive += 1
-        return f
-    eng.ftag[f] = tag
+    eng.ftag[f] = tag                          # plain stores: the fault path reads these back
     eng.frmap[f] = rmap
     eng.flive += 1
     return f

@@ -44,14 +44,15 @@ method callable from Python validates its arguments first.
 from libc.stdlib cimport malloc, realloc, free, calloc
 from libc.string cimport memset
 cimport cython
-from libc.stdint cimport uint64_t, int64_t, uint32_t, uint16_t, uint8_t, int8_t
+from libc.stdint cimport uint64_t, int64_t, uint32_t, uint16_t, uint8_t, int8_t, INT64_MAX
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 
 cimport numpy as cnp
 import numpy as np
+import operator
 
 from mmcore._entries cimport *
-from mmcore._region cimport region_init, region_grow, region_release
+from mmcore._region cimport region_init, region_grow, region_release, region_ptr, region_cap
 
 cnp.import_array()
 
@@ -77,6 +78,65 @@ MAX_OWNERS = 1 << (64 - 44)  # owner ids fit the 20 bits above the 44-bit index
 MAX_ARRAY_PAGES = 1 << 27
 
 
+class EngineBusy(RuntimeError):
+    """A call reached an Engine while another thread's call was running on it."""
+
+
+class EngineOutOfMemory(MemoryError):
+    """The engine's page limit (Engine.max_pages: page tables + frames) is
+    reached.  The call stopped where the kernel's allocation would have
+    failed; what it did before stays done."""
+
+
+# The engine's own limits on a geometry (mmcore.geometry.Geometry checks the
+# same when it is built; the engine does not rely on that).
+MIN_PAGE_SHIFT, MAX_PAGE_SHIFT = 10, 20
+MAX_LEVEL_BITS = 16
+MAX_VA_BITS = 57
+
+
+def engine_geometry(geometry):
+    """The numbers an Engine takes from ``geometry``: (bits per level as a
+    tuple of ints, page_shift, va_bits), each checked against the engine's
+    limits, and the geometry's derived properties checked to agree with
+    them (pymm reads those).  ValueError/TypeError otherwise.
+
+    Example::
+
+        >>> from mmcore.geometry import X86_64
+        >>> engine_geometry(X86_64)
+        ((9, 9, 9, 9), 12, 48)
+    """
+    def as_int(name, v):
+        if type(v) is not int:
+            raise TypeError(f"geometry {name} must be an int, not {type(v).__name__}")
+        return v
+    bits = geometry.level_bits
+    if type(bits) is not tuple:
+        raise TypeError("geometry level_bits must be a tuple of ints")
+    bits = tuple(as_int("level_bits", b) for b in bits)
+    page_shift = as_int("page_shift", geometry.page_shift)
+    if not 2 <= len(bits) <= MAXLEV:
+        raise ValueError(f"geometry has {len(bits)} levels; the engine supports 2..{MAXLEV}")
+    if not MIN_PAGE_SHIFT <= page_shift <= MAX_PAGE_SHIFT:
+        raise ValueError(f"geometry page_shift {page_shift} outside {MIN_PAGE_SHIFT}..{MAX_PAGE_SHIFT}")
+    if any(not 1 <= b <= MAX_LEVEL_BITS for b in bits):
+        raise ValueError(f"geometry bits per level {bits} outside 1..{MAX_LEVEL_BITS}")
+    va_bits = page_shift + sum(bits)
+    if va_bits > MAX_VA_BITS:
+        raise ValueError(f"geometry translates {va_bits} bits; the engine supports at most {MAX_VA_BITS}")
+    # what pymm reads from the geometry must describe the same tables
+    derived = (("levels", geometry.levels, len(bits)), ("va_bits", geometry.va_bits, va_bits),
+               ("page_size", geometry.page_size, 1 << page_shift))
+    for name, got, want in derived:
+        if got != want:
+            raise ValueError(f"geometry {name} is {got!r} but its level_bits/page_shift give {want}")
+    for l in range(len(bits)):
+        if geometry.shift(l) != page_shift + sum(bits[l + 1:]):
+            raise ValueError(f"geometry shift({l}) disagrees with its level_bits/page_shift")
+    return bits, page_shift, va_bits
+
+
 @cython.final
 cdef class Engine:
     """A process's page tables and the memory they map.
@@ -97,35 +157,43 @@ cdef class Engine:
         if not isinstance(geometry, Geometry):
             raise TypeError("Engine(geometry): a mmcore.geometry.Geometry is required")
         cdef int l
+        cdef int page_shift
+        # The engine reads the geometry's primary numbers once, checks them
+        # against its own limits (MAXLEV levels, its arrays' sizes) and
+        # derives everything else itself: a subclass or an
+        # object.__setattr__ cannot make it index out of bounds.
+        bits, page_shift, va_bits = engine_geometry(geometry)
         self.geometry = geometry
-        self.nlev = geometry.levels
+        self.nlev = len(bits)
         self.lpte = self.nlev - 1
         self.lpmd = self.nlev - 2
         self.lpud = self.nlev - 3 if self.nlev >= 3 else 0
         self.ents = 0
         for l in range(self.nlev):
-            self.bits[l] = geometry.level_bits[l]
-            self.shift[l] = geometry.shift(l)
+            self.bits[l] = bits[l]
+            self.shift[l] = page_shift + sum(bits[l + 1:])
             self.imask[l] = ((<uint64_t>1) << self.bits[l]) - 1
             if (1 << self.bits[l]) > self.ents:
                 self.ents = 1 << self.bits[l]
-        self.page_size = (<uint64_t>1) << geometry.page_shift
+        self.page_size = (<uint64_t>1) << page_shift
         self.pmd_size = (<uint64_t>1) << self.shift[self.lpmd]
         self.pud_size = (<uint64_t>1) << self.shift[self.lpud]
         self.ptrs_per_pte = (<uint64_t>1) << self.bits[self.lpte]
-        self.va_limit = (<uint64_t>1) << geometry.va_bits
+        self.va_limit = (<uint64_t>1) << va_bits
         # Reserve address space for the big arrays: 1 GiB each, touched on use.
-        if region_init(&self.rtbl, REGION_RESERVE) < 0 or region_init(&self.rftag, REGION_RESERVE) < 0 \
-                or region_init(&self.rfrmap, REGION_RESERVE) < 0:
+        # three arrays, three stagger slots (see _region.pxd: no aliasing)
+        if region_init(&self.rtbl, REGION_RESERVE, 0) < 0 or region_init(&self.rftag, REGION_RESERVE, 1) < 0 \
+                or region_init(&self.rfrmap, REGION_RESERVE, 2) < 0:
             raise MemoryError("cannot reserve address space for the engine")
-        self.tbl = <uint64_t*>self.rtbl.base
-        self.ftag = <uint64_t*>self.rftag.base
-        self.frmap = <uint64_t*>self.rfrmap.base
-        self.fcap = <int64_t>(self.rftag.reserved // sizeof(uint64_t))
+        self.tbl = <uint64_t*>region_ptr(&self.rtbl)
+        self.ftag = <uint64_t*>region_ptr(&self.rftag)
+        self.frmap = <uint64_t*>region_ptr(&self.rfrmap)
+        self.fcap = <int64_t>(min(region_cap(&self.rftag), region_cap(&self.rfrmap)) // sizeof(uint64_t))
         self.ffree_head = -1
         self.fhuge_head = -1
         self.ofree_head = -1
         self.huge_zero = -1
+        self.max_pages = INT64_MAX
         # root table (the pgd)
         if self.table_alloc(0) != 0:
             raise MemoryError("cannot allocate the root table")
@@ -160,6 +228,32 @@ cdef class Engine:
         region_release(&self.rftag, REGION_RESERVE, <size_t>self.fhw * sizeof(uint64_t))
         region_release(&self.rfrmap, REGION_RESERVE, <size_t>self.fhw * sizeof(uint64_t))
 
+    # ------------------------------------------------------------------ one call at a time
+    cdef int enter(self) except -1:
+        """Claim the engine for one call (every entry point that touches the
+        storage does, and leave()s in a finally).  A second thread arriving
+        while a call runs gets EngineBusy, never a crash: the loops run
+        without the GIL, and two of them on one address space would corrupt
+        it, as two CPUs changing page tables without mmap_lock would."""
+        if not busy_try_enter(&self.busy):
+            raise EngineBusy("this mmcore.Engine is in use by another thread: calls on one engine (one "
+                             "address space) must not overlap; serialise them (pymm.MM does) or give "
+                             "each thread its own engine")
+        self.limit_hit = False
+        return 0
+
+    cdef void leave(self) noexcept nogil:
+        busy_leave(&self.busy)
+
+    cdef object oom_error(self, str what):
+        """The exception for an allocation that failed during ``what``:
+        EngineOutOfMemory at the page limit, MemoryError if the host refused."""
+        if self.limit_hit:
+            self.limit_hit = False
+            return EngineOutOfMemory(f"{what}: the engine's limit of {self.max_pages} pages (page "
+                                     f"tables + frames, Engine.max_pages) is reached")
+        return MemoryError(f"{what}: the host is out of memory")
+
     # ------------------------------------------------------------------ tables
     cdef int64_t table_alloc(self, int level) noexcept nogil:
         """pte_alloc_one()/pmd_alloc_one()/...: a zeroed page-table page."""
@@ -167,6 +261,8 @@ cdef class Engine:
         cdef size_t rowbytes = self.ents * sizeof(uint64_t)
         cdef int8_t *nl
         cdef int64_t *nf
+        if over_limit(self, 1):
+            return -1
         if self.tnfree > 0:
             self.tnfree -= 1
             t = self.tfree[self.tnfree]
@@ -183,10 +279,10 @@ cdef class Engine:
                     return -1
                 self.tfree = nf
                 self.tcap = ncap
-            if <size_t>(self.thw + 1) * rowbytes > self.rtbl.reserved:
+            if <size_t>(self.thw + 1) * rowbytes > region_cap(&self.rtbl):
                 if region_grow(&self.rtbl, <size_t>(self.thw + 1) * rowbytes) < 0:
                     return -1
-                self.tbl = <uint64_t*>self.rtbl.base
+                self.tbl = <uint64_t*>region_ptr(&self.rtbl)
             t = self.thw  # never used: still zero from mmap
             self.thw += 1
         self.tlevel[t] = <int8_t>level
@@ -251,9 +347,9 @@ cdef class Engine:
         if region_grow(&self.rftag, <size_t>need * sizeof(uint64_t)) < 0 or \
                 region_grow(&self.rfrmap, <size_t>need * sizeof(uint64_t)) < 0:
             return -1
-        self.ftag = <uint64_t*>self.rftag.base
-        self.frmap = <uint64_t*>self.rfrmap.base
-        self.fcap = <int64_t>(min(self.rftag.reserved, self.rfrmap.reserved) // sizeof(uint64_t))
+        self.ftag = <uint64_t*>region_ptr(&self.rftag)
+        self.frmap = <uint64_t*>region_ptr(&self.rfrmap)
+        self.fcap = <int64_t>(min(region_cap(&self.rftag), region_cap(&self.rfrmap)) // sizeof(uint64_t))
         return 0
 
     cdef void push_free_range(self, int64_t f, int64_t n) noexcept nogil:
@@ -268,6 +364,8 @@ cdef class Engine:
         """alloc a PMD-order folio: PTRS_PER_PTE frames, aligned as a huge
         PFN must be.  Frame i gets index rmap0's index + i."""
         cdef int64_t f, base, i, n = <int64_t>self.ptrs_per_pte
+        if over_limit(self, n):
+            return -1
         if self.fhuge_head >= 0:
             f = self.fhuge_head
             self.fhuge_head = <int64_t>(self.ftag[f] & TAG_VALUE_MASK)
@@ -385,65 +483,82 @@ cdef class Engine:
             2
         """
         cdef int64_t o
-        if kind not in ("anon", "shmem"):
-            raise ValueError("owner kind must be 'anon' or 'shmem'")
-        if kind == "shmem" and not 0 < npages <= (1 << 40):
-            raise ValueError(f"shmem object size {npages} pages out of range")
-        o = self.owner_slot()
-        if o < 0:
-            raise MemoryError("out of owner ids")
-        if kind == "anon":
-            self.okind[o] = OWNER_ANON
-        else:
-            self.oframes[o] = <uint32_t*>calloc(npages, sizeof(uint32_t))
-            self.omapc[o] = <uint16_t*>calloc(npages, sizeof(uint16_t))
-            if self.oframes[o] == NULL or self.omapc[o] == NULL:
-                free(self.oframes[o]); free(self.omapc[o])
-                self.oframes[o] = NULL; self.omapc[o] = NULL
-                raise MemoryError("cannot allocate the shmem object")
-            self.okind[o] = OWNER_SHMEM
-            self.onpages[o] = npages
-        self.olive += 1
-        return o
+        self.enter()
+        try:
+            if kind not in ("anon", "shmem"):
+                raise ValueError("owner kind must be 'anon' or 'shmem'")
+            if kind == "shmem" and not 0 < npages <= (1 << 40):
+                raise ValueError(f"shmem object size {npages} pages out of range")
+            o = self.owner_slot()
+            if o < 0:
+                raise MemoryError("out of owner ids")
+            if kind == "anon":
+                self.okind[o] = OWNER_ANON
+            else:
+                self.oframes[o] = <uint32_t*>calloc(npages, sizeof(uint32_t))
+                self.omapc[o] = <uint16_t*>calloc(npages, sizeof(uint16_t))
+                if self.oframes[o] == NULL or self.omapc[o] == NULL:
+                    free(self.oframes[o]); free(self.omapc[o])
+                    self.oframes[o] = NULL; self.omapc[o] = NULL
+                    raise MemoryError("cannot allocate the shmem object")
+                self.okind[o] = OWNER_SHMEM
+                self.onpages[o] = npages
+            self.olive += 1
+            return o
+        finally:
+            self.leave()
 
     def owner_free(self, int64_t o):
         """The last VMA using owner ``o`` went away.  A shmem object drops its
         pages; it must have none mapped (zap first).  An anonymous owner's
         stale frames, if a caller left any, are the checker's to report."""
         cdef int64_t i, f
-        self._check_owner(o)
-        if self.okind[o] == OWNER_SHMEM:
-            for i in range(self.onpages[o]):
-                if self.omapc[o][i]:
-                    raise ValueError(f"shmem object {o} still has page {i} mapped: zap it first")
-        with nogil:
+        self.enter()
+        try:
+            self._check_owner(o)
             if self.okind[o] == OWNER_SHMEM:
                 for i in range(self.onpages[o]):
-                    f = self.oframes[o][i]
-                    if f != 0 and self.omapc[o][i] == 0:
-                        frame_free(self, f)
-                free(self.oframes[o]); free(self.omapc[o])
-                self.oframes[o] = NULL; self.omapc[o] = NULL
-            self.okind[o] = OWNER_FREE
-            self.onpages[o] = self.ofree_head
-            self.ofree_head = o
-            self.olive -= 1
+                    if self.omapc[o][i]:
+                        raise ValueError(f"shmem object {o} still has page {i} mapped: zap it first")
+            with nogil:
+                if self.okind[o] == OWNER_SHMEM:
+                    for i in range(self.onpages[o]):
+                        f = self.oframes[o][i]
+                        if f != 0 and self.omapc[o][i] == 0:
+                            frame_free(self, f)
+                    free(self.oframes[o]); free(self.omapc[o])
+                    self.oframes[o] = NULL; self.omapc[o] = NULL
+                self.okind[o] = OWNER_FREE
+                self.onpages[o] = self.ofree_head
+                self.ofree_head = o
+                self.olive -= 1
+        finally:
+            self.leave()
 
     def owner_kind(self, int64_t o):
-        self._check_owner(o)
-        return {OWNER_ANON: "anon", OWNER_SHMEM: "shmem"}[self.okind[o]]
+        self.enter()
+        try:
+            self._check_owner(o)
+            return {OWNER_ANON: "anon", OWNER_SHMEM: "shmem"}[self.okind[o]]
+        finally:
+            self.leave()
 
     def shmem_resident(self, int64_t o):
         """Pages present in shmem object ``o`` (its page cache), as a bool array."""
         cdef int64_t i
-        self._check_owner(o)
-        if self.okind[o] != OWNER_SHMEM:
-            raise ValueError(f"owner {o} is not a shmem object")
-        out = np.zeros(self.onpages[o], dtype=np.bool_)
-        cdef cnp.uint8_t[:] v = out.view(np.uint8)
-        for i in range(self.onpages[o]):
-            v[i] = self.oframes[o][i] != 0
-        return out
+        cdef cnp.uint8_t[:] v
+        self.enter()
+        try:
+            self._check_owner(o)
+            if self.okind[o] != OWNER_SHMEM:
+                raise ValueError(f"owner {o} is not a shmem object")
+            out = np.zeros(self.onpages[o], dtype=np.bool_)
+            v = out.view(np.uint8)
+            for i in range(self.onpages[o]):
+                v[i] = self.oframes[o][i] != 0
+            return out
+        finally:
+            self.leave()
 
     cdef int _check_owner(self, int64_t o) except -1:
         if not 0 < o < self.ohw or self.okind[o] == OWNER_FREE:
@@ -458,8 +573,12 @@ cdef class Engine:
 
     def reset_stats(self):
         cdef int i
-        for i in range(NCTR):
-            self.ctr[i] = 0
+        self.enter()
+        try:
+            for i in range(NCTR):
+                self.ctr[i] = 0
+        finally:
+            self.leave()
 
     def rss(self):
         """(anonymous pages mapped, shmem pages mapped): MM_ANONPAGES and
@@ -484,6 +603,47 @@ cdef class Engine:
         }
 
     @property
+    def max_pages(self):
+        """The most pages the engine may hold at once, page-table pages and
+        frames together (the zero pages not counted), as the simulated
+        machine's RAM: an allocation past it fails as the kernel's would
+        (a fault raises EngineOutOfMemory, move_page_tables() stops early
+        and returns False), and the state stays consistent.  None (the
+        default, or any value from 2**63 - 1 up): no limit.  Setting it
+        below pages_used is allowed (nothing more can be allocated).
+
+        Example::
+
+            >>> e = Engine(X86_64)
+            >>> e.max_pages = 100
+            >>> e.max_pages, e.pages_used     # the pgd is a page too
+            (100, 1)
+        """
+        return None if self.max_pages == INT64_MAX else self.max_pages
+
+    @max_pages.setter
+    def max_pages(self, value):
+        if value is None:
+            self.max_pages = INT64_MAX
+            return
+        if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+            raise TypeError("max_pages must be an int or None")
+        value = operator.index(value)
+        if value < 1:
+            raise ValueError(f"max_pages={value} must be a positive page count (or None)")
+        self.max_pages = min(value, INT64_MAX)     # 2**63 - 1 and beyond: no limit
+
+    @property
+    def pages_used(self):
+        """Pages the engine holds: page-table pages (the pgd included) and frames."""
+        return self.tlive + self.flive
+
+    @property
+    def busy(self):
+        """True while a call runs on this engine (in any thread)."""
+        return self.busy != 0
+
+    @property
     def pending_warnings(self):
         """Warnings recorded and not yet taken."""
         return self.nwarn
@@ -491,10 +651,14 @@ cdef class Engine:
     def take_warnings(self):
         """The warnings recorded since the last call: (site, old_addr, new_addr)."""
         cdef int i
-        out = [(self.warns[i].site, self.warns[i].old_addr, self.warns[i].new_addr)
-               for i in range(min(self.nwarn, MAXWARN))]
-        self.nwarn = 0
-        return out
+        self.enter()
+        try:
+            out = [(self.warns[i].site, self.warns[i].old_addr, self.warns[i].new_addr)
+                   for i in range(min(self.nwarn, MAXWARN))]
+            self.nwarn = 0
+            return out
+        finally:
+            self.leave()
 
     cdef bint warn(self, int site, int once, uint64_t old_addr, uint64_t new_addr) noexcept nogil:
         """WARN_ON()/WARN_ON_ONCE(): record the warning; returns the condition
@@ -514,56 +678,78 @@ cdef class Engine:
     def record_warning(self, str site, uint64_t old_addr=0, uint64_t new_addr=0, bint once=False):
         """Record a warning that fired in Python-level kernel code (an align
         hook, an overlap guard) in the same stream as the core's."""
-        if site not in WARN_SITES:
-            raise ValueError(f"unknown warning site {site!r}")
-        self.warn(WARN_SITES[site], once, old_addr, new_addr)
+        self.enter()
+        try:
+            if site not in WARN_SITES:
+                raise ValueError(f"unknown warning site {site!r}")
+            self.warn(WARN_SITES[site], once, old_addr, new_addr)
+        finally:
+            self.leave()
 
     # ------------------------------------------------------------------ introspection
     def table_levels(self):
         """Level of every table row (-1 for a free row), as an int8 array."""
-        out = np.empty(self.thw, dtype=np.int8)
-        cdef int8_t[:] v = out
+        cdef int8_t[:] v
         cdef int64_t i
-        for i in range(self.thw):
-            v[i] = self.tlevel[i]
-        return out
+        self.enter()
+        try:
+            out = np.empty(self.thw, dtype=np.int8)
+            v = out
+            for i in range(self.thw):
+                v[i] = self.tlevel[i]
+            return out
+        finally:
+            self.leave()
 
     def table_row(self, int64_t t):
         """A copy of page-table page t (a row of the tables array)."""
-        if not 0 <= t < self.thw or self.tlevel[t] < 0:
-            raise ValueError(f"table {t} is not allocated")
-        out = np.empty(self.ents, dtype=np.uint64)
-        cdef uint64_t[:] v = out
+        cdef uint64_t[:] v
         cdef int64_t i
-        for i in range(self.ents):
-            v[i] = row(self, t)[i]
-        return out
+        self.enter()
+        try:
+            if not 0 <= t < self.thw or self.tlevel[t] < 0:
+                raise ValueError(f"table {t} is not allocated")
+            out = np.empty(self.ents, dtype=np.uint64)
+            v = out
+            for i in range(self.ents):
+                v[i] = row(self, t)[i]
+            return out
+        finally:
+            self.leave()
 
     def frame_info(self, int64_t f):
         """(tag, owner, index) of frame f."""
-        if not 0 <= f < self.fhw:
-            raise ValueError(f"frame {f} out of range")
-        return self.ftag[f], rmap_owner(self.frmap[f]), rmap_index(self.frmap[f])
+        self.enter()
+        try:
+            if not 0 <= f < self.fhw:
+                raise ValueError(f"frame {f} out of range")
+            return self.ftag[f], rmap_owner(self.frmap[f]), rmap_index(self.frmap[f])
+        finally:
+            self.leave()
 
     def frame_bytes(self, int64_t f):
         """The bytes frame f holds (one page)."""
-        if not 0 <= f < self.fhw or (self.ftag[f] & TAG_KIND_MASK) == TAG_FREE:
-            raise ValueError(f"frame {f} is not allocated")
-        out = PyBytes_FromStringAndSize(NULL, self.page_size)
-        fill_page(<uint8_t*>PyBytes_AS_STRING(out), self.ftag[f], <int64_t>self.page_size, self.bufs, 0)
-        return out
+        self.enter()
+        try:
+            if not 0 <= f < self.fhw or (self.ftag[f] & TAG_KIND_MASK) == TAG_FREE:
+                raise ValueError(f"frame {f} is not allocated")
+            out = PyBytes_FromStringAndSize(NULL, self.page_size)
+            fill_page(<uint8_t*>PyBytes_AS_STRING(out), self.ftag[f], <int64_t>self.page_size, self.bufs, 0)
+            return out
+        finally:
+            self.leave()
 
     # ------------------------------------------------------------------ validation
     cdef int _check_addr(self, uint64_t addr) except -1:
         if addr >= self.va_limit:
-            raise ValueError(f"address {addr:#x} beyond the {self.geometry.va_bits}-bit address space")
+            raise ValueError(f"address {addr:#x} beyond the address space ({self.va_limit:#x})")
         return 0
 
     cdef int _check_range(self, uint64_t start, uint64_t end) except -1:
         if end < start:
             raise ValueError(f"range end {end:#x} below start {start:#x}")
         if end > self.va_limit:
-            raise ValueError(f"range end {end:#x} beyond the {self.geometry.va_bits}-bit address space")
+            raise ValueError(f"range end {end:#x} beyond the address space ({self.va_limit:#x})")
         return 0
 
     cdef int _check_pages(self, uint64_t start, int64_t npages) except -1:

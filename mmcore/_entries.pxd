@@ -94,23 +94,3 @@ cdef inline bint pud_none(uint64_t e) noexcept nogil:
 
 cdef inline bint pud_leaf(uint64_t e) noexcept nogil:
     return (e & _PAGE_PSE) != 0
-
-
-# Non-temporal stores for bulk initialisation: simulating 1 GiB writes
-# megabytes of entries and frame records that nothing reads soon, and normal
-# stores would push the interpreter itself out of the caches.
-cdef extern from *:
-    """
-    #include <stdint.h>
-    #if defined(__x86_64__)
-    #include <emmintrin.h>
-    static inline void pymm_store_nt(uint64_t *p, uint64_t v)
-    { _mm_stream_si64((long long *)p, (long long)v); }
-    static inline void pymm_store_fence(void) { _mm_sfence(); }
-    #else
-    static inline void pymm_store_nt(uint64_t *p, uint64_t v) { *p = v; }
-    static inline void pymm_store_fence(void) { }
-    #endif
-    """
-    void store_nt "pymm_store_nt"(uint64_t *p, uint64_t v) noexcept nogil
-    void store_fence "pymm_store_fence"() noexcept nogil

@@ -131,40 +131,45 @@ def check_scan(Engine eng not None, cnp.uint64_t[::1] vstart not None, cnp.uint6
         ...            max_problems=1)      # a VMA that ends at 1 MiB: pages mapped past it
         [('orphan-pte', 1074790400, 257, 0)]
     """
-    cdef int64_t nv = vstart.shape[0]
-    if vend.shape[0] != nv or vowner.shape[0] != nv or vpgoff.shape[0] != nv:
-        raise ValueError("VMA arrays must have the same length")
+    cdef int64_t nv
     cdef int64_t k
-    for k in range(1, nv):
-        if vstart[k] < vend[k - 1]:
-            raise ValueError("VMA arrays must be sorted and non-overlapping")
-    for k in range(nv):
-        if vend[k] <= vstart[k]:
-            raise ValueError("empty VMA in check_scan")
     cdef ScanState s
-    s.nv = nv
-    s.vstart = &vstart[0] if nv else NULL
-    s.vend = &vend[0] if nv else NULL
-    s.vowner = &vowner[0] if nv else NULL
-    s.vpgoff = &vpgoff[0] if nv else NULL
-    s.cursor = 0
-    s.nprob = 0
-    s.maxprob = max_problems
-    s.probs = <Problem*>calloc(max(max_problems, 1), sizeof(Problem))
-    s.seen_tables = <uint8_t*>calloc(max(eng.thw, 1), 1)
-    s.frame_maps = <uint8_t*>calloc(max(eng.fhw, 1), 1)
-    if s.probs == NULL or s.seen_tables == NULL or s.frame_maps == NULL:
+    eng.enter()
+    try:
+        nv = vstart.shape[0]
+        if vend.shape[0] != nv or vowner.shape[0] != nv or vpgoff.shape[0] != nv:
+            raise ValueError("VMA arrays must have the same length")
+        for k in range(1, nv):
+            if vstart[k] < vend[k - 1]:
+                raise ValueError("VMA arrays must be sorted and non-overlapping")
+        for k in range(nv):
+            if vend[k] <= vstart[k]:
+                raise ValueError("empty VMA in check_scan")
+        s.nv = nv
+        s.vstart = &vstart[0] if nv else NULL
+        s.vend = &vend[0] if nv else NULL
+        s.vowner = &vowner[0] if nv else NULL
+        s.vpgoff = &vpgoff[0] if nv else NULL
+        s.cursor = 0
+        s.nprob = 0
+        s.maxprob = max_problems
+        s.probs = <Problem*>calloc(max(max_problems, 1), sizeof(Problem))
+        s.seen_tables = <uint8_t*>calloc(max(eng.thw, 1), 1)
+        s.frame_maps = <uint8_t*>calloc(max(eng.fhw, 1), 1)
+        if s.probs == NULL or s.seen_tables == NULL or s.frame_maps == NULL:
+            free(s.probs); free(s.seen_tables); free(s.frame_maps)
+            raise MemoryError("check_scan: out of memory")
+        with nogil:
+            s.seen_tables[0] = 1
+            scan_level(eng, &s, 0, 0, 0)
+            scan_frames(eng, &s)
+            scan_tables(eng, &s)
+        out = [(PROBLEM_CODES[s.probs[k].code], s.probs[k].addr, s.probs[k].found, s.probs[k].expected)
+               for k in range(min(s.nprob, max_problems))]
         free(s.probs); free(s.seen_tables); free(s.frame_maps)
-        raise MemoryError("check_scan: out of memory")
-    with nogil:
-        s.seen_tables[0] = 1
-        scan_level(eng, &s, 0, 0, 0)
-        scan_frames(eng, &s)
-        scan_tables(eng, &s)
-    out = [(PROBLEM_CODES[s.probs[k].code], s.probs[k].addr, s.probs[k].found, s.probs[k].expected)
-           for k in range(min(s.nprob, max_problems))]
-    free(s.probs); free(s.seen_tables); free(s.frame_maps)
-    return out
+        return out
+    finally:
+        eng.leave()
 
 
 cdef void scan_level(Engine eng, ScanState *s, int l, int64_t t, uint64_t base) noexcept nogil:
@@ -275,10 +280,15 @@ def digest(Engine eng not None):
         >>> digest(eng) == d
         True
     """
-    cdef uint64_t h = 1469598103934665603
-    with nogil:
-        h = digest_level(eng, 0, 0, h)
-    return h
+    cdef uint64_t h
+    eng.enter()
+    try:
+        h = 1469598103934665603
+        with nogil:
+            h = digest_level(eng, 0, 0, h)
+        return h
+    finally:
+        eng.leave()
 
 
 cdef uint64_t digest_level(Engine eng, int l, int64_t t, uint64_t h) noexcept nogil:

@@ -112,7 +112,11 @@ def split_huge_pmd_address(Engine eng not None, uint64_t addr):
         1
     """
     cdef int64_t t
-    eng._check_addr(addr)
-    t = eng.walk_to(addr, eng.lpmd)
-    if t >= 0 and split_huge_pmd(eng, t, (addr >> eng.shift[eng.lpmd]) & eng.imask[eng.lpmd]) < 0:
-        raise MemoryError("out of memory splitting a huge PMD")
+    eng.enter()
+    try:
+        eng._check_addr(addr)
+        t = eng.walk_to(addr, eng.lpmd)
+        if t >= 0 and split_huge_pmd(eng, t, (addr >> eng.shift[eng.lpmd]) & eng.imask[eng.lpmd]) < 0:
+            raise eng.oom_error("split_huge_pmd")
+    finally:
+        eng.leave()

@@ -1,7 +1,7 @@
 # cython: language_level=3
 """Declarations of memory.pyx (mm/memory.c): the nogil entry points of the
-fault path, zap, free_pgd_range and the CPU's accesses, for modules above."""
-from libc.stdint cimport uint64_t, int64_t, uint8_t
+fault path, zap and free_pgd_range, for modules above."""
+from libc.stdint cimport uint64_t, int64_t
 
 from mmcore._core cimport Engine, FaultArgs
 
@@ -13,5 +13,3 @@ cdef int vma_fault_args(Engine eng, FaultArgs *a, uint64_t vma_start, uint64_t v
 cdef void zap_level(Engine eng, int l, int64_t t, uint64_t addr, uint64_t end) noexcept nogil
 cdef void free_pgd_range_c(Engine eng, uint64_t addr, uint64_t end, uint64_t floor,
                            uint64_t ceiling) noexcept nogil
-cdef int64_t set_tags_c(Engine eng, uint64_t start, uint64_t end, uint64_t tag, bint stamp) noexcept nogil
-cdef int64_t copy_bytes(Engine eng, uint64_t addr, uint8_t *buf, int64_t n, bint write) noexcept nogil

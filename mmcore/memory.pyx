@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""The fault path, zap, free_pgd_range and the CPU's accesses (mm/memory.c).
+"""The fault path, zap and free_pgd_range (mm/memory.c).
 
 * handle_mm_fault(): the PTE-level handlers (do_anonymous_page(),
   do_read_fault()/do_shared_fault() on shmem with do_fault_around(),
@@ -8,15 +8,12 @@
   ... -> zap_pte_range() walk; page-table pages stay.
 * free_pgd_range(): frees the page-table pages of a range that no other VMA
   can use, with the kernel's floor/ceiling arithmetic.
-* read_bytes() / write_bytes() / memset_pages() / stamp_pages(): the CPU's
-  loads and stores through the MMU, page by page as __access_remote_vm()
-  copies; a store to a page that is not mapped writable stops there, and the
-  caller (pymm) faults it in and retries.
 
-Every function takes the Engine first, as the kernel's take the mm; what a
-VMA would tell the kernel (bounds, owner, vm_pgoff, protection) comes as
-arguments.  Every loop over pages runs without the GIL, after the arguments
-are validated.
+The CPU's loads and stores (__access_remote_vm(), also in mm/memory.c) are
+in access.pyx.  Every function takes the Engine first, as the kernel's take
+the mm; what a VMA would tell the kernel (bounds, owner, vm_pgoff,
+protection) comes as arguments.  Every loop over pages runs without the
+GIL, after the arguments are validated.
 
 Example::
 
@@ -26,35 +23,20 @@ Example::
     >>> GiB = 1 << 30
     >>> mmcore.memory.handle_mm_fault(eng, GiB, GiB + 8192, vma_start=GiB, vma_end=GiB + 8192,
     ...                               owner=o, pgoff=GiB >> 12, write=True, fill=0x5a)
-    >>> mmcore.memory.read_bytes(eng, GiB + 4095, 2)
+    >>> mmcore.read_bytes(eng, GiB + 4095, 2)
     (b'ZZ', 2)
     >>> mmcore.memory.zap_page_range(eng, GiB, GiB + 8192); eng.rss()
     (0, 0)
 """
-from libc.string cimport memcpy
-from libc.stdint cimport uint64_t, int64_t, uint8_t
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from libc.stdint cimport uint64_t, int64_t
+from cpython.exc cimport PyErr_CheckSignals
 
 from mmcore._entries cimport *
 from mmcore._core cimport (Engine, FaultArgs, row, span_end, rmap_word, rmap_index, is_zero_frame,
                            set_tag, frame_alloc, frame_alloc_tagged, release_frame, shmem_get,
-                           fill_page, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK, TAG_FILL,
-                           TAG_STAMP, TAG_KIND_MASK, TAG_VALUE_MASK)
+                           fits, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK, TAG_FILL, TAG_VALUE_MASK,
+                           SIGNAL_CHUNK)
 from mmcore.huge_memory cimport fault_huge, split_huge_pmd
-from mmcore.pagewalk cimport translate_c
-
-MAX_READ_BYTES = 1 << 32      # read_bytes() returns one bytes object
-
-
-cdef int uniform_byte(uint8_t *p, int64_t n) noexcept nogil:
-    """pymm's own: the byte every position of p holds, or -1 (a whole-page
-    write of one byte stays a FILL tag)."""
-    cdef int64_t i
-    for i in range(1, n):
-        if p[i] != p[0]:
-            return -1
-    return p[0] if n else -1
-
 
 # ---------------------------------------------------------------------- faults
 cdef int fault_pte(Engine eng, uint64_t *ptep, uint64_t va, FaultArgs *a) noexcept nogil:
@@ -88,7 +70,7 @@ cdef int fault_pte(Engine eng, uint64_t *ptep, uint64_t va, FaultArgs *a) noexce
         else:
             f = 0  # my_zero_pfn(): read fault on private anonymous memory
             flags = a.prot | _PAGE_SPECIAL
-        store_nt(ptep, pfn_entry(f, flags))
+        ptep[0] = pfn_entry(f, flags)
         eng.ctr[CTR_FAULTS] += 1
         return 0
     if a.write and a.writable and not pte_write(e):
@@ -109,6 +91,59 @@ cdef int fault_pte(Engine eng, uint64_t *ptep, uint64_t va, FaultArgs *a) noexce
     if a.fill and pte_write(e) and pte_hw_present(e):
         set_tag(eng, entry_pfn(e), a.fill_tag)
     return 0
+
+
+cdef int fault_anon_run(Engine eng, uint64_t *ptep, int64_t n, uint64_t va, FaultArgs *a) noexcept nogil:
+    """do_anonymous_page() for n consecutive none PTEs at once, as the
+    kernel's batched anonymous fault (alloc_anon_folio() + set_ptes()) maps
+    a run: when every entry is none and no free huge block waits to be
+    broken up, the frames are the freed ones first (the free list, in its
+    order) and then the next fresh ones, so tags, rmaps and entries are
+    straight stores.  Exactly what n calls of fault_pte() would leave.
+    Returns 1 if done, 0 if the run does not qualify (the caller goes one
+    PTE at a time), -1 when out of memory."""
+    cdef int64_t k, f, f0, nfree = 0
+    cdef uint64_t flags, rm0, tag
+    cdef uint64_t *ftag
+    cdef uint64_t *frmap
+    if a.shared or not (a.write or not a.zero_page) or eng.fhuge_head >= 0 or not fits(eng, n):
+        return 0
+    for k in range(n):
+        if ptep[k] != 0:
+            return 0
+    # room for n fresh frames, whatever the free list covers: no array moves below
+    if eng.fhw + n > eng.fcap and eng.grow_frames(eng.fhw + n) < 0:
+        return -1
+    rm0 = rmap_word(a.owner, a.pgoff + ((va - a.vma_start) >> eng.shift[eng.lpte]))
+    tag = a.fill_tag if a.fill else TAG_FILL
+    flags = a.prot
+    if a.writable:
+        flags |= _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY
+    ftag = eng.ftag
+    frmap = eng.frmap
+    k = 0
+    while k < n and eng.ffree_head >= 0:   # frame_alloc_tagged()'s free-list pop, inline
+        f = eng.ffree_head
+        eng.ffree_head = <int64_t>(ftag[f] & TAG_VALUE_MASK)
+        if eng.ffree_head == <int64_t>TAG_VALUE_MASK:
+            eng.ffree_head = -1
+        ftag[f] = tag
+        frmap[f] = rm0 + <uint64_t>k
+        ptep[k] = pfn_entry(f, flags)
+        k += 1
+    nfree = k
+    eng.fnfree -= nfree
+    f0 = eng.fhw - k
+    eng.fhw += n - k
+    for k in range(nfree, n):
+        ftag[f0 + k] = tag
+        frmap[f0 + k] = rm0 + <uint64_t>k   # the index bits cannot carry: vma_fault_args() checked
+    for k in range(nfree, n):
+        ptep[k] = pfn_entry(f0 + k, flags)
+    eng.flive += n
+    eng.rss_anon += n
+    eng.ctr[CTR_FAULTS] += n
+    return 1
 
 
 cdef int64_t around_window(Engine eng, int64_t pte_off, uint64_t va, FaultArgs *a,
@@ -198,25 +233,30 @@ def do_fault_around(Engine eng not None, uint64_t addr, *, uint64_t vma_start, u
     """
     cdef FaultArgs a
     cdef int64_t pte_off, from_pte, to_pte, j, t
-    cdef bint found = False
-    vma_fault_args(eng, &a, vma_start, vma_end, owner, pgoff, True, writable, exec_, False,
-                   fault_around)
-    if not (vma_start <= addr < vma_end) or (addr | vma_start | vma_end) & (eng.page_size - 1):
-        raise ValueError("fault_around needs a page-aligned address inside the VMA")
-    a.write = False
-    pte_off = <int64_t>((addr >> eng.shift[eng.lpte]) & eng.imask[eng.lpte])
-    with nogil:
-        from_pte = around_window(eng, pte_off, addr, &a, &to_pte)
-        for j in range(from_pte, to_pte):
-            if cached_index(eng, pte_off, j, addr, &a) != 0:
-                found = True
-                break
-        if found:
-            t = eng.alloc_to(addr, eng.lpte)
-            if t >= 0:
-                do_fault_around_c(eng, row(eng, t), pte_off, addr, &a)
-    if found and t < 0:
-        raise MemoryError("out of memory allocating a page table")
+    cdef bint found
+    eng.enter()
+    try:
+        found = False
+        vma_fault_args(eng, &a, vma_start, vma_end, owner, pgoff, True, writable, exec_, False,
+                       fault_around)
+        if not (vma_start <= addr < vma_end) or (addr | vma_start | vma_end) & (eng.page_size - 1):
+            raise ValueError("fault_around needs a page-aligned address inside the VMA")
+        a.write = False
+        pte_off = <int64_t>((addr >> eng.shift[eng.lpte]) & eng.imask[eng.lpte])
+        with nogil:
+            from_pte = around_window(eng, pte_off, addr, &a, &to_pte)
+            for j in range(from_pte, to_pte):
+                if cached_index(eng, pte_off, j, addr, &a) != 0:
+                    found = True
+                    break
+            if found:
+                t = eng.alloc_to(addr, eng.lpte)
+                if t >= 0:
+                    do_fault_around_c(eng, row(eng, t), pte_off, addr, &a)
+        if found and t < 0:
+            raise eng.oom_error("do_fault_around: allocating a page table")
+    finally:
+        eng.leave()
 
 
 cdef int fault_range_c(Engine eng, uint64_t start, uint64_t end, FaultArgs *a) noexcept nogil:
@@ -225,6 +265,7 @@ cdef int fault_range_c(Engine eng, uint64_t start, uint64_t end, FaultArgs *a) n
     turn would: one PTE table at a time."""
     cdef uint64_t addr = start, nxt, haddr
     cdef int64_t pmd_t, pte_t, i, i0, n
+    cdef int r0
     cdef uint64_t *pmdp
     cdef uint64_t *r
     while addr < end:
@@ -251,6 +292,12 @@ cdef int fault_range_c(Engine eng, uint64_t start, uint64_t end, FaultArgs *a) n
         r = row(eng, pte_t)
         i0 = (addr >> eng.shift[eng.lpte]) & eng.imask[eng.lpte]
         n = <int64_t>((nxt - addr) >> eng.shift[eng.lpte])
+        r0 = fault_anon_run(eng, r + i0, n, addr, a)
+        if r0 < 0:
+            return -1
+        if r0 == 1:
+            addr = nxt
+            continue
         for i in range(n):
             if a.fault_around > 1 and a.shared and not a.write and r[i0 + i] == 0:
                 do_fault_around_c(eng, r, i0 + i, addr + (<uint64_t>i << eng.shift[eng.lpte]), a)
@@ -258,7 +305,27 @@ cdef int fault_range_c(Engine eng, uint64_t start, uint64_t end, FaultArgs *a) n
                 return -1
             r = row(eng, pte_t)  # the table array may have moved
         addr = nxt
-    store_fence()
+    return 0
+
+
+cdef int fault_range_chunked(Engine eng, uint64_t start, uint64_t end, FaultArgs *a) except -2:
+    """fault_range_c() over [start, end) in SIGNAL_CHUNK pieces (1 GiB of
+    address space, a few ms of work) without the GIL, with
+    PyErr_CheckSignals() between them, as __get_user_pages() checks
+    fatal_signal_pending() between pages: a KeyboardInterrupt (or
+    whatever a signal handler raises) propagates, the pages done stay done.
+    Returns 0, or -1 when out of memory."""
+    cdef uint64_t pos = start, stop
+    cdef int r = 0
+    while pos < end:
+        stop = span_end(pos, end, SIGNAL_CHUNK)
+        with nogil:
+            r = fault_range_c(eng, pos, stop, a)
+        if r < 0:
+            return -1
+        pos = stop
+        if pos < end:
+            PyErr_CheckSignals()
     return 0
 
 
@@ -280,29 +347,32 @@ def handle_mm_fault(Engine eng not None, uint64_t start, uint64_t end, *, uint64
         ...                 vma_end=0x7f0000001000, owner=o, pgoff=0x7f0000000, write=True)
     """
     cdef FaultArgs a
-    eng._check_range(start, end)
-    vma_fault_args(eng, &a, vma_start, vma_end, owner, pgoff, shared, writable, exec_, protnone,
-                   fault_around)
-    if not (vma_start <= start and end <= vma_end):
-        raise ValueError("fault range must lie inside the VMA")
-    if shared:
-        if pgoff + ((end - vma_start) >> eng.shift[eng.lpte]) > <uint64_t>eng.onpages[owner]:
-            raise ValueError("fault beyond the end of the shmem object (SIGBUS)")
-    a.write = write
-    a.thp = thp
-    a.zero_page = zero_page
-    if not -1 <= fill <= 255:
-        raise ValueError("fill must be a byte value (or -1 for none)")
-    if fill >= 0 and not write:
-        raise ValueError("fill needs write faults")
-    a.fill = fill >= 0
-    a.start, a.end = start, end
-    a.fill_tag = TAG_FILL | <uint64_t>(fill if fill >= 0 else 0)
     cdef int r
-    with nogil:
-        r = fault_range_c(eng, start, end, &a)
-    if r < 0:
-        raise MemoryError("out of memory while faulting")
+    eng.enter()
+    try:
+        eng._check_range(start, end)
+        vma_fault_args(eng, &a, vma_start, vma_end, owner, pgoff, shared, writable, exec_, protnone,
+                       fault_around)
+        if not (vma_start <= start and end <= vma_end):
+            raise ValueError("fault range must lie inside the VMA")
+        if shared:
+            if pgoff + ((end - vma_start) >> eng.shift[eng.lpte]) > <uint64_t>eng.onpages[owner]:
+                raise ValueError("fault beyond the end of the shmem object (SIGBUS)")
+        a.write = write
+        a.thp = thp
+        a.zero_page = zero_page
+        if not -1 <= fill <= 255:
+            raise ValueError("fill must be a byte value (or -1 for none)")
+        if fill >= 0 and not write:
+            raise ValueError("fill needs write faults")
+        a.fill = fill >= 0
+        a.start, a.end = start, end
+        a.fill_tag = TAG_FILL | <uint64_t>(fill if fill >= 0 else 0)
+        r = fault_range_chunked(eng, start, end, &a)
+        if r < 0:
+            raise eng.oom_error("handle_mm_fault")
+    finally:
+        eng.leave()
 
 
 # ---------------------------------------------------------------------- zap
@@ -350,9 +420,13 @@ def zap_page_range(Engine eng not None, uint64_t start, uint64_t end):
 
         >>> zap_page_range(eng, 0x40000000, 0x40200000)   # MADV_DONTNEED
     """
-    eng._check_range(start, end)
-    with nogil:
-        zap_level(eng, 0, 0, start, end)
+    eng.enter()
+    try:
+        eng._check_range(start, end)
+        with nogil:
+            zap_level(eng, 0, 0, start, end)
+    finally:
+        eng.leave()
 
 
 # ---------------------------------------------------------------------- free_pgd_range
@@ -437,156 +511,15 @@ def free_pgd_range(Engine eng not None, uint64_t addr, uint64_t end, uint64_t fl
 
         >>> free_pgd_range(eng, 0x40000000, 0x40200000, 0, 0)
     """
-    if end <= addr:
-        raise ValueError("free_pgd_range: end must be above addr")
-    if addr >= eng.va_limit or end > eng.va_limit:
-        raise ValueError("free_pgd_range: range beyond the address space")
-    if floor > eng.va_limit or ceiling > eng.va_limit:
-        raise ValueError("free_pgd_range: floor/ceiling beyond the address space")
-    with nogil:
-        free_pgd_range_c(eng, addr, end, floor, ceiling)
-
-
-# ---------------------------------------------------------------------- the CPU's accesses
-cdef int64_t set_tags_c(Engine eng, uint64_t start, uint64_t end, uint64_t tag, bint stamp) noexcept nogil:
-    """The CPU's stores of a memset() over whole pages (no kernel function:
-    what the MMU lets through): give every page of [start, end) (page
-    aligned) new contents.  Returns the first address that would fault."""
-    cdef uint64_t addr = start
-    cdef int64_t f
-    cdef uint64_t ps = eng.page_size
-    while addr < end:
-        f = translate_c(eng, addr, True)
-        if f < 0:
-            return <int64_t>addr
-        if stamp:
-            set_tag(eng, f, TAG_STAMP | ((addr >> eng.shift[eng.lpte]) & TAG_VALUE_MASK))
-        else:
-            set_tag(eng, f, tag)
-        addr += ps
-    return <int64_t>end
-
-
-def memset_pages(Engine eng not None, uint64_t start, uint64_t end, int value):
-    """memset() of whole pages by the CPU: fill [start, end) with byte
-    ``value``, one tag per page, no 4 KiB buffer.  Returns the first address
-    that faulted (== end when all were present and writable).
-
-    Example::
-
-        >>> memset_pages(eng, 0x40000000, 0x40200000, 0xff)
-        1075838976
-    """
-    eng._check_range(start, end)
-    eng._check_page_aligned(start, end)
-    if not 0 <= value <= 255:
-        raise ValueError("memset value must be a byte (0..255)")
-    cdef int64_t r
-    with nogil:
-        r = set_tags_c(eng, start, end, TAG_FILL | <uint64_t>value, False)
-    return r
-
-
-def stamp_pages(Engine eng not None, uint64_t start, uint64_t end):
-    """The CPU writes into each page of [start, end) its own page number
-    (addr >> PAGE_SHIFT) as a repeated 8-byte word: unique contents at O(1)
-    per page, for checking that data lands where it should after a move.
-    Returns the first address that faulted, as memset_pages().
-
-    Example::
-
-        >>> stamp_pages(eng, 0x40000000, 0x40200000)
-        1075838976
-    """
-    eng._check_range(start, end)
-    eng._check_page_aligned(start, end)
-    cdef int64_t r
-    with nogil:
-        r = set_tags_c(eng, start, end, 0, True)
-    return r
-
-
-cdef int64_t copy_bytes(Engine eng, uint64_t addr, uint8_t *buf, int64_t n, bint write) noexcept nogil:
-    """The CPU's loads/stores through the MMU, page by page as
-    __access_remote_vm() copies: read/write n bytes at addr.  Returns the
-    count done before the first fault (the caller handles it and retries)."""
-    cdef int64_t done = 0, f, chunk, off, slot
-    cdef uint64_t ps = eng.page_size
-    while done < n:
-        f = translate_c(eng, addr, write)
-        if f < 0:
-            return done
-        off = <int64_t>(addr & (ps - 1))
-        chunk = <int64_t>ps - off
-        if chunk > n - done:
-            chunk = n - done
-        if write:
-            if write_is_noop(eng, f, off, buf + done, chunk):
-                pass
-            elif off == 0 and chunk == <int64_t>ps and uniform_byte(buf + done, chunk) >= 0:
-                set_tag(eng, f, TAG_FILL | <uint64_t>uniform_byte(buf + done, chunk))
-            else:
-                slot = eng.buf_alloc(f)
-                if slot < 0:
-                    return -1
-                memcpy(eng.bufs[slot] + off, buf + done, chunk)
-        else:
-            fill_page(buf + done, eng.ftag[f], chunk, eng.bufs, off)
-        done += chunk
-        addr += chunk
-    return done
-
-
-cdef bint write_is_noop(Engine eng, int64_t f, int64_t off, uint8_t *src, int64_t n) noexcept nogil:
-    """pymm's own: would writing src change a FILL page?  (Keeps it a tag.)"""
-    cdef uint64_t tag = eng.ftag[f]
-    cdef int64_t i
-    if (tag & TAG_KIND_MASK) != TAG_FILL:
-        return False
-    for i in range(n):
-        if src[i] != (tag & 0xff):
-            return False
-    return True
-
-
-def read_bytes(Engine eng not None, uint64_t addr, int64_t n):
-    """Read n bytes at addr as the CPU would (__access_remote_vm() without
-    FOLL_WRITE).  Returns ``(data, done)``: data holds the ``done`` bytes
-    read before the first fault.
-
-    Example::
-
-        >>> memset_pages(eng, 0x40000000, 0x40001000, 0xff)
-        1073745920
-        >>> read_bytes(eng, 0x40000ffe, 4)       # the next page still holds zeros
-        (b'\\xff\\xff\\x00\\x00', 4)
-    """
-    if not 0 <= n <= MAX_READ_BYTES:
-        raise ValueError(f"length {n} must be in [0, {MAX_READ_BYTES}]")
-    eng._check_range(addr, addr + <uint64_t>n)
-    out = PyBytes_FromStringAndSize(NULL, n)
-    cdef uint8_t *p = <uint8_t*>PyBytes_AS_STRING(out)
-    cdef int64_t done
-    with nogil:
-        done = copy_bytes(eng, addr, p, n, False)
-    return out, done
-
-
-def write_bytes(Engine eng not None, uint64_t addr, const uint8_t[::1] data not None):
-    """Write data at addr as the CPU would (__access_remote_vm() with
-    FOLL_WRITE); returns the bytes written before the first fault.
-
-    Example::
-
-        >>> write_bytes(eng, 0x40000ffe, b"abcd")    # straddles two pages
-        4
-    """
-    cdef int64_t n = data.shape[0], done
-    eng._check_range(addr, addr + <uint64_t>n)
-    if n == 0:
-        return 0
-    with nogil:
-        done = copy_bytes(eng, addr, <uint8_t*>&data[0], n, True)
-    if done < 0:
-        raise MemoryError("out of memory materialising a page buffer")
-    return done
+    eng.enter()
+    try:
+        if end <= addr:
+            raise ValueError("free_pgd_range: end must be above addr")
+        if addr >= eng.va_limit or end > eng.va_limit:
+            raise ValueError("free_pgd_range: range beyond the address space")
+        if floor > eng.va_limit or ceiling > eng.va_limit:
+            raise ValueError("free_pgd_range: floor/ceiling beyond the address space")
+        with nogil:
+            free_pgd_range_c(eng, addr, end, floor, ceiling)
+    finally:
+        eng.leave()

@@ -75,12 +75,16 @@ def change_protection(Engine eng not None, uint64_t start, uint64_t end, bint re
     """
     cdef uint64_t prot
     cdef int r
-    eng._check_range(start, end)
-    if not (read or write or exec_):
-        prot = _PAGE_PROTNONE
-    else:
-        prot = _PAGE_PRESENT | _PAGE_USER | (0 if exec_ else _PAGE_NX)
-    with nogil:
-        r = change_level(eng, 0, 0, start, end, prot, write)
-    if r < 0:
-        raise MemoryError("out of memory splitting a huge PMD")
+    eng.enter()
+    try:
+        eng._check_range(start, end)
+        if not (read or write or exec_):
+            prot = _PAGE_PROTNONE
+        else:
+            prot = _PAGE_PRESENT | _PAGE_USER | (0 if exec_ else _PAGE_NX)
+        with nogil:
+            r = change_level(eng, 0, 0, start, end, prot, write)
+        if r < 0:
+            raise eng.oom_error("change_protection: split_huge_pmd")
+    finally:
+        eng.leave()

@@ -345,13 +345,18 @@ def move_range(Engine eng not None, uint64_t old_addr, uint64_t new_addr, uint64
         >>> eng.stats()["pte_moves"]
         512
     """
-    cdef MoveControl pmc = MoveControl.__new__(MoveControl)
-    pmc.old_addr, pmc.new_addr, pmc.old_end, pmc.len_in = old_addr, new_addr, old_end, len_in
-    pmc.for_stack, pmc.need_rmap_locks = policy.for_stack, policy.need_rmap_locks
-    pmc.move_pmd, pmc.move_pud, pmc.pud_step = policy.move_pmd, policy.move_pud, policy.pud_step
-    pmc.pmd_warn, pmc.pud_warn, pmc.huge_pmd_warn = policy.pmd_warn, policy.pud_warn, policy.huge_pmd_warn
-    move_page_tables(eng, pmc)
-    return pmc.old_addr
+    cdef MoveControl pmc
+    eng.enter()
+    try:
+        pmc = MoveControl.__new__(MoveControl)
+        pmc.old_addr, pmc.new_addr, pmc.old_end, pmc.len_in = old_addr, new_addr, old_end, len_in
+        pmc.for_stack, pmc.need_rmap_locks = policy.for_stack, policy.need_rmap_locks
+        pmc.move_pmd, pmc.move_pud, pmc.pud_step = policy.move_pmd, policy.move_pud, policy.pud_step
+        pmc.pmd_warn, pmc.pud_warn, pmc.huge_pmd_warn = policy.pmd_warn, policy.pud_warn, policy.huge_pmd_warn
+        run_move(eng, pmc)
+        return pmc.old_addr
+    finally:
+        eng.leave()
 
 
 def move_page_tables(Engine eng not None, MoveControl pmc not None):
@@ -370,6 +375,16 @@ def move_page_tables(Engine eng not None, MoveControl pmc not None):
         >>> move_page_tables(eng, pmc)
         True
     """
+    eng.enter()
+    try:
+        return run_move(eng, pmc)
+    finally:
+        eng.leave()
+
+
+cdef object run_move(Engine eng, MoveControl pmc):
+    """move_page_tables() for both entry points: validate pmc against the
+    engine, run the loop, turn its failures into exceptions."""
     cdef uint64_t limit = eng.va_limit
     cdef int r
     if pmc.old_end < pmc.old_addr:

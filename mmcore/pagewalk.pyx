@@ -73,8 +73,12 @@ def translate(Engine eng not None, uint64_t addr, bint write=False):
         >>> translate(eng, 0x40000000)     # the first frame after the zero page
         1
     """
-    eng._check_addr(addr)
-    return translate_c(eng, addr, write)
+    eng.enter()
+    try:
+        eng._check_addr(addr)
+        return translate_c(eng, addr, write)
+    finally:
+        eng.leave()
 
 
 def walk(Engine eng not None, uint64_t addr):
@@ -89,20 +93,25 @@ def walk(Engine eng not None, uint64_t addr):
         >>> level, table, index, hex(entry)
         (3, 3, 0, '0x8000000000001867')
     """
-    cdef int64_t t = 0
+    cdef int64_t t
     cdef int l
     cdef uint64_t e
     cdef int64_t i
-    eng._check_addr(addr)
-    out = []
-    for l in range(eng.nlev):
-        i = (addr >> eng.shift[l]) & eng.imask[l]
-        e = row(eng, t)[i]
-        out.append((l, t, i, e))
-        if not pte_present(e) or l == eng.lpte or pmd_leaf(e):
-            break
-        t = entry_pfn(e)
-    return out
+    eng.enter()
+    try:
+        t = 0
+        eng._check_addr(addr)
+        out = []
+        for l in range(eng.nlev):
+            i = (addr >> eng.shift[l]) & eng.imask[l]
+            e = row(eng, t)[i]
+            out.append((l, t, i, e))
+            if not pte_present(e) or l == eng.lpte or pmd_leaf(e):
+                break
+            t = entry_pfn(e)
+        return out
+    finally:
+        eng.leave()
 
 
 def page_tags(Engine eng not None, uint64_t start, int64_t npages):
@@ -119,20 +128,25 @@ def page_tags(Engine eng not None, uint64_t start, int64_t npages):
         >>> hex(page_tags(eng, 0x40200000, 1)[0])                 # nothing mapped
         '0xffffffffffffffff'
     """
-    eng._check_pages(start, npages)
-    out = np.empty(npages, dtype=np.uint64)
-    cdef uint64_t[:] v = out
+    cdef uint64_t[:] v
     cdef int64_t i, f
     cdef uint64_t tag
-    with nogil:
-        for i in range(npages):
-            f = lookup_frame(eng, start + (<uint64_t>i << eng.shift[eng.lpte]))
-            if f < 0:
-                v[i] = <uint64_t>0xFFFFFFFFFFFFFFFF
-            else:
-                tag = eng.ftag[f]
-                v[i] = tag
-    return out
+    eng.enter()
+    try:
+        eng._check_pages(start, npages)
+        out = np.empty(npages, dtype=np.uint64)
+        v = out
+        with nogil:
+            for i in range(npages):
+                f = lookup_frame(eng, start + (<uint64_t>i << eng.shift[eng.lpte]))
+                if f < 0:
+                    v[i] = <uint64_t>0xFFFFFFFFFFFFFFFF
+                else:
+                    tag = eng.ftag[f]
+                    v[i] = tag
+        return out
+    finally:
+        eng.leave()
 
 
 def pagemap(Engine eng not None, uint64_t start, int64_t npages):
@@ -146,12 +160,17 @@ def pagemap(Engine eng not None, uint64_t start, int64_t npages):
         >>> hex(int(pagemap(eng, 0x40000000, 1)[0]))
         '0x8180000000000001'
     """
-    eng._check_pages(start, npages)
-    out = np.zeros(npages, dtype=np.uint64)
-    cdef uint64_t[:] v = out
-    with nogil:
-        pagemap_c(eng, start, npages, &v[0] if npages else NULL)
-    return out
+    cdef uint64_t[:] v
+    eng.enter()
+    try:
+        eng._check_pages(start, npages)
+        out = np.zeros(npages, dtype=np.uint64)
+        v = out
+        with nogil:
+            pagemap_c(eng, start, npages, &v[0] if npages else NULL)
+        return out
+    finally:
+        eng.leave()
 
 
 cdef void pagemap_c(Engine eng, uint64_t start, int64_t npages, uint64_t *out) noexcept nogil:
@@ -207,31 +226,35 @@ def leaf_runs(Engine eng not None, uint64_t start, uint64_t end):
 
     (frames 512-1023 hold the huge zero page, so the last page got 1024.)
     """
-    eng._check_range(start, end)
     cdef RunOut o
-    o.n = 0
-    o.cap = 64
-    o.oom = 0
-    o.runs = <LeafRun *>malloc(o.cap * sizeof(LeafRun))
-    if o.runs == NULL:
-        raise MemoryError()
+    eng.enter()
     try:
-        with nogil:
-            runs_level(eng, &o, 0, 0, start, end)
-        if o.oom:
+        eng._check_range(start, end)
+        o.n = 0
+        o.cap = 64
+        o.oom = 0
+        o.runs = <LeafRun *>malloc(o.cap * sizeof(LeafRun))
+        if o.runs == NULL:
             raise MemoryError()
-        out = {k: np.empty(o.n, dtype=d) for k, d in (
-            ("start", np.uint64), ("end", np.uint64), ("level", np.int8),
-            ("entry", np.uint64), ("frame", np.int64))}
-        for i in range(o.n):
-            out["start"][i] = o.runs[i].start
-            out["end"][i] = o.runs[i].end
-            out["level"][i] = o.runs[i].level
-            out["entry"][i] = o.runs[i].entry
-            out["frame"][i] = o.runs[i].frame
-        return out
+        try:
+            with nogil:
+                runs_level(eng, &o, 0, 0, start, end)
+            if o.oom:
+                raise MemoryError()
+            out = {k: np.empty(o.n, dtype=d) for k, d in (
+                ("start", np.uint64), ("end", np.uint64), ("level", np.int8),
+                ("entry", np.uint64), ("frame", np.int64))}
+            for i in range(o.n):
+                out["start"][i] = o.runs[i].start
+                out["end"][i] = o.runs[i].end
+                out["level"][i] = o.runs[i].level
+                out["entry"][i] = o.runs[i].entry
+                out["frame"][i] = o.runs[i].frame
+            return out
+        finally:
+            free(o.runs)
     finally:
-        free(o.runs)
+        eng.leave()
 
 
 cdef void runs_level(Engine eng, RunOut *o, int l, int64_t t, uint64_t addr, uint64_t end) noexcept nogil:
@@ -292,21 +315,30 @@ def table_tree(Engine eng not None):
         1
     """
     cdef TreeOut o
-    cdef int64_t n = eng.thw
-    cols = {k: np.zeros(n, dtype=np.int64) for k in ("table", "parent", "index", "fill")}
-    cols["base"] = np.zeros(n, dtype=np.uint64)
-    cols["level"] = np.zeros(n, dtype=np.int8)
-    seen = np.zeros(n, dtype=np.uint8)
-    cdef int64_t[::1] vt = cols["table"], vp = cols["parent"], vi = cols["index"], vf = cols["fill"]
-    cdef uint64_t[::1] vb = cols["base"]
-    cdef int8_t[::1] vl = cols["level"]
-    cdef uint8_t[::1] vs = seen
-    o.n = 0
-    o.table, o.parent, o.index, o.fill = &vt[0], &vp[0], &vi[0], &vf[0]
-    o.base, o.level, o.seen = &vb[0], &vl[0], &vs[0]
-    with nogil:
-        tree_level(eng, &o, 0, 0, 0, -1, -1)
-    return {k: v[:o.n].copy() for k, v in cols.items()}
+    cdef int64_t n
+    cdef int64_t[::1] vt, vp, vi, vf
+    cdef uint64_t[::1] vb
+    cdef int8_t[::1] vl
+    cdef uint8_t[::1] vs
+    eng.enter()
+    try:
+        n = eng.thw
+        cols = {k: np.zeros(n, dtype=np.int64) for k in ("table", "parent", "index", "fill")}
+        cols["base"] = np.zeros(n, dtype=np.uint64)
+        cols["level"] = np.zeros(n, dtype=np.int8)
+        seen = np.zeros(n, dtype=np.uint8)
+        vt, vp, vi, vf = cols["table"], cols["parent"], cols["index"], cols["fill"]
+        vb = cols["base"]
+        vl = cols["level"]
+        vs = seen
+        o.n = 0
+        o.table, o.parent, o.index, o.fill = &vt[0], &vp[0], &vi[0], &vf[0]
+        o.base, o.level, o.seen = &vb[0], &vl[0], &vs[0]
+        with nogil:
+            tree_level(eng, &o, 0, 0, 0, -1, -1)
+        return {k: v[:o.n].copy() for k, v in cols.items()}
+    finally:
+        eng.leave()
 
 
 cdef void tree_level(Engine eng, TreeOut *o, int l, int64_t t, uint64_t base, int64_t parent,

@@ -24,6 +24,7 @@ from pymm.constants import (MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MAP_A
                             MAP_PRIVATE, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED,
                             MREMAP_MAYMOVE, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE)
 from pymm.errors import (BusError, InvariantError, KernelBUG, KernelWarning, MemoryFault,
+                         KernelOops, OutOfMemory, ReentrantCallError,
                          SegmentationFault)
 from pymm.kernels import KERNELS, Kernel, PageTableMove
 from pymm.mm import MM
@@ -56,7 +57,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MM", "VMA", "HOST_WINDOW", "Kernel", "KERNELS", "PageTableMove", "check", "Problem",
     "SegmentationFault", "BusError", "MemoryFault", "KernelWarning", "InvariantError",
-    "KernelBUG",
+    "KernelBUG", "ReentrantCallError", "KernelOops", "OutOfMemory",
     "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC", "MAP_SHARED", "MAP_PRIVATE",
     "MAP_FIXED", "MAP_ANONYMOUS", "MAP_POPULATE", "MAP_FIXED_NOREPLACE", "MAP_GROWSDOWN",
     "MREMAP_MAYMOVE", "MREMAP_FIXED", "MREMAP_DONTUNMAP", "MADV_DONTNEED", "MADV_HUGEPAGE",

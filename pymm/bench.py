@@ -11,9 +11,15 @@ It ends with the "20x" lines (2c91bd4a4e2e, and the PUD follow-up), and a
 cost model fitted to the kernel's own runs, ``t = a + b*PTEs + c*PMDs +
 d*PUDs``, which estimates what a kernel variant's path would cost here.
 
+Rounds are interleaved (every case once in pymm and once in the kernel,
+round after round, after one unrecorded warm-up round), each timed call
+follows an untimed one-page mremap on both sides, and each row shows min,
+median and IQR.  The run also times the physical limit of a per-PTE move
+(numpy copying and clearing the region's PTEs) and names the machine.
+
 Example::
 
-    $ pymm bench                      # 1 GiB, 9 repetitions, about 20 s
+    $ pymm bench                      # 1 GiB, 9 rounds, about a minute
     $ pymm bench --size 256M --reps 9 --json out.json --plot sizes.png
 """
 from __future__ import annotations
@@ -76,6 +82,21 @@ class Row:
         return " + ".join(f"{n} {what}{'s' if n != 1 else ''}" for n, what in parts if n) or "nothing"
 
 
+def spread(ns: List[float]) -> Optional[Dict[str, float]]:
+    """min, median and interquartile range of a list of times.
+
+    >>> spread([10, 20, 30, 40, 50])
+    {'min': 10, 'median': 30, 'iqr': 20.0}
+    """
+    if not ns:
+        return None
+    iqr = 0.0
+    if len(ns) > 1:
+        q = statistics.quantiles(ns, n=4, method="inclusive")
+        iqr = q[2] - q[0]
+    return {"min": min(ns), "median": statistics.median(ns), "iqr": iqr}
+
+
 def addresses(case: str, size: int):
     src_off, dst_off, _ = CASES[case]
     src = BASE + src_off
@@ -83,52 +104,154 @@ def addresses(case: str, size: int):
     return src, BASE + span + dst_off
 
 
-def run_pymm_once(kernel: str, case: str, size: int):
-    """One measured move on a fresh MM: (ns, counters)."""
+PRIME = WINDOW_LO + (8 << 40)           # the warm-up call's page, far from the measured region
+
+
+def run_pymm_once(kernel: str, case: str, size: int, warm: bool = True):
+    """One measured move on a fresh MM: (ns, counters).  Right before it,
+    an untimed one-page mremap in the same MM warms the syscall path, as
+    run_host_once() does in the kernel: the figure is the call's own work,
+    not the cache state the populate left behind (``warm=False``: no
+    warm-up call, the first call after the populate)."""
     src, dst = addresses(case, size)
     mm = MM(kernel=kernel, window=(WINDOW_LO, WINDOW_LO + (16 << 40)))
     mm.mmap(src, size, RW, PRIV)
+    mm.mmap(PRIME, PAGE, RW, PRIV)
     if CASES[case][2]:
         mm.madvise(src, size, C.MADV_HUGEPAGE)
     mm.memset(src, 0x5A, size)
+    mm.memset(PRIME, 0x5A, PAGE)
     mm.reset_stats()
+    if warm:
+        mm.mremap(PRIME, PAGE, PAGE, MOVE, PRIME + PUD)
     t0 = time.perf_counter_ns()
     r = mm.mremap(src, size, size, MOVE, dst)
     t1 = time.perf_counter_ns()
     assert r == dst
-    return t1 - t0, mm.stats
+    stats = mm.stats
+    if warm:
+        stats["pte_moves"] -= 1                          # the warm-up's page
+    return t1 - t0, stats
 
 
-def run_host_once(h, case: str, size: int) -> int:
+def run_host_once(h, case: str, size: int, warm: bool = True) -> int:
+    """The same in this machine's kernel: populate, warm-up call, timed call."""
     src, dst = addresses(case, size)
     h.mmap(src, size, RW, PRIV)
+    h.mmap(PRIME, PAGE, RW, PRIV)
     if CASES[case][2]:
         h.madvise(src, size, C.MADV_HUGEPAGE)
     h.memset(src, 0x5A, size)
+    h.memset(PRIME, 0x5A, PAGE)
     try:
+        if warm:
+            h.mremap(PRIME, PAGE, PAGE, MOVE, PRIME + PUD)
         r, ns = h.timed_mremap(src, size, size, MOVE, dst)
     finally:
+        h.munmap(PRIME, PUD + PAGE)
         h.munmap(src, size)
         h.munmap(dst, size)
     return ns
 
 
+PATH_KEYS = ("pte_moves", "pmd_moves", "pud_moves", "huge_pmd_moves")
+
+
+def measure_rows(plan, size: int, reps: int, h=None, warmup: int = 1, limit: Optional[List[int]] = None,
+                 prog=None, warm: bool = True) -> List[Row]:
+    """Time each (case, kernel) of plan ``reps`` times, interleaved: every
+    round runs each case once in pymm and, for 6.18 rows, once in this
+    machine's kernel, then (if ``limit`` is a list) the copy limit.  The
+    first ``warmup`` rounds are not recorded.  A slow phase of the machine
+    thus lands on every row alike instead of on one."""
+    rows = [Row(case, kernel, size, {}, []) for case, kernel in plan]
+    for rnd in range(warmup + reps):
+        keep = rnd >= warmup
+        for row in rows:
+            ns, stats = run_pymm_once(row.kernel, row.case, size, warm)
+            row.path = {k: stats[k] for k in PATH_KEYS}
+            if keep:
+                row.pymm_ns.append(ns)
+            if h is not None and row.kernel == "6.18":
+                ns = run_host_once(h, row.case, size, warm)
+                if keep:
+                    row.host_ns.append(ns)
+            if prog is not None:
+                prog.step()
+        if limit is not None:
+            ns = copy_limit_ns(size)
+            if keep:
+                limit.append(ns)
+    return rows
+
+
 def measure(kernel: str, case: str, size: int, reps: int, h=None) -> Row:
-    """pymm's reps (after one unmeasured warm-up run), then the host's."""
-    pymm_ns, path = [], None
-    for i in range(reps + 1):
-        ns, stats = run_pymm_once(kernel, case, size)
-        if i:
-            pymm_ns.append(ns)
-        path = {k: stats[k] for k in ("pte_moves", "pmd_moves", "pud_moves", "huge_pmd_moves")}
-    row = Row(case, kernel, size, path, pymm_ns)
-    if h is not None:
-        measure_host(row, h, reps)
-    return row
+    """One row: pymm's reps and, with ``h``, the host's, interleaved after one warm-up round."""
+    return measure_rows([(case, kernel)], size, reps, h)[0]
 
 
-def measure_host(row: Row, h, reps: int) -> None:
-    row.host_ns = [run_host_once(h, row.case, row.size) for _ in range(reps)]
+# -- the physical limit ------------------------------------------------------------------
+_LIMIT_ARRAYS: Dict[int, tuple] = {}
+
+
+def copy_limit_ns(size: int) -> int:
+    """What moving ``size`` bytes of PTEs one by one costs at the least on
+    this machine: copy the size/4096 eight-byte entries to a second array
+    and clear the first, with numpy (one streaming pass each).
+
+    >>> copy_limit_ns(1 << 20) > 0
+    True
+    """
+    n = size // PAGE
+    if n not in _LIMIT_ARRAYS:
+        _LIMIT_ARRAYS.clear()
+        src, dst = np.full(n, 0x8000000000000067, np.uint64), np.zeros(n, np.uint64)
+        np.copyto(dst, src)                              # first touch outside the timing
+        _LIMIT_ARRAYS[n] = (src, dst)
+    src, dst = _LIMIT_ARRAYS[n]
+    src.fill(0x8000000000000067)
+    t0 = time.perf_counter_ns()
+    np.copyto(dst, src)                                  # the new page table's entries
+    src.fill(0)                                          # pte_clear() of the old ones
+    return time.perf_counter_ns() - t0
+
+
+# -- the machine ---------------------------------------------------------------------------
+def machine() -> Dict[str, object]:
+    """CPU model, kernel release and THP setting: what a figure depends on.
+
+    >>> sorted(machine())
+    ['cpu', 'cpus', 'kernel', 'thp', 'virtualized']
+    """
+    info: Dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu family", "model", "flags") and key not in info:
+                    info[key] = val.strip()
+                if not line.strip() and info:
+                    break
+    except OSError:
+        pass
+    cpu = info.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in info:
+        cpu += f" (family {info['cpu family']} model {info.get('model', '?')})"
+    thp = "unknown"
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            words = f.read().split()
+        thp = next((w[1:-1] for w in words if w.startswith("[")), thp)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpus": os.cpu_count(), "kernel": f"{platform.system()} {platform.release()}",
+            "thp": thp, "virtualized": "hypervisor" in info.get("flags", "").split()}
+
+
+def machine_text(m: Dict[str, object]) -> str:
+    return (f"{m['cpu']}, {m['cpus']} CPUs{' (virtual machine)' if m['virtualized'] else ''}, "
+            f"{m['kernel']}, THP {m['thp']}")
 
 
 # -- the cost model ----------------------------------------------------------------------
@@ -141,6 +264,8 @@ class CostModel:
     c: float
     d: float
     points: int
+    r2: float = 1.0
+    rel_err: float = 0.0
 
     def predict(self, path: Dict[str, int]) -> float:
         return (self.a + self.b * path["pte_moves"] + self.c * (path["pmd_moves"] + path["huge_pmd_moves"])
@@ -148,27 +273,36 @@ class CostModel:
 
     def __str__(self):
         return (f"t = {self.a / 1e3:.1f} us + {self.b:.2f} ns/PTE + {self.c / 1e3:.3f} us/PMD "
-                f"+ {self.d / 1e3:.2f} us/PUD  (fit on {self.points} kernel runs)")
+                f"+ {self.d / 1e3:.2f} us/PUD\n  fit on the medians of {self.points} kernel rows: "
+                f"R^2 {self.r2:.3f}, median error {100 * self.rel_err:.0f}%")
 
 
 def fit_cost_model(rows: List[Row]) -> Optional[CostModel]:
-    pts = [(r.path, t) for r in rows for t in r.host_ns]
+    """Fit t = a + b*PTEs + c*PMDs + d*PUDs to the kernel's medians, one point
+    per row, weighting each by 1/t so that a 30 us row counts as much as a
+    3 ms one (relative error); no coefficient may be negative."""
+    pts = [(r.path, r.host_median) for r in rows if r.host_ns]
     if len(pts) < 4:
         return None
     X = np.array([[1.0, p["pte_moves"], p["pmd_moves"] + p["huge_pmd_moves"], p["pud_moves"]]
                   for p, _ in pts])
     y = np.array([t for _, t in pts], dtype=float)
+    w = 1.0 / np.maximum(y, 1.0)
     # Least squares with no negative cost (a negative cost per entry is noise,
     # not physics): drop the most negative term and refit until none is left.
     keep = list(range(4))
     while True:
-        sol, *_ = np.linalg.lstsq(X[:, keep], y, rcond=None)
+        sol, *_ = np.linalg.lstsq(X[:, keep] * w[:, None], y * w, rcond=None)
         if sol.min() >= 0 or len(keep) == 1:
             break
         keep.pop(int(np.argmin(sol)))
     coef = np.zeros(4)
     coef[keep] = np.maximum(sol, 0.0)
-    return CostModel(*coef, points=len(pts))
+    pred = X @ coef
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float(((y - pred) ** 2).sum()) / ss_tot if ss_tot else 1.0
+    rel = float(np.median(np.abs(pred - y) / np.maximum(y, 1.0)))
+    return CostModel(*coef, points=len(pts), r2=r2, rel_err=rel)
 
 
 # -- formatting ----------------------------------------------------------------------------
@@ -189,16 +323,22 @@ def fmt_size(n: int) -> str:
     return f"{n} B"
 
 
+def fmt_spread(ns: List[int]) -> str:
+    s = spread(ns)
+    return f"{fmt_ns(s['min'])} / {fmt_ns(s['iqr'])}" if s else "-"
+
+
 def table(rows: List[Row], model: Optional[CostModel]) -> str:
-    head = ["case", "path taken (pymm)", "pymm", "kernel", "pymm/kernel", "model"]
+    head = ["case", "path taken (pymm)", "pymm", "min / IQR", "kernel", "min / IQR", "pymm/kernel", "model"]
     body = []
     for r in rows:
         ratio = f"{r.pymm_median / r.host_median:.2f}x" if r.host_median else "-"
         label = f"{r.case} [{r.kernel}]"
         if r.case == "PUD-aligned" and r.size < PUD:
             label += " (< 1 GiB: no PUD to move)"
-        body.append([label, r.path_text(), fmt_ns(r.pymm_median),
-                     fmt_ns(r.host_median), ratio, fmt_ns(model.predict(r.path)) if model else "-"])
+        body.append([label, r.path_text(), fmt_ns(r.pymm_median), fmt_spread(r.pymm_ns),
+                     fmt_ns(r.host_median), fmt_spread(r.host_ns), ratio,
+                     fmt_ns(model.predict(r.path)) if model else "-"])
     widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
@@ -222,59 +362,74 @@ def twenty_x(rows: Dict[str, Row]) -> List[str]:
     return out
 
 
+def limit_line(size: int, limit: List[int], pte: Optional[Row]) -> str:
+    s = spread(limit)
+    text = (f"copy limit: numpy copies and clears the {size // PAGE:,} PTEs of {fmt_size(size)} in "
+            f"{fmt_ns(s['median'])} (min {fmt_ns(s['min'])}, IQR {fmt_ns(s['iqr'])})")
+    if pte is not None:
+        text += f"; pymm's per-PTE move is {pte.pymm_median / s['median']:.1f}x that"
+    return text
+
+
 def run(size: int = PUD, reps: int = 9, host: Optional[bool] = None, out=None,
-        json_path: Optional[str] = None, plot_path: Optional[str] = None) -> int:
+        json_path: Optional[str] = None, plot_path: Optional[str] = None, warm: bool = True) -> int:
     from pymm import host as host_mod
     out = sys.stdout if out is None else out
     use_host = host_mod.available() if host is None else host
     h = host_mod.HostMM() if use_host else None
     plan = [(case, "6.18") for case in CASES] + [("PMD-aligned", "4.19"), ("PMD-aligned", "5.8")]
-    fit_sizes = [s for s in (size // 16, size // 4) if s >= 4 * PMD]
-    steps = len(plan) + (len(CASES) + len(fit_sizes) * 3 if h else 0)
+    fit_sizes = [s for s in (size // 16, size // 8, size // 4, size // 2) if s >= 4 * PMD] if h else []
+    fit_reps = max(3, reps // 2)
+    fit_plan = [("per-PTE", "6.18"), ("PMD-aligned", "6.18"), ("PUD-aligned", "6.18")]
+    # a second PUD point (two PUDs) pins the per-PUD cost; one point alone
+    # leaves it to the noise of a single row
+    pud_fit = [2 * size] if h and size % PUD == 0 and 2 * size <= min(4 << 30, _mem_available() // 4) else []
+    steps = len(plan) * (reps + 1) + (len(fit_sizes) * len(fit_plan) + len(pud_fit)) * (fit_reps + 1)
+    mach = machine()
     out.write(f"pymm bench: mremap(MREMAP_MAYMOVE|MREMAP_FIXED) of a populated {fmt_size(size)} region, "
-              f"median of {reps}\nmachine: Linux {platform.release()}, {os.cpu_count()} CPUs; kernel column: "
-              + ("this machine's kernel, timed inside a child process\n\n" if h else
-                 "skipped (--no-host)\n\n" if host is False else
-                 f"unavailable ({host_mod.unavailable_reason()})\n\n"))
+              f"{reps} rounds after a warm-up round, pymm and kernel interleaved;\n"
+              + ("each timed call follows an untimed one-page mremap in the same address space, in pymm "
+                 "and the kernel alike\n" if warm else
+                 "--cold: each timed call is the first after the populate, in pymm and the kernel alike\n")
+              + f"machine: {machine_text(mach)}\n"
+              + "kernel column: " + ("this machine's kernel, timed inside a child process\n\n" if h else
+                                   "skipped (--no-host)\n\n" if host is False else
+                                   f"unavailable ({host_mod.unavailable_reason()})\n\n"))
     out.flush()
-    rows: Dict[str, Row] = {}
+    limit: List[int] = []
     fit_rows: List[Row] = []
     try:
         with Progress("bench", total=steps) as prog:
-            # pymm first, the kernel after: the child's 1 GiB memsets sweep the
-            # caches, and would otherwise land in the middle of pymm's runs
-            for case, kernel in plan:
-                prog.show(f"{case} [{kernel}]")
-                rows[case if kernel == "6.18" else f"{kernel} {case}"] = measure(kernel, case, size, reps)
-                prog.step()
-            for case in CASES if h else []:
-                prog.show(f"{case} [this kernel]")
-                measure_host(rows[case], h, reps)
-                prog.step()
-            for s in fit_sizes if h else []:
-                for case in ("per-PTE", "PMD-aligned", "PUD-aligned"):
-                    prog.show(f"cost model: {case} {fmt_size(s)}")
-                    fit_rows.append(measure("6.18", case, s, max(3, reps // 2), h))
-                    prog.step()
+            main_rows = measure_rows(plan, size, reps, h, limit=limit, prog=prog, warm=warm)
+            for s in fit_sizes:
+                fit_rows += measure_rows(fit_plan, s, fit_reps, h, prog=prog, warm=warm)
+            for s in pud_fit:
+                fit_rows += measure_rows([("PUD-aligned", "6.18")], s, fit_reps, h, prog=prog, warm=warm)
     finally:
         if h is not None:
             h.close()
-    model = fit_cost_model([r for r in rows.values() if r.host_ns] + fit_rows)
-    ordered = list(rows.values())
-    out.write(table(ordered, model) + "\n\n")
+    rows = {(r.case if r.kernel == "6.18" else f"{r.kernel} {r.case}"): r for r in main_rows}
+    model = fit_cost_model([r for r in main_rows if r.host_ns] + fit_rows)
+    for r in main_rows + fit_rows:
+        r.model_ns = model.predict(r.path) if model else None
+    out.write(table(main_rows, model) + "\n(min / IQR: the fastest round and the interquartile range)\n\n")
+    out.write(limit_line(size, limit, rows.get("per-PTE")) + "\n\n")
     out.write("The \"20x\":\n  " + "\n  ".join(twenty_x(rows)) + "\n")
     if model:
         out.write(f"\nCost model of this kernel: {model}\n")
-        est = ["PMD-aligned", "4.19 PMD-aligned"]
-        for key in est:
+        for key in ("PMD-aligned", "4.19 PMD-aligned"):
             r = rows.get(key)
             if r:
                 out.write(f"  {r.kernel}'s path for the PMD-aligned move ({r.path_text()}) would cost about "
                           f"{fmt_ns(model.predict(r.path))} here\n")
     if json_path:
-        doc = {"size": size, "reps": reps, "machine": platform.release(),
-               "rows": [dict(asdict(r), pymm_median=r.pymm_median, host_median=r.host_median)
-                        for r in ordered],
+        pte = rows.get("per-PTE")
+        lim = spread(limit)
+        doc = {"size": size, "reps": reps, "warmup_rounds": 1, "warm_call": warm, "machine": mach,
+               "rows": [dict(asdict(r), pymm=spread(r.pymm_ns), host=spread(r.host_ns),
+                             pymm_median=r.pymm_median, host_median=r.host_median) for r in main_rows],
+               "copy_limit": dict(lim, ns=limit, per_pte_multiple=pte.pymm_median / lim["median"]
+                                  if pte else None),
                "fit_rows": [asdict(r) for r in fit_rows],
                "cost_model": asdict(model) if model else None}
         if json_path == "-":                 # stdout: the table went to stderr (see cli)
@@ -355,14 +510,18 @@ def add_parser(sub, size_type):
     p = sub.add_parser(
         "bench", help="the 1 GiB mremap table, pymm beside this machine's kernel",
         description="Move a populated region with mremap() in each alignment case (per-PTE, PMD, PUD, "
-        "THP) and time it: pymm's whole call, and this machine's kernel inside a child process. Shows "
-        "the path each case takes, the ratio, the \"20x\" lines and a cost model of the kernel.",
+        "THP) and time it: pymm's whole call, and this machine's kernel inside a child process, in "
+        "interleaved rounds after a warm-up round. Shows the machine, the path each case takes, "
+        "min/median/IQR, the ratio, the per-PTE copy limit measured in the same run, the \"20x\" "
+        "lines and a cost model of the kernel with its fit quality.",
         epilog="examples:\n  pymm bench\n  pymm bench --size 256M --reps 9\n"
         "  pymm bench --json bench.json --plot sizes.png",
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("--size", type=size_type, default=PUD, help="region size (default 1G)")
-    p.add_argument("--reps", type=int, default=9, help="repetitions per case; medians shown (default 9)")
+    p.add_argument("--reps", type=int, default=9, help="measured rounds (each case once per round, after one warm-up round; default 9)")
     p.add_argument("--no-host", action="store_true", help="skip this machine's kernel")
+    p.add_argument("--cold", action="store_true", help="time the first call after the populate, "
+                   "without the untimed one-page mremap before it (both sides)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON (- for stdout; the table "
                    "then goes to stderr)")
     p.add_argument("--plot", metavar="PATH", help="also write a PNG: time vs size (1 MiB-64 GiB), "
@@ -377,5 +536,5 @@ def _cmd(args) -> int:
     if args.reps < 1:
         print("pymm bench: --reps must be at least 1", file=sys.stderr)
         return 2
-    return run(size=args.size, reps=args.reps, host=False if args.no_host else None,
+    return run(size=args.size, reps=args.reps, host=False if args.no_host else None, warm=not args.cold,
                json_path=args.json, plot_path=args.plot, out=sys.stderr if args.json == "-" else None)

@@ -7,6 +7,9 @@
   recorded in ``mm.warnings`` and issued through :func:`warnings.warn`.
 * :class:`InvariantError`: ``MM(check=True)`` found a broken invariant.
 * :class:`KernelBUG`: the modelled kernel would hit ``BUG()`` here.
+* :class:`ReentrantCallError`: a hook called back into the MM it runs in.
+* :class:`KernelOops`: a hook failed half-way through a call; the MM is dead.
+* :class:`OutOfMemory`: the simulated RAM is used up (the OOM killer); the MM is dead.
 """
 import errno as _errno
 import os
@@ -106,6 +109,49 @@ class InvariantError(AssertionError):
         where = f" after {after}" if after else ""
         more = f" (+{len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
         super().__init__(f"invariant broken{where}: {first}{more}")
+
+
+class ReentrantCallError(RuntimeError):
+    """A call on an MM made while another call on the same MM is still
+    running in the same thread (from a kernel hook or a warnings filter).
+    Refused: in the kernel it would deadlock on mmap_lock."""
+
+
+class KernelOops(RuntimeError):
+    """A kernel hook (``align``, ``overlap_guard``, ``progress``) raised or
+    returned a value the kernel could not use in the middle of a call: as
+    after an oops, the address space is dead (``mm.dead`` says why) and
+    refuses further calls; ``maps()``, ``describe()`` and the other views
+    still show the state it was left in."""
+
+
+def oops(mm, message: str) -> KernelOops:
+    """Mark ``mm`` dead with ``message`` and return the KernelOops to raise."""
+    if not mm.dead:
+        mm.dead = message
+    return KernelOops(f"oops: {message}; this MM is dead, make a new one")
+
+
+class OutOfMemory(MemoryError):
+    """The simulated machine's RAM (``MM(ram=...)``) is used up by frames
+    and page tables: Linux's OOM killer ends the process, so the MM is dead
+    (``mm.dead`` says why); ``maps()``/``read()``/``describe()`` still work.
+    Also raised when the host itself refuses pymm memory mid-call."""
+
+
+def out_of_memory(mm, call: str, err: BaseException) -> OutOfMemory:
+    """Mark ``mm`` dead after a MemoryError in ``call``; the OutOfMemory to raise."""
+    if isinstance(err, OutOfMemory):
+        return err
+    ram = getattr(mm, "ram", None)
+    if type(err).__name__ == "EngineOutOfMemory":
+        why = (f"Out of memory: the OOM killer killed the process in {call}() "
+               f"(ram={ram} bytes of frames and page tables used up)")
+    else:
+        why = f"the host refused pymm memory in {call}() ({err}); the call may be half done"
+    if not mm.dead:
+        mm.dead = why
+    return OutOfMemory(f"{why}; this MM is dead, make a new one (a larger ram= ?)")
 
 
 EINVAL = _errno.EINVAL

@@ -1,10 +1,13 @@
 """pymm fuzz: search syscall programs for a kernel's bugs, shrink, reproduce.
 
-Runs random programs (see :mod:`pymm.ops`) on ``pymm.MM(kernel=...)`` and
-looks for a broken invariant (:func:`pymm.check`) or a kernel warning.  The
-search and the shrinking are hypothesis's (:func:`hypothesis.find`); the hit
-comes back as the smallest program found, printable as a Python script and as
-a C program to run on a real machine.
+Runs random programs (see :mod:`pymm.ops`, :func:`~pymm.ops.random_program`)
+on ``pymm.MM(kernel=...)`` and looks for a broken invariant
+(:func:`pymm.check`) or a kernel warning.  The search draws programs from a
+seeded ``random.Random`` (hypothesis's engine cost ~10 ms a program, far
+more than running it); a failing program is then shrunk: calls dropped, then
+lengths, values and flags made simpler, while it still fails.  The hit comes
+back as that program, printable as a Python script and as a C program to run
+on a real machine.
 
 Example::
 
@@ -27,23 +30,16 @@ from typing import Callable, List, Optional
 
 from pymm.kernels import Kernel, get_kernel
 from pymm.mm import MM
-from pymm.ops import Op, programs, run_program, to_c, to_python
+from pymm.ops import LENGTHS, MAP_FLAGS, MREMAP_FLAGS, PMD, PROTS, Op, random_program, run_program, to_c, \
+    to_python
 
 DEFAULT_BASE = 0x100000000  # 4 GiB, where Kirill put SRC
 CACHE_DIR = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pymm")
 
 
-def _hypothesis_storage() -> None:
-    """Keep hypothesis's files in ~/.cache/pymm/hypothesis, not in a
-    ``.hypothesis/`` folder of the user's current directory (the search
-    itself keeps no example database: database=None)."""
-    os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(CACHE_DIR, "hypothesis"))
-
-
 class _Interrupt:
     """Ctrl-C for the search: the handler records it, and the next program
-    raises KeyboardInterrupt from ordinary code (raised inside one of
-    hypothesis's gc callbacks it would be ignored, and the run go on)."""
+    raises KeyboardInterrupt from ordinary code, between two programs."""
 
     def __init__(self):
         self.hit = False
@@ -101,9 +97,7 @@ def evaluate(kernel: Kernel, program) -> tuple:
 
 
 def drop_ops(program: List[Op], is_bug: Callable[[List[Op]], bool]) -> List[Op]:
-    """Finish the shrink: remove single calls while the program still
-    fails, until no call can go (hypothesis shrinks values well, but a call
-    whose address later calls were derived from rarely goes by itself)."""
+    """Remove single calls while the program still fails, until no call can go."""
     i = 0
     while i < len(program):
         shorter = program[:i] + program[i + 1:]
@@ -114,6 +108,57 @@ def drop_ops(program: List[Op], is_bug: Callable[[List[Op]], bool]) -> List[Op]:
     return program
 
 
+_LENGTH_ARGS = {"mmap": (1,), "munmap": (1,), "mremap": (1, 2), "mprotect": (1,), "madvise": (1,),
+                "memset": (2,), "read": (1,)}
+_COMMON = {("mmap", 2): PROTS[0], ("mmap", 3): MAP_FLAGS[0], ("mprotect", 2): PROTS[0],
+           ("mremap", 3): MREMAP_FLAGS[0]}
+
+
+def simpler(op: Op):
+    """Simpler versions of one call, simplest first: shorter lengths, value
+    1, one byte written, the common prot and flags, an address at the start
+    of its PMD."""
+    args = op.args
+    for i in _LENGTH_ARGS.get(op.name, ()):
+        for n in (1,) + LENGTHS:
+            if n < args[i] and (n > 1 or op.name == "read"):
+                yield Op(op.name, args[:i] + (n,) + args[i + 1:])
+    if op.name == "memset" and args[1] != 1:
+        yield Op(op.name, (args[0], 1, args[2]))
+    if op.name == "write" and (len(args[1]) > 1 or args[1] != b"\x01"):
+        yield Op(op.name, (args[0], b"\x01"))
+    for (name, i), v in _COMMON.items():
+        if name == op.name and args[i] != v:
+            yield Op(op.name, args[:i] + (v,) + args[i + 1:])
+    if args[0] & (PMD - 1):
+        yield Op(op.name, (args[0] & ~(PMD - 1),) + args[1:])
+
+
+def shrink(program: List[Op], is_bug: Callable[[List[Op]], bool], budget: int = 2000) -> List[Op]:
+    """Make a failing program as small and plain as it goes while it still
+    fails: drop calls, then simplify each call (:func:`simpler`), again
+    until nothing changes or ``budget`` more programs were run."""
+    tries = [0]
+
+    def still_fails(p):
+        tries[0] += 1
+        return is_bug(p)
+
+    while True:
+        before = program
+        program = drop_ops(program, still_fails)
+        for i in range(len(program)):
+            for op in simpler(program[i]):
+                if tries[0] >= budget:
+                    return program
+                candidate = program[:i] + [op] + program[i + 1:]
+                if still_fails(candidate):
+                    program = candidate
+                    break
+        if program == before or tries[0] >= budget:
+            return program
+
+
 def fuzz(kernel="6.18", *, max_examples: int = 50000, seconds: float = 60.0,
          seed: Optional[int] = 0, base: int = DEFAULT_BASE, max_ops: int = 10,
          progress: Optional[Callable[[int, float], None]] = None,
@@ -122,18 +167,17 @@ def fuzz(kernel="6.18", *, max_examples: int = 50000, seconds: float = 60.0,
 
     Returns the shrunk :class:`Hit`, or None when the budget (``max_examples``
     programs or ``seconds``) ran out.  ``kernel`` may be a name or a Kernel
-    of your own.  The search runs in batches of hypothesis.find() with
-    successive seeds, so the time budget is checked between batches.
-    ``tally``, a dict, gets ``programs`` (run so far), ``seconds`` and
-    ``found`` (a failing program seen, perhaps not yet shrunk) on return and
-    on Ctrl-C (KeyboardInterrupt, raised between two programs).
+    of your own; ``seed`` (None: a random one) fixes the programs tried.
+    ``tally``, a dict, gets ``programs`` (run so far, shrinking included),
+    ``seconds`` and ``found`` (a failing program seen, perhaps not yet
+    shrunk) on return and on Ctrl-C (KeyboardInterrupt, raised between two
+    programs).
     """
-    _hypothesis_storage()
+    import random
+
     k = get_kernel(kernel)
     start = time.monotonic()
     count = [0]
-    strategy = programs(base=base, slots=8, max_ops=max_ops, big=True)
-
     stop = _Interrupt()
     tally = {} if tally is None else tally
     tally["found"] = False
@@ -145,39 +189,26 @@ def fuzz(kernel="6.18", *, max_examples: int = 50000, seconds: float = 60.0,
         if progress is not None and count[0] % 100 == 0:
             progress(count[0], time.monotonic() - start)
         problems, warns, _ = evaluate(k, program)
-        bug = bool(problems or warns)
-        tally["found"] = tally["found"] or bug
-        return bug
+        return bool(problems or warns)
 
     try:
         with stop:
-            hit = _search(k, strategy, is_bug, count, start, max_examples, seconds, seed)
+            rng = random.Random(seed)
+            while count[0] < max_examples and (count[0] & 15 or time.monotonic() - start < seconds):
+                program = random_program(rng, base=base, slots=8, max_ops=max_ops, big=True)
+                if is_bug(program):
+                    tally["found"] = True
+                    return _hit(k, shrink(program, is_bug), count[0], start)
         if stop.hit:
             raise KeyboardInterrupt
-        return hit
+        return None
     finally:
         tally.update(programs=count[0], seconds=time.monotonic() - start)
 
 
-def _search(k, strategy, is_bug, count, start, max_examples, seconds, seed) -> Optional[Hit]:
-    import random
-
-    from hypothesis import HealthCheck, Phase, find, settings
-    from hypothesis.errors import NoSuchExample
-
-    batch, rnd = 500, random.Random(seed)
-    while count[0] < max_examples and time.monotonic() - start < seconds:
-        cfg = settings(max_examples=min(batch, max_examples - count[0]), deadline=None,
-                       database=None, phases=[Phase.generate, Phase.shrink],
-                       suppress_health_check=list(HealthCheck))
-        try:
-            program = find(strategy, is_bug, settings=cfg, random=random.Random(rnd.getrandbits(64)))
-        except NoSuchExample:
-            continue
-        program = drop_ops(list(program), is_bug)
-        problems, warns, raw = evaluate(k, program)
-        probes = sorted({p.address for p in raw
-                         if p.address and p.invariant in ("orphan-pte", "rmap-index", "rmap-owner")})[:4]
-        return Hit(k.source or k.name, list(program), problems, warns, probes, count[0],
-                   time.monotonic() - start)
-    return None
+def _hit(k, program: List[Op], count: int, start: float) -> Hit:
+    problems, warns, raw = evaluate(k, program)
+    probes = sorted({p.address for p in raw
+                     if p.address and p.invariant in ("orphan-pte", "rmap-index", "rmap-owner")})[:4]
+    return Hit(k.source or k.name, list(program), problems, warns, probes, count,
+               time.monotonic() - start)

@@ -316,6 +316,36 @@ class Kernel:
     source: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self):
+        """Every field checked when the Kernel is made, not when a move uses it."""
+        for f in ("name", "models", "notes", "source"):
+            if not isinstance(getattr(self, f), str):
+                raise TypeError(f"Kernel.{f} must be a str, not {type(getattr(self, f)).__name__}")
+        if not self.name:
+            raise ValueError("Kernel.name must not be empty")
+        for f in ("pmd_moves", "pud_moves", "align_before_old_end", "exec_passes_for_stack",
+                  "multi_vma_move"):
+            if not isinstance(getattr(self, f), bool):
+                raise TypeError(f"Kernel.{f} must be True or False, not {getattr(self, f)!r}")
+        steps = (mmcore.PUD_STEP_NONE, mmcore.PUD_STEP_ALWAYS, mmcore.PUD_STEP_IF_PUD_SIZED)
+        if type(self.pud_step) is not int or self.pud_step not in steps:
+            raise ValueError(f"Kernel.pud_step must be one of mmcore.PUD_STEP_* {steps}, "
+                             f"not {self.pud_step!r}")
+        for f in ("pmd_warn", "pud_warn", "huge_pmd_warn"):
+            v = getattr(self, f)
+            if type(v) is not int or v not in (WARN_SILENT, WARN_ON, WARN_ON_ONCE):
+                raise ValueError(f"Kernel.{f} must be WARN_SILENT, WARN_ON or WARN_ON_ONCE, not {v!r}")
+        for f in ("overlap_guard", "align"):
+            if getattr(self, f) is not None and not callable(getattr(self, f)):
+                raise TypeError(f"Kernel.{f} must be a function or None")
+        if not callable(self.progress):
+            raise TypeError("Kernel.progress must be a function")
+        if not isinstance(self.warn_sites, dict) or not all(
+                isinstance(k, str) and isinstance(v, Warning_) for k, v in self.warn_sites.items()):
+            raise TypeError("Kernel.warn_sites must map site names to Warning_s")
+        unknown = set(self.warn_sites) - _SITE_KEYS
+        if unknown:
+            raise ValueError(f"Kernel.warn_sites: unknown sites {sorted(unknown)}; "
+                             f"known: {sorted(_SITE_KEYS)}")
         if self.thp_align not in THP_ALIGN_MODES:
             raise ValueError(f"thp_align must be one of {THP_ALIGN_MODES}, not {self.thp_align!r}")
 
@@ -340,6 +370,9 @@ class Kernel:
 
     def __str__(self):
         return self.name
+
+
+_SITE_KEYS = {"pmd_not_none", "pud_not_none", "huge_pmd_not_none", "overlap_up"}
 
 
 def _pmd_site(line: str, function: str = "move_page_tables") -> Dict[str, Warning_]:

@@ -184,113 +184,180 @@ def to_c(program: Sequence[Op], probes: Sequence[int] = ()) -> str:
 
 
 # -- generation -----------------------------------------------------------------------------
+# The op mix, shared by the hypothesis strategies and the plain random generator.
+KINDS = ("mmap",) * 4 + ("mremap",) * 4 + ("munmap", "mprotect", "madvise", "write", "write", "memset",
+                                           "read")
+PAGE_OFFSETS = (0, 0, 1, 2, 255, 256, 510, 511)
+LENGTHS = (PAGE, 2 * PAGE, 3 * PAGE, 16 * PAGE, PMD - PAGE, PMD, PMD + PAGE, 2 * PMD, 4 * PMD)
+BIG_LENGTHS = LENGTHS + (PUD, PUD + PMD)
+PROTS = (C.PROT_READ | C.PROT_WRITE,) * 4 + (C.PROT_READ, C.PROT_NONE, C.PROT_READ | C.PROT_WRITE | C.PROT_EXEC)
+_RW_PRIV = C.MAP_PRIVATE | C.MAP_ANONYMOUS
+MAP_FLAGS = (_RW_PRIV | C.MAP_FIXED,) * 6 + (
+    C.MAP_SHARED | C.MAP_ANONYMOUS | C.MAP_FIXED, _RW_PRIV | C.MAP_FIXED_NOREPLACE, _RW_PRIV,
+    _RW_PRIV | C.MAP_FIXED | C.MAP_POPULATE, C.MAP_SHARED | C.MAP_ANONYMOUS | C.MAP_FIXED | C.MAP_POPULATE,
+    _RW_PRIV | C.MAP_FIXED | C.MAP_GROWSDOWN, _RW_PRIV | C.MAP_FIXED | C.MAP_NORESERVE)
+MREMAP_FLAGS = (C.MREMAP_MAYMOVE | C.MREMAP_FIXED,) * 4 + (
+    C.MREMAP_MAYMOVE, 0, C.MREMAP_MAYMOVE | C.MREMAP_DONTUNMAP,
+    C.MREMAP_MAYMOVE | C.MREMAP_FIXED | C.MREMAP_DONTUNMAP, C.MREMAP_FIXED, C.MREMAP_DONTUNMAP)
+ADVICE = (C.MADV_DONTNEED, C.MADV_DONTNEED, C.MADV_HUGEPAGE, C.MADV_HUGEPAGE, C.MADV_NOHUGEPAGE,
+          C.MADV_NORMAL, C.MADV_RANDOM, C.MADV_WILLNEED, C.MADV_POPULATE_WRITE)
+NUDGES = (0, 0, PAGE, 2 * PAGE, -PAGE, PMD, -PMD, 4 * PMD)
+DEST_STEPS = (PMD, 2 * PMD, 8 * PMD)
+WRITE_SIZES = (1, 7, PAGE)
+READ_SIZES = (1, 8, PAGE)
+
+
+class RandomDraws:
+    """Choices from a ``random.Random``: the fuzzer's search, a few
+    microseconds a program.
+
+    >>> import random
+    >>> d = RandomDraws(random.Random(1))
+    >>> d.pick((5, 6, 7)) in (5, 6, 7) and 0 <= d.integer(0, 3) <= 3
+    True
+    """
+
+    __slots__ = ("_random",)
+
+    def __init__(self, rng):
+        self._random = rng.random
+
+    def pick(self, seq):
+        return seq[int(self._random() * len(seq))]
+
+    def integer(self, lo: int, hi: int) -> int:
+        return lo + int(self._random() * (hi - lo + 1))
+
+
+class HypothesisDraws:
+    """The same choices through hypothesis's ``draw`` (shrinkable)."""
+
+    __slots__ = ("_draw",)
+    _sampled: dict = {}
+
+    def __init__(self, draw):
+        self._draw = draw
+
+    def pick(self, seq):
+        from hypothesis import strategies as st
+        if type(seq) is not tuple:                   # an address pool: a list that grows
+            return self._draw(st.sampled_from(seq))
+        s = self._sampled.get(seq)
+        if s is None:
+            s = self._sampled[seq] = st.sampled_from(seq)
+        return self._draw(s)
+
+    def integer(self, lo: int, hi: int) -> int:
+        from hypothesis import strategies as st
+        return self._draw(st.integers(lo, hi))
+
+
+def draw_program(d, base: int = 0x100000000, slots: int = 8, max_ops: int = 12, big: bool = True,
+                 draw_one=None) -> List[Op]:
+    """Up to ``max_ops`` ops where later calls reuse the addresses of
+    earlier ones (a mapping's start, a page or a PMD further, the same offset
+    in another PMD), so moving part of something populated, to a mutually
+    aligned place, is an everyday program.  ``d``: :class:`RandomDraws` or
+    :class:`HypothesisDraws`."""
+    n = d.integer(1, max_ops)
+    pool: List[int] = []
+    out: List[Op] = []
+    for _ in range(n):
+        op = draw_one() if draw_one is not None else draw_op(d, base, slots, big)
+        if pool and d.integer(0, 2):
+            op = _rebase(op, pool, d)
+        out.append(op)
+        if op.name in ("mmap", "mremap"):
+            pool.append(op.args[0])
+            if op.name == "mremap":
+                pool.append(op.args[4])
+    return out
+
+
+def random_program(rng, base: int = 0x100000000, slots: int = 8, max_ops: int = 12,
+                   big: bool = True) -> List[Op]:
+    """A program from ``random.Random`` with the op mix of :func:`programs`.
+
+    >>> import random
+    >>> prog = random_program(random.Random(0), max_ops=5)
+    >>> 1 <= len(prog) <= 5 and all(op.name in KINDS for op in prog)
+    True
+    """
+    return draw_program(RandomDraws(rng), base, slots, max_ops, big)
+
+
 def programs(base: int = 0x100000000, slots: int = 8, max_ops: int = 12, big: bool = True):
-    """A hypothesis strategy for programs: up to ``max_ops`` ops where later
-    calls reuse the addresses of earlier ones (a mapping's start, a page or a
-    PMD further, the same offset in another PMD), so moving part of something
-    populated, to a mutually aligned place, is an everyday program."""
+    """A hypothesis strategy for programs (see :func:`draw_program`)."""
     from hypothesis import strategies as st
 
     single = op_strategy(base, slots, big)
 
     @st.composite
     def program(draw):
-        n = draw(st.integers(1, max_ops))
-        pool: List[int] = []
-        out: List[Op] = []
-        for _ in range(n):
-            op = draw(single)
-            if pool and draw(st.integers(0, 2)):
-                op = _rebase(op, pool, draw)
-            out.append(op)
-            if op.name in ("mmap", "mremap"):
-                pool.append(op.args[0])
-                if op.name == "mremap":
-                    pool.append(op.args[4])
-        return out
+        return draw_program(HypothesisDraws(draw), base, slots, max_ops, big, lambda: draw(single))
 
     return program()
 
 
-def _rebase(op: Op, pool: List[int], draw) -> Op:
+def _rebase(op: Op, pool: List[int], d) -> Op:
     """Point op at (or near) an address an earlier op used."""
-    from hypothesis import strategies as st
-    anchor = draw(st.sampled_from(pool))
-    nudge = draw(st.sampled_from([0, 0, PAGE, 2 * PAGE, -PAGE, PMD, -PMD, 4 * PMD]))
-    addr = max(anchor + nudge, PAGE)
+    anchor = d.pick(pool)
+    addr = max(anchor + d.pick(NUDGES), PAGE)
     args = list(op.args)
     args[0] = addr
-    if op.name == "mremap" and draw(st.booleans()):
+    if op.name == "mremap" and d.integer(0, 1):
         # a destination in another PMD at the same offset: mutually aligned
-        args[4] = (draw(st.sampled_from(pool)) & ~(PMD - 1)) + draw(st.sampled_from([PMD, 2 * PMD, 8 * PMD])) \
-            + (addr & (PMD - 1))
+        args[4] = (d.pick(pool) & ~(PMD - 1)) + d.pick(DEST_STEPS) + (addr & (PMD - 1))
     return Op(op.name, tuple(args))
 
 
 def op_strategy(base: int = 0x100000000, slots: int = 8, big: bool = True):
-    """A hypothesis strategy for one op on a grid of ``slots`` PMDs from
-    ``base`` (PUD-aligned).  Page offsets come from a small set so that
-    source and destination are often mutually aligned; lengths mix pages,
-    PMD-sized and (with ``big``) PUD-sized ranges.  Nothing populates more
-    than a few PMDs, so PUD-sized ranges stay cheap on a real kernel too."""
+    """A hypothesis strategy for one op (see :func:`draw_op`)."""
     from hypothesis import strategies as st
-
-    page_off = st.sampled_from([0, 0, 1, 2, 255, 256, 510, 511])
-    lengths = [PAGE, 2 * PAGE, 3 * PAGE, 16 * PAGE, PMD - PAGE, PMD, PMD + PAGE, 2 * PMD, 4 * PMD]
-    if big:
-        lengths += [PUD, PUD + PMD]
-    length = st.sampled_from(lengths)
-
-    @st.composite
-    def addr(draw):
-        if big and draw(st.integers(0, 15)) == 0:
-            return base + draw(st.integers(0, 3)) * PUD
-        return base + draw(st.integers(0, slots - 1)) * PMD + draw(page_off) * PAGE
-
-    prot = st.sampled_from([C.PROT_READ | C.PROT_WRITE] * 4 + [C.PROT_READ, C.PROT_NONE,
-                                                               C.PROT_READ | C.PROT_WRITE | C.PROT_EXEC])
-    rw_priv = C.MAP_PRIVATE | C.MAP_ANONYMOUS
-    map_flags = st.sampled_from([rw_priv | C.MAP_FIXED] * 6 + [
-        C.MAP_SHARED | C.MAP_ANONYMOUS | C.MAP_FIXED, rw_priv | C.MAP_FIXED_NOREPLACE, rw_priv,
-        rw_priv | C.MAP_FIXED | C.MAP_POPULATE, C.MAP_SHARED | C.MAP_ANONYMOUS | C.MAP_FIXED | C.MAP_POPULATE,
-        rw_priv | C.MAP_FIXED | C.MAP_GROWSDOWN, rw_priv | C.MAP_FIXED | C.MAP_NORESERVE])
-    mremap_flags = st.sampled_from([
-        C.MREMAP_MAYMOVE | C.MREMAP_FIXED] * 4 + [C.MREMAP_MAYMOVE, 0,
-                                                  C.MREMAP_MAYMOVE | C.MREMAP_DONTUNMAP,
-                                                  C.MREMAP_MAYMOVE | C.MREMAP_FIXED | C.MREMAP_DONTUNMAP,
-                                                  C.MREMAP_FIXED, C.MREMAP_DONTUNMAP])
-    advice = st.sampled_from([C.MADV_DONTNEED, C.MADV_DONTNEED, C.MADV_HUGEPAGE, C.MADV_HUGEPAGE,
-                              C.MADV_NOHUGEPAGE, C.MADV_NORMAL, C.MADV_RANDOM, C.MADV_WILLNEED,
-                              C.MADV_POPULATE_WRITE])
 
     @st.composite
     def op(draw):
-        kind = draw(st.sampled_from(["mmap"] * 4 + ["mremap"] * 4 + ["munmap", "mprotect", "madvise",
-                                                                     "write", "write", "memset", "read"]))
-        if kind == "mmap":
-            n, flags = draw(length), draw(map_flags)
-            if n > 4 * PMD:
-                flags &= ~C.MAP_POPULATE
-            return Op("mmap", (draw(addr()), n, draw(prot), flags))
-        if kind == "munmap":
-            return Op("munmap", (draw(addr()), draw(length)))
-        if kind == "mremap":
-            old_len = draw(st.one_of(length, st.just(0)))
-            new_len = draw(st.one_of(st.just(old_len), length)) or PAGE
-            return Op("mremap", (draw(addr()), old_len, new_len, draw(mremap_flags), draw(addr())))
-        if kind == "mprotect":
-            return Op("mprotect", (draw(addr()), draw(length), draw(prot)))
-        if kind == "madvise":
-            adv, n = draw(advice), draw(length)
-            if adv == C.MADV_POPULATE_WRITE and n > 4 * PMD:
-                n = PMD
-            return Op("madvise", (draw(addr()), n, adv))
-        if kind == "write":
-            n = draw(st.sampled_from([1, 7, PAGE]))
-            byte = draw(st.integers(1, 255))
-            return Op("write", (draw(addr()) + draw(st.integers(0, 64)), bytes([byte]) * n))
-        if kind == "memset":
-            return Op("memset", (draw(addr()), draw(st.integers(1, 255)), draw(st.sampled_from(lengths[:6]))))
-        return Op("read", (draw(addr()), draw(st.sampled_from([1, 8, PAGE]))))
+        return draw_op(HypothesisDraws(draw), base, slots, big)
 
     return op()
+
+
+def draw_op(d, base: int = 0x100000000, slots: int = 8, big: bool = True) -> Op:
+    """One op on a grid of ``slots`` PMDs from ``base`` (PUD-aligned).  Page
+    offsets come from a small set so that source and destination are often
+    mutually aligned; lengths mix pages, PMD-sized and (with ``big``)
+    PUD-sized ranges.  Nothing populates more than a few PMDs, so PUD-sized
+    ranges stay cheap on a real kernel too."""
+    lengths = BIG_LENGTHS if big else LENGTHS
+
+    def addr():
+        if big and d.integer(0, 15) == 0:
+            return base + d.integer(0, 3) * PUD
+        return base + d.integer(0, slots - 1) * PMD + d.pick(PAGE_OFFSETS) * PAGE
+
+    kind = d.pick(KINDS)
+    if kind == "mmap":
+        n, flags = d.pick(lengths), d.pick(MAP_FLAGS)
+        if n > 4 * PMD:
+            flags &= ~C.MAP_POPULATE
+        return Op("mmap", (addr(), n, d.pick(PROTS), flags))
+    if kind == "munmap":
+        return Op("munmap", (addr(), d.pick(lengths)))
+    if kind == "mremap":
+        old_len = d.pick(lengths) if not d.integer(0, 1) else 0
+        new_len = (old_len if not d.integer(0, 1) else d.pick(lengths)) or PAGE
+        return Op("mremap", (addr(), old_len, new_len, d.pick(MREMAP_FLAGS), addr()))
+    if kind == "mprotect":
+        return Op("mprotect", (addr(), d.pick(lengths), d.pick(PROTS)))
+    if kind == "madvise":
+        adv, n = d.pick(ADVICE), d.pick(lengths)
+        if adv == C.MADV_POPULATE_WRITE and n > 4 * PMD:
+            n = PMD
+        return Op("madvise", (addr(), n, adv))
+    if kind == "write":
+        n = d.pick(WRITE_SIZES)
+        byte = d.integer(1, 255)
+        return Op("write", (addr() + d.integer(0, 64), bytes([byte]) * n))
+    if kind == "memset":
+        return Op("memset", (addr(), d.integer(1, 255), d.pick(LENGTHS[:6])))
+    return Op("read", (addr(), d.pick(READ_SIZES)))

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 import mmcore
-from mmcore import check, huge_memory, memory, mprotect, mremap, pagewalk
+from mmcore import access, check, huge_memory, memory, mprotect, mremap, pagewalk
 
-KERNEL_MODULES = (huge_memory, pagewalk, memory, mprotect, mremap, check)
+KERNEL_MODULES = (huge_memory, pagewalk, memory, access, mprotect, mremap, check)
 MMCORE = pathlib.Path(mmcore.__file__).parent
 
 # Bottom to top: a module may import or cimport only modules of a lower layer.
 LAYERS = (("geometry", "_entries", "_region"), ("_core",), ("huge_memory", "pagewalk"),
-          ("memory", "mprotect", "mremap", "check"))
+          ("memory", "access", "mprotect", "mremap", "check"))
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 

@@ -23,7 +23,11 @@ from helpers import GiB, MiB, PAGE, PRIV, RW, long_runs
 EXAMPLES = 3000 if long_runs() else 150
 CFG = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 # NotImplementedError: a valid Linux request pymm does not model (MAP_HUGETLB, ...), said plainly.
-CLEAR = (OSError, TypeError, ValueError, OverflowError, NotImplementedError, pymm.MemoryFault)
+# OutOfMemory: the simulated RAM (ram= below) ran out, the OOM killer ended the process;
+# KernelOops: later calls on that dead MM are refused
+CLEAR = (OSError, TypeError, ValueError, OverflowError, NotImplementedError, pymm.MemoryFault,
+         pymm.OutOfMemory, pymm.KernelOops)
+RAM = 1 << 30       # bounds each MM's frames + page tables: the long run stays small on the host
 
 TASK_SIZE = (1 << 47) - PAGE
 # integers that hurt: around 0, page and PMD boundaries, task_size, 2**63, 2**64
@@ -60,7 +64,7 @@ CALLS = {
 def fresh_mm():
     """An address space with something in it: a populated anonymous VMA
     across a PMD boundary, a read-only one, a shared one and a THP."""
-    mm = pymm.MM(check=True, thp="always")
+    mm = pymm.MM(check=True, thp="always", ram=RAM)
     a = mm.mmap(GiB - MiB, 4 * MiB, RW, PRIV | pymm.MAP_FIXED)
     mm.madvise(a, 4 * MiB, pymm.MADV_NOHUGEPAGE)
     mm.memset(a, 0x42, 4 * MiB)

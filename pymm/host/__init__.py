@@ -33,7 +33,9 @@ import shutil
 import struct
 import subprocess
 import sys
+import select
 import tempfile
+import threading
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -49,6 +51,14 @@ _READY = 0x706D796D686F7374
 _SEGV_CODES = {1: "SEGV_MAPERR", 2: "SEGV_ACCERR", 3: "SEGV_BNDERR", 4: "SEGV_PKUERR"}
 _BUS_CODES = {1: "BUS_ADRALN", 2: "BUS_ADRERR", 3: "BUS_OBJERR"}
 _SOURCE = Path(__file__).with_name("helper.c")
+MAX_PAGEMAP_PAGES = 1 << 27     # as MM.pagemap (mmcore's MAX_ARRAY_PAGES): 512 GiB per call
+DEFAULT_TIMEOUT = 120.0         # seconds a call may take before the helper is presumed stuck
+# mmap flags whose placement HostMM cannot confine, refused before the kernel
+# sees them: MAP_DROPPABLE (a map type, 6.11+), MAP_32BIT (below 2 GiB),
+# MAP_HUGETLB.  Other unknown bits go through (Linux ignores them unless
+# MAP_SHARED_VALIDATE), and every address a call returns is checked.
+_MAP_DROPPABLE = 0x08
+_MAP_REFUSED = C.MAP_32BIT | C.MAP_HUGETLB
 
 
 def _cache_dir() -> Path:
@@ -76,17 +86,19 @@ def helper_path() -> Path:
     if cc is None:
         raise RuntimeError("the host oracle needs a C compiler (set CC, or install gcc)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    # build next to the result: os.replace() cannot cross filesystems (EXDEV)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".build-") as tmp:
         tmp_out = Path(tmp) / "pymm-host"
-        errors = ""
+        errors = []
         for extra in (["-static"], []):
-            r = subprocess.run([cc, "-O2", *extra, "-o", str(tmp_out), str(_SOURCE)],
-                               capture_output=True, text=True)
+            cmd = [cc, "-O2", *extra, "-o", str(tmp_out), str(_SOURCE)]
+            r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode == 0:
                 break
-            errors += r.stderr
+            said = (r.stderr + r.stdout).strip() or "(no output)"
+            errors.append(f"$ {' '.join(cmd)}\nexit status {r.returncode}: {said}")
         else:
-            raise RuntimeError(f"cannot compile the host helper:\n{errors}")
+            raise RuntimeError("cannot compile the host helper:\n" + "\n".join(errors))
         os.replace(tmp_out, out)
     return out
 
@@ -136,34 +148,109 @@ class HostMM:
     task_size = 0x7FFFFFFFF000
     kernel = "host"
 
-    def __init__(self, window: Tuple[int, int] = DEFAULT_WINDOW):
-        lo, hi = window
+    def __init__(self, window: Tuple[int, int] = DEFAULT_WINDOW, *, timeout: float = DEFAULT_TIMEOUT):
+        lo, hi = (_u64(x, "window") for x in window)
         if lo >= hi or (lo | hi) & 0xFFF or hi > self.task_size:
             raise ValueError("window must be a page-aligned (lo, hi) below task_size")
+        if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0):
+            raise ValueError("timeout must be a positive number of seconds")
         self.window = (lo, hi)
+        self.timeout = float(timeout)
+        self._lock = threading.RLock()        # one request/reply at a time
+        self._broken: Optional[str] = None
         self._proc = subprocess.Popen([str(helper_path()), f"{lo:x}", f"{hi:x}"],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE)
-        if self._i64() != _READY:
-            err = self._proc.stderr.read().decode(errors="replace")
-            raise RuntimeError(f"host helper did not start: {err.strip()}")
+                                      stderr=subprocess.PIPE, bufsize=0)
+        try:
+            ready = self._i64()
+        except RuntimeError as e:
+            self.close()
+            raise RuntimeError(f"host helper did not start: {e}") from None
+        if ready != _READY:
+            self.close()
+            raise RuntimeError("host helper did not start: it answered nonsense")
 
     # -- plumbing -------------------------------------------------------------
+    def _died(self) -> str:
+        """Why the helper is gone: its exit status and what it wrote on stderr."""
+        proc = self._proc
+        try:
+            rc = proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            return "the host helper stopped answering"
+        try:
+            err = proc.stderr.read().decode(errors="replace").strip()
+        except (OSError, ValueError):
+            err = ""
+        how = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
+        return f"the host helper died ({how}){': ' + err if err else ''}"
+
+    def _fail(self, why: str) -> RuntimeError:
+        """The helper cannot be trusted any more: stop it, remember why."""
+        self._broken = why
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+        return RuntimeError(f"{why}; this HostMM is unusable, make a new one")
+
     def _send(self, op: bytes, *args, payload: bytes = b""):
         if self._proc is None:
             raise RuntimeError("HostMM is closed")
+        if self._broken:
+            raise RuntimeError(f"{self._broken}; this HostMM is unusable, make a new one")
         a = [(x & ((1 << 64) - 1)) for x in args] + [0] * (6 - len(args))
         try:
             self._proc.stdin.write(op + struct.pack("<6Q", *a) + payload)
-            self._proc.stdin.flush()
-        except BrokenPipeError:
-            raise RuntimeError("the host helper died") from None
+        except (BrokenPipeError, OSError):
+            raise self._fail(self._died()) from None
+
+    def _read(self, n: int) -> bytes:
+        """Exactly n bytes of the reply, within the timeout."""
+        fd = self._proc.stdout.fileno()
+        chunks, got = [], 0
+        while got < n:
+            ready, _, _ = select.select([fd], [], [], self.timeout)
+            if not ready:
+                raise self._fail(f"the host helper did not answer within {self.timeout:g} s "
+                                 "(stopped?)")
+            b = os.read(fd, min(n - got, 1 << 20))
+            if not b:
+                raise self._fail(self._died())
+            chunks.append(b)
+            got += len(b)
+        return b"".join(chunks)
 
     def _i64(self) -> int:
-        b = self._proc.stdout.read(8)
-        if len(b) != 8:
-            raise RuntimeError("the host helper died")
-        return struct.unpack("<q", b)[0]
+        return struct.unpack("<q", self._read(8))[0]
+
+    def _call(fn):  # noqa: N805  (a decorator used in the class body)
+        """One request and its whole reply, under the lock; an interruption
+        (Ctrl-C) half-way leaves the reply unread, so the helper is dropped."""
+
+        @functools.wraps(fn)
+        def wrapper(self, *args, **kwargs):
+            with self._lock:
+                try:
+                    return fn(self, *args, **kwargs)
+                except (OSError, ValueError, TypeError, OverflowError, SegmentationFault, BusError):
+                    raise
+                except RuntimeError:
+                    raise
+                except BaseException:
+                    if self._proc is not None and not self._broken:
+                        self._fail(f"{fn.__name__}() was interrupted before its reply was read")
+                    raise
+
+        return wrapper
+
+    def _returned(self, what: str, addr: int, length: int) -> int:
+        """Check an address the kernel returned: a result outside the window
+        means the fence leaked; the helper is dropped, not trusted."""
+        lo, hi = self.window
+        end = addr + ((length + 4095) & ~4095)
+        if not (lo <= addr and end <= hi):
+            raise self._fail(f"{what} returned [{addr:#x}, {end:#x}), outside the window "
+                             f"[{lo:#x}, {hi:#x})")
+        return addr
 
     def _syscall(self, name, op, *args) -> int:
         self._send(op, *args)
@@ -188,12 +275,16 @@ class HostMM:
         self._inside(start & ~4095, max(end, (start & ~4095) + 4096), what)
 
     # -- syscalls --------------------------------------------------------------------
+    @_call
     def mmap(self, addr, length, prot, flags, fd=-1, offset=0) -> int:
         addr, length, prot = _u64(addr, "addr"), _u64(length, "length"), _u64(prot, "prot")
         flags, fd, offset = _u64(flags, "flags"), _u64(fd, "fd"), _u64(offset, "offset")
         if not flags & C.MAP_ANONYMOUS:
             fd = (1 << 64) - 1  # never let the helper map its own files
-        fixed = flags & C.MAP_FIXED and not flags & C.MAP_FIXED_NOREPLACE
+        if flags & _MAP_REFUSED or flags & C.MAP_TYPE == _MAP_DROPPABLE:
+            raise ValueError(f"HostMM does not pass mmap flags {flags:#x} to the kernel: "
+                             "MAP_DROPPABLE, MAP_32BIT and MAP_HUGETLB could map outside its window")
+        fixed = flags & (C.MAP_FIXED | C.MAP_FIXED_NOREPLACE)
         if fixed:
             t = self.task_size
             plen = (length + 4095) & ~4095 & ((1 << 64) - 1)
@@ -201,8 +292,10 @@ class HostMM:
                         or addr & 4095 or plen > t or addr > t - plen
                         or (flags & C.MAP_TYPE) not in (C.MAP_SHARED, C.MAP_PRIVATE))
             self._confine(addr, length, "MAP_FIXED range", bool(up_front))
-        return self._syscall("mmap", b"M", addr, length, prot, flags, fd, offset)
+        return self._returned("mmap", self._syscall("mmap", b"M", addr, length, prot, flags, fd,
+                                                    offset), length)
 
+    @_call
     def munmap(self, addr, length) -> None:
         addr, length = _u64(addr, "addr"), _u64(length, "length")
         t = self.task_size
@@ -210,6 +303,7 @@ class HostMM:
         self._confine(addr, length, "munmap range", bool(up_front))
         self._syscall("munmap", b"U", addr, length)
 
+    @_call
     def mremap(self, old_address, old_size, new_size, flags=0, new_address=0) -> int:
         old, osz, nsz = _u64(old_address, "old_address"), _u64(old_size, "old_size"), _u64(new_size, "new_size")
         flags, new = _u64(flags, "flags"), _u64(new_address, "new_address")
@@ -227,8 +321,9 @@ class HostMM:
         self._confine(old, pold or 4096, "mremap source", bool(up_front))
         if flags & C.MREMAP_FIXED and not up_front:
             self._confine(new, pnew, "MREMAP_FIXED destination", False)
-        return self._syscall("mremap", b"R", old, osz, nsz, flags, new)
+        return self._returned("mremap", self._syscall("mremap", b"R", old, osz, nsz, flags, new), nsz)
 
+    @_call
     def mprotect(self, addr, length, prot) -> None:
         addr, length, prot = _u64(addr, "addr"), _u64(length, "length"), _u64(prot, "prot")
         plen = (length + 4095) & ~4095 & ((1 << 64) - 1)
@@ -239,6 +334,7 @@ class HostMM:
         self._confine(addr, length, "mprotect range", bool(up_front))
         self._syscall("mprotect", b"P", addr, length, prot)
 
+    @_call
     def madvise(self, addr, length, advice) -> None:
         addr, length, advice = _u64(addr, "addr"), _u64(length, "length"), _u64(advice, "advice")
         plen = (length + 4095) & ~4095 & ((1 << 64) - 1)
@@ -249,6 +345,7 @@ class HostMM:
         self._confine(addr, length, "madvise range", bool(up_front))
         self._syscall("madvise", b"A", addr, length, advice)
 
+    @_call
     def timed_mremap(self, old_address, old_size, new_size, flags=0, new_address=0) -> Tuple[int, int]:
         """mremap() timed inside the child with CLOCK_MONOTONIC: (result, ns)."""
         self._confine(old_address, old_size, "mremap source", False)
@@ -258,7 +355,7 @@ class HostMM:
         r, ns = self._i64(), self._i64()
         if -4096 < r < 0:
             raise oserror(-r, "mremap")
-        return r, ns
+        return self._returned("mremap", r & ((1 << 64) - 1), new_size), ns
 
     # -- memory access ------------------------------------------------------------------
     def _access(self, op: bytes, addr: int, length: int, value: int = 0, payload: bytes = b""):
@@ -267,14 +364,16 @@ class HostMM:
         sig, done = self._i64(), self._i64()
         if sig:
             code, where = self._i64(), self._i64() & ((1 << 64) - 1)
-            data = self._proc.stdout.read(done) if op == b"r" else b""
+            if op == b"r":
+                self._read(done)
             if sig == 7:
                 raise BusError(where, _BUS_CODES.get(code, str(code)))
             raise SegmentationFault(where, _SEGV_CODES.get(code, str(code)))
         if done != length and sig == 0 and op != b"r":
             raise RuntimeError("host helper: short access")
-        return self._proc.stdout.read(done) if op == b"r" else b""
+        return self._read(done) if op == b"r" else b""
 
+    @_call
     def read(self, addr, length) -> bytes:
         addr, length = _u64(addr, "addr"), _u64(length, "length")
         out = []
@@ -282,6 +381,7 @@ class HostMM:
             out.append(self._access(b"r", addr + off, min(CHUNK, length - off)))
         return b"".join(out)
 
+    @_call
     def write(self, addr, data) -> None:
         addr = _u64(addr, "addr")
         data = bytes(data)
@@ -289,6 +389,7 @@ class HostMM:
             chunk = data[off:off + CHUNK]
             self._access(b"w", addr + off, len(chunk), payload=chunk)
 
+    @_call
     def memset(self, addr, value, length) -> None:
         addr, length = _u64(addr, "addr"), _u64(length, "length")
         value = _u64(value, "value") & 0xFF
@@ -298,8 +399,13 @@ class HostMM:
     # -- introspection --------------------------------------------------------------------
     def _maps_lines(self) -> List[str]:
         self._send(b"m")
-        n = self._i64()
-        text = self._proc.stdout.read(n).decode()
+        parts = []
+        while True:                               # pieces until a 0 length: no size cap
+            n = self._i64()
+            if n <= 0:
+                break
+            parts.append(self._read(n))
+        text = b"".join(parts).decode()
         lo, hi = self.window
         out = []
         for line in text.splitlines():
@@ -309,11 +415,13 @@ class HostMM:
                 out.append(line)
         return out
 
+    @_call
     def format_maps(self) -> str:
         """/proc/self/maps of the child, the lines inside the window."""
         lines = self._maps_lines()
         return "\n".join(lines) + ("\n" if lines else "")
 
+    @_call
     def maps(self) -> List[VMA]:
         out = []
         for line in self._maps_lines():
@@ -331,11 +439,14 @@ class HostMM:
                            f[5] if len(f) > 5 else ""))
         return out
 
+    @_call
     def pagemap(self, addr, length) -> np.ndarray:
         addr, length = _u64(addr, "addr"), _u64(length, "length")
         start = addr & ~4095
         end = (addr + length + 4095) & ~4095
         n = (end - start) >> 12
+        if n > MAX_PAGEMAP_PAGES:
+            raise ValueError(f"pagemap of {n} pages: at most {MAX_PAGEMAP_PAGES} at a time")
         out = np.zeros(n, dtype=np.uint64)
         done = 0
         while done < n:
@@ -343,22 +454,31 @@ class HostMM:
             got = self._i64()
             if got <= 0:
                 raise oserror(-got if got < 0 else _errno.EIO, "pagemap")
-            out[done:done + got] = np.frombuffer(self._proc.stdout.read(got * 8), dtype=np.uint64)
+            out[done:done + got] = np.frombuffer(self._read(got * 8), dtype=np.uint64)
             done += got
         return out
 
     # -- lifetime ----------------------------------------------------------------------------
     def close(self) -> None:
-        if self._proc is not None:
+        """Stop the helper (also after it died or stopped) and reap it."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None and not self._broken:
+                proc.stdin.write(b"q" + bytes(48))
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+        for f in (proc.stdin, proc.stdout, proc.stderr):
             try:
-                self._send(b"q")
-            except RuntimeError:
+                f.close()
+            except (BrokenPipeError, OSError, ValueError):
                 pass
-            self._proc.stdin.close()
-            self._proc.wait(timeout=5)
-            self._proc.stdout.close()
-            self._proc.stderr.close()
-            self._proc = None
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()                      # stopped (SIGSTOP) or stuck: SIGKILL works on both
+            proc.wait()
 
     def __enter__(self):
         return self
@@ -371,6 +491,8 @@ class HostMM:
             self.close()
         except Exception:  # noqa: BLE001
             pass
+
+    del _call
 
     def __repr__(self):
         return f"<pymm.host.HostMM window={self.window[0]:#x}-{self.window[1]:#x}>"

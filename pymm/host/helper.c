@@ -122,11 +122,14 @@ static void map_fence(uint64_t start, uint64_t end)
 
 /*
  * Map PROT_NONE fences over every free gap of [lo, hi), except the room the
- * helper's own stack may grow into.
+ * helper's own stack may grow into: 64 KiB (it needs little: every buffer is
+ * static) plus the stack guard gap, where the kernel places nothing unasked
+ * (a MAP_FIXED* there is refused by HostMM: it is outside the window).
  */
+#define STACK_ROOM ((64UL << 10) + (1UL << 20))
 static void fence(uint64_t lo, uint64_t hi)
 {
-	uint64_t cursor = lo, keep_lo = stack_start > (64UL << 20) ? stack_start - (64UL << 20) : 0;
+	uint64_t cursor = lo, keep_lo = stack_start > STACK_ROOM ? stack_start - STACK_ROOM : 0;
 	int i;
 	for (i = 0; i <= nmaps && cursor < hi; i++) {
 		uint64_t gap_end = i < nmaps ? map_start[i] : hi;
@@ -182,6 +185,11 @@ int main(int argc, char **argv)
 	sigaction(SIGBUS, &sa, 0);
 	/* Fence everything a mapping could land on outside the window. */
 	load_maps();
+	if (nmaps >= 4096) die("pymm-host: too many mappings at start\n");
+	for (int i = 0; i < nmaps; i++)
+		if (map_start[i] < hi && map_end[i] > lo)
+			die("pymm-host: the window overlaps the helper's own mappings (its image, "
+			    "heap, stack or vdso); choose another window\n");
 	fence(0x10000, lo);
 	fence(hi, 0x800000000000ULL - 4096);
 	pagemap_fd = open("/proc/self/pagemap", O_RDONLY);
@@ -216,10 +224,16 @@ int main(int argc, char **argv)
 			if (r) { reply(sig_code); reply((int64_t)sig_addr); }
 			if (op == 'r') write_all(data, done);
 			break;
-		case 'm': {
-			size_t n = read_file("/proc/self/maps", text, sizeof(text));
-			reply((int64_t)n);
-			write_all(text, n);
+		case 'm': { /* /proc/self/maps in pieces: lengths then bytes, 0 ends */
+			int fd = open("/proc/self/maps", O_RDONLY);
+			for (;;) {
+				ssize_t n = fd < 0 ? 0 : read(fd, text, sizeof(text));
+				if (n < 0) n = 0;
+				reply((int64_t)n);
+				if (!n) break;
+				write_all(text, (size_t)n);
+			}
+			if (fd >= 0) close(fd);
 			break;
 		}
 		case 'g': { /* pagemap: a[0] address, a[1] pages */

@@ -22,6 +22,9 @@ Example::
 """
 from __future__ import annotations
 
+import functools
+import os
+import threading
 from typing import TYPE_CHECKING, Dict, List, Optional
 
 import numpy as np
@@ -41,13 +44,35 @@ from pymm.mm.memory import FAULT_AROUND_BYTES, cpu_memset, cpu_read, cpu_stamp, 
 from pymm.mm.mmap import sys_mmap
 from pymm.mm.mprotect import do_mprotect_pkey
 from pymm.mm.mremap import do_mremap, move_page_tables
-from pymm.mm.syscall import _syscall, _u64, check_now
+from pymm.mm.syscall import _int_arg, _read_locked, _serialised, _syscall, _u64, check_now
 from pymm.mm.task_mmu import pagemap_read, show_maps, task_mem
 from pymm.mm.vma import VMA, VmaTree, do_vmi_munmap, page_align, snapshot
 
 ARCHES = {"x86_64": mmcore.X86_64, "x86_64-la57": mmcore.X86_64_LA57}
 THP_MODES = ("always", "madvise", "never")
 MAX_READ = 1 << 32            # mm.read() returns bytes: 4 GiB at most per call
+
+
+def default_ram() -> int:
+    """The simulated machine's RAM when ``MM(ram=)`` is not given: a quarter
+    of this host's (MemTotal), at most 64 GiB, at least 256 MiB, so that no
+    pymm call can push the host into its own OOM killer (every simulated
+    page-table page is a real 4 KiB page here)."""
+    total = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    total = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if not total:
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            total = 4 << 30
+    return min(max(total // 4, 256 << 20), 64 << 30) & ~0xFFF
 
 
 class MM:
@@ -65,7 +90,10 @@ class MM:
     :class:`pymm.host.HostMM`), ``max_map_count``, ``privileged`` (may map
     below mmap_min_addr, as root can), ``commit_limit`` (bytes; a private
     writable mapping larger than this fails with ENOMEM, as the heuristic
-    overcommit does beyond RAM + swap; default: no limit).
+    overcommit does beyond RAM + swap; default: no limit), ``ram`` (bytes
+    of frames and page tables the simulated machine has; past it the OOM
+    killer ends the process: :class:`pymm.OutOfMemory`, the MM is dead;
+    default :func:`default_ram`, a quarter of this host's memory).
 
     Example::
 
@@ -77,7 +105,12 @@ class MM:
     def __init__(self, kernel="6.18", arch="x86_64", check=False, thp="madvise", *,
                  mmap_base: Optional[int] = None, window=None,
                  max_map_count: int = C.DEFAULT_MAX_MAP_COUNT, privileged: bool = False,
-                 commit_limit: Optional[int] = None, rlimit_stack: int = C.RLIMIT_STACK_DEFAULT):
+                 commit_limit: Optional[int] = None, rlimit_stack: int = C.RLIMIT_STACK_DEFAULT,
+                 ram: Optional[int] = None):
+        self._lock = threading.RLock()            # mm->mmap_lock: see _serialised()
+        self._busy: Optional[str] = None
+        self._warn_queue: List[KernelWarning] = []
+        self.dead: Optional[str] = None           # why, after a KernelOops
         self._kernel: Kernel = get_kernel(kernel)
         if arch not in ARCHES:
             raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(ARCHES)}")
@@ -102,20 +135,29 @@ class MM:
         self._va_limit = 1 << self.geometry.va_bits
         self.stack_guard_gap = C.STACK_GUARD_GAP_PAGES * self.page_size
         self.mmap_min_addr = C.MMAP_MIN_ADDR
-        if max_map_count < 1:
-            raise ValueError("max_map_count must be >= 1")
-        self.max_map_count = int(max_map_count)
-        self.privileged = bool(privileged)
-        self.commit_limit = commit_limit
-        self.rlimit_stack = int(rlimit_stack)
+        self.max_map_count = _int_arg(max_map_count, "max_map_count", 1, 1 << 31)
+        if not isinstance(privileged, bool):
+            raise TypeError("privileged must be True or False")
+        self.privileged = privileged
+        self.commit_limit = None if commit_limit is None else \
+            _int_arg(commit_limit, "commit_limit", 0, 1 << 64)
+        self.rlimit_stack = _int_arg(rlimit_stack, "rlimit_stack", 0, 1 << 64)
+        self.ram = default_ram() if ram is None else _int_arg(ram, "ram", 64 * self.page_size, 1 << 64)
+        if hasattr(type(self.engine), "max_pages"):    # mmcore's page limit: frames + tables
+            self.engine.max_pages = min(self.ram // self.page_size, (1 << 63) - 1)
         # arch/x86/mm/mmap.c mmap_base() without randomisation: the gap below
         # the stack is the stack rlimit plus the guard gap, at least 128 MiB.
         gap = max(C.MIN_GAP, self.rlimit_stack + self.stack_guard_gap)
-        self.mmap_base = (self.map_window - gap) if mmap_base is None else int(mmap_base)
+        self.mmap_base = (self.map_window - gap) if mmap_base is None else \
+            _int_arg(mmap_base, "mmap_base", self.page_size, self.task_size)
+        if self.mmap_base & self._pmask:
+            raise ValueError(f"mmap_base={self.mmap_base:#x} is not page aligned")
         self.mmap_legacy_base = (self.map_window // 3 + self.page_size - 1) & ~(self.page_size - 1)
         self.window = None
         if window is not None:
-            lo, hi = (int(x) for x in window)
+            if not isinstance(window, (tuple, list)) or len(window) != 2:
+                raise TypeError("window must be a pair (lo, hi)")
+            lo, hi = (_int_arg(x, "window", 0, 1 << 64) for x in window)
             if not (0 <= lo < hi <= self.task_size) or (lo | hi) & (self.page_size - 1):
                 raise ValueError("window must be page-aligned (lo, hi) inside the user address space")
             self.window = (lo, hi)
@@ -137,6 +179,7 @@ class MM:
         return self._kernel
 
     @property
+    @_read_locked
     def stats(self) -> Dict[str, int]:
         """Counters since creation or reset_stats(): pte_moves, pmd_moves,
         pud_moves, huge_pmd_moves, pgtables_allocated, pgtables_freed,
@@ -144,6 +187,7 @@ class MM:
         warnings."""
         return self.engine.stats()
 
+    @_serialised
     def reset_stats(self) -> None:
         """Zero the counters of :attr:`stats`.
 
@@ -155,6 +199,7 @@ class MM:
         self.engine.reset_stats()
 
     @property
+    @_read_locked
     def map_count(self) -> int:
         """mm->map_count: the number of VMAs (limited by ``max_map_count``,
         as vm.max_map_count limits the kernel's).
@@ -167,11 +212,13 @@ class MM:
         return len(self._tree)
 
     @property
+    @_read_locked
     def rss(self) -> int:
         """Resident memory in bytes (RssAnon + RssShmem, as VmRSS)."""
         anon, shmem = self.engine.rss()
         return (anon + shmem) * self.page_size
 
+    @_read_locked
     def status(self) -> Dict[str, int]:
         """The memory lines of /proc/pid/status, in kB, plus map_count."""
         return task_mem(self)
@@ -195,6 +242,7 @@ class MM:
         return view(v) if v is not None else None
 
     # --------------------------------------------------------------------------- munmap: vma.py (mm/vma.c)
+    @_serialised
     @_syscall
     def munmap(self, addr: int, length: int) -> None:
         """munmap(2).  Unmapping nothing is not an error.
@@ -207,6 +255,7 @@ class MM:
         do_vmi_munmap(self, addr, length)
 
     # --------------------------------------------------------------------------- mmap: mmap.py (mm/mmap.c)
+    @_serialised
     @_syscall
     def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0) -> int:
         """mmap(2) of anonymous memory, private or shared.
@@ -225,6 +274,7 @@ class MM:
         return sys_mmap(self, addr, length, prot, flags, fd, offset)
 
     # --------------------------------------------------------------- mprotect: mprotect.py (mm/mprotect.c)
+    @_serialised
     @_syscall
     def mprotect(self, addr: int, length: int, prot: int) -> None:
         """mprotect(2): new protection for [addr, addr+length).
@@ -241,6 +291,7 @@ class MM:
         do_mprotect_pkey(self, start, length, prot)
 
     # ------------------------------------------------------------------ madvise: madvise.py (mm/madvise.c)
+    @_serialised
     @_syscall
     def madvise(self, addr: int, length: int, advice: int) -> None:
         """madvise(2).  Modelled: MADV_DONTNEED (zap), MADV_HUGEPAGE /
@@ -265,6 +316,7 @@ class MM:
             raise ValueError("access wraps around the address space")
         return addr, length
 
+    @functools.partial(_serialised, allow_dead=True)
     def read(self, addr: int, length: int) -> bytes:
         """Read as the CPU would: through the page tables first (a present
         entry is used even outside every VMA), the fault handler on a miss.
@@ -282,6 +334,7 @@ class MM:
             check_now(self, "read")
         return result
 
+    @_serialised
     def write(self, addr: int, data: bytes) -> None:
         """Write bytes as the CPU would (copy-on-write, faults, segfaults).
 
@@ -296,6 +349,7 @@ class MM:
         if self.check_enabled:
             check_now(self, "write")
 
+    @_serialised
     def memset(self, addr: int, value: int, length: int) -> None:
         """memset(): whole pages take the bulk path (one tag per page), so
         1 GiB costs milliseconds.
@@ -310,6 +364,7 @@ class MM:
         if self.check_enabled:
             check_now(self, "memset")
 
+    @_serialised
     def stamp(self, addr: int, length: int) -> None:
         """Write into each whole page of the range its own page number
         (addr >> PAGE_SHIFT) as a repeated 8-byte word: distinct contents at
@@ -320,6 +375,7 @@ class MM:
         cpu_stamp(self, addr, length)
 
     # --------------------------------------------------------------------- mremap: mremap.py (mm/mremap.c)
+    @_serialised
     @_syscall
     def mremap(self, old_address: int, old_size: int, new_size: int, flags: int = 0,
                new_address: int = 0) -> int:
@@ -340,6 +396,7 @@ class MM:
         return do_mremap(self, addr, old_len, new_len, flags, new_addr)
 
     # ------------------------------------------------------------ exec: exec.py (mm/vma_exec.c, fs/exec.c)
+    @_serialised
     def setup_exec_stack(self, arg_bytes: int = 4096, top: Optional[int] = None) -> int:
         """create_init_stack_vma() + copy_strings(): the new process's first
         stack VMA at STACK_TOP_MAX, populated with ``arg_bytes`` of
@@ -359,6 +416,7 @@ class MM:
             raise ValueError("the stack would overlap an existing mapping")
         return create_init_stack_vma(self, start, top)
 
+    @_serialised
     @_syscall
     def shift_arg_pages(self, vma_start: int, shift: int, *, partial: Optional[int] = None) -> None:
         """relocate_vma_down() (fs/exec.c shift_arg_pages() before 6.x): move
@@ -388,6 +446,7 @@ class MM:
             raise ValueError("shift would move the VMA below address 0")
         relocate_vma_down(self, vma, shift, partial)
 
+    @_serialised
     def move_page_tables(self, old_addr: int, new_addr: int, length: int, for_stack: bool = False) -> int:
         """The bare move_page_tables() on the current page tables, for
         experiments: no VMA changes.  Returns the bytes the kernel reports
@@ -410,14 +469,17 @@ class MM:
                                 old_addr, new_addr, length, bool(for_stack))
 
     # ------------------------------------------------ introspection: task_mmu.py, pymm.walk, pymm.describe
+    @_read_locked
     def maps(self) -> List[VMA]:
         """The VMAs, sorted by start, as snapshots (see :class:`pymm.VMA`)."""
         return [snapshot(v) for v in self._tree]
 
+    @_read_locked
     def format_maps(self) -> str:
         """The /proc/self/maps text."""
         return show_maps(self)
 
+    @_read_locked
     def pagemap(self, addr: int, length: int) -> np.ndarray:
         """/proc/pid/pagemap entries, one uint64 per page: bit 63 present,
         61 file/shared-anon, 56 exclusively mapped, 55 soft-dirty, 0-54 PFN.
@@ -435,6 +497,7 @@ class MM:
             raise ValueError("pagemap range beyond the address space")
         return pagemap_read(self, start, end)
 
+    @_read_locked
     def walk(self, addr: int) -> "Walk":
         """The page-table walk of addr, level by level (see pymm.walk.Walk).
 
@@ -445,6 +508,7 @@ class MM:
         from pymm.walk import Walk
         return Walk(self, _u64(addr, "addr"))
 
+    @_read_locked
     def describe(self, start: int = 0, end: Optional[int] = None, *, check: bool = True) -> "Description":
         """The page tables as merged ranges (4K/2M/1G, permissions, frame
         runs), per-level fill, empty tables kept alive and orphan entries;
@@ -471,6 +535,14 @@ class MM:
         maps = html.escape(self.format_maps()) or "(no mappings)"
         return (f"<p><code>{html.escape(repr(self))}</code></p><pre>{maps}</pre>"
                 + self.describe()._repr_html_())
+
+    @_read_locked
+    def __reduce_ex__(self, protocol):
+        raise TypeError("a pymm.MM cannot be pickled or copied (its page tables live in the C "
+                        "engine): make a new MM and replay the calls")
+
+    def __copy__(self):
+        self.__reduce_ex__(0)
 
     def __repr__(self) -> str:
         return (f"<pymm.MM kernel={self.kernel.name} arch={self.arch} vmas={self.map_count} "

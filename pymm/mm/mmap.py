@@ -231,7 +231,10 @@ def do_mmap(mm, addr: int, length: int, prot: int, flags: int) -> int:
         vm_flags |= C.VM_NORESERVE
     mmap_region(mm, addr, length, vm_flags, pgoff, shared)
     if vm_flags & C.VM_LOCKED or flags & (C.MAP_POPULATE | C.MAP_NONBLOCK) == C.MAP_POPULATE:
-        mm_populate(mm, addr, length)
+        try:
+            mm_populate(mm, addr, length)
+        except MemoryError:
+            pass        # do_mmap()'s caller ignores __mm_populate()'s result: the pages done stay
     return addr
 
 
@@ -250,26 +253,64 @@ def accountable_mapping(vm_flags: int) -> bool:
 
 
 def mmap_region(mm, addr: int, length: int, vm_flags: int, pgoff: int, shared: bool) -> Vma:
-    """__mmap_region(): unmap what MAP_FIXED covers, charge, merge or insert."""
+    """__mmap_region(): unmap what MAP_FIXED covers, charge, merge or insert.
+
+    As in 6.18, a check that fails in __mmap_prepare() (the commit charge)
+    leaves the old VMAs in place, reattached (vms_abort_munmap_vmas() with
+    the PTEs still there); one that fails after vms_clean_up_area() cleared
+    them (shmem_zero_setup()'s charge) leaves a gap where they were.
+    """
     end = addr + length
     if accountable_mapping(vm_flags):
         if mm.commit_limit is not None and length > mm.commit_limit:
             raise _Errno(ENOMEM)
         vm_flags |= C.VM_ACCOUNT
-    if mm._tree.first_intersecting(addr, end) is not None:
-        do_vmi_munmap(mm, addr, length)
+    shm = shmem_zero_setup(mm, addr, length, vm_flags) if shared else None
+    try:
+        if mm._tree.first_intersecting(addr, end) is not None:
+            do_vmi_munmap(mm, addr, length)
+    except BaseException:
+        shmem_put_unused(mm, shm)
+        raise
     vm_flags |= C.VM_SOFTDIRTY
     if shared:
-        return vma_link(mm, Vma(addr, end, vm_flags, pgoff, 0, shmem_zero_setup(mm, length)))
+        return vma_link(mm, Vma(addr, end, vm_flags, pgoff, 0, shm))
     merged = vma_merge_new_range(mm, addr, end, vm_flags, 0, None, pgoff)
     if merged is not None:
         return merged
     return vma_link(mm, Vma(addr, end, vm_flags, pgoff))
 
 
-def shmem_zero_setup(mm, length: int) -> ShmemObject:
-    """shmem_zero_setup() (mm/shmem.c): the "/dev/zero (deleted)" object behind a shared anonymous mapping."""
+def shmem_acct_size(mm, length: int, vm_flags: int) -> bool:
+    """shmem_acct_size() (mm/shmem.c): a shared object is charged in full
+    unless VM_NORESERVE; False when the charge is refused (the heuristic
+    overcommit refuses more than RAM + swap: ``mm.commit_limit``)."""
+    return vm_flags & C.VM_NORESERVE or mm.commit_limit is None or length <= mm.commit_limit
+
+
+def shmem_zero_setup(mm, addr: int, length: int, vm_flags: int) -> ShmemObject:
+    """shmem_zero_setup() (mm/shmem.c): the "/dev/zero (deleted)" object
+    behind a shared anonymous mapping.
+
+    A refused charge fails with ENOMEM after the MAP_FIXED range was
+    cleared, as in 6.18 (the host leaves the gap too).  pymm's own storage
+    for the object is allocated before anything changes: if this machine
+    cannot hold it the call fails with ENOMEM and changes nothing."""
+    if not shmem_acct_size(mm, length, vm_flags):
+        if mm._tree.first_intersecting(addr, addr + length) is not None:
+            do_vmi_munmap(mm, addr, length)       # vms_clean_up_area(), then the gap
+            mm._partial_ok = True
+        raise _Errno(ENOMEM)
     npages = length >> mm.page_shift
-    owner = mm.engine.owner_new("shmem", npages=npages)
+    try:
+        owner = mm.engine.owner_new("shmem", npages=npages)
+    except (MemoryError, ValueError):
+        raise _Errno(ENOMEM) from None
     mm._shm_inode += 1
     return ShmemObject(owner, npages, mm._shm_inode)
+
+
+def shmem_put_unused(mm, shm: Optional[ShmemObject]) -> None:
+    """fput() of an object no VMA took: free its (empty) storage."""
+    if shm is not None and shm.refs == 0:
+        mm.engine.owner_free(shm.owner)

@@ -20,13 +20,12 @@ Example (``mm.mremap()`` is a thin wrapper around :func:`do_mremap`)::
 from __future__ import annotations
 
 import functools
-import warnings as _warnings
 from typing import Optional
 
 import mmcore
 from mmcore import MoveControl
 from pymm import constants as C
-from pymm.errors import EFAULT, EINVAL, ENOMEM, KernelWarning
+from pymm.errors import EFAULT, EINVAL, ENOMEM, KernelWarning, oops
 from pymm.kernels import PageTableMove
 from pymm.mm.memory import mm_populate
 from pymm.mm.mmap import get_unmapped_area
@@ -73,7 +72,7 @@ def check_mremap_params(mm, addr: int, old_len: int, new_len: int, flags: int, n
         raise _Errno(EINVAL)
     if addr + old_len > new_addr and new_addr + new_len > addr:   # vrm_overlaps()
         raise _Errno(EINVAL)
-    if len(mm._tree) + 2 >= mm.max_map_count - 3:
+    if len(mm._tree._vmas) + 2 >= mm.max_map_count - 3:
         raise _Errno(ENOMEM)
 
 
@@ -105,7 +104,7 @@ def remap_move(mm, addr: int, length: int, flags: int, new_addr: int) -> int:
     vma = tree.lookup(start)
     if vma is not None and vma.end >= end:             # one VMA: the common case
         check_prep_vma(mm, vma, start, length, length, flags)
-        return mremap_to(mm, start, length, length, flags, new_addr)
+        return mremap_to(mm, start, length, length, flags, new_addr, vma)
     target = new_addr
     res = None
     last_end = 0
@@ -135,16 +134,22 @@ def vma_multi_allowed(vma: Vma) -> bool:
     return True  # anonymous and shmem VMAs
 
 
-def mremap_to(mm, addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
-    """mremap_to(): the move to a chosen (FIXED) or found (DONTUNMAP) place."""
-    if flags & C.MREMAP_FIXED:
-        do_vmi_munmap(mm, new_addr, new_len)
+def mremap_to(mm, addr: int, old_len: int, new_len: int, flags: int, new_addr: int,
+              vma: Optional[Vma] = None) -> int:
+    """mremap_to(): the move to a chosen (FIXED) or found (DONTUNMAP) place.
+    ``vma``: the source VMA if the caller has it (found again after any unmap)."""
+    dest = mm._tree.find_vma(new_addr) if flags & C.MREMAP_FIXED else None
+    if dest is not None and dest.start < new_addr + new_len:
+        do_vmi_munmap(mm, new_addr, new_len)           # (nothing there: nothing to unmap)
         mm._partial_ok = True                          # the destination is gone for good
+        vma = None
     if old_len > new_len:                              # shrink_vma()
         do_vmi_munmap(mm, addr + new_len, old_len - new_len)
         mm._partial_ok = True
         old_len = new_len
-    vma = mm._tree.lookup(addr)
+        vma = None
+    if vma is None:
+        vma = mm._tree.lookup(addr)
     if vma is None:
         raise _Errno(EFAULT)                           # the source went with the unmap
     new_addr = vrm_set_new_addr(mm, vma, addr, new_len, flags, new_addr)
@@ -191,7 +196,7 @@ def vma_expandable(mm, vma: Vma, delta: int) -> bool:
 def move_vma(mm, vma: Vma, addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
     """move_vma(): copy the VMA, move its page tables, unmap the source
     (or, with MREMAP_DONTUNMAP, leave it empty)."""
-    if len(mm._tree) >= mm.max_map_count - 3:        # prep_move_vma()
+    if len(mm._tree._vmas) >= mm.max_map_count - 3:  # prep_move_vma()
         raise _Errno(ENOMEM)
     locked = vma.vm_flags & C.VM_LOCKED
     new_pgoff = vma.pgoff + ((addr - vma.start) >> mm.page_shift)
@@ -251,14 +256,15 @@ def move_page_tables(mm, old_vma: Optional[Vma], new_vma: Optional[Vma], old_add
                          mm.pud_size, old_addr + length, length, mm)
     allow_pmd = k.pmd_moves
     if k.overlap_guard is not None:
-        allow, warn_up = k.overlap_guard(move)
+        allow, warn_up = _overlap_guard(mm, k.overlap_guard, move)
         allow_pmd = allow_pmd and allow
         if warn_up:
             mm.engine.record_warning("overlap_up", old_addr, new_addr)
     if k.align is not None:
-        k.align(move)
-        if (move.old_addr, move.new_addr, move.len) != (old_addr, new_addr, length):
-            validate_move(mm, move)
+        _run_hook(mm, "align", k.align, move)
+        if (move.old_addr, move.new_addr, move.len, move.old_end, move.len_in) != \
+                (old_addr, new_addr, length, old_addr + length, length):
+            validate_move(mm, move, old_addr, new_addr, length)
         if k.align_before_old_end:
             move.old_end = move.old_addr + move.len
     end_addr = move.old_addr
@@ -270,20 +276,45 @@ def move_page_tables(mm, old_vma: Optional[Vma], new_vma: Optional[Vma], old_add
                                      move.len_in, policy)
     if mm.engine.pending_warnings:
         collect_warnings(mm)
-    return k.progress(move, end_addr)
+    done = _run_hook(mm, "progress", k.progress, move, end_addr)
+    if type(done) is not int or not 0 <= done <= U64:
+        raise oops(mm, f"the kernel's progress hook returned {done!r}, not an unsigned long")
+    return done
 
 
-def validate_move(mm, move: PageTableMove) -> None:
-    """An align hook (maybe a user's) must leave a sane move behind."""
-    for name in ("old_addr", "new_addr", "len"):
+def _run_hook(mm, name: str, hook, *args):
+    """Call a kernel hook; one that raises is an oops (the call is half done)."""
+    try:
+        return hook(*args)
+    except BaseException as e:
+        raise oops(mm, f"the kernel's {name} hook raised {type(e).__name__}: {e}") from e
+
+
+def _overlap_guard(mm, hook, move: PageTableMove) -> tuple:
+    """The overlap guard's (allow_move_normal_pmd, warn_moving_up), checked."""
+    r = _run_hook(mm, "overlap_guard", hook, move)
+    if type(r) is not tuple or len(r) != 2:
+        raise oops(mm, f"the kernel's overlap_guard hook returned {r!r}, not a pair of bools")
+    return bool(r[0]), bool(r[1])
+
+
+def validate_move(mm, move: PageTableMove, old_addr: int, new_addr: int, length: int) -> None:
+    """An align hook (maybe a user's) must leave a sane move behind: every
+    field an unsigned long, pages aligned, old_end and len_in untouched,
+    and each range widened by at most a PMD on either side."""
+    for name in ("old_addr", "new_addr", "len", "old_end", "len_in"):
         v = getattr(move, name)
         if type(v) is not int or not 0 <= v <= U64:
-            raise ValueError(f"align hook left move.{name}={v!r}: not an unsigned long")
-    if (move.old_addr | move.new_addr) & (mm.page_size - 1):
-        raise ValueError("align hook left an unaligned address")
-    if move.old_addr >= mm.task_size + mm.page_size or \
-            move.new_addr + (move.old_end - move.old_addr) > mm._va_limit:
-        raise ValueError("align hook moved the range outside the address space")
+            raise oops(mm, f"align hook left move.{name}={v!r}: not an unsigned long")
+    if (move.old_end, move.len_in) != (old_addr + length, length):
+        raise oops(mm, "align hook changed move.old_end or move.len_in (the kernel's own)")
+    if (move.old_addr | move.new_addr | move.len) & (mm.page_size - 1):
+        raise oops(mm, "align hook left an unaligned address or length")
+    pmd = mm.pmd_size
+    for name, start, addr in (("old", old_addr, move.old_addr), ("new", new_addr, move.new_addr)):
+        if not start - pmd <= addr or addr + move.len > min(start + length + pmd, mm._va_limit):
+            raise oops(mm, f"align hook moved the {name} range to [{addr:#x}, {addr + move.len:#x}), "
+                           f"more than a PMD beyond [{start:#x}, {start + length:#x})")
 
 
 def collect_warnings(mm) -> None:
@@ -295,4 +326,4 @@ def collect_warnings(mm) -> None:
                           f"{s.message}; old_addr={old:#x} new_addr={new:#x}",
                           kernel=mm.kernel.name, site=name, old_addr=old, new_addr=new)
         mm.warnings.append(w)
-        _warnings.warn(w, stacklevel=4)
+        mm._warn_queue.append(w)                       # issued when the call is complete

@@ -17,12 +17,13 @@ Example::
 from __future__ import annotations
 
 import functools
+import warnings as _warnings
 
 import numpy as np
 
 import mmcore
 from pymm.check import check
-from pymm.errors import InvariantError, oserror
+from pymm.errors import InvariantError, KernelOops, ReentrantCallError, oserror, out_of_memory
 
 U64 = (1 << 64) - 1
 
@@ -64,7 +65,8 @@ def check_now(mm, after: str) -> None:
 
 def _syscall(fn):
     """Wrap a syscall: errno -> OSError, and with check=True verify that a
-    failed call changed nothing and that every invariant holds after it."""
+    failed call changed nothing and that every invariant holds after it
+    (for every failure: an errno, a signal, a hook's exception)."""
 
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
@@ -73,6 +75,8 @@ def _syscall(fn):
                 return fn(self, *args, **kwargs)
             except _Errno as e:
                 raise oserror(e.code, fn.__name__) from None
+            except MemoryError as e:
+                raise out_of_memory(self, fn.__name__, e) from e
         before = state_digest(self)
         self._partial_ok = False
         try:
@@ -87,7 +91,103 @@ def _syscall(fn):
                                      fn.__name__) from None
             check_now(self, fn.__name__)
             raise oserror(e.code, fn.__name__) from None
+        except InvariantError:
+            raise
+        except MemoryError as e:
+            raise out_of_memory(self, fn.__name__, e) from e
+        except Exception as e:
+            # not an errno: the state must still be as before, or the MM
+            # marked dead (an oops) by whoever raised
+            if not getattr(self, "dead", None) and not self._partial_ok \
+                    and state_digest(self) != before:
+                raise InvariantError([f"{fn.__name__} raised {type(e).__name__} and left the "
+                                      "address space changed"], fn.__name__) from e
+            raise
         check_now(self, fn.__name__)
         return result
+
+    return wrapper
+
+
+def _serialised(fn, allow_dead: bool = False):
+    """mmap_write_lock(mm): one call at a time per address space.
+
+    Threads wait for the MM's lock (separate MMs run in parallel: the engine
+    loops release the GIL); a nested call from the thread that holds it
+    (a hook calling ``move.mm.munmap()``) is refused with ReentrantCallError;
+    after a KernelOops only ``allow_dead`` calls (reads) still run."""
+
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._busy or (self.dead and not allow_dead):
+                _refuse(self, name, allow_dead)
+            self._busy = name
+            try:
+                result = fn(self, *args, **kwargs)
+            except MemoryError as e:            # the OOM killer (or the host said no)
+                self._busy = None
+                _flush_quietly(self)
+                raise out_of_memory(self, name, e) from e
+            except BaseException:
+                self._busy = None
+                _flush_quietly(self)
+                raise
+            self._busy = None
+            if self._warn_queue:
+                issue_warnings(self)
+            return result
+        finally:
+            lock.release()
+
+    return wrapper
+
+
+def _refuse(mm, name: str, allow_dead: bool) -> None:
+    """Why a call may not run now: nested in another, or on a dead MM."""
+    if mm._busy:
+        raise ReentrantCallError(f"{name}() called while {mm._busy}() is running on the same MM "
+                                 "(from a kernel hook?): re-entrant calls are refused")
+    raise KernelOops(f"{name}() on a dead MM ({mm.dead})")
+
+
+def _flush_quietly(mm) -> None:
+    """Issue a failed call's warnings; the call's own error wins over theirs."""
+    if mm._warn_queue:
+        try:
+            issue_warnings(mm)
+        except Exception:         # noqa: BLE001
+            pass
+
+
+def issue_warnings(mm) -> None:
+    """The WARN_ON()s a call recorded, sent through warnings.warn() once the
+    call is complete (a warnings filter that raises finds a whole state)."""
+    queue, mm._warn_queue = mm._warn_queue, []
+    for w in queue:
+        _warnings.warn(w, stacklevel=3)
+
+
+def _int_arg(value, name: str, lo: int, hi: int) -> int:
+    """A constructor's integer argument, checked at once: an int in [lo, hi]."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    value = int(value)
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}={value:#x} is out of range [{lo:#x}, {hi:#x}]")
+    return value
+
+
+def _read_locked(fn):
+    """mmap_read_lock(mm): a read-only look, serialised with the calls."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return fn(self, *args, **kwargs)
 
     return wrapper

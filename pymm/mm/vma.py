@@ -178,11 +178,12 @@ class VmaTree:
 
     def span(self, start: int, end: int):
         """Indices (i, j): self[i:j] are the VMAs overlapping [start, end)."""
-        i = bisect_right(self._starts, start) - 1
+        starts = self._starts
+        i = bisect_right(starts, start) - 1
         if i < 0 or self._vmas[i].end <= start:
             i += 1
-        j = bisect_right(self._starts, end - 1) if end else len(self._vmas)
-        return i, max(i, j)
+        j = bisect_right(starts, end - 1) if end else len(starts)
+        return i, (j if j > i else i)
 
     def __getitem__(self, i):
         return self._vmas[i]
@@ -209,6 +210,16 @@ class VmaTree:
         while i >= 0 and self._vmas[i].end > addr:
             i -= 1
         return self._vmas[i] if i >= 0 else None
+
+    def touching(self, start: int, end: int):
+        """(prev, next): the VMAs ending exactly at start and starting
+        exactly at end (None where there is none), for a range
+        [start, end) that no VMA overlaps."""
+        vl = self._vmas
+        i = bisect_right(self._starts, start)
+        prev = vl[i - 1] if i and vl[i - 1].end == start else None
+        nxt = vl[i] if i < len(vl) and vl[i].start == end else None
+        return prev, nxt
 
     def insert(self, vma: Vma) -> None:
         i = bisect_right(self._starts, vma.start)
@@ -289,7 +300,8 @@ def unlink_anon_vma(mm, vma: Vma) -> None:
 def vma_link(mm, vma: Vma) -> Vma:
     """vma_link(): insert a new VMA into the tree, taking its references."""
     mm._tree.insert(vma)
-    vma_get_refs(mm, vma)
+    if vma.anon or vma.shm is not None:
+        vma_get_refs(mm, vma)
     return vma
 
 
@@ -356,10 +368,9 @@ def vma_merge_new_range(mm, start: int, end: int, vm_flags: int, anon: int, shm,
     """vma_merge_new_range(): let a new range [start, end) join its
     neighbours if compatible; returns the VMA now covering it, or None."""
     tree = mm._tree
-    prev = tree.prev_of_addr(start)
-    prev = prev if prev is not None and prev.end == start else None
-    nxt = tree.find_vma(end)
-    nxt = nxt if nxt is not None and nxt.start == end else None
+    prev, nxt = tree.touching(start, end)
+    if prev is None and nxt is None:                 # no neighbour touches it: the common case
+        return None
     pages = (end - start) >> mm.page_shift
     left = can_vma_merge_after(mm, prev, start, vm_flags, anon, shm, pgoff) and prev.name == name
     right = can_vma_merge_before(mm, nxt, end, vm_flags, anon, shm, pgoff, pages) and nxt.name == name
@@ -499,7 +510,11 @@ def anon_vma_compatible(mm, a: Vma, b: Vma) -> bool:
 def free_pgtables(mm, vmas: List[Vma], floor: int, ceiling: int) -> None:
     """free_pgtables() (mm/memory.c): free the page tables under the removed
     VMAs, gathering neighbours closer than a PMD into one free_pgd_range()."""
-    i, n = 0, len(vmas)
+    n = len(vmas)
+    if n == 1:                                       # one VMA: the common case
+        mmcore.free_pgd_range(mm.engine, vmas[0].start, vmas[0].end, floor, ceiling)
+        return
+    i = 0
     while i < n:
         addr, j = vmas[i].start, i
         while j + 1 < n and vmas[j + 1].start <= vmas[j].end + mm.pmd_size:
@@ -514,27 +529,30 @@ def do_vmi_munmap(mm, start: int, length: int) -> None:
     free page tables between the neighbours, drop the VMAs."""
     if (mm._pmask & start) or start > mm.task_size or length > mm.task_size - start:
         raise _Errno(EINVAL)
-    end = start + page_align(mm, length)
+    end = start + ((length + mm._pmask) & ~mm._pmask & U64)   # PAGE_ALIGN()
     if end == start:
         raise _Errno(EINVAL)
     tree = mm._tree
     i, j = tree.span(start, end)                     # the VMAs overlapping [start, end)
     if i == j:
         return
-    first = tree[i]
-    if first.start < start and end < first.end and len(tree) >= mm.max_map_count:
-        raise _Errno(ENOMEM)
+    vl = tree._vmas                                  # the hot path reads the list itself
+    first = vl[i]
     if first.start < start:
+        if end < first.end and len(vl) >= mm.max_map_count:
+            raise _Errno(ENOMEM)
         _split_vma(mm, first, start)
         i, j = i + 1, j + 1
-    if tree[j - 1].end > end:
-        _split_vma(mm, tree[j - 1], end)
-    vmas = tree[i:j]
-    floor = tree[i - 1].end if i > 0 else 0
-    ceiling = tree[j].start if j < len(tree) else 0
+    if vl[j - 1].end > end:
+        _split_vma(mm, vl[j - 1], end)
+    vmas = vl[i:j]
+    floor = vl[i - 1].end if i > 0 else 0
+    ceiling = vl[j].start if j < len(vl) else 0
+    eng = mm.engine
     for v in vmas:                                   # unmap_vmas()
-        mmcore.zap_page_range(mm.engine, v.start, v.end)
+        mmcore.zap_page_range(eng, v.start, v.end)
     free_pgtables(mm, vmas, floor, ceiling)
     tree.remove_span(i, j)
     for v in vmas:
-        vma_put_refs(mm, v)
+        if v.anon or v.shm is not None:
+            vma_put_refs(mm, v)
