@@ -309,6 +309,7 @@ class Kernel:
     multi_vma_move: bool = True
     thp_align: str = THP_ALIGN_PMD_MULTIPLE
     map_stack_nohugepage: bool = True
+    map_droppable: bool = True
     notes: str = ""
     # "module:attr" when loaded by get_kernel() from a user's module, so that
     # reproducers name the kernel in a form pymm.MM(kernel=...) accepts.
@@ -392,11 +393,11 @@ def _pgt_entry_sites() -> Dict[str, Warning_]:
 _NO_PMD_MOVES = dict(pmd_moves=False, pud_moves=False, pud_step=mmcore.PUD_STEP_NONE,
                      pmd_warn=WARN_SILENT, pud_warn=WARN_SILENT, huge_pmd_warn=WARN_ON,
                      progress=progress_len, exec_passes_for_stack=False, multi_vma_move=False,
-                     thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False)
+                     thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, map_droppable=False)
 _V5_8 = dict(pmd_moves=True, pud_moves=False, pud_step=mmcore.PUD_STEP_NONE, pmd_warn=WARN_ON,
              pud_warn=WARN_SILENT, huge_pmd_warn=WARN_ON, progress=progress_len,
              exec_passes_for_stack=False, multi_vma_move=False,
-             thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False)
+             thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, map_droppable=False)
 
 
 def _catalogue():
@@ -442,12 +443,12 @@ def _catalogue():
         pmd_moves=True, pud_moves=True, pud_step=mmcore.PUD_STEP_IF_PUD_SIZED,
         pmd_warn=WARN_ON_ONCE, pud_warn=WARN_ON_ONCE, huge_pmd_warn=WARN_ON,
         progress=progress_len, exec_passes_for_stack=False, multi_vma_move=False,
-        thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, warn_sites=_pgt_entry_sites(),
+        thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, map_droppable=False, warn_sites=_pgt_entry_sites(),
         notes="+ PUD-level moves when extent == PUD_SIZE")
     k["6.7"] = Kernel(
         "6.7", "af8ca1c14906 + b1e5a3dee255: try_realign_addr(), can_align_down(), for_stack",
         align=try_realign_addr, progress=pmc_progress, multi_vma_move=False,
-        thp_align=THP_ALIGN_ANY, map_stack_nohugepage=False, warn_sites=_pgt_entry_sites(),
+        thp_align=THP_ALIGN_ANY, map_stack_nohugepage=False, map_droppable=False, warn_sites=_pgt_entry_sites(),
         notes="+ realignment of mutually aligned starts to the PMD; exec passes for_stack")
     k["6.18"] = Kernel(
         "6.18", "the kernel this machine runs (6.17's multi-VMA MREMAP_FIXED moves)",

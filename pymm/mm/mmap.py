@@ -209,11 +209,14 @@ def do_mmap(mm, addr: int, length: int, prot: int, flags: int) -> int:
     if mm.map_count > mm.max_map_count:
         raise _Errno(ENOMEM)
     map_type = flags & C.MAP_TYPE
-    if map_type not in (C.MAP_SHARED, C.MAP_PRIVATE):
+    droppable = map_type == C.MAP_DROPPABLE and mm.kernel.map_droppable
+    if map_type not in (C.MAP_SHARED, C.MAP_PRIVATE) and not droppable:
         raise _Errno(EINVAL)
     shared = map_type == C.MAP_SHARED
     vm_flags = calc_vm_prot_bits(prot) | calc_vm_flag_bits(flags, mm.kernel.map_stack_nohugepage) \
         | C.VM_MAYREAD | C.VM_MAYWRITE | C.VM_MAYEXEC
+    if droppable:
+        vm_flags |= map_droppable_flags(flags, vm_flags)
     addr = get_unmapped_area(mm, addr, length, flags, shared_file=shared)
     if flags & C.MAP_FIXED_NOREPLACE and mm._tree.first_intersecting(addr, addr + length):
         raise _Errno(EEXIST)
@@ -233,6 +236,15 @@ def do_mmap(mm, addr: int, length: int, prot: int, flags: int) -> int:
         except MemoryError:
             pass        # do_mmap()'s caller ignores __mm_populate()'s result: the pages done stay
     return addr
+
+
+def map_droppable_flags(flags: int, vm_flags: int) -> int:
+    """do_mmap()'s MAP_DROPPABLE case (6.11+, 9651fcedf7b9): not with
+    MAP_LOCKED, MAP_HUGETLB or a grows-down area; never reserved, wiped on
+    fork, left out of core dumps; otherwise private anonymous memory."""
+    if flags & (C.MAP_LOCKED | C.MAP_HUGETLB) or vm_flags & C.VM_GROWSDOWN:
+        raise _Errno(EINVAL)
+    return C.VM_DROPPABLE | C.VM_NORESERVE | C.VM_WIPEONFORK | C.VM_DONTDUMP
 
 
 def accountable_mapping(vm_flags: int) -> bool:
