@@ -161,6 +161,13 @@ def test_bench_help_says_what_plot_costs(capsys):
     assert "minutes" in capsys.readouterr().out
 
 
+def test_sizes_plot_says_why_kernel_curves_stop_and_what_pmd_vs_pud_means():
+    from pymm.bench import plot_notes
+    stop, pud = plot_notes(2 << 30)
+    assert stop.startswith("kernel curves stop at 2 GiB")
+    assert "PUD" in pud and "syscall layer" in pud
+
+
 # -- 12. package hygiene --------------------------------------------------------------------------
 def test_package_files_license_typing_changelog():
     from pathlib import Path
