@@ -196,3 +196,23 @@ def test_walk_prints_a_flag_legend(capsys):
     legend = out.split("flags:")[1]
     for flag in ("P present", "RW", "US", "PS", "SD soft-dirty", "NX"):
         assert flag in legend
+
+
+# -- found by a newcomer's trial ---------------------------------------------------------------
+def test_pagemap_of_a_negative_length_is_refused():
+    import pymm
+    mm = pymm.MM()
+    a = mm.mmap(0, 4096, pymm.PROT_READ | pymm.PROT_WRITE, pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS)
+    with pytest.raises(ValueError, match="wraps"):
+        mm.pagemap(a, -1)
+    assert len(mm.pagemap(a, 4096)) == 1
+
+
+def test_bench_below_a_pud_prints_no_pud_ratio(capsys, monkeypatch):
+    from pymm import bench
+    if not __import__("pymm").host.available():
+        pytest.skip("no host kernel to compare with: " + __import__("pymm").host.unavailable_reason())
+    code, out, _ = run(["bench", "--size", "64M", "--reps", "1"], capsys)
+    assert code == 0
+    kernel_line = next(line for line in out.splitlines() if line.strip().startswith("this kernel, per-PTE"))
+    assert "PUD" not in kernel_line and "then" not in kernel_line

@@ -506,6 +506,8 @@ class MM:
         """
         addr, length = _u64(addr, "addr"), _u64(length, "length")
         start = addr & ~(self.page_size - 1)
+        if addr + length >= 1 << 64:       # a negative length, read as unsigned long
+            raise ValueError("pagemap range wraps around the address space")
         end = page_align(self, addr + length)
         if end > 1 << self.geometry.va_bits:
             raise ValueError("pagemap range beyond the address space")
