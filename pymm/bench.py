@@ -134,17 +134,21 @@ def run_pymm_once(kernel: str, case: str, size: int, warm: bool = True, arch: st
     an untimed one-page mremap in the same MM warms the syscall path, as
     run_host_once() does in the kernel: the figure is the call's own work,
     not the cache state the populate left behind (``warm=False``: no
-    warm-up call, the first call after the populate)."""
+    warm-up call, the first call after the populate).  On another arch
+    there is no HostMM window, and no warm-up page in it."""
     src, dst = addresses(case, size, arch)
-    if arch != "x86_64":                 # another arch's user space: no HostMM window, no warm-up page
-        return _run_pymm_once_on(MM(kernel=kernel, arch=arch), case, size, src, dst)
-    mm = MM(kernel=kernel, window=(WINDOW_LO, WINDOW_LO + (16 << 40)))
+    prime = arch == "x86_64"
+    mm = (MM(kernel=kernel, window=(WINDOW_LO, WINDOW_LO + (16 << 40))) if prime
+          else MM(kernel=kernel, arch=arch))
+    warm = warm and prime
     mm.mmap(src, size, RW, PRIV)
-    mm.mmap(PRIME, PAGE, RW, PRIV)
+    if prime:
+        mm.mmap(PRIME, PAGE, RW, PRIV)
     if CASES[case][2]:
         mm.madvise(src, size, C.MADV_HUGEPAGE)
     mm.memset(src, 0x5A, size)
-    mm.memset(PRIME, 0x5A, PAGE)
+    if prime:
+        mm.memset(PRIME, 0x5A, PAGE)
     mm.reset_stats()
     if warm:
         mm.mremap(PRIME, PAGE, PAGE, MOVE, PRIME + PUD)
@@ -156,20 +160,6 @@ def run_pymm_once(kernel: str, case: str, size: int, warm: bool = True, arch: st
     if warm:
         stats["pte_moves"] -= 1                          # the warm-up's page
     return t1 - t0, stats
-
-
-def _run_pymm_once_on(mm, case: str, size: int, src: int, dst: int):
-    """run_pymm_once() on another arch: populate, then the timed move (no warm-up page)."""
-    mm.mmap(src, size, RW, PRIV)
-    if CASES[case][2]:
-        mm.madvise(src, size, C.MADV_HUGEPAGE)
-    mm.memset(src, 0x5A, size)
-    mm.reset_stats()
-    t0 = time.perf_counter_ns()
-    r = mm.mremap(src, size, size, MOVE, dst)
-    t1 = time.perf_counter_ns()
-    assert r == dst
-    return t1 - t0, mm.stats
 
 
 def run_host_once(h, case: str, size: int, warm: bool = True) -> int:

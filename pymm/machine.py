@@ -121,11 +121,11 @@ class Machine:
         return {"pmd_not_none": k.pmd_warn, "pud_not_none": k.pud_warn,
                 "huge_pmd_not_none": k.huge_pmd_warn}.get(site, mmcore.WARN_ON)
 
-    def report_warnings(self, mm, stacklevel: int = 5) -> None:
+    def report_warnings(self, mm) -> None:
         """WARN_ON()'s report: ``mm``'s engine records become KernelWarnings,
         in ``mm.warnings`` and :attr:`warnings`, and are issued with
-        :func:`warnings.warn` when the call is complete (``stacklevel`` is
-        unused, kept for callers); a ``WARN_ON_ONCE`` site reports once per machine."""
+        :func:`warnings.warn` when the call is complete; a ``WARN_ON_ONCE``
+        site reports once per machine."""
         for code, old, new in mm.engine.take_warnings():
             site = _SITE_NAMES[code]
             if self._policy(site) == mmcore.WARN_ON_ONCE:
@@ -139,11 +139,7 @@ class Machine:
                               kernel=self.kernel.name, site=site, old_addr=old, new_addr=new, pid=mm.pid)
             mm.warnings.append(w)
             self.warnings.append(w)
-            queue = getattr(mm, "_warn_queue", None)   # a process that issues them after its call
-            if queue is not None:
-                queue.append(w)
-            else:
-                mm._warn_queue.append(w)        # the MM issues it when the call is complete
+            mm._warn_queue.append(w)            # the MM issues it when the call is complete
 
     def __repr__(self) -> str:
         return (f"<pymm.Machine kernel={self.kernel.name} arch={self.arch} thp={self.thp} "
