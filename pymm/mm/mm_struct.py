@@ -148,16 +148,13 @@ class MM:
         self._va_limit = 1 << self.geometry.va_bits
         self.stack_guard_gap = C.STACK_GUARD_GAP_PAGES * self.page_size
         self.mmap_min_addr = C.MMAP_MIN_ADDR
-        self.max_map_count = _int_arg(max_map_count, "max_map_count", 1, 1 << 31)
+        self.max_map_count, self.commit_limit = max_map_count, commit_limit   # checked above
         if not isinstance(privileged, bool):
             raise TypeError("privileged must be True or False")
         self.privileged = privileged
-        self.commit_limit = None if commit_limit is None else \
-            _int_arg(commit_limit, "commit_limit", 0, 1 << 64)
         self.rlimit_stack = _int_arg(rlimit_stack, "rlimit_stack", 0, 1 << 64)
         self.ram = default_ram() if ram is None else _int_arg(ram, "ram", 64 * self.page_size, 1 << 64)
-        if hasattr(type(self.engine), "max_pages"):    # mmcore's page limit: frames + tables
-            self.engine.max_pages = min(self.ram // self.page_size, (1 << 63) - 1)
+        self.engine.max_pages = min(self.ram // self.page_size, (1 << 63) - 1)   # frames + tables
         # arch/x86/mm/mmap.c mmap_base() without randomisation: the gap below
         # the stack is the stack rlimit plus the guard gap, at least 128 MiB.
         gap = max(C.MIN_GAP, self.rlimit_stack + self.stack_guard_gap)
