@@ -14,7 +14,7 @@
 import errno as _errno
 import os
 
-from mmcore import KernelBUG  # noqa: F401  (re-exported)
+from mmcore import EngineOutOfMemory, KernelBUG  # noqa: F401  (KernelBUG re-exported)
 
 
 def oserror(code: int, call: str) -> OSError:
@@ -145,7 +145,7 @@ def out_of_memory(mm, call: str, err: BaseException) -> OutOfMemory:
     if isinstance(err, OutOfMemory):
         return err
     ram = getattr(mm, "ram", None)
-    if type(err).__name__ == "EngineOutOfMemory":
+    if isinstance(err, EngineOutOfMemory):
         why = (f"Out of memory: the OOM killer killed the process in {call}() "
                f"(ram={ram} bytes of frames and page tables used up)")
     else:
