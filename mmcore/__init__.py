@@ -56,8 +56,15 @@ cimports only modules below it):
     ``MoveControl`` (struct pagetable_move_control and a kernel's policy),
     ``move_page_tables(eng, pmc)``, ``move_range(eng, old_addr, new_addr,
     old_end, len_in, policy)``, ``KernelBUG``, ``PUD_STEP_*``, ``WARN_*``.
+``fork`` -- kernel/fork.c's page-table half: mm/memory.c, mm/mmap.c
+    ``copy_page_range(eng, src, dst, start, end, cow=True)`` (private
+    anonymous pages shared copy-on-write, huge PMDs too: copy_huge_pmd()),
+    ``exit_mmap(eng, ctx)``.  The processes of a fork family are contexts
+    of one engine (``Engine.mm_alloc()``, ``switch_mm()``, ``mm_free()``,
+    ``context``, ``contexts``, ``mapcount(frame)``).
 ``check`` -- mm/page_table_check.c
     ``check_scan(eng, vstart, vend, vowner, vpgoff, max_problems=100)``,
+    ``check_processes(eng, processes, max_problems=100)`` (a fork family),
     ``digest(eng)``, ``PROBLEM_CODES``.
 
 Every name above is also importable from ``mmcore`` itself.  Every function
@@ -97,7 +104,8 @@ from mmcore.mremap import (
     move_page_tables,
     move_range,
 )
-from mmcore.check import PROBLEM_CODES, check_scan, digest
+from mmcore.check import PROBLEM_CODES, check_processes, check_scan, digest
+from mmcore.fork import copy_page_range, exit_mmap
 
 __all__ = [
     # geometry
@@ -119,5 +127,7 @@ __all__ = [
     "PUD_STEP_NONE", "PUD_STEP_IF_PUD_SIZED", "PUD_STEP_ALWAYS",
     "WARN_SILENT", "WARN_ON", "WARN_ON_ONCE",
     # check
-    "PROBLEM_CODES", "check_scan", "digest",
+    "PROBLEM_CODES", "check_scan", "check_processes", "digest",
+    # fork
+    "copy_page_range", "exit_mmap",
 ]

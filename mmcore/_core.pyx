@@ -42,7 +42,7 @@ Every loop over entries or pages below is typed C without the GIL.  Every
 method callable from Python validates its arguments first.
 """
 from libc.stdlib cimport malloc, realloc, free, calloc
-from libc.string cimport memset
+from libc.string cimport memset, memcpy
 cimport cython
 from libc.stdint cimport uint64_t, int64_t, uint32_t, uint16_t, uint8_t, int8_t, INT64_MAX
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
@@ -222,6 +222,7 @@ cdef class Engine:
                 free(self.omapc[i])
         free(self.oframes); free(self.omapc); free(self.onpages); free(self.okind)
         free(self.tlevel); free(self.tfree)
+        free(self.ctxs); free(self.fmapc); free(self.oparent); free(self.orefs)
         # to the pool, zeroed as far as used: a region may come back as any
         # of the three, and table_alloc() relies on fresh rows reading zero
         region_release(&self.rtbl, REGION_RESERVE, <size_t>self.thw * self.ents * sizeof(uint64_t))
@@ -287,6 +288,7 @@ cdef class Engine:
             self.thw += 1
         self.tlevel[t] = <int8_t>level
         self.tlive += 1
+        self.ctx_tlive += 1
         self.ctr[CTR_PGTABLES_ALLOCATED] += 1
         return t
 
@@ -296,13 +298,14 @@ cdef class Engine:
         self.tfree[self.tnfree] = t
         self.tnfree += 1
         self.tlive -= 1
+        self.ctx_tlive -= 1
         self.ctr[CTR_PGTABLES_FREED] += 1
 
     cdef int64_t walk_to(self, uint64_t addr, int level) noexcept nogil:
         """The table at ``level`` that covers addr: -1 if an entry above is
         none, -2 if a huge leaf above maps it (pmd_offset() after the checks
         get_old_pmd() makes)."""
-        cdef int64_t t = 0
+        cdef int64_t t = self.root
         cdef int l
         cdef uint64_t e
         for l in range(level):
@@ -318,7 +321,7 @@ cdef class Engine:
         """Like walk_to() but allocating missing tables on the way:
         p4d_alloc(), pud_alloc(), pmd_alloc(), pte_alloc().  -1: out of
         memory; -2: a huge leaf is in the way (split it first)."""
-        cdef int64_t t = 0, n
+        cdef int64_t t = self.root, n
         cdef int l
         cdef uint64_t e
         cdef int64_t i
@@ -350,7 +353,39 @@ cdef class Engine:
         self.ftag = <uint64_t*>region_ptr(&self.rftag)
         self.frmap = <uint64_t*>region_ptr(&self.rfrmap)
         self.fcap = <int64_t>(min(region_cap(&self.rftag), region_cap(&self.rfrmap)) // sizeof(uint64_t))
+        if self.fmapc != NULL:
+            return self.grow_mapcount(self.fcap)
         return 0
+
+    cdef int grow_mapcount(self, int64_t need) noexcept nogil:
+        """Per-frame map counts (page->_mapcount), from the first fork on:
+        room for ``need`` frames, the new ones zero (mapped once at most)."""
+        cdef uint32_t *nm
+        if need <= self.mapc_cap:
+            return 0
+        nm = <uint32_t*>realloc(self.fmapc, <size_t>need * sizeof(uint32_t))
+        if nm == NULL:
+            return -1
+        memset(nm + self.mapc_cap, 0, <size_t>(need - self.mapc_cap) * sizeof(uint32_t))
+        self.fmapc = nm
+        self.mapc_cap = need
+        return 0
+
+    cdef int64_t frame_copy(self, int64_t f, uint64_t rmap) noexcept nogil:
+        """copy_user_highpage() for wp_page_copy(): a new frame holding
+        what frame f holds."""
+        cdef int64_t g = frame_alloc_tagged(self, rmap, self.ftag[f])
+        cdef int64_t slot
+        if g < 0:
+            return -1
+        if (self.ftag[f] & TAG_KIND_MASK) == TAG_BUF:
+            self.ftag[g] = TAG_FILL            # its own buffer, a copy of f's bytes
+            slot = self.buf_alloc(g)
+            if slot < 0:
+                frame_free(self, g)
+                return -1
+            memcpy(self.bufs[slot], self.bufs[self.ftag[f] & TAG_VALUE_MASK], self.page_size)
+        return g
 
     cdef void push_free_range(self, int64_t f, int64_t n) noexcept nogil:
         cdef int64_t i
@@ -450,6 +485,8 @@ cdef class Engine:
         if self.ofree_head >= 0:
             o = self.ofree_head
             self.ofree_head = self.onpages[o]
+            self.oparent[o] = 0
+            self.orefs[o] = 1
             return o
         if self.ohw == self.ocap:
             ncap = self.ocap * 2 if self.ocap else 64
@@ -461,7 +498,10 @@ cdef class Engine:
             self.oframes = <uint32_t**>realloc(self.oframes, ncap * sizeof(uint32_t*))
             self.omapc = <uint16_t**>realloc(self.omapc, ncap * sizeof(uint16_t*))
             self.onpages = <int64_t*>realloc(self.onpages, ncap * sizeof(int64_t))
-            if self.okind == NULL or self.oframes == NULL or self.omapc == NULL or self.onpages == NULL:
+            self.oparent = <int64_t*>realloc(self.oparent, ncap * sizeof(int64_t))
+            self.orefs = <int64_t*>realloc(self.orefs, ncap * sizeof(int64_t))
+            if self.okind == NULL or self.oframes == NULL or self.omapc == NULL or self.onpages == NULL \
+                    or self.oparent == NULL or self.orefs == NULL:
                 return -1
             self.ocap = ncap
         o = self.ohw
@@ -470,12 +510,15 @@ cdef class Engine:
         self.oframes[o] = NULL
         self.omapc[o] = NULL
         self.onpages[o] = 0
+        self.oparent[o] = 0
+        self.orefs[o] = 1
         return o
 
-    def owner_new(self, kind, int64_t npages=0):
+    def owner_new(self, kind, int64_t npages=0, int64_t parent=0):
         """A new owner id: ``"anon"`` (an anon_vma) or ``"shmem"`` (a shmem
         object of ``npages`` pages, the backing of a MAP_SHARED|MAP_ANONYMOUS
-        mapping).
+        mapping).  ``parent``: the anon_vma a forked VMA's new one chains to
+        (anon_vma_fork(): anon_vma->parent); it lives while this one does.
 
         Example::
 
@@ -489,11 +532,18 @@ cdef class Engine:
                 raise ValueError("owner kind must be 'anon' or 'shmem'")
             if kind == "shmem" and not 0 < npages <= (1 << 40):
                 raise ValueError(f"shmem object size {npages} pages out of range")
+            if parent:
+                self._check_owner(parent)
+                if kind != "anon" or self.okind[parent] != OWNER_ANON:
+                    raise ValueError("only an anon_vma has a parent, and it is an anon_vma")
             o = self.owner_slot()
             if o < 0:
                 raise MemoryError("out of owner ids")
             if kind == "anon":
                 self.okind[o] = OWNER_ANON
+                if parent:
+                    self.oparent[o] = parent
+                    self.orefs[parent] += 1
             else:
                 self.oframes[o] = <uint32_t*>calloc(npages, sizeof(uint32_t))
                 self.omapc[o] = <uint16_t*>calloc(npages, sizeof(uint16_t))
@@ -511,8 +561,10 @@ cdef class Engine:
     def owner_free(self, int64_t o):
         """The last VMA using owner ``o`` went away.  A shmem object drops its
         pages; it must have none mapped (zap first).  An anonymous owner's
-        stale frames, if a caller left any, are the checker's to report."""
-        cdef int64_t i, f
+        stale frames, if a caller left any, are the checker's to report.
+        An anon_vma that forked VMAs' anon_vmas chain to stays until they go
+        (put_anon_vma(): its refcount), then goes with them."""
+        cdef int64_t i, f, p
         self.enter()
         try:
             self._check_owner(o)
@@ -520,20 +572,46 @@ cdef class Engine:
                 for i in range(self.onpages[o]):
                     if self.omapc[o][i]:
                         raise ValueError(f"shmem object {o} still has page {i} mapped: zap it first")
-            with nogil:
-                if self.okind[o] == OWNER_SHMEM:
-                    for i in range(self.onpages[o]):
-                        f = self.oframes[o][i]
-                        if f != 0 and self.omapc[o][i] == 0:
-                            frame_free(self, f)
-                    free(self.oframes[o]); free(self.omapc[o])
-                    self.oframes[o] = NULL; self.omapc[o] = NULL
-                self.okind[o] = OWNER_FREE
-                self.onpages[o] = self.ofree_head
-                self.ofree_head = o
-                self.olive -= 1
+            while o:
+                self.orefs[o] -= 1
+                if self.orefs[o] > 0:
+                    break
+                p = self.oparent[o]
+                self._owner_release(o)
+                o = p
         finally:
             self.leave()
+
+    def owner_parent(self, int64_t o):
+        """The anon_vma owner ``o`` was forked from (0: none), anon_vma->parent.
+
+        Example::
+
+            >>> child = eng.owner_new("anon", parent=o)
+            >>> eng.owner_parent(child) == o, eng.owner_parent(o)
+            (True, 0)
+        """
+        self.enter()
+        try:
+            self._check_owner(o)
+            return self.oparent[o]
+        finally:
+            self.leave()
+
+    cdef void _owner_release(self, int64_t o) noexcept nogil:
+        """The owner's storage goes: a shmem object's pages, the id."""
+        cdef int64_t i, f
+        if self.okind[o] == OWNER_SHMEM:
+            for i in range(self.onpages[o]):
+                f = self.oframes[o][i]
+                if f != 0 and self.omapc[o][i] == 0:
+                    frame_free(self, f)
+            free(self.oframes[o]); free(self.omapc[o])
+            self.oframes[o] = NULL; self.omapc[o] = NULL
+        self.okind[o] = OWNER_FREE
+        self.onpages[o] = self.ofree_head
+        self.ofree_head = o
+        self.olive -= 1
 
     def owner_kind(self, int64_t o):
         self.enter()
@@ -564,6 +642,137 @@ cdef class Engine:
         if not 0 < o < self.ohw or self.okind[o] == OWNER_FREE:
             raise ValueError(f"owner {o} does not exist")
         return 0
+
+    # ------------------------------------------------------------------ processes (fork)
+    cdef void switch_ctx(self, int ctx) noexcept nogil:
+        """switch_mm(): save the current process's pgd and counters, load ctx's."""
+        cdef Context *c
+        if ctx == self.cur:
+            return
+        c = &self.ctxs[self.cur]
+        c.root, c.tlive, c.rss_anon, c.rss_shmem = self.root, self.ctx_tlive, self.rss_anon, self.rss_shmem
+        memcpy(c.ctr, self.ctr, sizeof(self.ctr))
+        c = &self.ctxs[ctx]
+        self.root, self.ctx_tlive, self.rss_anon, self.rss_shmem = c.root, c.tlive, c.rss_anon, c.rss_shmem
+        memcpy(self.ctr, c.ctr, sizeof(self.ctr))
+        self.cur = ctx
+
+    cdef int _check_ctx(self, int64_t ctx) except -1:
+        if not ((ctx == 0 and self.ctxs == NULL) or (self.ctxs != NULL and 0 <= ctx < self.nctx
+                                                     and self.ctxs[ctx].used)):
+            raise ValueError(f"process context {ctx} does not exist")
+        return 0
+
+    def mm_alloc(self):
+        """mm_alloc() + pgd_alloc() for fork: a new process context sharing
+        this engine's frames and owners, with an empty pgd and zero
+        counters.  Returns its id; switch_mm() makes it current.  The first
+        call also starts the per-frame map counts.
+
+        Example::
+
+            >>> e = Engine(X86_64)
+            >>> child = e.mm_alloc()
+            >>> e.switch_mm(child); e.context, e.n_tables
+            (1, 0)
+        """
+        cdef int ctx, ncap
+        cdef int64_t t
+        cdef Context *nc
+        self.enter()
+        try:
+            if self.fmapc == NULL and self.grow_mapcount(max(self.fcap, 1)) < 0:
+                raise MemoryError("mm_alloc: the map counts")
+            if self.ctxs == NULL:
+                self.ctxs = <Context*>calloc(8, sizeof(Context))
+                if self.ctxs == NULL:
+                    raise MemoryError("mm_alloc")
+                self.nctx = 1
+                self.ctxs[0].used = True
+            for ctx in range(self.nctx):
+                if not self.ctxs[ctx].used:
+                    break
+            else:
+                ctx = self.nctx
+                if ctx % 8 == 0:
+                    ncap = ctx + 8
+                    nc = <Context*>realloc(self.ctxs, ncap * sizeof(Context))
+                    if nc == NULL:
+                        raise MemoryError("mm_alloc")
+                    self.ctxs = nc
+                self.nctx += 1
+            t = self.table_alloc(0)
+            if t < 0:
+                if ctx == self.nctx - 1 and not self.ctxs[ctx].used:
+                    self.nctx -= 1
+                raise self.oom_error("mm_alloc: the pgd")
+            self.ctx_tlive -= 1                         # the pgd is the new process's
+            self.ctr[CTR_PGTABLES_ALLOCATED] -= 1
+            memset(&self.ctxs[ctx], 0, sizeof(Context))
+            self.ctxs[ctx].root = t
+            self.ctxs[ctx].tlive = 1
+            self.ctxs[ctx].used = True
+            return ctx
+        finally:
+            self.leave()
+
+    def switch_mm(self, int64_t ctx):
+        """Make process context ``ctx`` current: every call below walks its
+        page tables and counts into its counters, until the next switch."""
+        if ctx == self.cur:
+            return
+        self.enter()
+        try:
+            self._check_ctx(ctx)
+            self.switch_ctx(<int>ctx)
+        finally:
+            self.leave()
+
+    def mm_free(self, int64_t ctx):
+        """pgd_free() + mmdrop(): the context's slot goes (not the current
+        one; exit_mmap() has emptied its page tables)."""
+        cdef int64_t i
+        cdef int64_t t
+        self.enter()
+        try:
+            self._check_ctx(ctx)
+            if ctx == self.cur:
+                raise ValueError("mm_free: the current context cannot go (switch_mm() first)")
+            t = self.ctxs[ctx].root
+            for i in range(self.ents):
+                if row(self, t)[i] != 0:
+                    raise ValueError(f"mm_free: context {ctx}'s page tables are not empty (exit_mmap first)")
+            self.table_free(t)
+            self.ctx_tlive += 1                        # it was the freed context's
+            self.ctr[CTR_PGTABLES_FREED] -= 1
+            self.ctxs[ctx].used = False
+        finally:
+            self.leave()
+
+    @property
+    def context(self):
+        """The current process context (0: the engine's first process)."""
+        return self.cur
+
+    @property
+    def contexts(self):
+        """The live process contexts, in id order."""
+        if self.ctxs == NULL:
+            return [0]
+        return [i for i in range(self.nctx) if self.ctxs[i].used]
+
+    def mapcount(self, int64_t f):
+        """How many page-table entries map anonymous frame f, over every
+        process of the engine (folio_mapcount()): 0 for a free frame."""
+        self.enter()
+        try:
+            if not 0 <= f < self.fhw:
+                raise ValueError(f"frame {f} out of range")
+            if (self.ftag[f] & TAG_KIND_MASK) == TAG_FREE:
+                return 0
+            return 1 + mapcount_extra(self, f)
+        finally:
+            self.leave()
 
     # ------------------------------------------------------------------ accounting
     def stats(self):
@@ -788,8 +997,9 @@ cdef class Engine:
 
     @property
     def n_tables(self):
-        """Page-table pages below the root (the pgd comes with the mm)."""
-        return self.tlive - 1
+        """Page-table pages below the root (the pgd comes with the mm), of
+        the current process."""
+        return self.ctx_tlive - 1
 
     @property
     def n_frames(self):

@@ -7,3 +7,4 @@ from mmcore._core cimport Engine, FaultArgs
 
 cdef int fault_huge(Engine eng, uint64_t *pmdp, uint64_t haddr, FaultArgs *a) noexcept nogil
 cdef int split_huge_pmd(Engine eng, int64_t pmd_tid, int64_t pmd_idx) noexcept nogil
+cdef bint huge_shared(Engine eng, int64_t f) noexcept nogil

@@ -34,7 +34,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from mmcore._entries cimport *
 from mmcore._core cimport (Engine, FaultArgs, row, span_end, rmap_word, rmap_index, is_zero_frame,
                            set_tag, frame_alloc, frame_alloc_tagged, release_frame, shmem_get,
-                           fits, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK, TAG_FILL, TAG_VALUE_MASK,
+                           fits, mapcount_extra, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK, TAG_FILL, TAG_VALUE_MASK,
                            SIGNAL_CHUNK)
 from mmcore.huge_memory cimport fault_huge, split_huge_pmd
 
@@ -84,7 +84,20 @@ cdef int fault_pte(Engine eng, uint64_t *ptep, uint64_t va, FaultArgs *a) noexce
             eng.rss_anon += 1
             eng.ctr[CTR_COW] += 1
             e = pfn_entry(f, (entry_flags(e) & ~_PAGE_SPECIAL) | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY)
+        elif not a.shared and mapcount_extra(eng, f) > 0:
+            # wp_page_copy(): another process maps the page too (fork's COW)
+            index = a.pgoff + ((va - a.vma_start) >> eng.shift[eng.lpte])
+            f = eng.frame_copy(f, rmap_word(a.owner, index))
+            if f < 0:
+                return -1
+            eng.fmapc[entry_pfn(e)] -= 1
+            eng.ctr[CTR_COW] += 1
+            e = pfn_entry(f, entry_flags(e) | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY)
         else:
+            if not a.shared and eng.fmapc != NULL:
+                # wp_can_reuse_anon_folio() -> folio_move_anon_rmap(): the
+                # page, mapped only here now, joins this VMA's anon_vma
+                eng.frmap[f] = rmap_word(a.owner, rmap_index(eng.frmap[f]))
             e = e | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY  # reuse / wp_page_shared()
         ptep[0] = e
         eng.ctr[CTR_FAULTS] += 1
@@ -276,10 +289,15 @@ cdef int fault_range_c(Engine eng, uint64_t start, uint64_t end, FaultArgs *a) n
         pmdp = row(eng, pmd_t) + ((addr >> eng.shift[eng.lpmd]) & eng.imask[eng.lpmd])
         haddr = addr & ~(eng.pmd_size - 1)
         if pmd_leaf(pmdp[0]):
-            if fault_huge(eng, pmdp, haddr, a) < 0:
+            r0 = fault_huge(eng, pmdp, haddr, a)
+            if r0 < 0:
                 return -1
-            addr = nxt
-            continue
+            if r0 == 0:
+                addr = nxt
+                continue
+            # VM_FAULT_FALLBACK: __split_huge_pmd(), then the PTE fault below
+            if split_huge_pmd(eng, pmd_t, (addr >> eng.shift[eng.lpmd]) & eng.imask[eng.lpmd]) < 0:
+                return -1
         if pmdp[0] == 0 and a.thp and not a.shared and haddr >= a.vma_start \
                 and haddr + eng.pmd_size <= a.vma_end and haddr + eng.pmd_size > haddr:
             if fault_huge(eng, pmdp, haddr, a) < 0:
@@ -424,7 +442,7 @@ def zap_page_range(Engine eng not None, uint64_t start, uint64_t end):
     try:
         eng._check_range(start, end)
         with nogil:
-            zap_level(eng, 0, 0, start, end)
+            zap_level(eng, 0, eng.root, start, end)
     finally:
         eng.leave()
 
@@ -496,7 +514,7 @@ cdef void free_pgd_range_c(Engine eng, uint64_t addr, uint64_t end, uint64_t flo
         end -= eng.pmd_size
     if addr > end - 1:
         return
-    free_entries(eng, 0, 0, addr, end, floor, ceiling)
+    free_entries(eng, 0, eng.root, addr, end, floor, ceiling)
 
 
 def free_pgd_range(Engine eng not None, uint64_t addr, uint64_t end, uint64_t floor,

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 import mmcore
-from mmcore import access, check, huge_memory, memory, mprotect, mremap, pagewalk
+from mmcore import access, check, fork, huge_memory, memory, mprotect, mremap, pagewalk
 
-KERNEL_MODULES = (huge_memory, pagewalk, memory, access, mprotect, mremap, check)
+KERNEL_MODULES = (huge_memory, pagewalk, memory, access, mprotect, mremap, check, fork)
 MMCORE = pathlib.Path(mmcore.__file__).parent
 
 # Bottom to top: a module may import or cimport only modules of a lower layer.
 LAYERS = (("geometry", "_entries", "_region"), ("_core",), ("huge_memory", "pagewalk"),
-          ("memory", "access", "mprotect", "mremap", "check"))
+          ("memory", "access", "mprotect", "mremap", "check"), ("fork",))
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 
@@ -87,7 +87,11 @@ VALID_CALLS = {
     "move_range": ((_A, _B, _A + 4096, 4096, mmcore.MoveControl(0, 0, 0)), {}),
     "check_scan": ((_U64, _U64 + 4096, np.array([1], dtype=np.int64), _U64 >> 12), {}),
     "digest": ((), {}),
+    "check_processes": (([(0, _U64, _U64 + 4096, np.array([1], dtype=np.int64), _U64 >> 12)],), {}),
+    "copy_page_range": ((0, 1, _A, _B), {}),        # context 1: eng.mm_alloc() (NEEDS_CHILD)
+    "exit_mmap": ((0,), {}),
 }
+NEEDS_CHILD = {"copy_page_range"}
 
 
 def test_the_argument_check_list_covers_every_function():
@@ -100,6 +104,8 @@ def test_functions_refuse_anything_but_an_engine_first(name, not_an_engine):
     args, kwargs = VALID_CALLS[name]
     eng, _ = _engine_with_a_range()
     assert eng.owner_new("shmem", npages=16) == 2
+    if name in NEEDS_CHILD:
+        eng.mm_alloc()
     getattr(mmcore, name)(eng, *args, **kwargs)          # the call itself is valid
     with pytest.raises(TypeError, match="Argument 'eng' has incorrect type"):
         getattr(mmcore, name)(not_an_engine, *args, **kwargs)
