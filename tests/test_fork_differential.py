@@ -118,7 +118,7 @@ class ForkDifferential(RuleBasedStateMachine):
 
 TestForkDifferential = ForkDifferential.TestCase
 TestForkDifferential.settings = settings(
-    max_examples=1500 if long_runs() else 20,
+    max_examples=400 if long_runs() else 20,
     stateful_step_count=40 if long_runs() else 15,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
