@@ -169,3 +169,26 @@ def test_the_same_program_on_both_sides_after_fork():
                     assert x.read(v.start, PAGE) == y.read(v.start, PAGE)
         finally:
             ch.close()
+
+
+def test_a_fork_childs_faulted_vma_does_not_merge_with_an_unfaulted_one():
+    # is_mergeable_anon_vma() (6.13+): vma_had_uncowed_parents() refuses to hand a
+    # forked anon_vma to, or take one from, a VMA without one.
+    rwp = C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_FIXED
+    m = pymm.MM(window=host.DEFAULT_WINDOW, check=True)
+    with host.HostMM() as h:
+        for p in (m, h):
+            p.mmap(BASE, PAGE, C.PROT_READ | C.PROT_WRITE, rwp)
+            p.write(BASE, b"x")
+            p.mmap(BASE + 4 * PAGE, PAGE, C.PROT_READ, rwp)
+        cm, ch = m.fork(), h.fork()
+        try:
+            for p in (m, h, cm, ch):
+                p.mmap(BASE + PAGE, PAGE, C.PROT_READ | C.PROT_WRITE, rwp)     # next to the faulted VMA
+                p.mmap(BASE + 3 * PAGE, PAGE, C.PROT_READ, rwp)                # next to an unfaulted one
+            for x, y in ((m, h), (cm, ch)):
+                assert [(v.start, v.end, v.perms) for v in x.maps()] == \
+                    [(v.start, v.end, v.perms) for v in y.maps()]
+            assert (m.map_count, cm.map_count) == (2, 3)
+        finally:
+            ch.close()
