@@ -187,6 +187,7 @@ cdef class Engine:
     cdef int nctx, cur
     cdef uint32_t *fmapc               # per frame: mappings beyond the first (NULL until a fork)
     cdef int64_t mapc_cap
+    cdef pymm_region rfmapc            # fmapc's reserved memory (zero until touched)
     cdef int64_t *oparent              # per owner: the anon_vma it was forked from (anon_vma->parent)
     cdef int64_t *orefs                # per owner: references (its MM's, its children's)
 

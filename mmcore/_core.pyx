@@ -222,7 +222,9 @@ cdef class Engine:
                 free(self.omapc[i])
         free(self.oframes); free(self.omapc); free(self.onpages); free(self.okind)
         free(self.tlevel); free(self.tfree)
-        free(self.ctxs); free(self.fmapc); free(self.oparent); free(self.orefs)
+        free(self.ctxs); free(self.oparent); free(self.orefs)
+        if self.fmapc != NULL:
+            region_release(&self.rfmapc, REGION_RESERVE, <size_t>self.fhw * sizeof(uint32_t))
         # to the pool, zeroed as far as used: a region may come back as any
         # of the three, and table_alloc() relies on fresh rows reading zero
         region_release(&self.rtbl, REGION_RESERVE, <size_t>self.thw * self.ents * sizeof(uint64_t))
@@ -359,16 +361,18 @@ cdef class Engine:
 
     cdef int grow_mapcount(self, int64_t need) noexcept nogil:
         """Per-frame map counts (page->_mapcount), from the first fork on:
-        room for ``need`` frames, the new ones zero (mapped once at most)."""
-        cdef uint32_t *nm
+        room for ``need`` frames, the new ones zero (mapped once at most).
+        A reserved region: untouched counts cost nothing."""
         if need <= self.mapc_cap:
             return 0
-        nm = <uint32_t*>realloc(self.fmapc, <size_t>need * sizeof(uint32_t))
-        if nm == NULL:
-            return -1
-        memset(nm + self.mapc_cap, 0, <size_t>(need - self.mapc_cap) * sizeof(uint32_t))
-        self.fmapc = nm
-        self.mapc_cap = need
+        if self.fmapc == NULL:
+            if region_init(&self.rfmapc, REGION_RESERVE, 3) < 0:
+                return -1
+        if <size_t>need * sizeof(uint32_t) > region_cap(&self.rfmapc):
+            if region_grow(&self.rfmapc, <size_t>need * sizeof(uint32_t)) < 0:
+                return -1
+        self.fmapc = <uint32_t*>region_ptr(&self.rfmapc)
+        self.mapc_cap = <int64_t>(region_cap(&self.rfmapc) // sizeof(uint32_t))
         return 0
 
     cdef int64_t frame_copy(self, int64_t f, uint64_t rmap) noexcept nogil:
