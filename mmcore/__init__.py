@@ -60,8 +60,9 @@ cimports only modules below it):
     ``copy_page_range(eng, src, dst, start, end, cow=True)`` (private
     anonymous pages shared copy-on-write, huge PMDs too: copy_huge_pmd()),
     ``exit_mmap(eng, ctx)``.  The processes of a fork family are contexts
-    of one engine (``Engine.mm_alloc()``, ``switch_mm()``, ``mm_free()``,
-    ``context``, ``contexts``, ``mapcount(frame)``).
+    of one engine: ``mm_alloc(eng)``, ``switch_mm(eng, ctx)``,
+    ``mmdrop(eng, ctx)``, ``mm_contexts(eng)``, ``Engine.context``;
+    ``folio_mapcount(eng, frame)``, ``anon_vma_parent(eng, owner)``.
 ``check`` -- mm/page_table_check.c
     ``check_scan(eng, vstart, vend, vowner, vpgoff, max_problems=100)``,
     ``check_processes(eng, processes, max_problems=100)`` (a fork family),
@@ -105,7 +106,8 @@ from mmcore.mremap import (
     move_range,
 )
 from mmcore.check import PROBLEM_CODES, check_processes, check_scan, digest
-from mmcore.fork import copy_page_range, exit_mmap
+from mmcore.fork import (anon_vma_parent, copy_page_range, exit_mmap, folio_mapcount, mm_alloc,
+                         mm_contexts, mmdrop, switch_mm)
 
 __all__ = [
     # geometry
@@ -129,5 +131,6 @@ __all__ = [
     # check
     "PROBLEM_CODES", "check_scan", "check_processes", "digest",
     # fork
-    "copy_page_range", "exit_mmap",
+    "copy_page_range", "exit_mmap", "mm_alloc", "switch_mm", "mmdrop", "mm_contexts",
+    "folio_mapcount", "anon_vma_parent",
 ]

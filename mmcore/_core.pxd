@@ -208,7 +208,6 @@ cdef class Engine:
     cdef void frame_free_huge(self, int64_t f) noexcept nogil
     cdef int64_t buf_alloc(self, int64_t f) noexcept nogil
     cdef int grow_mapcount(self, int64_t need) noexcept nogil
-    cdef int64_t frame_copy(self, int64_t f, uint64_t rmap) noexcept nogil
     # -- processes (contexts) -----------------------------------------------------
     cdef void switch_ctx(self, int ctx) noexcept nogil
     cdef int _check_ctx(self, int64_t ctx) except -1
@@ -350,6 +349,23 @@ cdef inline void frame_free(Engine eng, int64_t f) noexcept nogil:
     eng.ffree_head = f
     eng.fnfree += 1
     eng.flive -= 1
+
+
+cdef inline int64_t frame_copy(Engine eng, int64_t f, uint64_t rmap) noexcept nogil:
+    """copy_user_highpage() for wp_page_copy(): a new frame holding what
+    frame f holds."""
+    cdef int64_t g = frame_alloc_tagged(eng, rmap, eng.ftag[f])
+    cdef int64_t slot
+    if g < 0:
+        return -1
+    if (eng.ftag[f] & TAG_KIND_MASK) == TAG_BUF:
+        eng.ftag[g] = TAG_FILL               # its own buffer, a copy of f's bytes
+        slot = eng.buf_alloc(g)
+        if slot < 0:
+            frame_free(eng, g)
+            return -1
+        memcpy(eng.bufs[slot], eng.bufs[eng.ftag[f] & TAG_VALUE_MASK], eng.page_size)
+    return g
 
 
 cdef inline bint put_shared(Engine eng, int64_t f, int64_t n) noexcept nogil:

@@ -375,22 +375,6 @@ cdef class Engine:
         self.mapc_cap = <int64_t>(region_cap(&self.rfmapc) // sizeof(uint32_t))
         return 0
 
-    cdef int64_t frame_copy(self, int64_t f, uint64_t rmap) noexcept nogil:
-        """copy_user_highpage() for wp_page_copy(): a new frame holding
-        what frame f holds."""
-        cdef int64_t g = frame_alloc_tagged(self, rmap, self.ftag[f])
-        cdef int64_t slot
-        if g < 0:
-            return -1
-        if (self.ftag[f] & TAG_KIND_MASK) == TAG_BUF:
-            self.ftag[g] = TAG_FILL            # its own buffer, a copy of f's bytes
-            slot = self.buf_alloc(g)
-            if slot < 0:
-                frame_free(self, g)
-                return -1
-            memcpy(self.bufs[slot], self.bufs[self.ftag[f] & TAG_VALUE_MASK], self.page_size)
-        return g
-
     cdef void push_free_range(self, int64_t f, int64_t n) noexcept nogil:
         cdef int64_t i
         for i in range(f + n - 1, f - 1, -1):
@@ -586,22 +570,6 @@ cdef class Engine:
         finally:
             self.leave()
 
-    def owner_parent(self, int64_t o):
-        """The anon_vma owner ``o`` was forked from (0: none), anon_vma->parent.
-
-        Example::
-
-            >>> child = eng.owner_new("anon", parent=o)
-            >>> eng.owner_parent(child) == o, eng.owner_parent(o)
-            (True, 0)
-        """
-        self.enter()
-        try:
-            self._check_owner(o)
-            return self.oparent[o]
-        finally:
-            self.leave()
-
     cdef void _owner_release(self, int64_t o) noexcept nogil:
         """The owner's storage goes: a shmem object's pages, the id."""
         cdef int64_t i, f
@@ -647,7 +615,7 @@ cdef class Engine:
             raise ValueError(f"owner {o} does not exist")
         return 0
 
-    # ------------------------------------------------------------------ processes (fork)
+    # ------------------------------------------------------------------ processes (fork.pyx)
     cdef void switch_ctx(self, int ctx) noexcept nogil:
         """switch_mm(): save the current process's pgd and counters, load ctx's."""
         cdef Context *c
@@ -667,116 +635,10 @@ cdef class Engine:
             raise ValueError(f"process context {ctx} does not exist")
         return 0
 
-    def mm_alloc(self):
-        """mm_alloc() + pgd_alloc() for fork: a new process context sharing
-        this engine's frames and owners, with an empty pgd and zero
-        counters.  Returns its id; switch_mm() makes it current.  The first
-        call also starts the per-frame map counts.
-
-        Example::
-
-            >>> e = Engine(X86_64)
-            >>> child = e.mm_alloc()
-            >>> e.switch_mm(child); e.context, e.n_tables
-            (1, 0)
-        """
-        cdef int ctx, ncap
-        cdef int64_t t
-        cdef Context *nc
-        self.enter()
-        try:
-            if self.fmapc == NULL and self.grow_mapcount(max(self.fcap, 1)) < 0:
-                raise MemoryError("mm_alloc: the map counts")
-            if self.ctxs == NULL:
-                self.ctxs = <Context*>calloc(8, sizeof(Context))
-                if self.ctxs == NULL:
-                    raise MemoryError("mm_alloc")
-                self.nctx = 1
-                self.ctxs[0].used = True
-            for ctx in range(self.nctx):
-                if not self.ctxs[ctx].used:
-                    break
-            else:
-                ctx = self.nctx
-                if ctx % 8 == 0:
-                    ncap = ctx + 8
-                    nc = <Context*>realloc(self.ctxs, ncap * sizeof(Context))
-                    if nc == NULL:
-                        raise MemoryError("mm_alloc")
-                    self.ctxs = nc
-                self.nctx += 1
-            t = self.table_alloc(0)
-            if t < 0:
-                if ctx == self.nctx - 1 and not self.ctxs[ctx].used:
-                    self.nctx -= 1
-                raise self.oom_error("mm_alloc: the pgd")
-            self.ctx_tlive -= 1                         # the pgd is the new process's
-            self.ctr[CTR_PGTABLES_ALLOCATED] -= 1
-            memset(&self.ctxs[ctx], 0, sizeof(Context))
-            self.ctxs[ctx].root = t
-            self.ctxs[ctx].tlive = 1
-            self.ctxs[ctx].used = True
-            return ctx
-        finally:
-            self.leave()
-
-    def switch_mm(self, int64_t ctx):
-        """Make process context ``ctx`` current: every call below walks its
-        page tables and counts into its counters, until the next switch."""
-        if ctx == self.cur:
-            return
-        self.enter()
-        try:
-            self._check_ctx(ctx)
-            self.switch_ctx(<int>ctx)
-        finally:
-            self.leave()
-
-    def mm_free(self, int64_t ctx):
-        """pgd_free() + mmdrop(): the context's slot goes (not the current
-        one; exit_mmap() has emptied its page tables)."""
-        cdef int64_t i
-        cdef int64_t t
-        self.enter()
-        try:
-            self._check_ctx(ctx)
-            if ctx == self.cur:
-                raise ValueError("mm_free: the current context cannot go (switch_mm() first)")
-            t = self.ctxs[ctx].root
-            for i in range(self.ents):
-                if row(self, t)[i] != 0:
-                    raise ValueError(f"mm_free: context {ctx}'s page tables are not empty (exit_mmap first)")
-            self.table_free(t)
-            self.ctx_tlive += 1                        # it was the freed context's
-            self.ctr[CTR_PGTABLES_FREED] -= 1
-            self.ctxs[ctx].used = False
-        finally:
-            self.leave()
-
     @property
     def context(self):
-        """The current process context (0: the engine's first process)."""
+        """The current process context (0: the engine's first process; see mmcore.fork)."""
         return self.cur
-
-    @property
-    def contexts(self):
-        """The live process contexts, in id order."""
-        if self.ctxs == NULL:
-            return [0]
-        return [i for i in range(self.nctx) if self.ctxs[i].used]
-
-    def mapcount(self, int64_t f):
-        """How many page-table entries map anonymous frame f, over every
-        process of the engine (folio_mapcount()): 0 for a free frame."""
-        self.enter()
-        try:
-            if not 0 <= f < self.fhw:
-                raise ValueError(f"frame {f} out of range")
-            if (self.ftag[f] & TAG_KIND_MASK) == TAG_FREE:
-                return 0
-            return 1 + mapcount_extra(self, f)
-        finally:
-            self.leave()
 
     # ------------------------------------------------------------------ accounting
     def stats(self):

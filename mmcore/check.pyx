@@ -161,7 +161,7 @@ def check_processes(Engine eng not None, list processes not None, int max_proble
     cdef cnp.int64_t[::1] vowner
     eng.enter()
     try:
-        live = set(eng.contexts)
+        live = set([0] if eng.ctxs == NULL else [i for i in range(eng.nctx) if eng.ctxs[i].used])
         cur = eng.cur
         seen = set()
         for p in processes:

@@ -34,7 +34,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from mmcore._entries cimport *
 from mmcore._core cimport (Engine, FaultArgs, row, span_end, rmap_word, rmap_index, is_zero_frame,
                            set_tag, frame_alloc, frame_alloc_tagged, release_frame, shmem_get,
-                           fits, mapcount_extra, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK, TAG_FILL, TAG_VALUE_MASK,
+                           fits, mapcount_extra, frame_copy, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK, TAG_FILL, TAG_VALUE_MASK,
                            SIGNAL_CHUNK)
 from mmcore.huge_memory cimport fault_huge, split_huge_pmd
 
@@ -87,7 +87,7 @@ cdef int fault_pte(Engine eng, uint64_t *ptep, uint64_t va, FaultArgs *a) noexce
         elif not a.shared and mapcount_extra(eng, f) > 0:
             # wp_page_copy(): another process maps the page too (fork's COW)
             index = a.pgoff + ((va - a.vma_start) >> eng.shift[eng.lpte])
-            f = eng.frame_copy(f, rmap_word(a.owner, index))
+            f = frame_copy(eng, f, rmap_word(a.owner, index))
             if f < 0:
                 return -1
             eng.fmapc[entry_pfn(e)] -= 1

@@ -53,7 +53,7 @@ def test_fork_copies_the_vmas_and_gives_each_anon_vma_a_child():
     child = mm.fork()
     assert child.format_maps() == mm.format_maps()
     pv, cv = mm._tree.lookup(a), child._tree.lookup(a)
-    assert cv.anon != pv.anon and mm.engine.owner_parent(cv.anon) == pv.anon   # anon_vma_fork()
+    assert cv.anon != pv.anon and mmcore.anon_vma_parent(mm.engine, cv.anon) == pv.anon   # anon_vma_fork()
     # the parent's VMA goes; its anon_vma stays while the child's chains to it
     mm.munmap(a, 4 * 4096)
     assert child.read(a + 3 * 4096, 1) == b"\x07"
@@ -176,7 +176,7 @@ def test_a_dead_process_is_taken_down_and_its_pages_freed():
     del child
     gc.collect()
     assert mm.read(a, 1) == b"\x09"             # the next call reaps the child
-    assert mm.engine.n_frames == frames and mm.engine.contexts == [0]
+    assert mm.engine.n_frames == frames and mmcore.mm_contexts(mm.engine) == [0]
     assert pymm.check(mm) == []
 
 
@@ -186,7 +186,7 @@ def test_grandchildren_and_the_parent_exiting_first():
     mm.write(a, b"0")
     c1 = mm.fork()
     c2 = c1.fork()
-    assert mm.engine.mapcount(mmcore.translate(mm.engine, a)) == 3
+    assert mmcore.folio_mapcount(mm.engine, mmcore.translate(mm.engine, a)) == 3
     del mm
     gc.collect()
     c2.write(a, b"2")
@@ -197,7 +197,7 @@ def test_grandchildren_and_the_parent_exiting_first():
 
 def test_fork_preserves_what_a_bare_mm_does():
     mm = pymm.MM()
-    assert mm._family is None and mm.engine.contexts == [0]
+    assert mm._family is None and mmcore.mm_contexts(mm.engine) == [0]
     a = mm.mmap(0, 4096, RW, PRIV)
     mm.write(a, b"x")
     assert _exclusive(mm, a)

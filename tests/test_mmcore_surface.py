@@ -88,10 +88,12 @@ VALID_CALLS = {
     "check_scan": ((_U64, _U64 + 4096, np.array([1], dtype=np.int64), _U64 >> 12), {}),
     "digest": ((), {}),
     "check_processes": (([(0, _U64, _U64 + 4096, np.array([1], dtype=np.int64), _U64 >> 12)],), {}),
-    "copy_page_range": ((0, 1, _A, _B), {}),        # context 1: eng.mm_alloc() (NEEDS_CHILD)
+    "copy_page_range": ((0, 1, _A, _B), {}),        # context 1: mmcore.mm_alloc(eng) (NEEDS_CHILD)
     "exit_mmap": ((0,), {}),
+    "mm_alloc": ((), {}), "switch_mm": ((0,), {}), "mmdrop": ((1,), {}), "mm_contexts": ((), {}),
+    "folio_mapcount": ((1,), {}), "anon_vma_parent": ((1,), {}),
 }
-NEEDS_CHILD = {"copy_page_range"}
+NEEDS_CHILD = {"copy_page_range", "mmdrop"}
 
 
 def test_the_argument_check_list_covers_every_function():
@@ -105,7 +107,7 @@ def test_functions_refuse_anything_but_an_engine_first(name, not_an_engine):
     eng, _ = _engine_with_a_range()
     assert eng.owner_new("shmem", npages=16) == 2
     if name in NEEDS_CHILD:
-        eng.mm_alloc()
+        mmcore.mm_alloc(eng)
     getattr(mmcore, name)(eng, *args, **kwargs)          # the call itself is valid
     with pytest.raises(TypeError, match="Argument 'eng' has incorrect type"):
         getattr(mmcore, name)(not_an_engine, *args, **kwargs)

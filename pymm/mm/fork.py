@@ -80,7 +80,7 @@ class ForkFamily:
             if p is not None and p is not mm and p._busy:
                 raise ReentrantCallError(f"a call on pid {mm.pid} while {p._busy}() runs on pid {p.pid} "
                                          "of the same fork family (from a kernel hook?): refused")
-        self.engine.switch_mm(mm._ctx)
+        mmcore.switch_mm(self.engine, mm._ctx)
         if self.dead:
             self.reap()
 
@@ -95,7 +95,7 @@ class ForkFamily:
 
 def exit_process(eng, ctx: int, tree: VmaTree, anon_refs: Dict[int, int]) -> None:
     """exit_mmap(): zap and free the page tables, drop the VMAs' references
-    (unlink_anon_vmas(), fput()), then the pgd (mm_free)."""
+    (unlink_anon_vmas(), fput()), then the pgd (mmdrop())."""
     mmcore.exit_mmap(eng, ctx)
     for v in tree:
         if v.shm is not None:
@@ -104,7 +104,7 @@ def exit_process(eng, ctx: int, tree: VmaTree, anon_refs: Dict[int, int]) -> Non
                 eng.owner_free(v.shm.owner)
     for o in anon_refs:
         eng.owner_free(o)
-    eng.mm_free(ctx)
+    mmcore.mmdrop(eng, ctx)
 
 
 def new_process(parent, ctx: int):
@@ -134,7 +134,7 @@ def dup_mmap(parent):
     family = parent._family or ForkFamily(parent)
     if family.dead:
         family.reap()
-    ctx = eng.mm_alloc()
+    ctx = mmcore.mm_alloc(eng)
     child = new_process(parent, ctx)
     try:
         for v in parent._tree:

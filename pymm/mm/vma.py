@@ -326,7 +326,7 @@ def vma_had_uncowed_parents(mm, vma: Optional[Vma]) -> bool:
     """vma_had_uncowed_parents(): a VMA whose anon_vma chain is longer than
     one, i.e. whose anon_vma was made by anon_vma_fork() (after a fork)."""
     return (vma is not None and bool(vma.anon) and mm._family is not None
-            and mm.engine.owner_parent(vma.anon) != 0)
+            and mmcore.anon_vma_parent(mm.engine, vma.anon) != 0)
 
 
 def fork_mergeable(mm, tgt: Vma, middle: Optional[Vma], anon: int) -> bool:
