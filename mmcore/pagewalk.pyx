@@ -201,7 +201,10 @@ cdef void pagemap_c(Engine eng, uint64_t start, int64_t npages, uint64_t *out) n
                         idx = <int64_t>rmap_index(eng.frmap[f])
                         if idx < eng.onpages[owner] and eng.omapc[owner][idx] == 1:
                             val |= (<uint64_t>1) << 56
-                    elif mapcount_extra(eng, f) == 0:   # not shared with a forked process
+                    elif mapcount_extra(eng, f if l == eng.lpte else entry_pfn(e)) == 0:
+                        # mapped once (not shared with a forked process); for a huge
+                        # PMD 6.15+ asks of the folio's first page, whatever the
+                        # page (pagemap_pmd_range: __folio_page_mapped_exclusively(folio, page))
                         val |= (<uint64_t>1) << 56
                 elif l != eng.lpte:
                     val |= (<uint64_t>1) << 61  # the huge zero folio is not anon

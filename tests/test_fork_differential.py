@@ -7,8 +7,7 @@ madvise, write, memset, read) on any of them, applies MADV_DONTFORK /
 DOFORK / WIPEONFORK / KEEPONFORK, and lets a child exit.  After every step
 it compares, for every process: the VMAs (start, end, perms), which pages
 are present and which are mapped exclusively (pagemap bits 63 and 56), and
-the contents of a sample of present pages (bit 56 outside MADV_HUGEPAGE VMAs
-only: for a THP's pages this kernel answers per folio, pymm per page).  pymm's invariants, across the
+the contents of a sample of present pages.  pymm's invariants, across the
 whole fork family, are checked after every call by check=True.
 
 The normal run is bounded (CI: well under a minute); PYMM_LONG=1 runs long.
@@ -93,14 +92,9 @@ class ForkDifferential(RuleBasedStateMachine):
             theirs = [(v.start, v.end, v.perms) for v in h.maps()]
             assert mine == theirs, f"process {i}: maps differ after\n{self._trace()}\n" \
                                    f"pymm:\n{m.format_maps()}\nkernel:\n{h.format_maps()}"
-            hugepage = {v.start for v in m.maps() if v.vm_flags & C.VM_HUGEPAGE}
             for start, end, perms in mine:
                 a, b = m.pagemap(start, end - start), h.pagemap(start, end - start)
-                # PM_MMAP_EXCLUSIVE of a THP's pages: pymm counts per page (CONFIG_PAGE_MAPCOUNT),
-                # this kernel (CONFIG_NO_PAGE_MAPCOUNT, 6.15+) per folio: compared for 4K pages only
-                bits = ((PRESENT, "present"),) if start in hugepage else \
-                    ((PRESENT, "present"), (EXCLUSIVE, "exclusively mapped"))
-                for bit, what in bits:
+                for bit, what in ((PRESENT, "present"), (EXCLUSIVE, "exclusively mapped")):
                     pa, pb = (a & bit) != 0, (b & bit) != 0
                     if not np.array_equal(pa, pb):
                         d = int(np.nonzero(pa != pb)[0][0])
@@ -166,6 +160,7 @@ def test_the_same_program_on_both_sides_after_fork():
                 for v in y.maps():
                     pa, pb = x.pagemap(v.start, v.end - v.start), y.pagemap(v.start, v.end - v.start)
                     assert np.array_equal((pa & PRESENT) != 0, (pb & PRESENT) != 0)
+                    assert np.array_equal((pa & EXCLUSIVE) != 0, (pb & EXCLUSIVE) != 0)
                     assert x.read(v.start, PAGE) == y.read(v.start, PAGE)
         finally:
             ch.close()
