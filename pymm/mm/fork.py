@@ -119,6 +119,8 @@ def new_process(parent, ctx: int):
     child._tree = VmaTree()
     child._anon_refs = {}
     child._ctx = ctx
+    if "locked_vm" in child.__dict__:            # mm_init(): nothing locked (VM_LOCKED is not inherited)
+        child.locked_vm = 0
     child.pid = parent.machine._attach(child)
     return child
 
