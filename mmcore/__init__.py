@@ -55,7 +55,8 @@ cimports only modules below it):
 ``mremap`` -- mm/mremap.c
     ``MoveControl`` (struct pagetable_move_control and a kernel's policy),
     ``move_page_tables(eng, pmc)``, ``move_range(eng, old_addr, new_addr,
-    old_end, len_in, policy)``, ``KernelBUG``, ``PUD_STEP_*``, ``WARN_*``.
+    old_end, len_in, policy)``, ``move_vma_tables(eng, old_addr, new_addr,
+    length, policy, floor, ceiling)``, ``KernelBUG``, ``PUD_STEP_*``, ``WARN_*``.
 ``check`` -- mm/page_table_check.c
     ``check_scan(eng, vstart, vend, vowner, vpgoff, max_problems=100)``,
     ``digest(eng)``, ``PROBLEM_CODES``.
@@ -96,6 +97,7 @@ from mmcore.mremap import (
     MoveControl,
     move_page_tables,
     move_range,
+    move_vma_tables,
 )
 from mmcore.check import PROBLEM_CODES, check_scan, digest
 
@@ -115,7 +117,7 @@ __all__ = [
     # mprotect
     "change_protection",
     # mremap
-    "MoveControl", "KernelBUG", "move_page_tables", "move_range",
+    "MoveControl", "KernelBUG", "move_page_tables", "move_range", "move_vma_tables",
     "PUD_STEP_NONE", "PUD_STEP_IF_PUD_SIZED", "PUD_STEP_ALWAYS",
     "WARN_SILENT", "WARN_ON", "WARN_ON_ONCE",
     # check

@@ -36,6 +36,7 @@ from mmcore._core cimport (Engine, row, CTR_PTE_MOVES, CTR_PMD_MOVES, CTR_PUD_MO
                            CTR_HUGE_PMD_MOVES, CTR_TLB_FLUSHES, CTR_PTE_SLOTS_VISITED,
                            WARN_PMD_NOT_NONE, WARN_PUD_NOT_NONE, WARN_HUGE_PMD_NOT_NONE)
 from mmcore.huge_memory cimport split_huge_pmd
+from mmcore.memory cimport zap_level, free_pgd_range_c
 
 PUD_STEP_NONE = C_PUD_STEP_NONE
 PUD_STEP_IF_PUD_SIZED = C_PUD_STEP_IF_PUD_SIZED
@@ -354,6 +355,48 @@ def move_range(Engine eng not None, uint64_t old_addr, uint64_t new_addr, uint64
         pmc.move_pmd, pmc.move_pud, pmc.pud_step = policy.move_pmd, policy.move_pud, policy.pud_step
         pmc.pmd_warn, pmc.pud_warn, pmc.huge_pmd_warn = policy.pmd_warn, policy.pud_warn, policy.huge_pmd_warn
         run_move(eng, pmc)
+        return pmc.old_addr
+    finally:
+        eng.leave()
+
+
+def move_vma_tables(Engine eng not None, uint64_t old_addr, uint64_t new_addr, uint64_t length,
+                    MoveControl policy not None, uint64_t floor, uint64_t ceiling):
+    """move_vma()'s page-table work in one call: move_page_tables() over
+    [old_addr, old_addr+length) as :func:`move_range` runs it, then, if
+    every entry moved, unmap_source_vma()'s zap_page_range() and
+    free_pgd_range(old_addr, old_addr+length, floor, ceiling) (floor and
+    ceiling: the neighbouring VMAs' end and start, as free_pgtables()
+    finds them).  Returns the final pmc.old_addr; below old_addr+length
+    nothing is unmapped (the caller moves the entries back).  The same
+    steps as the three calls one after another, for a whole-VMA move.
+
+    Example::
+
+        >>> policy = MoveControl(0, 0, 0)
+        >>> hex(move_vma_tables(eng, 0x40000000, 0x80000000, 0x200000, policy, 0, 0))
+        '0x40200000'
+        >>> eng.stats()["pmd_moves"], eng.stats()["pgtables_freed"] > 0
+        (1, True)
+    """
+    cdef MoveControl pmc
+    cdef uint64_t end = old_addr + length
+    if end < old_addr:
+        raise OverflowError("old_addr + length overflows")
+    if floor > eng.va_limit or ceiling > eng.va_limit:
+        raise ValueError("move_vma_tables: floor/ceiling beyond the address space")
+    eng.enter()
+    try:
+        pmc = MoveControl.__new__(MoveControl)
+        pmc.old_addr, pmc.new_addr, pmc.old_end, pmc.len_in = old_addr, new_addr, end, length
+        pmc.for_stack, pmc.need_rmap_locks = policy.for_stack, policy.need_rmap_locks
+        pmc.move_pmd, pmc.move_pud, pmc.pud_step = policy.move_pmd, policy.move_pud, policy.pud_step
+        pmc.pmd_warn, pmc.pud_warn, pmc.huge_pmd_warn = policy.pmd_warn, policy.pud_warn, policy.huge_pmd_warn
+        run_move(eng, pmc)
+        if pmc.old_addr == end and length:
+            with nogil:
+                zap_level(eng, 0, 0, old_addr, end)              # unmap_vmas()
+                free_pgd_range_c(eng, old_addr, end, floor, ceiling)   # free_pgtables()
         return pmc.old_addr
     finally:
         eng.leave()

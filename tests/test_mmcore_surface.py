@@ -20,8 +20,9 @@ KERNEL_MODULES = (huge_memory, pagewalk, memory, access, mprotect, mremap, check
 MMCORE = pathlib.Path(mmcore.__file__).parent
 
 # Bottom to top: a module may import or cimport only modules of a lower layer.
+# mremap sits above memory: move_vma() unmaps the source with its zap and free_pgd_range.
 LAYERS = (("geometry", "_entries", "_region"), ("_core",), ("huge_memory", "pagewalk"),
-          ("memory", "access", "mprotect", "mremap", "check"))
+          ("memory", "access", "mprotect", "check"), ("mremap",))
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 
@@ -85,6 +86,7 @@ VALID_CALLS = {
     "change_protection": ((_A, _B), {}),
     "move_page_tables": ((mmcore.MoveControl(_A, _B, 4096),), {}),
     "move_range": ((_A, _B, _A + 4096, 4096, mmcore.MoveControl(0, 0, 0)), {}),
+    "move_vma_tables": ((_A, _B, 4096, mmcore.MoveControl(0, 0, 0), 0, 0), {}),
     "check_scan": ((_U64, _U64 + 4096, np.array([1], dtype=np.int64), _U64 >> 12), {}),
     "digest": ((), {}),
 }

@@ -1,0 +1,100 @@
+"""The lean mremap path (pymm/mm/mremap.py ``move_whole_vma()``) against
+the general one: the same random programs, run once with each, must give
+the same results, VMAs, page tables, counters and warnings (issue 11, item 3).
+"""
+import random
+import warnings
+
+import pytest
+
+import mmcore
+import pymm
+from pymm import constants as C
+from pymm.mm import mremap
+from pymm.ops import PUD, Op, RandomDraws, draw_op
+
+from helpers import GiB, PAGE, PRIV, RW
+
+BASE = 0x100000000000
+
+
+def _state(mm):
+    vmas = [(v.start, v.end, v.vm_flags, v.pgoff, v.anon_vma, v.shmem, v.name) for v in mm.maps()]
+    return vmas, mm.stats, mmcore.digest(mm.engine), [(w.site, w.old_addr, w.new_addr) for w in mm.warnings]
+
+
+def _program(mm, seed, n=40):
+    """Random ops, and every other step a whole VMA of ``mm`` moved with
+    MREMAP_FIXED to a random grid address (chosen from mm's state, so two
+    runs that agree so far choose the same)."""
+    rng = random.Random(seed)
+    draws = RandomDraws(rng)
+    for _ in range(n):
+        op = draw_op(draws, BASE, slots=8, big=True)
+        vmas = mm.maps()
+        if vmas and rng.random() < 0.5:
+            v = rng.choice(vmas)
+            op = Op("mremap", (v.start, v.size, v.size, C.MREMAP_MAYMOVE | C.MREMAP_FIXED,
+                               op.args[0] + rng.choice((0, PAGE, 2 << 20, 16 * PAGE))))
+        yield op
+
+
+def _run(kernel, seed, lean, monkeypatch):
+    monkeypatch.setattr(mremap, "LEAN_MOVES", lean)
+    mm = pymm.MM(kernel=kernel, check=True)
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for op in _program(mm, seed):
+            out.append((str(op), op.apply(mm)))
+            out.append(_state(mm))
+    return out
+
+
+@pytest.mark.parametrize("kernel,lean", [("4.19", True), ("5.8", True), ("5.8+kirill", True),
+                                         ("5.8+linus-v2", False), ("5.11", True), ("6.7", True),
+                                         ("6.18", True)])
+def test_lean_and_general_paths_agree(kernel, lean, monkeypatch):
+    """(Linus's align hooks are not the stock ones: those kernels never go the lean way.)"""
+    taken = []
+    real = mremap.move_whole_vma
+
+    def counting(*args):
+        r = real(*args)
+        taken.append(r is not None)
+        return r
+
+    monkeypatch.setattr(mremap, "move_whole_vma", counting)
+    for seed in range(12):
+        fast, general = _run(kernel, seed, True, monkeypatch), _run(kernel, seed, False, monkeypatch)
+        for i, (a, b) in enumerate(zip(fast, general)):
+            assert a == b, f"seed {seed}, step {i // 2}: {fast[i - i % 2][0]}"
+    assert sum(taken) >= 50 if lean else not any(taken)    # the lean path really ran, and often
+
+
+def test_a_users_hook_still_runs(monkeypatch):
+    """A kernel with hooks of its own goes the general way: they see the move."""
+    seen = []
+    k = pymm.KERNELS["6.18"].replace(align=lambda move: seen.append(move.len))
+    mm = pymm.MM(kernel=k)
+    mm.mmap(BASE, 2 << 20, RW, PRIV | C.MAP_FIXED)
+    mm.memset(BASE, 1, 2 << 20)
+    mm.mremap(BASE, 2 << 20, 2 << 20, C.MREMAP_MAYMOVE | C.MREMAP_FIXED, BASE + GiB)
+    assert seen == [2 << 20]
+
+
+def test_whole_vma_move_keeps_neighbours_tables():
+    """floor/ceiling as free_pgtables() finds them: a neighbour in the same
+    PTE table keeps it, the moved VMA's own table goes."""
+    mm = pymm.MM(check=True)
+    mm.mmap(BASE, 4 * PAGE, RW, PRIV | C.MAP_FIXED)
+    mm.mmap(BASE + 8 * PAGE, 4 * PAGE, RW, PRIV | C.MAP_FIXED)
+    mm.memset(BASE, 7, 4 * PAGE)
+    mm.memset(BASE + 8 * PAGE, 7, 4 * PAGE)
+    mm.reset_stats()
+    new = mm.mremap(BASE + 8 * PAGE, 4 * PAGE, 4 * PAGE, C.MREMAP_MAYMOVE | C.MREMAP_FIXED, BASE + PUD)
+    assert new == BASE + PUD and mm.read(new, 1) == b"\x07" and mm.read(BASE, 1) == b"\x07"
+    assert mm.stats["pgtables_freed"] == 0          # the neighbour still uses the PTE table
+    mm.mremap(BASE, 4 * PAGE, 4 * PAGE, C.MREMAP_MAYMOVE | C.MREMAP_FIXED, BASE + 2 * PUD)
+    # now the PTE and PMD tables go; the PUD table also spans the first move's destination
+    assert mm.stats["pgtables_freed"] == 2
