@@ -56,7 +56,8 @@ cimports only modules below it):
     ``MoveControl`` (struct pagetable_move_control and a kernel's policy),
     ``move_page_tables(eng, pmc)``, ``move_range(eng, old_addr, new_addr,
     old_end, len_in, policy)``, ``move_vma_tables(eng, old_addr, new_addr,
-    length, policy, floor, ceiling)``, ``KernelBUG``, ``PUD_STEP_*``, ``WARN_*``.
+    length, policy, floor, ceiling)``, ``WholeVmaMove`` (a whole-VMA move
+    on pymm's VMA tree in one call), ``KernelBUG``, ``PUD_STEP_*``, ``WARN_*``.
 ``check`` -- mm/page_table_check.c
     ``check_scan(eng, vstart, vend, vowner, vpgoff, max_problems=100)``,
     ``digest(eng)``, ``PROBLEM_CODES``.
@@ -98,6 +99,7 @@ from mmcore.mremap import (
     move_page_tables,
     move_range,
     move_vma_tables,
+    WholeVmaMove,
 )
 from mmcore.check import PROBLEM_CODES, check_scan, digest
 
@@ -117,7 +119,7 @@ __all__ = [
     # mprotect
     "change_protection",
     # mremap
-    "MoveControl", "KernelBUG", "move_page_tables", "move_range", "move_vma_tables",
+    "MoveControl", "KernelBUG", "move_page_tables", "move_range", "move_vma_tables", "WholeVmaMove",
     "PUD_STEP_NONE", "PUD_STEP_IF_PUD_SIZED", "PUD_STEP_ALWAYS",
     "WARN_SILENT", "WARN_ON", "WARN_ON_ONCE",
     # check

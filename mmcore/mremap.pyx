@@ -360,6 +360,30 @@ def move_range(Engine eng not None, uint64_t old_addr, uint64_t new_addr, uint64
         eng.leave()
 
 
+cdef uint64_t move_and_unmap(Engine eng, uint64_t old_addr, uint64_t new_addr, uint64_t length,
+                             MoveControl policy, uint64_t floor, uint64_t ceiling) except? 0:
+    """move_vma()'s page-table work: the loop as move_range() runs it, then,
+    if every entry moved, unmap_source_vma()'s zap and free_pgtables()'s
+    free_pgd_range().  Returns the loop's final old_addr."""
+    cdef MoveControl pmc
+    cdef uint64_t end = old_addr + length
+    eng.enter()
+    try:
+        pmc = MoveControl.__new__(MoveControl)
+        pmc.old_addr, pmc.new_addr, pmc.old_end, pmc.len_in = old_addr, new_addr, end, length
+        pmc.for_stack, pmc.need_rmap_locks = policy.for_stack, policy.need_rmap_locks
+        pmc.move_pmd, pmc.move_pud, pmc.pud_step = policy.move_pmd, policy.move_pud, policy.pud_step
+        pmc.pmd_warn, pmc.pud_warn, pmc.huge_pmd_warn = policy.pmd_warn, policy.pud_warn, policy.huge_pmd_warn
+        run_move(eng, pmc)
+        if pmc.old_addr == end and length:
+            with nogil:
+                zap_level(eng, 0, 0, old_addr, end)                    # unmap_vmas()
+                free_pgd_range_c(eng, old_addr, end, floor, ceiling)   # free_pgtables()
+        return pmc.old_addr
+    finally:
+        eng.leave()
+
+
 def move_vma_tables(Engine eng not None, uint64_t old_addr, uint64_t new_addr, uint64_t length,
                     MoveControl policy not None, uint64_t floor, uint64_t ceiling):
     """move_vma()'s page-table work in one call: move_page_tables() over
@@ -379,27 +403,123 @@ def move_vma_tables(Engine eng not None, uint64_t old_addr, uint64_t new_addr, u
         >>> eng.stats()["pmd_moves"], eng.stats()["pgtables_freed"] > 0
         (1, True)
     """
-    cdef MoveControl pmc
-    cdef uint64_t end = old_addr + length
-    if end < old_addr:
+    if old_addr + length < old_addr:
         raise OverflowError("old_addr + length overflows")
     if floor > eng.va_limit or ceiling > eng.va_limit:
         raise ValueError("move_vma_tables: floor/ceiling beyond the address space")
-    eng.enter()
-    try:
-        pmc = MoveControl.__new__(MoveControl)
-        pmc.old_addr, pmc.new_addr, pmc.old_end, pmc.len_in = old_addr, new_addr, end, length
-        pmc.for_stack, pmc.need_rmap_locks = policy.for_stack, policy.need_rmap_locks
-        pmc.move_pmd, pmc.move_pud, pmc.pud_step = policy.move_pmd, policy.move_pud, policy.pud_step
-        pmc.pmd_warn, pmc.pud_warn, pmc.huge_pmd_warn = policy.pmd_warn, policy.pud_warn, policy.huge_pmd_warn
-        run_move(eng, pmc)
-        if pmc.old_addr == end and length:
-            with nogil:
-                zap_level(eng, 0, 0, old_addr, end)              # unmap_vmas()
-                free_pgd_range_c(eng, old_addr, end, floor, ceiling)   # free_pgtables()
-        return pmc.old_addr
-    finally:
-        eng.leave()
+    return move_and_unmap(eng, old_addr, new_addr, length, policy, floor, ceiling)
+
+
+cdef inline uint64_t _u(object x) except? 0xFFFFFFFFFFFFFFFF:
+    return <uint64_t>x
+
+
+cdef Py_ssize_t _bisect_right(list starts, uint64_t x) except -1:
+    """bisect.bisect_right() on a list of ints (the VMA tree's starts)."""
+    cdef Py_ssize_t lo = 0, hi = len(starts), mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if x < _u(starts[mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+cdef class WholeVmaMove:
+    """mremap(addr, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, new_addr) of one
+    whole VMA to an empty place with no neighbour to merge with, for a
+    kernel whose hooks change nothing there: do_mremap()'s checks,
+    copy_vma() (the VMA itself moves: same fields, same references),
+    move_page_tables(), and the source's unmap with the floor and ceiling
+    free_pgtables() would use, in one call.  pymm keeps one per address
+    space; the VMA tree is pymm's (its sorted ``starts`` and ``vmas``
+    lists, objects with start, end, vm_flags, pgoff, anon and shm).
+
+    :meth:`move` returns new_addr, or NOT_TAKEN (nothing changed: any other
+    case and every error, which the general path takes), WARNED (moved;
+    warnings are pending in the engine) or INCOMPLETE (the loop stopped
+    early: nothing unmapped, the tree unchanged, :attr:`vma` and
+    :attr:`done` say what and how much).
+
+    Example::
+
+        >>> class V:
+        ...     def __init__(self, start, end):
+        ...         self.start, self.end, self.vm_flags, self.pgoff, self.anon, self.shm = start, end, 0, 0, o, None
+        >>> starts, vmas = [0x40000000], [V(0x40000000, 0x40200000)]
+        >>> mover = WholeVmaMove(MoveControl(0, 0, 0), 1 << 47, 12, 1 << 21, False, 0)
+        >>> hex(mover.move(eng, starts, vmas, 0x40000000, 0x200000, 0x80000000, 65530, 65536))
+        '0x80000000'
+        >>> hex(vmas[0].start), starts == [0x80000000], eng.stats()["pmd_moves"]
+        ('0x80000000', True, 1)
+    """
+    cdef readonly MoveControl policy
+    cdef readonly uint64_t task_size, pmd_size, general_only
+    cdef readonly int page_shift
+    cdef readonly bint realign
+    cdef public object vma
+    cdef public uint64_t done
+
+    NOT_TAKEN = -1
+    WARNED = -2
+    INCOMPLETE = -3
+
+    def __init__(self, MoveControl policy not None, uint64_t task_size, int page_shift, uint64_t pmd_size,
+                 bint realign, uint64_t general_only):
+        if not 0 < page_shift < 32 or pmd_size & (pmd_size - 1) or pmd_size >> page_shift == 0:
+            raise ValueError("page_shift and pmd_size must describe a page and a PMD")
+        self.policy = policy
+        self.task_size = task_size
+        self.page_shift = page_shift
+        self.pmd_size = pmd_size
+        self.realign = realign
+        self.general_only = general_only
+
+    def move(self, Engine eng not None, list starts not None, list vmas not None, uint64_t addr,
+             uint64_t length, uint64_t new_addr, int64_t max_map_count, uint64_t mmap_min_addr):
+        cdef uint64_t end = addr + length, new_end = new_addr + length
+        cdef uint64_t pm = ((<uint64_t>1) << self.page_shift) - 1, dm = self.pmd_size - 1
+        cdef uint64_t floor, ceiling, reached
+        cdef Py_ssize_t n = len(vmas), i, j
+        cdef object vma
+        if len(starts) != n:
+            raise ValueError("starts and vmas differ in length")
+        # check_mremap_params(), get_unmapped_area()'s checks, prep_move_vma()'s map count
+        if end < addr or new_end < new_addr or not length or (addr | length | new_addr) & pm \
+                or new_end > self.task_size or (end > new_addr and new_end > addr) \
+                or new_addr < mmap_min_addr or n + 2 >= max_map_count - 3:
+            return -1
+        i = _bisect_right(starts, addr) - 1                  # vma_lookup()
+        if i < 0:
+            return -1
+        vma = vmas[i]
+        if _u(vma.start) != addr or _u(vma.end) != end or _u(vma.vm_flags) & self.general_only:
+            return -1                                         # part of a VMA: splits
+        j = _bisect_right(starts, new_addr)                   # where copy_vma() puts the new VMA
+        if (j and _u(vmas[j - 1].end) >= new_addr) or (j < n and _u(vmas[j].start) <= new_end):
+            return -1                                         # to unmap, or a neighbour to merge
+        if self.realign and addr & dm and not (addr ^ new_addr) & dm and length >= self.pmd_size - (addr & dm):
+            return -1                                         # try_realign_addr() may act
+        floor = new_end if j == i else (_u(vmas[i - 1].end) if i else 0)
+        ceiling = new_addr if j == i + 1 else (_u(vmas[i + 1].start) if i + 1 < n else 0)
+        reached = move_and_unmap(eng, addr, new_addr, length, self.policy, floor, ceiling)
+        if reached != end:
+            self.vma, self.done = vma, reached - addr
+            return -3
+        if vma.shm is None and not vma.anon:
+            vma.pgoff = new_addr >> self.page_shift          # copy_vma(): unfaulted, new pgoff
+        vma.start, vma.end = new_addr, new_end
+        if j == i or j == i + 1:                              # the same place in the order
+            starts[i] = new_addr
+        else:
+            del starts[i]
+            del vmas[i]
+            if j > i:
+                j -= 1
+            starts.insert(j, new_addr)
+            vmas.insert(j, vma)
+        return -2 if eng.nwarn else new_addr
 
 
 def move_page_tables(Engine eng not None, MoveControl pmc not None):

@@ -2,6 +2,7 @@
 the general one: the same random programs, run once with each, must give
 the same results, VMAs, page tables, counters and warnings (issue 11, item 3).
 """
+import errno
 import random
 import warnings
 
@@ -98,3 +99,27 @@ def test_whole_vma_move_keeps_neighbours_tables():
     mm.mremap(BASE, 4 * PAGE, 4 * PAGE, C.MREMAP_MAYMOVE | C.MREMAP_FIXED, BASE + 2 * PUD)
     # now the PTE and PMD tables go; the PUD table also spans the first move's destination
     assert mm.stats["pgtables_freed"] == 2
+
+
+@pytest.mark.parametrize("spare", [0, 1, 2])
+def test_a_move_that_runs_out_of_tables_ends_alike(spare, monkeypatch):
+    """The engine's page limit stops the loop early (ENOMEM): the lean path
+    undoes it as move_vma() does, to the same state as the general path."""
+    undone = []
+    real = mremap.move_failed
+    monkeypatch.setattr(mremap, "move_failed", lambda *a: undone.append(1) or real(*a))
+    results = []
+    for lean in (True, False):
+        monkeypatch.setattr(mremap, "LEAN_MOVES", lean)
+        mm = pymm.MM(check=True)
+        src = BASE + PAGE                      # per-PTE: the destination needs new tables
+        mm.mmap(src, 4 << 20, RW, PRIV | C.MAP_FIXED)
+        mm.memset(src, 3, 4 << 20)
+        mm.engine.max_pages = mm.engine.pages_used + spare
+        try:
+            r = mm.mremap(src, 4 << 20, 4 << 20, C.MREMAP_MAYMOVE | C.MREMAP_FIXED, BASE + PUD + 2 * PAGE)
+        except OSError as e:
+            r = e.errno
+        results.append((r, _state(mm)))
+    assert results[0] == results[1]
+    assert results[0][0] == errno.ENOMEM and undone == [1]    # the lean path's undo ran, once

@@ -20,7 +20,6 @@ Example (``mm.mremap()`` is a thin wrapper around :func:`do_mremap`)::
 from __future__ import annotations
 
 import functools
-from bisect import bisect_right
 from typing import Optional
 
 import mmcore
@@ -63,62 +62,57 @@ def move_whole_vma(mm, addr: int, length: int, new_addr: int) -> Optional[int]:
     """mremap(addr, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, new_addr)
     of a whole VMA to an empty place with no neighbour to merge with, under
     a kernel with the stock hooks: the steps do_mremap() -> mremap_to() ->
-    move_vma() take there, without the general path's calls.  The VMA
-    itself moves (copy_vma()'s new VMA and the source's removal, with the
-    same fields and references); mmcore.move_vma_tables() moves the page
-    tables and, if all moved, zaps and frees the source range with the
-    floor and ceiling free_pgtables() would use.  Returns None, having
-    changed nothing, for any other case (and for every error): the general
-    path takes it and raises as it does."""
-    pm = mm._pmask
-    end, new_end = addr + length, new_addr + length
-    if (addr | length | new_addr) & pm or not length or new_end > mm.task_size \
-            or (end > new_addr and new_end > addr) or new_addr < mm.mmap_min_addr:
-        return None                        # check_mremap_params(), get_unmapped_area()'s EPERM
+    move_vma() take there, in one mmcore call (:class:`mmcore.WholeVmaMove`:
+    the checks, the VMA itself moves with the same fields and references
+    as copy_vma()'s new one, the page tables move, and the source range is
+    zapped and freed with the floor and ceiling free_pgtables() would
+    use).  Returns None, having changed nothing, for any other case (and
+    for every error): the general path takes it and raises as it does."""
+    try:
+        mover = mm._whole_vma_move
+    except AttributeError:
+        mover = mm._whole_vma_move = whole_vma_mover(mm)
+    if mover is None:
+        return None
     tree = mm._tree
-    starts, vl = tree._starts, tree._vmas
-    n = len(vl)
-    if n + 2 >= mm.max_map_count - 3:
+    r = mover.move(mm.engine, tree._starts, tree._vmas, addr, length, new_addr, mm.max_map_count,
+                   mm.mmap_min_addr)
+    if r >= 0:
+        return r
+    if r == _NOT_TAKEN:
         return None
-    i = bisect_right(starts, addr) - 1
-    if i < 0:
-        return None
-    vma = vl[i]
-    if vma.start != addr or vma.end != end or vma.vm_flags & _GENERAL_ONLY:
-        return None                        # part of a VMA, or none: splits or errors
-    j = bisect_right(starts, new_addr)     # where the destination goes
-    if (j and vl[j - 1].end >= new_addr) or (j < n and vl[j].start <= new_end):
-        return None                        # something there, or a neighbour to merge with
-    policy = lean_policy(mm, addr, new_addr)
-    if policy is None:
-        return None
-    floor = new_end if j == i else (vl[i - 1].end if i else 0)
-    ceiling = new_addr if j == i + 1 else (vl[i + 1].start if i + 1 < n else 0)
-    done = mmcore.move_vma_tables(mm.engine, addr, new_addr, length, policy, floor, ceiling) - addr
-    if mm.engine.pending_warnings:
-        collect_warnings(mm)
-    if done < length:                      # out of memory: the general path's undo
-        return move_failed(mm, vma, addr, new_addr, length, done)
-    if vma.shm is None and not vma.anon:
-        vma.pgoff = new_addr >> mm.page_shift    # copy_vma(): unfaulted takes the new pgoff
-    vma.start, vma.end = new_addr, new_end
-    if j == i or j == i + 1:               # same place in the order
-        starts[i] = new_addr
-    else:
-        del starts[i], vl[i]
-        if j > i:
-            j -= 1
-        starts.insert(j, new_addr)
-        vl.insert(j, vma)
+    collect_warnings(mm)
+    if r == _INCOMPLETE:                   # out of memory: the general path's undo
+        vma, mover.vma = mover.vma, None
+        return move_failed(mm, vma, addr, new_addr, length, mover.done)
     return new_addr
+
+
+_NOT_TAKEN, _WARNED, _INCOMPLETE = (mmcore.WholeVmaMove.NOT_TAKEN, mmcore.WholeVmaMove.WARNED,
+                                    mmcore.WholeVmaMove.INCOMPLETE)
+
+
+def whole_vma_mover(mm) -> Optional[mmcore.WholeVmaMove]:
+    """The address space's WholeVmaMove, or None if the kernel's hooks are
+    not the stock ones that change nothing for a non-overlapping move:
+    the overlap guard allows PMD moves, 6.7's try_realign_addr() (the
+    mover leaves it the cases where it may act), progress counts what
+    moved."""
+    k, m = mm._kernel, mm.machine
+    if not (k.overlap_guard in (None, kirill_overlap_guard) and k.align in (None, try_realign_addr)
+            and k.progress in (progress_len, pmc_progress)):
+        return None
+    policy = _policy(k.pmd_moves and m.move_pmd, False, k.pud_moves and m.move_pud, k.pud_step,
+                     k.pmd_warn, k.pud_warn, k.huge_pmd_warn)
+    return mmcore.WholeVmaMove(policy, mm.task_size, mm.page_shift, mm.pmd_size, k.align is not None,
+                               _GENERAL_ONLY)
 
 
 def move_failed(mm, vma: Vma, addr: int, new_addr: int, length: int, done: int) -> int:
     """move_vma()'s failure after move_whole_vma()'s move: the destination
     VMA appears as copy_vma() made it, the entries go back, and the new
     area is unmapped instead of the old (ENOMEM)."""
-    new_pgoff = vma.pgoff if (vma.shm is not None or vma.anon) else new_addr >> mm.page_shift
-    new_vma, vma = copy_vma(mm, vma, new_addr, length, new_pgoff)
+    new_vma, vma = copy_vma(mm, vma, new_addr, length, vma.pgoff)
     move_page_tables(mm, new_vma, vma, new_addr, addr, done, False)
     try:
         do_vmi_munmap(mm, new_addr, length)
@@ -126,32 +120,6 @@ def move_failed(mm, vma: Vma, addr: int, new_addr: int, length: int, done: int) 
         pass
     mm._partial_ok = True
     raise _Errno(ENOMEM)
-
-
-_LEAN: dict = {}
-
-
-def lean_policy(mm, addr: int, new_addr: int) -> Optional[MoveControl]:
-    """The MoveControl move_page_tables() would hand to mmcore for a
-    non-overlapping move when the kernel's hooks are the stock ones and
-    change nothing here (the overlap guard allows PMD moves, the 6.7
-    realignment has nothing to align, progress counts what moved); None
-    if a hook might act (the general path runs it)."""
-    k = mm._kernel
-    m = mm.machine
-    key = (id(k), m.move_pmd, m.move_pud)
-    hit = _LEAN.get(key)
-    if hit is None or hit[0] is not k:
-        ok = k.overlap_guard in (None, kirill_overlap_guard) and \
-            k.align in (None, try_realign_addr) and k.progress in (progress_len, pmc_progress)
-        hit = (k, _policy(k.pmd_moves and m.move_pmd, False, k.pud_moves and m.move_pud, k.pud_step,
-                          k.pmd_warn, k.pud_warn, k.huge_pmd_warn) if ok else None)
-        _LEAN[key] = hit
-    if hit[1] is not None and k.align is not None:
-        pmask = mm.pmd_size - 1            # try_realign_addr(): acts only on a mutually
-        if addr & pmask and not (addr ^ new_addr) & pmask:   # aligned, unaligned start
-            return None
-    return hit[1]
 
 
 def check_mremap_params(mm, addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> None:
