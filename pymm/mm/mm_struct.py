@@ -45,7 +45,7 @@ from pymm.mm.memory import FAULT_AROUND_BYTES, cpu_memset, cpu_read, cpu_stamp, 
 from pymm.mm.mmap import sys_mmap
 from pymm.mm.mprotect import do_mprotect_pkey
 from pymm.mm.mremap import do_mremap, move_page_tables
-from pymm.mm.syscall import _int_arg, _read_locked, _serialised, _syscall, _u64, check_now
+from pymm.mm.syscall import U64, _int_arg, _read_locked, _serialised, _syscall, _u64, check_now
 from pymm.mm.task_mmu import pagemap_read, show_maps, task_mem
 from pymm.mm.vma import VMA, VmaTree, do_vmi_munmap, page_align, snapshot
 
@@ -401,6 +401,9 @@ class MM:
 
             >>> new = mm.mremap(a, 4096, 8192, pymm.MREMAP_MAYMOVE)
         """
+        if type(old_address) is type(old_size) is type(new_size) is type(flags) is type(new_address) \
+                is int and 0 <= (old_address | old_size | new_size | flags | new_address) <= U64:
+            return do_mremap(self, old_address, old_size, new_size, flags, new_address)  # _u64()'s fast case
         addr = _u64(old_address, "old_address")
         old_len, new_len = _u64(old_size, "old_size"), _u64(new_size, "new_size")
         flags, new_addr = _u64(flags, "flags"), _u64(new_address, "new_address")

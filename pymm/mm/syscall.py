@@ -106,6 +106,7 @@ def _syscall(fn):
         check_now(self, fn.__name__)
         return result
 
+    wrapper._unchecked = fn           # for _serialised(): one frame when check=False
     return wrapper
 
 
@@ -118,6 +119,9 @@ def _serialised(fn, allow_dead: bool = False):
     after a KernelOops only ``allow_dead`` calls (reads) still run."""
 
     name = fn.__name__
+    # A _syscall()-wrapped fn: with check=False its wrapper only turns _Errno
+    # into OSError, done here in the same frame (one Python call less per syscall).
+    raw = getattr(fn, "_unchecked", None)
 
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
@@ -128,7 +132,13 @@ def _serialised(fn, allow_dead: bool = False):
                 _refuse(self, name, allow_dead)
             self._busy = name
             try:
-                result = fn(self, *args, **kwargs)
+                if raw is not None and not self.check_enabled:
+                    try:
+                        result = raw(self, *args, **kwargs)
+                    except _Errno as e:
+                        raise oserror(e.code, name) from None
+                else:
+                    result = fn(self, *args, **kwargs)
             except MemoryError as e:            # the OOM killer (or the host said no)
                 self._busy = None
                 _flush_quietly(self)
