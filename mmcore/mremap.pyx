@@ -29,10 +29,12 @@ Example::
     >>> mmcore.mremap.move_page_tables(eng, pmc), eng.stats()["pud_moves"]   # one PUD entry
     (True, 1)
 """
-from libc.stdint cimport uint64_t, int64_t
+from libc.stdint cimport uint64_t, int64_t, INT64_MAX
+from libc.stdlib cimport realloc, free
 
 from mmcore._entries cimport *
 from mmcore._core cimport (Engine, row, CTR_PTE_MOVES, CTR_PMD_MOVES, CTR_PUD_MOVES,
+                           CTR_PGTABLES_ALLOCATED, CTR_PGTABLES_FREED,
                            CTR_HUGE_PMD_MOVES, CTR_TLB_FLUSHES, CTR_PTE_SLOTS_VISITED,
                            WARN_PMD_NOT_NONE, WARN_PUD_NOT_NONE, WARN_HUGE_PMD_NOT_NONE)
 from mmcore.huge_memory cimport split_huge_pmd
@@ -256,11 +258,72 @@ cdef inline int64_t cached_walk(Engine eng, WalkCache *c, uint64_t addr, int lev
     return t
 
 
-cdef int move_page_tables_c(Engine eng, MoveControl pmc) noexcept nogil:
+cdef void recycle_pte_table(Engine eng, Recycle *rc, int64_t ot, int64_t oi, uint64_t span) noexcept nogil:
+    """The source PTE table at slot oi of PMD table ot, all of whose span
+    has just been moved, gives its row back for the destination's next
+    pte_alloc() (see Recycle).  Without room to record it, it stays."""
+    cdef uint64_t e = row(eng, ot)[oi]
+    cdef int64_t t, ncap
+    cdef uint64_t *na
+    cdef uint64_t *nf
+    if pmd_none(e) or pmd_leaf(e):
+        return
+    if rc.n == rc.cap:
+        ncap = rc.cap * 2 if rc.cap else 256
+        na = <uint64_t*>realloc(rc.addr, ncap * sizeof(uint64_t))
+        if na == NULL:
+            return
+        rc.addr = na
+        nf = <uint64_t*>realloc(rc.flags, ncap * sizeof(uint64_t))
+        if nf == NULL:
+            return
+        rc.flags = nf
+        rc.cap = ncap
+    rc.addr[rc.n] = span
+    rc.flags[rc.n] = entry_flags(e)
+    rc.n += 1
+    row(eng, ot)[oi] = 0
+    t = entry_pfn(e)
+    eng.tlevel[t] = -1                       # on the free list; tlive still counts it
+    eng.tfree[eng.tnfree] = t
+    eng.tnfree += 1
+
+
+cdef void recycle_done(Engine eng, Recycle *rc) noexcept nogil:
+    """free_pgtables() has run: the recycled tables are freed now, as the kernel's are."""
+    eng.tlive -= rc.n
+    eng.ctr[CTR_PGTABLES_FREED] += rc.n
+    rc.n = 0
+
+
+cdef int recycle_undo(Engine eng, Recycle *rc) noexcept nogil:
+    """The move stopped early: give the source back the (empty) tables the
+    kernel would still have there, outside the page limit and the counters
+    (they never went away).  Returns -1 if the host has no memory for them."""
+    cdef int64_t i, pt, t, saved = eng.max_pages
+    cdef bint hit = eng.limit_hit
+    eng.max_pages = INT64_MAX
+    for i in range(rc.n):
+        pt = eng.walk_to(rc.addr[i], eng.lpmd)
+        t = eng.table_alloc(eng.lpte)
+        if pt < 0 or t < 0:
+            eng.max_pages = saved
+            return -1
+        eng.tlive -= 1
+        eng.ctr[CTR_PGTABLES_ALLOCATED] -= 1
+        row(eng, pt)[entry_index(eng, rc.addr[i], eng.lpmd)] = pfn_entry(t, rc.flags[i])
+    eng.max_pages = saved
+    eng.limit_hit = hit
+    rc.n = 0
+    return 0
+
+
+cdef int move_page_tables_c(Engine eng, MoveControl pmc, Recycle *rc) noexcept nogil:
     """The loop of move_page_tables().  Returns -1 if a table allocation
     failed (the kernel breaks out; the caller sees less progress), -2 if the
     destination holds a huge leaf where a table must go (the kernel's
-    VM_BUG_ON in alloc_new_pmd(); only a raw, overlapping move gets here)."""
+    VM_BUG_ON in alloc_new_pmd(); only a raw, overlapping move gets here).
+    ``rc``: NULL, or where emptied source PTE tables are recycled."""
     cdef uint64_t extent
     cdef int64_t ot, nt, oi, ni
     cdef uint64_t e
@@ -326,6 +389,9 @@ cdef int move_page_tables_c(Engine eng, MoveControl pmc) noexcept nogil:
             return -2  # VM_BUG_ON(pmd_trans_huge(*new_pmd)) in alloc_new_pmd()
         move_ptes(eng, extent, entry_pfn(row(eng, ot)[oi]), entry_index(eng, pmc.old_addr, lpte),
                   entry_pfn(row(eng, nt)[ni]), entry_index(eng, pmc.new_addr, lpte))
+        if rc != NULL and (pmc.old_addr + extent) & (eng.pmd_size - 1) == 0 and \
+                (pmc.old_addr & ~(eng.pmd_size - 1)) >= rc.lo and pmc.old_addr + extent <= rc.hi:
+            recycle_pte_table(eng, rc, ot, oi, pmc.old_addr & ~(eng.pmd_size - 1))
         pmc.old_addr += extent; pmc.new_addr += extent   # pmc_next()
     return 0
 
@@ -367,6 +433,9 @@ cdef uint64_t move_and_unmap(Engine eng, uint64_t old_addr, uint64_t new_addr, u
     free_pgd_range().  Returns the loop's final old_addr."""
     cdef MoveControl pmc
     cdef uint64_t end = old_addr + length
+    cdef Recycle rc
+    cdef int undone = 0
+    rc.lo, rc.hi, rc.addr, rc.flags, rc.n, rc.cap = old_addr, end, NULL, NULL, 0, 0
     eng.enter()
     try:
         pmc = MoveControl.__new__(MoveControl)
@@ -374,11 +443,20 @@ cdef uint64_t move_and_unmap(Engine eng, uint64_t old_addr, uint64_t new_addr, u
         pmc.for_stack, pmc.need_rmap_locks = policy.for_stack, policy.need_rmap_locks
         pmc.move_pmd, pmc.move_pud, pmc.pud_step = policy.move_pmd, policy.move_pud, policy.pud_step
         pmc.pmd_warn, pmc.pud_warn, pmc.huge_pmd_warn = policy.pmd_warn, policy.pud_warn, policy.huge_pmd_warn
-        run_move(eng, pmc)
-        if pmc.old_addr == end and length:
+        try:
+            run_move(eng, pmc, &rc)
+        finally:
             with nogil:
-                zap_level(eng, 0, 0, old_addr, end)                    # unmap_vmas()
-                free_pgd_range_c(eng, old_addr, end, floor, ceiling)   # free_pgtables()
+                if pmc.old_addr == end and length:
+                    zap_level(eng, 0, 0, old_addr, end)                    # unmap_vmas()
+                    free_pgd_range_c(eng, old_addr, end, floor, ceiling)   # free_pgtables()
+                    recycle_done(eng, &rc)
+                elif rc.n:
+                    undone = recycle_undo(eng, &rc)
+            free(rc.addr)
+            free(rc.flags)
+        if undone < 0:
+            raise MemoryError("move_page_tables: no host memory to give the source its tables back")
         return pmc.old_addr
     finally:
         eng.leave()
@@ -545,7 +623,7 @@ def move_page_tables(Engine eng not None, MoveControl pmc not None):
         eng.leave()
 
 
-cdef object run_move(Engine eng, MoveControl pmc):
+cdef object run_move(Engine eng, MoveControl pmc, Recycle *rc=NULL):
     """move_page_tables() for both entry points: validate pmc against the
     engine, run the loop, turn its failures into exceptions."""
     cdef uint64_t limit = eng.va_limit
@@ -559,7 +637,7 @@ cdef object run_move(Engine eng, MoveControl pmc):
     if (pmc.old_addr | pmc.new_addr | pmc.old_end) & (eng.page_size - 1):
         raise ValueError("move_page_tables needs page-aligned addresses")
     with nogil:
-        r = move_page_tables_c(eng, pmc)
+        r = move_page_tables_c(eng, pmc, rc)
     if r == -2:
         raise KernelBUG(f"move_page_tables: destination {pmc.new_addr:#x} is mapped by a huge "
                         "PMD where a page table must go (VM_BUG_ON in alloc_new_pmd())")
