@@ -34,8 +34,14 @@ def _tables(mm):
 
 
 def _state(mm):
+    """What a call leaves behind: VMAs, counters, tables, warnings, the
+    status line, and every plain field of the MM (a counter that a move
+    updates, such as an accounting total, must move alike both ways)."""
     vmas = [(v.start, v.end, v.vm_flags, v.pgoff, v.anon_vma, v.shmem, v.name) for v in mm.maps()]
-    return vmas, mm.stats, _tables(mm), [(w.site, w.old_addr, w.new_addr) for w in mm.warnings]
+    fields = {k: v for k, v in vars(mm).items() if type(v) in (int, bool, str, tuple, type(None))
+              and k != "_whole_vma_move"}
+    return (vmas, mm.stats, _tables(mm), [(w.site, w.old_addr, w.new_addr) for w in mm.warnings],
+            mm.status(), fields, dict(mm._anon_refs))
 
 
 def _program(mm, seed, n=40):
