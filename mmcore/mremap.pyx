@@ -426,23 +426,28 @@ def move_range(Engine eng not None, uint64_t old_addr, uint64_t new_addr, uint64
         eng.leave()
 
 
-cdef uint64_t move_and_unmap(Engine eng, uint64_t old_addr, uint64_t new_addr, uint64_t length,
-                             MoveControl policy, uint64_t floor, uint64_t ceiling) except? 0:
-    """move_vma()'s page-table work: the loop as move_range() runs it, then,
-    if every entry moved, unmap_source_vma()'s zap and free_pgtables()'s
-    free_pgd_range().  Returns the loop's final old_addr."""
-    cdef MoveControl pmc
+cdef MoveControl policy_copy(MoveControl policy):
+    """A MoveControl with ``policy``'s kernel bits, to be given addresses."""
+    cdef MoveControl pmc = MoveControl.__new__(MoveControl)
+    pmc.for_stack, pmc.need_rmap_locks = policy.for_stack, policy.need_rmap_locks
+    pmc.move_pmd, pmc.move_pud, pmc.pud_step = policy.move_pmd, policy.move_pud, policy.pud_step
+    pmc.pmd_warn, pmc.pud_warn, pmc.huge_pmd_warn = policy.pmd_warn, policy.pud_warn, policy.huge_pmd_warn
+    return pmc
+
+
+cdef uint64_t move_and_unmap(Engine eng, MoveControl pmc, uint64_t old_addr, uint64_t new_addr,
+                             uint64_t length, uint64_t floor, uint64_t ceiling) except? 0:
+    """move_vma()'s page-table work: the loop as move_range() runs it (with
+    pmc's policy), then, if every entry moved, unmap_source_vma()'s zap
+    and free_pgtables()'s free_pgd_range().  Returns the loop's final
+    old_addr."""
     cdef uint64_t end = old_addr + length
     cdef Recycle rc
     cdef int undone = 0
     rc.lo, rc.hi, rc.addr, rc.flags, rc.n, rc.cap = old_addr, end, NULL, NULL, 0, 0
     eng.enter()
     try:
-        pmc = MoveControl.__new__(MoveControl)
         pmc.old_addr, pmc.new_addr, pmc.old_end, pmc.len_in = old_addr, new_addr, end, length
-        pmc.for_stack, pmc.need_rmap_locks = policy.for_stack, policy.need_rmap_locks
-        pmc.move_pmd, pmc.move_pud, pmc.pud_step = policy.move_pmd, policy.move_pud, policy.pud_step
-        pmc.pmd_warn, pmc.pud_warn, pmc.huge_pmd_warn = policy.pmd_warn, policy.pud_warn, policy.huge_pmd_warn
         try:
             run_move(eng, pmc, &rc)
         finally:
@@ -485,7 +490,7 @@ def move_vma_tables(Engine eng not None, uint64_t old_addr, uint64_t new_addr, u
         raise OverflowError("old_addr + length overflows")
     if floor > eng.va_limit or ceiling > eng.va_limit:
         raise ValueError("move_vma_tables: floor/ceiling beyond the address space")
-    return move_and_unmap(eng, old_addr, new_addr, length, policy, floor, ceiling)
+    return move_and_unmap(eng, policy_copy(policy), old_addr, new_addr, length, floor, ceiling)
 
 
 cdef inline uint64_t _u(object x) except? 0xFFFFFFFFFFFFFFFF:
@@ -533,6 +538,7 @@ cdef class WholeVmaMove:
         ('0x80000000', True, 1)
     """
     cdef readonly MoveControl policy
+    cdef MoveControl pmc                 # the policy's copy each move fills in
     cdef readonly uint64_t task_size, pmd_size, general_only
     cdef readonly int page_shift
     cdef readonly bint realign
@@ -548,6 +554,7 @@ cdef class WholeVmaMove:
         if not 0 < page_shift < 32 or pmd_size & (pmd_size - 1) or pmd_size >> page_shift == 0:
             raise ValueError("page_shift and pmd_size must describe a page and a PMD")
         self.policy = policy
+        self.pmc = policy_copy(policy)
         self.task_size = task_size
         self.page_shift = page_shift
         self.pmd_size = pmd_size
@@ -581,7 +588,7 @@ cdef class WholeVmaMove:
             return -1                                         # try_realign_addr() may act
         floor = new_end if j == i else (_u(vmas[i - 1].end) if i else 0)
         ceiling = new_addr if j == i + 1 else (_u(vmas[i + 1].start) if i + 1 < n else 0)
-        reached = move_and_unmap(eng, addr, new_addr, length, self.policy, floor, ceiling)
+        reached = move_and_unmap(eng, self.pmc, addr, new_addr, length, floor, ceiling)
         if reached != end:
             self.vma, self.done = vma, reached - addr
             return -3

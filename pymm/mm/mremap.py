@@ -34,7 +34,7 @@ from pymm.mm.syscall import U64, _Errno
 from pymm.mm.vma import Vma, copy_vma, do_vmi_munmap, vma_merge_extend, vma_set_anon
 
 _MOVE_FIXED = C.MREMAP_MAYMOVE | C.MREMAP_FIXED
-LEAN_MOVES = True    # take move_whole_vma() where it applies (tests compare with False)
+LEAN_MOVES = True    # take the whole-VMA short cut where it applies (tests compare with False)
 # VMAs whose move has more to it (mlock accounting, special mappings, mseal's
 # VM_SEALED, bit 63 on 64-bit: EPERM): the general path
 _GENERAL_ONLY = C.VM_LOCKED | C.VM_LOCKONFAULT | C.VM_PFNMAP | C.VM_IO | C.VM_DONTEXPAND | C.VM_HUGETLB \
@@ -45,9 +45,26 @@ _GENERAL_ONLY = C.VM_LOCKED | C.VM_LOCKONFAULT | C.VM_PFNMAP | C.VM_IO | C.VM_DO
 def do_mremap(mm, addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
     """do_mremap(): check, then shrink, expand in place or move; returns the new address."""
     if flags == _MOVE_FIXED and old_len == new_len and LEAN_MOVES:
-        r = move_whole_vma(mm, addr, old_len, new_addr)   # the common move, in few steps
-        if r is not None:
-            return r
+        # The common move: a whole VMA to an empty place with no neighbour to
+        # merge with, under a kernel whose hooks change nothing there.  The
+        # steps mremap_to() -> move_vma() take for it run in one mmcore call
+        # (mmcore.WholeVmaMove: the checks, the VMA itself moves with the
+        # fields and references copy_vma()'s new one would have, the tables
+        # move, the source is zapped and freed with the floor and ceiling
+        # free_pgtables() would use).  NOT_TAKEN: nothing changed; any other
+        # case and every error go the general way below.
+        try:
+            mover = mm._whole_vma_move
+        except AttributeError:
+            mover = mm._whole_vma_move = whole_vma_mover(mm)
+        if mover is not None:
+            tree = mm._tree
+            r = mover.move(mm.engine, tree._starts, tree._vmas, addr, old_len, new_addr,
+                           mm.max_map_count, mm.mmap_min_addr)
+            if r >= 0:
+                return r
+            if r != _NOT_TAKEN:
+                return whole_vma_moved(mm, mover, r, addr, old_len, new_addr)
     pm = mm._pmask
     old_len, new_len = (old_len + pm) & ~pm & U64, (new_len + pm) & ~pm & U64  # PAGE_ALIGN()
     check_mremap_params(mm, addr, old_len, new_len, flags, new_addr)
@@ -60,31 +77,11 @@ def do_mremap(mm, addr: int, old_len: int, new_len: int, flags: int, new_addr: i
     return mremap_at(mm, vma, addr, old_len, new_len, flags)
 
 
-def move_whole_vma(mm, addr: int, length: int, new_addr: int) -> Optional[int]:
-    """mremap(addr, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, new_addr)
-    of a whole VMA to an empty place with no neighbour to merge with, under
-    a kernel with the stock hooks: the steps do_mremap() -> mremap_to() ->
-    move_vma() take there, in one mmcore call (:class:`mmcore.WholeVmaMove`:
-    the checks, the VMA itself moves with the same fields and references
-    as copy_vma()'s new one, the page tables move, and the source range is
-    zapped and freed with the floor and ceiling free_pgtables() would
-    use).  Returns None, having changed nothing, for any other case (and
-    for every error): the general path takes it and raises as it does."""
-    try:
-        mover = mm._whole_vma_move
-    except AttributeError:
-        mover = mm._whole_vma_move = whole_vma_mover(mm)
-    if mover is None:
-        return None
-    tree = mm._tree
-    r = mover.move(mm.engine, tree._starts, tree._vmas, addr, length, new_addr, mm.max_map_count,
-                   mm.mmap_min_addr)
-    if r >= 0:
-        return r
-    if r == _NOT_TAKEN:
-        return None
+def whole_vma_moved(mm, mover, r: int, addr: int, length: int, new_addr: int) -> int:
+    """After a WholeVmaMove that did not simply succeed: the warnings it
+    recorded, and if the loop stopped early, move_vma()'s undo (ENOMEM)."""
     collect_warnings(mm)
-    if r == _INCOMPLETE:                   # out of memory: the general path's undo
+    if r == _INCOMPLETE:
         vma, mover.vma = mover.vma, None
         return move_failed(mm, vma, addr, new_addr, length, mover.done)
     return new_addr
@@ -111,7 +108,7 @@ def whole_vma_mover(mm) -> Optional[mmcore.WholeVmaMove]:
 
 
 def move_failed(mm, vma: Vma, addr: int, new_addr: int, length: int, done: int) -> int:
-    """move_vma()'s failure after move_whole_vma()'s move: the destination
+    """move_vma()'s failure after a WholeVmaMove's move: the destination
     VMA appears as copy_vma() made it, the entries go back, and the new
     area is unmapped instead of the old (ENOMEM)."""
     new_vma, vma = copy_vma(mm, vma, new_addr, length, vma.pgoff)
