@@ -96,15 +96,24 @@ def whole_vma_mover(mm) -> Optional[mmcore.WholeVmaMove]:
     not the stock ones that change nothing for a non-overlapping move:
     the overlap guard allows PMD moves, 6.7's try_realign_addr() (the
     mover leaves it the cases where it may act), progress counts what
-    moved."""
+    moved.  Each MM has its own (a move fills in its MoveControl without
+    the GIL); what they are made from is worked out once per kernel."""
     k, m = mm._kernel, mm.machine
-    if not (k.overlap_guard in (None, kirill_overlap_guard) and k.align in (None, try_realign_addr)
-            and k.progress in (progress_len, pmc_progress)):
+    key = (id(k), m.move_pmd, m.move_pud)
+    made = _MOVER_POLICY.get(key)
+    if made is None or made[0] is not k:
+        ok = k.overlap_guard in (None, kirill_overlap_guard) and k.align in (None, try_realign_addr) \
+            and k.progress in (progress_len, pmc_progress)
+        policy = _policy(k.pmd_moves and m.move_pmd, False, k.pud_moves and m.move_pud, k.pud_step,
+                         k.pmd_warn, k.pud_warn, k.huge_pmd_warn) if ok else None
+        made = _MOVER_POLICY[key] = (k, policy)
+    if made[1] is None:
         return None
-    policy = _policy(k.pmd_moves and m.move_pmd, False, k.pud_moves and m.move_pud, k.pud_step,
-                     k.pmd_warn, k.pud_warn, k.huge_pmd_warn)
-    return mmcore.WholeVmaMove(policy, mm.task_size, mm.page_shift, mm.pmd_size, k.align is not None,
+    return mmcore.WholeVmaMove(made[1], mm.task_size, mm.page_shift, mm.pmd_size, k.align is not None,
                                _GENERAL_ONLY)
+
+
+_MOVER_POLICY: dict = {}     # (id(kernel), HAVE_MOVE_PMD, HAVE_MOVE_PUD) -> (kernel, policy or None)
 
 
 def move_failed(mm, vma: Vma, addr: int, new_addr: int, length: int, done: int) -> int:
