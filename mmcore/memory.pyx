@@ -36,7 +36,7 @@ from mmcore._core cimport (Engine, FaultArgs, row, span_end, rmap_word, rmap_ind
                            set_tag, frame_alloc, frame_alloc_tagged, release_frame, shmem_get,
                            fits, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK, TAG_FILL, TAG_VALUE_MASK,
                            SIGNAL_CHUNK)
-from mmcore.huge_memory cimport fault_huge, split_huge_pmd
+from mmcore.huge_memory cimport fault_huge, split_huge_pmd, zap_huge_pmd, zap_deposited_table
 
 # ---------------------------------------------------------------------- faults
 cdef int fault_pte(Engine eng, uint64_t *ptep, uint64_t va, FaultArgs *a) noexcept nogil:
@@ -264,7 +264,7 @@ cdef int fault_range_c(Engine eng, uint64_t start, uint64_t end, FaultArgs *a) n
     end), as get_user_pages() (mm/gup.c) or the CPU touching each page in
     turn would: one PTE table at a time."""
     cdef uint64_t addr = start, nxt, haddr
-    cdef int64_t pmd_t, pte_t, i, i0, n
+    cdef int64_t pmd_t, pmd_i, pte_t, i, i0, n
     cdef int r0
     cdef uint64_t *pmdp
     cdef uint64_t *r
@@ -273,16 +273,17 @@ cdef int fault_range_c(Engine eng, uint64_t start, uint64_t end, FaultArgs *a) n
         pmd_t = eng.alloc_to(addr, eng.lpmd)
         if pmd_t < 0:
             return -1
-        pmdp = row(eng, pmd_t) + ((addr >> eng.shift[eng.lpmd]) & eng.imask[eng.lpmd])
+        pmd_i = (addr >> eng.shift[eng.lpmd]) & eng.imask[eng.lpmd]
+        pmdp = row(eng, pmd_t) + pmd_i
         haddr = addr & ~(eng.pmd_size - 1)
         if pmd_leaf(pmdp[0]):
-            if fault_huge(eng, pmdp, haddr, a) < 0:
+            if fault_huge(eng, pmd_t, pmd_i, haddr, a) < 0:
                 return -1
             addr = nxt
             continue
         if pmdp[0] == 0 and a.thp and not a.shared and haddr >= a.vma_start \
                 and haddr + eng.pmd_size <= a.vma_end and haddr + eng.pmd_size > haddr:
-            if fault_huge(eng, pmdp, haddr, a) < 0:
+            if fault_huge(eng, pmd_t, pmd_i, haddr, a) < 0:
                 return -1
             addr = nxt
             continue
@@ -402,8 +403,7 @@ cdef void zap_level(Engine eng, int l, int64_t t, uint64_t addr, uint64_t end) n
         if e != 0:
             if pmd_leaf(e):
                 if nxt - addr == size:
-                    r[i] = 0  # zap_huge_pmd()
-                    release_frame(eng, entry_pfn(e), True)
+                    zap_huge_pmd(eng, t, i)   # the folio and the deposited table go
                 elif l == eng.lpmd and split_huge_pmd(eng, t, i) == 0:
                     zap_level(eng, l + 1, entry_pfn(row(eng, t)[i]), addr, nxt)
             else:
@@ -445,6 +445,7 @@ cdef void free_entries(Engine eng, int l, int64_t t, uint64_t addr, uint64_t end
         if e != 0:
             if pmd_leaf(e):
                 r[i] = 0  # pmd_none_or_clear_bad(): a leaf here is "bad"
+                zap_deposited_table(eng, t)   # unlike the kernel, which would leak it
             elif l == eng.lpmd:
                 r[i] = 0  # free_pte_range()
                 eng.table_free(entry_pfn(e))
