@@ -5,7 +5,8 @@
   do_read_fault()/do_shared_fault() on shmem with do_fault_around(),
   do_wp_page()); a PMD-sized folio goes to huge_memory.pyx.
 * zap_page_range(): zap_page_range_single() and the zap_p4d_range() ->
-  ... -> zap_pte_range() walk; page-table pages stay.
+  ... -> zap_pte_range() walk; page-table pages stay, unless the caller
+  asks for CONFIG_PT_RECLAIM's freeing of emptied PTE tables.
 * free_pgd_range(): frees the page-table pages of a range that no other VMA
   can use, with the kernel's floor/ceiling arithmetic.
 
@@ -381,6 +382,16 @@ cdef void zap_level(Engine eng, int l, int64_t t, uint64_t addr, uint64_t end) n
     """unmap_page_range() -> zap_p4d_range() -> ... -> zap_pte_range():
     clear the leaves of [addr, end) below table t (level l), keep the
     tables.  Huge PMDs only partly covered are split first."""
+    zap_levels(eng, l, t, addr, end, False)
+
+
+cdef void zap_levels(Engine eng, int l, int64_t t, uint64_t addr, uint64_t end,
+                     bint reclaim_pt) noexcept nogil:
+    """zap_level(), and with ``reclaim_pt`` (zap_details.reclaim_pt,
+    CONFIG_PT_RECLAIM, 6.14's 6375e95f381e) a PTE table whose whole PMD
+    range was zapped is freed: reclaim_pt_is_enabled() (``end - start >=
+    PMD_SIZE`` in zap_pte_range()), then try_get_and_clear_pmd() and
+    free_pte().  Every entry of such a table is none after the zap."""
     cdef uint64_t size = (<uint64_t>1) << eng.shift[l]
     cdef uint64_t nxt, e
     cdef int64_t i = (addr >> eng.shift[l]) & eng.imask[l]
@@ -405,26 +416,37 @@ cdef void zap_level(Engine eng, int l, int64_t t, uint64_t addr, uint64_t end) n
                 if nxt - addr == size:
                     zap_huge_pmd(eng, t, i)   # the folio and the deposited table go
                 elif l == eng.lpmd and split_huge_pmd(eng, t, i) == 0:
-                    zap_level(eng, l + 1, entry_pfn(row(eng, t)[i]), addr, nxt)
+                    zap_levels(eng, l + 1, entry_pfn(row(eng, t)[i]), addr, nxt, False)
             else:
-                zap_level(eng, l + 1, entry_pfn(e), addr, nxt)
+                zap_levels(eng, l + 1, entry_pfn(e), addr, nxt, reclaim_pt)
+                if reclaim_pt and l == eng.lpmd and nxt - addr == size:
+                    r[i] = 0                  # try_get_and_clear_pmd()
+                    eng.table_free(entry_pfn(e))   # free_pte()
         addr = nxt
         i += 1
 
 
-def zap_page_range(Engine eng not None, uint64_t start, uint64_t end):
+def zap_page_range(Engine eng not None, uint64_t start, uint64_t end, *, bint reclaim_pt=False):
     """zap_page_range_single(): unmap the pages of [start, end), freeing
-    anonymous frames.  Page-table pages stay (free_pgd_range's job).
+    anonymous frames.  Page-table pages stay (free_pgd_range's job), except
+    with ``reclaim_pt`` (madvise(MADV_DONTNEED) under CONFIG_PT_RECLAIM):
+    then each PTE table whose whole PMD range lies in [start, end) is freed.
 
     Example::
 
         >>> zap_page_range(eng, 0x40000000, 0x40200000)   # MADV_DONTNEED
+        >>> mmcore.handle_mm_fault(eng, 0x40000000, 0x40001000, vma_start=0x40000000,
+        ...                        vma_end=0x40200000, owner=o, pgoff=0x40000, write=True)
+        >>> n = eng.n_tables
+        >>> zap_page_range(eng, 0x40000000, 0x40200000, reclaim_pt=True)
+        >>> eng.n_tables == n - 1                          # the emptied PTE table went
+        True
     """
     eng.enter()
     try:
         eng._check_range(start, end)
         with nogil:
-            zap_level(eng, 0, 0, start, end)
+            zap_levels(eng, 0, 0, start, end, reclaim_pt)
     finally:
         eng.leave()
 
