@@ -12,12 +12,15 @@ pymm.MM and on a HostMM, and after each step the change of every figure
 since the start must be the same on both.
 """
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import invariant
 
 import mmcore
 import pymm
 from pymm import host
 
-from helpers import host_or_skip
+from helpers import host_or_skip, long_runs
+from test_differential import Differential
 
 K = 1 << 10
 M = 1 << 20
@@ -119,6 +122,15 @@ def test_move_cannot_stop_at_a_split_out_of_memory():
     assert mm.read(dest, 1) == b"x"
 
 
+def test_vmpte_leaves_out_p4d_tables():
+    """With 5 levels, __p4d_alloc() does not count the P4D table in
+    mm_pgtables_bytes(): a THP costs a PUD, a PMD and the deposit, as on 4 levels."""
+    mm = pymm.MM(arch="x86_64-la57", check=True)
+    a = thp_region(mm, 2 * M)
+    mm.write(a, b"x")
+    assert mm.engine.n_tables == 4 and mm.status()["VmPTE"] == 12
+
+
 def test_checker_counts_deposited_tables_as_reached():
     """A deposited table hangs off its PMD table, not off an entry: the
     checker finds it there (otherwise it would be "table-unreachable")."""
@@ -215,3 +227,33 @@ def test_vmlck_matches_the_host():
         mm.munmap(a + 16 * K, 16 * K)
         yield "munmap of part"
     run_both(locked)
+
+
+# -- the differential state machine, with the status figures too ----------------------
+class StatusDifferential(Differential):
+    """test_differential's random syscall sequences; after every step the
+    status deltas since the start must agree as well."""
+
+    def __init__(self):
+        super().__init__()
+        self.h0, self.m0 = self.h.status(), self.m.status()
+
+    @invariant()
+    def same_status(self):
+        dm, dh = delta(self.m.status(), self.m0), delta(self.h.status(), self.h0)
+        assert dm == dh, f"status deltas: pymm {dm} host {dh} after {self.log}"
+
+
+TestStatusDifferential = StatusDifferential.TestCase
+TestStatusDifferential.settings = settings(
+    max_examples=800 if long_runs() else 12,
+    stateful_step_count=40 if long_runs() else 20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+@pytest.fixture(autouse=True)
+def _status_differential_needs_host(request):
+    if request.node.name.startswith("runTest"):
+        host_or_skip()

@@ -46,8 +46,11 @@ def task_mem(mm) -> Dict[str, int]:
     * ``VmLck``: locked_vm, the VM_LOCKED VMAs;
     * ``VmRSS`` = ``RssAnon`` + ``RssShmem`` (MM_ANONPAGES, MM_SHMEMPAGES;
       pymm maps no files, so RssFile is 0);
-    * ``VmPTE``: mm_pgtables_bytes(), every page-table page below the pgd,
-      the PTE tables deposited with huge PMDs included.
+    * ``VmPTE``: mm_pgtables_bytes(), the PUD, PMD and PTE tables
+      (mm_inc_nr_puds()/pmds()/ptes(); the pgd and, with 5 levels, the P4D
+      tables are not counted), the PTE tables deposited with huge PMDs
+      included.  i386-pae's kernel preallocates its PMDs with the pgd
+      (pgd_prepopulate_pmd()); pymm allocates them on use.
 
     Example::
 
@@ -65,8 +68,11 @@ def task_mem(mm) -> Dict[str, int]:
         size += v.end - v.start
         if v.vm_flags & C.VM_LOCKED:
             locked += v.end - v.start
+    tables = mm.engine.n_tables
+    if mm.engine.levels == 5:                      # p4d_alloc() counts nothing
+        tables -= int(np.count_nonzero(mm.engine.table_levels() == 1))
     return {"VmSize": size // 1024, "VmLck": locked // 1024, "VmRSS": (anon + shmem) * kb,
-            "RssAnon": anon * kb, "RssShmem": shmem * kb, "VmPTE": mm.engine.n_tables * kb,
+            "RssAnon": anon * kb, "RssShmem": shmem * kb, "VmPTE": tables * kb,
             "map_count": mm.map_count}
 
 
