@@ -42,7 +42,12 @@ cdef int fault_huge(Engine eng, int64_t pmd_tid, int64_t pmd_idx, uint64_t haddr
     (do_huge_pmd_wp_page(); a write to the huge zero PMD gets a THP, as
     do_huge_zero_wp_pmd() does since 6.13).  A new huge PMD comes with a
     PTE table deposited for its split (pte_alloc_one() +
-    pgtable_trans_huge_deposit(), also in set_huge_zero_folio())."""
+    pgtable_trans_huge_deposit(), also in set_huge_zero_folio()).
+
+    Returns 0, -1 when out of memory (VM_FAULT_OOM: the deposit's table
+    could not be had), or 1 for VM_FAULT_FALLBACK: no PMD-sized folio could
+    be allocated, the caller faults 4 KiB pages instead (a huge zero PMD
+    being written is split first, as do_huge_pmd_wp_page() does)."""
     cdef uint64_t e = row(eng, pmd_tid)[pmd_idx], index, flags, lo, hi
     cdef int64_t f, pgtable
     index = a.pgoff + ((haddr - a.vma_start) >> eng.shift[eng.lpte])
@@ -50,7 +55,7 @@ cdef int fault_huge(Engine eng, int64_t pmd_tid, int64_t pmd_idx, uint64_t haddr
         if a.write or not a.zero_page:
             f = eng.frame_alloc_huge(rmap_word(a.owner, index))
             if f < 0:
-                return -1
+                return 1                           # count_vm_event(THP_FAULT_FALLBACK)
             pgtable = eng.table_alloc(eng.lpte)    # __do_huge_pmd_anonymous_page(): pte_alloc_one()
             if pgtable < 0:
                 eng.frame_free_huge(f)
@@ -72,9 +77,10 @@ cdef int fault_huge(Engine eng, int64_t pmd_tid, int64_t pmd_idx, uint64_t haddr
     elif a.write and a.writable and not pte_write(e):
         f = entry_pfn(e)
         if is_zero_frame(eng, f):
-            f = eng.frame_alloc_huge(rmap_word(a.owner, index))
+            f = eng.frame_alloc_huge(rmap_word(a.owner, index))   # do_huge_zero_wp_pmd()
             if f < 0:
-                return -1
+                split_huge_pmd(eng, pmd_tid, pmd_idx)  # "Fallback to splitting PMD"
+                return 1
             eng.rss_anon += <int64_t>eng.ptrs_per_pte
             eng.ctr[CTR_COW] += 1
             e = pfn_entry(f, (entry_flags(e) & ~_PAGE_SPECIAL) | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY)

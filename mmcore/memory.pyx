@@ -277,17 +277,15 @@ cdef int fault_range_c(Engine eng, uint64_t start, uint64_t end, FaultArgs *a) n
         pmd_i = (addr >> eng.shift[eng.lpmd]) & eng.imask[eng.lpmd]
         pmdp = row(eng, pmd_t) + pmd_i
         haddr = addr & ~(eng.pmd_size - 1)
-        if pmd_leaf(pmdp[0]):
-            if fault_huge(eng, pmd_t, pmd_i, haddr, a) < 0:
+        if pmd_leaf(pmdp[0]) or (pmdp[0] == 0 and a.thp and not a.shared and haddr >= a.vma_start
+                                 and haddr + eng.pmd_size <= a.vma_end and haddr + eng.pmd_size > haddr):
+            r0 = fault_huge(eng, pmd_t, pmd_i, haddr, a)
+            if r0 < 0:
                 return -1
-            addr = nxt
-            continue
-        if pmdp[0] == 0 and a.thp and not a.shared and haddr >= a.vma_start \
-                and haddr + eng.pmd_size <= a.vma_end and haddr + eng.pmd_size > haddr:
-            if fault_huge(eng, pmd_t, pmd_i, haddr, a) < 0:
-                return -1
-            addr = nxt
-            continue
+            if r0 == 0:
+                addr = nxt
+                continue
+            # VM_FAULT_FALLBACK: no PMD-sized folio; handle_pte_fault() below
         pte_t = eng.alloc_to(addr, eng.lpte)
         if pte_t < 0:
             return -1

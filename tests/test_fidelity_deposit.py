@@ -122,6 +122,28 @@ def test_move_cannot_stop_at_a_split_out_of_memory():
     assert mm.read(dest, 1) == b"x"
 
 
+def test_thp_fault_falls_back_to_small_pages():
+    """No room for a PMD-sized folio: do_huge_pmd_anonymous_page() returns
+    VM_FAULT_FALLBACK and the fault maps one 4 KiB page."""
+    mm = pymm.MM(check=True)
+    a = thp_region(mm, 2 * M)
+    mm.engine.max_pages = mm.engine.pages_used + 2 + 2      # PUD and PMD table, PTE table, a page
+    mm.write(a, b"x")
+    assert mm.status()["RssAnon"] == 4 and mm.engine.deposited_tables == 0
+
+
+def test_write_to_the_huge_zero_pmd_falls_back_to_a_split():
+    """No room for the THP that do_huge_zero_wp_pmd() wants: the huge zero
+    PMD is split (into its deposit) and one 4 KiB page is copied."""
+    mm = pymm.MM(check=True)
+    a = thp_region(mm, 2 * M)
+    mm.read(a, 1)
+    mm.engine.max_pages = mm.engine.pages_used + 1
+    mm.write(a + 4096, b"y")
+    assert mm.stats["huge_pmd_splits"] == 1 and mm.status()["RssAnon"] == 4
+    assert mm.read(a, 1) == b"\0" and mm.read(a + 4096, 1) == b"y"
+
+
 def test_vmpte_leaves_out_p4d_tables():
     """With 5 levels, __p4d_alloc() does not count the P4D table in
     mm_pgtables_bytes(): a THP costs a PUD, a PMD and the deposit, as on 4 levels."""
