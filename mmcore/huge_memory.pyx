@@ -46,8 +46,9 @@ cdef int fault_huge(Engine eng, int64_t pmd_tid, int64_t pmd_idx, uint64_t haddr
 
     Returns 0, -1 when out of memory (VM_FAULT_OOM: the deposit's table
     could not be had), or 1 for VM_FAULT_FALLBACK: no PMD-sized folio could
-    be allocated, the caller faults 4 KiB pages instead (a huge zero PMD
-    being written is split first, as do_huge_pmd_wp_page() does)."""
+    be allocated, the caller faults 4 KiB pages instead, splitting a huge
+    PMD that is there first (a huge zero PMD being written, as
+    do_huge_pmd_wp_page() does)."""
     cdef uint64_t e = row(eng, pmd_tid)[pmd_idx], index, flags, lo, hi
     cdef int64_t f, pgtable
     index = a.pgoff + ((haddr - a.vma_start) >> eng.shift[eng.lpte])
@@ -79,8 +80,7 @@ cdef int fault_huge(Engine eng, int64_t pmd_tid, int64_t pmd_idx, uint64_t haddr
         if is_zero_frame(eng, f):
             f = eng.frame_alloc_huge(rmap_word(a.owner, index))   # do_huge_zero_wp_pmd()
             if f < 0:
-                split_huge_pmd(eng, pmd_tid, pmd_idx)  # "Fallback to splitting PMD"
-                return 1
+                return 1                           # "Fallback to splitting PMD": the caller splits
             eng.rss_anon += <int64_t>eng.ptrs_per_pte
             eng.ctr[CTR_COW] += 1
             e = pfn_entry(f, (entry_flags(e) & ~_PAGE_SPECIAL) | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY)

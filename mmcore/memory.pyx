@@ -285,7 +285,10 @@ cdef int fault_range_c(Engine eng, uint64_t start, uint64_t end, FaultArgs *a) n
             if r0 == 0:
                 addr = nxt
                 continue
-            # VM_FAULT_FALLBACK: no PMD-sized folio; handle_pte_fault() below
+            # VM_FAULT_FALLBACK: handle_pte_fault() below; a huge PMD there is
+            # split first (__split_huge_pmd(): into its deposit, cannot fail)
+            if pmd_leaf(row(eng, pmd_t)[pmd_i]) and split_huge_pmd(eng, pmd_t, pmd_i) < 0:
+                return -1
         pte_t = eng.alloc_to(addr, eng.lpte)
         if pte_t < 0:
             return -1
