@@ -153,6 +153,15 @@ def test_vmpte_leaves_out_p4d_tables():
     assert mm.engine.n_tables == 4 and mm.status()["VmPTE"] == 12
 
 
+def test_describe_names_the_deposit_and_sees_no_leak():
+    mm = pymm.MM(check=True)
+    a = thp_region(mm, 2 * M)
+    mm.write(a, b"x")
+    d = mm.describe()
+    assert d.unreachable_tables == 0 and d.deposited_tables == 1
+    assert "(+ 1 deposited with huge PMDs)" in str(d) and "not reachable" not in str(d)
+
+
 def test_checker_counts_deposited_tables_as_reached():
     """A deposited table hangs off its PMD table, not off an entry: the
     checker finds it there (otherwise it would be "table-unreachable")."""
