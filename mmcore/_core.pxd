@@ -115,6 +115,7 @@ cdef struct FaultArgs:
     bint write           # FAULT_FLAG_WRITE
     bint thp             # a PMD-sized folio may be used (thp_vma_allowable_order)
     bint zero_page       # map the (huge) zero page on read faults
+    bint huge_zero_thp   # a write to the huge zero PMD gets a THP (4.19, 6.13+), not a split
     bint fill            # memset() in the same pass: give every page fill_tag
     uint64_t fill_tag
     int64_t fault_around # fault_around_bytes / PAGE_SIZE: read faults on shmem map cached neighbours

@@ -40,7 +40,8 @@ cdef int fault_huge(Engine eng, int64_t pmd_tid, int64_t pmd_idx, uint64_t haddr
     """do_huge_pmd_anonymous_page() on a none PMD (entry pmd_idx of PMD
     table pmd_tid), or the write-protect fault on an existing huge PMD
     (do_huge_pmd_wp_page(); a write to the huge zero PMD gets a THP, as
-    do_huge_zero_wp_pmd() does since 6.13).  A new huge PMD comes with a
+    do_huge_zero_wp_pmd() does since 6.13 (1ced09e0331f) and 4.19 did,
+    unless a.huge_zero_thp is off: 5.8 to 6.12 split it, 3917c80280c9).  A new huge PMD comes with a
     PTE table deposited for its split (pte_alloc_one() +
     pgtable_trans_huge_deposit(), also in set_huge_zero_folio()).
 
@@ -78,6 +79,8 @@ cdef int fault_huge(Engine eng, int64_t pmd_tid, int64_t pmd_idx, uint64_t haddr
     elif a.write and a.writable and not pte_write(e):
         f = entry_pfn(e)
         if is_zero_frame(eng, f):
+            if not a.huge_zero_thp:
+                return 1                           # 5.8-6.12: "goto fallback", split + 4K COW
             f = eng.frame_alloc_huge(rmap_word(a.owner, index))   # do_huge_zero_wp_pmd()
             if f < 0:
                 return 1                           # "Fallback to splitting PMD": the caller splits

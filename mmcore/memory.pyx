@@ -210,6 +210,7 @@ cdef int vma_fault_args(Engine eng, FaultArgs *a, uint64_t vma_start, uint64_t v
     a.writable = writable and not protnone
     a.shared = shared
     a.fault_around = fault_around
+    a.huge_zero_thp = True
     return 0
 
 
@@ -335,11 +336,15 @@ cdef int fault_range_chunked(Engine eng, uint64_t start, uint64_t end, FaultArgs
 def handle_mm_fault(Engine eng not None, uint64_t start, uint64_t end, *, uint64_t vma_start,
                     uint64_t vma_end, int64_t owner, uint64_t pgoff, bint write=False,
                     bint writable=True, bint shared=False, bint thp=False, bint zero_page=True,
-                    bint exec_=False, bint protnone=False, int fill=-1, int fault_around=1):
+                    bint exec_=False, bint protnone=False, int fill=-1, int fault_around=1,
+                    bint huge_zero_thp=True):
     """handle_mm_fault() for every page of [start, end), which must lie in
     the VMA [vma_start, vma_end).  ``write`` makes them write faults.
     ``fault_around`` (pages, a power of two): read faults on shmem first
     map the cached neighbours in that window (do_fault_around()).
+    ``huge_zero_thp``: a write to a huge zero PMD replaces it by a THP
+    (4.19's do_huge_pmd_wp_page(), 6.13+'s do_huge_zero_wp_pmd()); False:
+    the PMD is split and one page copied (5.8 to 6.12, 3917c80280c9).
 
     Permission checks are the caller's (the VMA's) job, as they are in
     do_user_addr_fault(); this only installs entries.
@@ -364,6 +369,7 @@ def handle_mm_fault(Engine eng not None, uint64_t start, uint64_t end, *, uint64
         a.write = write
         a.thp = thp
         a.zero_page = zero_page
+        a.huge_zero_thp = huge_zero_thp
         if not -1 <= fill <= 255:
             raise ValueError("fill must be a byte value (or -1 for none)")
         if fill >= 0 and not write:

@@ -60,6 +60,25 @@ def test_huge_zero_pmd_deposits_and_its_write_keeps_the_deposit():
     assert mm.status()["RssAnon"] == 2048
 
 
+@pytest.mark.parametrize("kernel,thp", [("4.19", True), ("5.8", False), ("5.11", False),
+                                        ("6.7", False), ("6.18", True)])
+def test_write_to_the_huge_zero_pmd_per_kernel(kernel, thp):
+    """4.19's do_huge_pmd_wp_page() allocates a THP for the huge zero PMD
+    ("goto alloc"); 3917c80280c9 (5.8, "thp: change CoW semantics for
+    anon-THP") sends it to "fallback": __split_huge_pmd() and a 4 KiB COW;
+    1ced09e0331f (6.13, do_huge_zero_wp_pmd()) brings the THP back.  The
+    split uses the deposit: VmPTE is the same either way."""
+    mm = pymm.MM(kernel, thp="always", check=True)
+    a = mm.mmap(1 << 32, 2 * M, RW, ANON | pymm.MAP_FIXED)
+    mm.read(a, 1)
+    mm.reset_stats()
+    mm.write(a + 4096, b"y")
+    assert mm.status()["RssAnon"] == (2048 if thp else 4)
+    assert mm.stats["huge_pmd_splits"] == (0 if thp else 1)
+    assert mm.status()["VmPTE"] == 12 and mm.stats["pgtables_allocated"] == 0
+    assert mm.read(a, 1) == b"\0" and mm.read(a + 4096, 1) == b"y"
+
+
 def test_split_withdraws_instead_of_allocating():
     mm = pymm.MM(check=True)
     a = thp_region(mm)

@@ -77,7 +77,7 @@ def fault_range(mm, vma: Vma, start: int, end: int, write: bool, fill: int = -1)
                     pgoff=vma.pgoff, write=write, writable=bool(vma.vm_flags & C.VM_WRITE),
                     shared=vma.shm is not None, thp=thp,
                     exec_=bool(vma.vm_flags & C.VM_EXEC), fill=fill,
-                    fault_around=mm._fault_around_pages)
+                    fault_around=mm._fault_around_pages, huge_zero_thp=mm.kernel.huge_zero_wp_thp)
 
 
 def mm_populate(mm, start: int, length: int) -> None:
