@@ -39,11 +39,12 @@ cdef int fault_huge(Engine eng, int64_t pmd_tid, int64_t pmd_idx, uint64_t haddr
                     FaultArgs *a) noexcept nogil:
     """do_huge_pmd_anonymous_page() on a none PMD (entry pmd_idx of PMD
     table pmd_tid), or the write-protect fault on an existing huge PMD
-    (do_huge_pmd_wp_page(); a write to the huge zero PMD gets a THP, as
+    (do_huge_pmd_wp_page(): a write to the huge zero PMD gets a THP, as
     do_huge_zero_wp_pmd() does since 6.13 (1ced09e0331f) and 4.19 did,
-    unless a.huge_zero_thp is off: 5.8 to 6.12 split it, 3917c80280c9).  A new huge PMD comes with a
-    PTE table deposited for its split (pte_alloc_one() +
-    pgtable_trans_huge_deposit(), also in set_huge_zero_folio()).
+    unless a.huge_zero_thp is off: 5.8 to 6.12 split it, 3917c80280c9).
+    A new huge PMD comes with a PTE table deposited for its split
+    (pte_alloc_one() + pgtable_trans_huge_deposit(), also in
+    set_huge_zero_folio()).
 
     Returns 0, -1 when out of memory (VM_FAULT_OOM: the deposit's table
     could not be had), or 1 for VM_FAULT_FALLBACK: no PMD-sized folio could

@@ -261,6 +261,31 @@ def do_fault_around(Engine eng not None, uint64_t addr, *, uint64_t vma_start, u
         eng.leave()
 
 
+def pmd_alloc(Engine eng not None, uint64_t addr):
+    """__handle_mm_fault()'s p4d_alloc(), pud_alloc() and pmd_alloc() alone:
+    the tables down to the PMD table covering addr, as a fault leaves them
+    when it fails further down (shmem_fault()'s SIGBUS past the object's
+    end).  Nothing is done where a huge leaf maps addr.
+
+    Example::
+
+        >>> n = eng.n_tables
+        >>> pmd_alloc(eng, 0x7f0000000000)           # a new PUD and PMD table
+        >>> eng.n_tables - n
+        2
+    """
+    cdef int64_t t
+    eng.enter()
+    try:
+        eng._check_addr(addr)
+        with nogil:
+            t = eng.alloc_to(addr, eng.lpmd)
+        if t == -1:
+            raise eng.oom_error("pmd_alloc")
+    finally:
+        eng.leave()
+
+
 cdef int fault_range_c(Engine eng, uint64_t start, uint64_t end, FaultArgs *a) noexcept nogil:
     """handle_mm_fault() -> __handle_mm_fault() for every page of [start,
     end), as get_user_pages() (mm/gup.c) or the CPU touching each page in

@@ -270,6 +270,30 @@ def test_status_deltas_match_the_host(steps):
     run_both(steps)
 
 
+def test_faults_past_a_shmem_object_leave_their_upper_tables():
+    """__handle_mm_fault() allocates the PUD and PMD tables before
+    shmem_fault() returns VM_FAULT_SIGBUS; they stay (found by the status
+    differential: a shared mapping duplicated by mremap(old_size=0))."""
+    SH = pymm.MAP_SHARED | pymm.MAP_ANONYMOUS
+    W = host.DEFAULT_WINDOW[0]
+
+    def steps(mm):
+        a = mm.mmap(W + (5 << 30), 4096, RW, SH | pymm.MAP_FIXED)
+        b = mm.mremap(a, 0, 4 * M, pymm.MREMAP_MAYMOVE | pymm.MREMAP_FIXED, W + (3 << 30))
+        with pytest.raises(pymm.BusError):
+            mm.write(b + 2 * M, b"x")
+        yield "SIGBUS on a write"
+        c = mm.mremap(a, 0, 4 * M, pymm.MREMAP_MAYMOVE | pymm.MREMAP_FIXED, W + (7 << 30))
+        with pytest.raises(pymm.BusError):
+            mm.read(c + 2 * M, 1)
+        yield "SIGBUS on a read"
+        d = mm.mremap(a, 0, 4 * M, pymm.MREMAP_MAYMOVE | pymm.MREMAP_FIXED, W + (9 << 30) - 4096)
+        with pytest.raises(OSError):
+            mm.madvise(d, 4 * M, pymm.MADV_POPULATE_WRITE)
+        yield "EFAULT from MADV_POPULATE_WRITE across a PUD boundary"
+    run_both(steps)
+
+
 def test_vmlck_matches_the_host():
     def locked(mm):
         a = mm.mmap(0, 64 * K, RW, ANON | pymm.MAP_LOCKED)

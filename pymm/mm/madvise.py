@@ -19,7 +19,7 @@ from __future__ import annotations
 import mmcore
 from pymm import constants as C
 from pymm.errors import EFAULT, EINVAL, ENOMEM
-from pymm.mm.memory import fault_range, shmem_clip
+from pymm.mm.memory import fault_past_object, fault_range, shmem_clip
 from pymm.mm.syscall import U64, _Errno
 from pymm.mm.vma import page_align, vma_modify
 
@@ -129,5 +129,6 @@ def madvise_populate(mm, start: int, end: int, write: bool) -> None:
         fault_range(mm, vma, pos, clipped, write)
         mm._partial_ok = True
         if clipped < stop:
+            fault_past_object(mm, vma, clipped, write)
             raise _Errno(EFAULT)                     # VM_FAULT_SIGBUS
         pos = stop
