@@ -799,7 +799,8 @@ cdef class Engine:
 
     @property
     def n_tables(self):
-        """Page-table pages below the root (the pgd comes with the mm)."""
+        """Page-table pages below the root (the pgd comes with the mm), the
+        PTE tables deposited with huge PMDs included, as VmPTE counts them."""
         return self.tlive - 1
 
     @property
