@@ -45,7 +45,8 @@ cimports only modules below it):
     exec_=False, protnone=False, fill=-1, fault_around=1)``,
     ``do_fault_around(eng, addr, *, vma_start, vma_end, owner, pgoff,
     writable=True, exec_=False, fault_around=16)``,
-    ``zap_page_range(eng, start, end)``,
+    ``pmd_alloc(eng, addr)``,
+    ``zap_page_range(eng, start, end, *, reclaim_pt=False)``,
     ``free_pgd_range(eng, addr, end, floor, ceiling)``.
 ``access`` -- mm/memory.c's __access_remote_vm(): the CPU's accesses
     ``read_bytes(eng, addr, n)``, ``write_bytes(eng, addr, data)``,
@@ -84,7 +85,7 @@ from mmcore.geometry import ARM64_64K, GEOMETRIES, X86_64, X86_64_LA57, Geometry
 from mmcore._core import COUNTER_NAMES, WARN_SITES, Engine, EngineBusy, EngineOutOfMemory
 from mmcore.huge_memory import split_huge_pmd_address
 from mmcore.pagewalk import leaf_runs, page_tags, pagemap, table_tree, translate, walk
-from mmcore.memory import do_fault_around, free_pgd_range, handle_mm_fault, zap_page_range
+from mmcore.memory import do_fault_around, free_pgd_range, handle_mm_fault, pmd_alloc, zap_page_range
 from mmcore.access import memset_pages, read_bytes, stamp_pages, write_bytes
 from mmcore.mprotect import change_protection
 from mmcore.mremap import (
@@ -113,7 +114,7 @@ __all__ = [
     # pagewalk
     "walk", "translate", "pagemap", "page_tags", "leaf_runs", "table_tree",
     # memory
-    "handle_mm_fault", "do_fault_around", "zap_page_range", "free_pgd_range",
+    "handle_mm_fault", "do_fault_around", "pmd_alloc", "zap_page_range", "free_pgd_range",
     # access
     "read_bytes", "write_bytes", "memset_pages", "stamp_pages",
     # mprotect

@@ -37,7 +37,7 @@ from mmcore._core cimport (Engine, row, CTR_PTE_MOVES, CTR_PMD_MOVES, CTR_PUD_MO
                            CTR_PGTABLES_ALLOCATED, CTR_PGTABLES_FREED,
                            CTR_HUGE_PMD_MOVES, CTR_TLB_FLUSHES, CTR_PTE_SLOTS_VISITED,
                            WARN_PMD_NOT_NONE, WARN_PUD_NOT_NONE, WARN_HUGE_PMD_NOT_NONE)
-from mmcore.huge_memory cimport split_huge_pmd
+from mmcore.huge_memory cimport split_huge_pmd, move_huge_pmd_deposit
 from mmcore.memory cimport zap_level, free_pgd_range_c
 
 PUD_STEP_NONE = C_PUD_STEP_NONE
@@ -168,6 +168,7 @@ cdef bint move_huge_pmd(Engine eng, MoveControl pmc, int64_t ot, int64_t oi, int
         return False
     pmd = row(eng, ot)[oi]
     row(eng, ot)[oi] = 0                     # pmdp_huge_get_and_clear()
+    move_huge_pmd_deposit(eng, ot, nt)       # pmd_move_must_withdraw(): the deposit follows
     row(eng, nt)[ni] = pmd | _PAGE_SOFT_DIRTY # move_soft_dirty_pmd(); set_pmd_at()
     eng.ctr[CTR_HUGE_PMD_MOVES] += 1
     if pmd_present(pmd):

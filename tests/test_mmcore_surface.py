@@ -81,6 +81,7 @@ VALID_CALLS = {
     "page_tags": ((_A, 1), {}), "leaf_runs": ((_A, _B), {}), "table_tree": ((), {}),
     "handle_mm_fault": ((_A, _B), _VMA), "do_fault_around": ((_A,), _SHM_VMA),
     "zap_page_range": ((_A, _B), {}), "free_pgd_range": ((_A, _B, 0, 0), {}),
+    "pmd_alloc": ((_A,), {}),
     "read_bytes": ((_A, 1), {}), "write_bytes": ((_A, b"x"), {}),
     "memset_pages": ((_A, _B, 0), {}), "stamp_pages": ((_A, _B), {}),
     "change_protection": ((_A, _B), {}),

@@ -37,7 +37,7 @@ import select
 import tempfile
 import threading
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -456,6 +456,47 @@ class HostMM:
                 raise oserror(-got if got < 0 else _errno.EIO, "pagemap")
             out[done:done + got] = np.frombuffer(self._read(got * 8), dtype=np.uint64)
             done += got
+        return out
+
+    @_call
+    def status(self) -> Dict[str, int]:
+        """The memory lines of the helper's ``/proc/PID/status`` (``Vm*``,
+        ``Rss*``, in kB), under the kernel's names, as :meth:`pymm.MM.status`
+        gives them.
+
+        They are the whole helper process's: its image, static buffers and
+        stack are in them too.  The helper touches everything it will use
+        before it answers its first request, so that part stays constant
+        and the *difference* between two calls is exactly what the calls in
+        between did in the window, one to one with the same difference on a
+        :class:`pymm.MM` (which starts from nothing).
+
+        Example::
+
+            >>> from pymm import host
+            >>> if host.available():
+            ...     with host.HostMM() as h:
+            ...         before = h.status()
+            ...         a = h.mmap(0, 4096, pymm.PROT_READ | pymm.PROT_WRITE,
+            ...                    pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS)
+            ...         h.write(a, b"x")
+            ...         grew = h.status()["RssAnon"] - before["RssAnon"]     # 4 (kB): one page
+        """
+        if self._proc is None:
+            raise RuntimeError("HostMM is closed")
+        if self._broken:
+            raise RuntimeError(f"{self._broken}; this HostMM is unusable, make a new one")
+        try:
+            with open(f"/proc/{self._proc.pid}/status") as f:
+                text = f.read()
+        except OSError as e:
+            raise self._fail(f"cannot read the helper's /proc/{self._proc.pid}/status: {e}") from None
+        out = {}
+        for line in text.splitlines():
+            key, _, rest = line.partition(":")
+            fields = rest.split()
+            if key.startswith(("Vm", "Rss")) and len(fields) == 2 and fields[1] == "kB":
+                out[key] = int(fields[0])
         return out
 
     # -- lifetime ----------------------------------------------------------------------------

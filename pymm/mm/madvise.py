@@ -19,7 +19,7 @@ from __future__ import annotations
 import mmcore
 from pymm import constants as C
 from pymm.errors import EFAULT, EINVAL, ENOMEM
-from pymm.mm.memory import fault_range, shmem_clip
+from pymm.mm.memory import fault_past_object, fault_range, shmem_clip
 from pymm.mm.syscall import U64, _Errno
 from pymm.mm.vma import page_align, vma_modify
 
@@ -91,12 +91,26 @@ def madvise_vma_behavior(mm, advice: int):
         def dontneed(vma, start, end):
             if vma.vm_flags & C.VM_LOCKED and advice == C.MADV_DONTNEED:
                 raise _Errno(EINVAL)
-            mmcore.zap_page_range(mm.engine, start, end)                # zap_page_range_single()
+            # madvise_dontneed_single_vma(): zap_details.reclaim_pt
+            mmcore.zap_page_range(mm.engine, start, end, reclaim_pt=pt_reclaim(mm))
             return vma
         return dontneed
     if advice in (C.MADV_WILLNEED, C.MADV_COLD, C.MADV_PAGEOUT, C.MADV_FREE):
         return lambda vma, start, end: vma
     raise NotImplementedError(f"madvise advice {advice} is valid on Linux but not modelled by pymm")
+
+
+def pt_reclaim(mm) -> bool:
+    """CONFIG_PT_RECLAIM: MADV_DONTNEED frees the PTE tables whose whole
+    PMD range it zapped (6375e95f381e, 6.14), where the kernel has it
+    (``Kernel.pt_reclaim``) and the arch selects ARCH_SUPPORTS_PT_RECLAIM.
+
+    Example::
+
+        >>> pt_reclaim(pymm.MM("6.18")), pt_reclaim(pymm.MM("6.7")), pt_reclaim(pymm.MM(arch="i386-pae"))
+        (True, False, False)
+    """
+    return mm.kernel.pt_reclaim and mm.machine.arch_info.pt_reclaim
 
 
 def madvise_populate(mm, start: int, end: int, write: bool) -> None:
@@ -115,5 +129,6 @@ def madvise_populate(mm, start: int, end: int, write: bool) -> None:
         fault_range(mm, vma, pos, clipped, write)
         mm._partial_ok = True
         if clipped < stop:
+            fault_past_object(mm, vma, clipped, write)
             raise _Errno(EFAULT)                     # VM_FAULT_SIGBUS
         pos = stop

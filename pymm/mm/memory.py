@@ -77,7 +77,20 @@ def fault_range(mm, vma: Vma, start: int, end: int, write: bool, fill: int = -1)
                     pgoff=vma.pgoff, write=write, writable=bool(vma.vm_flags & C.VM_WRITE),
                     shared=vma.shm is not None, thp=thp,
                     exec_=bool(vma.vm_flags & C.VM_EXEC), fill=fill,
-                    fault_around=mm._fault_around_pages)
+                    fault_around=mm._fault_around_pages, huge_zero_thp=mm.kernel.huge_zero_wp_thp)
+
+
+def fault_past_object(mm, vma: Vma, page: int, write: bool) -> None:
+    """handle_mm_fault() on a shmem page past the object's end, up to the
+    VM_FAULT_SIGBUS: __handle_mm_fault() has allocated the tables down to
+    the PMD table, and a read's do_read_fault() has mapped the cached
+    neighbours (do_fault_around()) before shmem_fault() fails."""
+    mmcore.pmd_alloc(mm.engine, page)
+    if not write and mm._fault_around_pages > 1:
+        mmcore.do_fault_around(mm.engine, page, vma_start=vma.start, vma_end=vma.end, owner=vma.owner,
+                               pgoff=vma.pgoff, writable=bool(vma.vm_flags & C.VM_WRITE),
+                               exec_=bool(vma.vm_flags & C.VM_EXEC),
+                               fault_around=mm._fault_around_pages)
 
 
 def mm_populate(mm, start: int, length: int) -> None:
@@ -89,7 +102,10 @@ def mm_populate(mm, start: int, length: int) -> None:
             continue
         s, e = max(start, vma.start), min(end, vma.end)
         write = vma.vm_flags & (C.VM_WRITE | C.VM_SHARED) == C.VM_WRITE
-        fault_range(mm, vma, s, shmem_clip(mm, vma, s, e), write)
+        clipped = shmem_clip(mm, vma, s, e)
+        fault_range(mm, vma, s, clipped, write)
+        if clipped < e:                  # GUP's fault past the object: -EFAULT, ignored
+            fault_past_object(mm, vma, clipped, write)
 
 
 def do_user_addr_fault(mm, addr: int, write: bool, end: int, fill: int = -1) -> int:
@@ -110,12 +126,7 @@ def do_user_addr_fault(mm, addr: int, write: bool, end: int, fill: int = -1) -> 
     stop = page_align(mm, min(end, vma.end))
     clipped = shmem_clip(mm, vma, page, stop)
     if clipped <= page:
-        if not write and mm._fault_around_pages > 1:
-            # do_read_fault() maps the cached neighbours before shmem_fault() fails
-            mmcore.do_fault_around(mm.engine, page, vma_start=vma.start, vma_end=vma.end, owner=vma.owner,
-                                   pgoff=vma.pgoff, writable=bool(vma.vm_flags & C.VM_WRITE),
-                                   exec_=bool(vma.vm_flags & C.VM_EXEC),
-                                   fault_around=mm._fault_around_pages)
+        fault_past_object(mm, vma, page, write)
         raise BusError(addr, "BUS_ADRERR", "beyond the end of the shared memory object")
     fault_range(mm, vma, page, clipped, write, fill)
     return clipped

@@ -231,7 +231,20 @@ class MM:
 
     @_read_locked
     def status(self) -> Dict[str, int]:
-        """The memory lines of /proc/pid/status, in kB, plus map_count."""
+        """The memory lines of /proc/pid/status that pymm models, in kB, under
+        the kernel's names (VmSize, VmLck, VmRSS, RssAnon, RssShmem, VmPTE),
+        plus map_count; differences between two calls compare one to one
+        with :meth:`pymm.host.HostMM.status` (see task_mmu.task_mem()).
+
+        Example::
+
+            >>> m = pymm.MM()
+            >>> a = m.mmap(0, 2 << 20, pymm.PROT_READ | pymm.PROT_WRITE,
+            ...            pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS)
+            >>> m.madvise(a, 2 << 20, pymm.MADV_HUGEPAGE); m.write(a, b"x")
+            >>> m.status()["RssAnon"], m.status()["VmPTE"]   # a THP; a PUD, a PMD, the deposit
+            (2048, 12)
+        """
         return task_mem(self)
 
     # ------------------------------------------------------------------------------ views for kernel hooks
