@@ -55,6 +55,12 @@ THP_ALIGN_ANY = "any"                    # 6.7: efa7df3e3bb5, any length >= PMD_
 THP_ALIGN_PMD_MULTIPLE = "pmd-multiple"  # d4148aeab412: only lengths that are PMD multiples
 THP_ALIGN_MODES = (THP_ALIGN_NONE, THP_ALIGN_ANY, THP_ALIGN_PMD_MULTIPLE)
 
+# Kernel.mremap_dontunmap: which VMAs MREMAP_DONTUNMAP may move.
+DONTUNMAP_NONE = "none"                  # before 5.7 (e346b3813067): the flag is EINVAL
+DONTUNMAP_PRIVATE_ANON = "private-anon"  # 5.7-5.12: private anonymous VMAs only, else EINVAL
+DONTUNMAP_ANY = "any"                    # 5.13+ (a4609387859f): all but VM_DONTEXPAND/VM_PFNMAP
+DONTUNMAP_MODES = (DONTUNMAP_NONE, DONTUNMAP_PRIVATE_ANON, DONTUNMAP_ANY)
+
 WARN_SILENT = mmcore.WARN_SILENT
 WARN_ON = mmcore.WARN_ON
 WARN_ON_ONCE = mmcore.WARN_ON_ONCE
@@ -310,6 +316,8 @@ class Kernel:
     thp_align: str = THP_ALIGN_PMD_MULTIPLE
     map_stack_nohugepage: bool = True
     map_droppable: bool = True
+    mseal: bool = True
+    mremap_dontunmap: str = DONTUNMAP_ANY
     notes: str = ""
     # "module:attr" when loaded by get_kernel() from a user's module, so that
     # reproducers name the kernel in a form pymm.MM(kernel=...) accepts.
@@ -323,7 +331,7 @@ class Kernel:
         if not self.name:
             raise ValueError("Kernel.name must not be empty")
         for f in ("pmd_moves", "pud_moves", "align_before_old_end", "exec_passes_for_stack",
-                  "multi_vma_move"):
+                  "multi_vma_move", "map_stack_nohugepage", "map_droppable", "mseal"):
             if not isinstance(getattr(self, f), bool):
                 raise TypeError(f"Kernel.{f} must be True or False, not {getattr(self, f)!r}")
         steps = (mmcore.PUD_STEP_NONE, mmcore.PUD_STEP_ALWAYS, mmcore.PUD_STEP_IF_PUD_SIZED)
@@ -348,6 +356,9 @@ class Kernel:
                              f"known: {sorted(_SITE_KEYS)}")
         if self.thp_align not in THP_ALIGN_MODES:
             raise ValueError(f"thp_align must be one of {THP_ALIGN_MODES}, not {self.thp_align!r}")
+        if self.mremap_dontunmap not in DONTUNMAP_MODES:
+            raise ValueError(f"mremap_dontunmap must be one of {DONTUNMAP_MODES}, "
+                             f"not {self.mremap_dontunmap!r}")
 
     def replace(self, **changes) -> "Kernel":
         """A copy with some fields changed, e.g. ``replace(name="mine", align=f)``."""
@@ -393,11 +404,13 @@ def _pgt_entry_sites() -> Dict[str, Warning_]:
 _NO_PMD_MOVES = dict(pmd_moves=False, pud_moves=False, pud_step=mmcore.PUD_STEP_NONE,
                      pmd_warn=WARN_SILENT, pud_warn=WARN_SILENT, huge_pmd_warn=WARN_ON,
                      progress=progress_len, exec_passes_for_stack=False, multi_vma_move=False,
-                     thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, map_droppable=False)
+                     thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, map_droppable=False,
+                     mseal=False, mremap_dontunmap=DONTUNMAP_NONE)
 _V5_8 = dict(pmd_moves=True, pud_moves=False, pud_step=mmcore.PUD_STEP_NONE, pmd_warn=WARN_ON,
              pud_warn=WARN_SILENT, huge_pmd_warn=WARN_ON, progress=progress_len,
              exec_passes_for_stack=False, multi_vma_move=False,
-             thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, map_droppable=False)
+             thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, map_droppable=False,
+             mseal=False, mremap_dontunmap=DONTUNMAP_PRIVATE_ANON)
 
 
 def _catalogue():
@@ -444,12 +457,13 @@ def _catalogue():
         pmd_warn=WARN_ON_ONCE, pud_warn=WARN_ON_ONCE, huge_pmd_warn=WARN_ON,
         progress=progress_len, exec_passes_for_stack=False, multi_vma_move=False,
         thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, map_droppable=False, warn_sites=_pgt_entry_sites(),
+        mseal=False, mremap_dontunmap=DONTUNMAP_PRIVATE_ANON,
         notes="+ PUD-level moves when extent == PUD_SIZE")
     k["6.7"] = Kernel(
         "6.7", "af8ca1c14906 + b1e5a3dee255: try_realign_addr(), can_align_down(), for_stack",
         align=try_realign_addr, progress=pmc_progress, multi_vma_move=False,
         thp_align=THP_ALIGN_ANY, map_stack_nohugepage=False, map_droppable=False, warn_sites=_pgt_entry_sites(),
-        notes="+ realignment of mutually aligned starts to the PMD; exec passes for_stack")
+        mseal=False, notes="+ realignment of mutually aligned starts to the PMD; exec passes for_stack")
     k["6.18"] = Kernel(
         "6.18", "the kernel this machine runs (6.17's multi-VMA MREMAP_FIXED moves)",
         align=try_realign_addr, progress=pmc_progress, multi_vma_move=True,

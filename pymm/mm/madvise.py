@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import mmcore
 from pymm import constants as C
-from pymm.errors import EFAULT, EINVAL, ENOMEM
+from pymm.errors import EFAULT, EINVAL, ENOMEM, EPERM
 from pymm.mm.memory import fault_range, shmem_clip
+from pymm.mm.mseal import can_madvise_modify
 from pymm.mm.syscall import U64, _Errno
 from pymm.mm.vma import page_align, vma_modify
 
@@ -65,6 +66,8 @@ def do_madvise(mm, start: int, len_in: int, advice: int) -> None:
             if start >= end:
                 break
         tmp = min(vma.end, end)
+        if not can_madvise_modify(vma, advice):
+            raise _Errno(EPERM)                        # mseal: sealed read-only anonymous memory
         vma = handler(vma, start, tmp)                 # becomes "prev"
         mm._partial_ok = True
         start = max(tmp, vma.end) if vma.start < tmp else tmp
@@ -94,9 +97,29 @@ def madvise_vma_behavior(mm, advice: int):
             mmcore.zap_page_range(mm.engine, start, end)                # zap_page_range_single()
             return vma
         return dontneed
-    if advice in (C.MADV_WILLNEED, C.MADV_COLD, C.MADV_PAGEOUT, C.MADV_FREE):
+    if advice in (C.MADV_COLD, C.MADV_PAGEOUT, C.MADV_FREE):
+        def cold_or_free(vma, start, end):
+            if advice == C.MADV_FREE and vma.shm is not None:
+                raise _Errno(EINVAL)                    # madvise_free_single_vma(): not anonymous
+            if vma.vm_flags & C.VM_LOCKED:
+                raise _Errno(EINVAL)  # madvise_dontneed_free_valid_vma(), can_madv_lru_vma()
+            split_partial_thp(mm, start, end)
+            return vma
+        return cold_or_free
+    if advice == C.MADV_WILLNEED:
         return lambda vma, start, end: vma
     raise NotImplementedError(f"madvise advice {advice} is valid on Linux but not modelled by pymm")
+
+
+def split_partial_thp(mm, start: int, end: int) -> None:
+    """madvise_free_huge_pmd() / madvise_cold_or_pageout_pte_range(): a THP
+    only partly inside the range is split, so that only the subpages in it
+    are freed or aged.  (No reclaim here: the pages stay, as they do until
+    memory pressure.  Not modelled: since 6.12 the split maps zero-filled
+    subpages to the shared zero page, b1f202060afe; pymm keeps them.)"""
+    for addr in (start, end):
+        if addr & (mm.pmd_size - 1):
+            mmcore.split_huge_pmd_address(mm.engine, addr)
 
 
 def madvise_populate(mm, start: int, end: int, write: bool) -> None:

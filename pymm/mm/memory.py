@@ -20,6 +20,7 @@ from __future__ import annotations
 import mmcore
 from pymm import constants as C
 from pymm.errors import BusError, SegmentationFault
+from pymm.mm.rlimit import may_expand_vm, mlock_future_ok
 from pymm.mm.vma import Vma, anon_vma_prepare, page_align, perms
 
 FAULT_AROUND_BYTES = 65536    # /sys/kernel/debug/fault_around_bytes
@@ -134,6 +135,10 @@ def expand_downwards(mm, vma: Vma, addr: int) -> bool:
         return False
     grow = (vma.start - addr) >> mm.page_shift
     if grow > vma.pgoff or vma.end - addr > mm.rlimit_stack:
+        return False
+    # acct_stack_growth(): RLIMIT_AS, and RLIMIT_MEMLOCK for a locked stack
+    if not may_expand_vm(mm, vma.vm_flags, grow) or \
+            not mlock_future_ok(mm, vma.vm_flags, grow << mm.page_shift):
         return False
     anon_vma_prepare(mm, vma)
     mm._tree.set_start(vma, addr)

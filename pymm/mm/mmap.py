@@ -18,8 +18,10 @@ from __future__ import annotations
 from typing import Optional
 
 from pymm import constants as C
-from pymm.errors import EBADF, EEXIST, EINVAL, ENOMEM, EPERM
+from pymm.errors import EAGAIN, EBADF, EEXIST, EINVAL, ENOMEM, EPERM
 from pymm.mm.memory import mm_populate
+from pymm.mm.rlimit import can_do_mlock, may_expand_vm, mlock_future_ok
+from pymm.mm.mseal import range_sealed
 from pymm.mm.syscall import U64, _Errno
 from pymm.mm.vma import (ShmemObject, Vma, do_vmi_munmap, page_align, vm_start_gap, vma_link,
                          vma_merge_new_range)
@@ -220,6 +222,10 @@ def do_mmap(mm, addr: int, length: int, prot: int, flags: int) -> int:
     addr = get_unmapped_area(mm, addr, length, flags, shared_file=shared)
     if flags & C.MAP_FIXED_NOREPLACE and mm._tree.first_intersecting(addr, addr + length):
         raise _Errno(EEXIST)
+    if flags & C.MAP_LOCKED and not can_do_mlock(mm):
+        raise _Errno(EPERM)
+    if not mlock_future_ok(mm, vm_flags, length):
+        raise _Errno(EAGAIN)
     if shared:
         if vm_flags & C.VM_GROWSDOWN:
             raise _Errno(EINVAL)
@@ -261,6 +267,10 @@ def mmap_region(mm, addr: int, length: int, vm_flags: int, pgoff: int, shared: b
     them (shmem_zero_setup()'s charge) leaves a gap where they were.
     """
     end = addr + length
+    if range_sealed(mm, addr, end):
+        raise _Errno(EPERM)                    # vms_gather_munmap_vmas(): can_modify_vma()
+    if not may_expand_vm(mm, vm_flags, (length - mapped_bytes(mm, addr, end)) >> mm.page_shift):
+        raise _Errno(ENOMEM)
     if accountable_mapping(vm_flags):
         if mm.commit_limit is not None and length > mm.commit_limit:
             raise _Errno(ENOMEM)
@@ -279,6 +289,11 @@ def mmap_region(mm, addr: int, length: int, vm_flags: int, pgoff: int, shared: b
     if merged is not None:
         return merged
     return vma_link(mm, Vma(addr, end, vm_flags, pgoff))
+
+
+def mapped_bytes(mm, start: int, end: int) -> int:
+    """count_vma_pages_range() in bytes: what MAP_FIXED would replace."""
+    return sum(min(v.end, end) - max(v.start, start) for v in mm._tree.intersecting(start, end))
 
 
 def shmem_acct_size(mm, length: int, vm_flags: int) -> bool:

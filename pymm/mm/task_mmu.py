@@ -18,6 +18,7 @@ import numpy as np
 
 import mmcore
 from pymm import constants as C
+from pymm.mm.rlimit import locked_vm
 from pymm.mm.vma import perms
 
 PM_SOFT_DIRTY = np.uint64(1 << 55)
@@ -44,7 +45,7 @@ def task_mem(mm) -> Dict[str, int]:
     kb = mm.page_size // 1024
     size = sum(v.end - v.start for v in mm._tree)
     return {"VmSize": size // 1024, "VmRSS": (anon + shmem) * kb, "RssAnon": anon * kb,
-            "RssShmem": shmem * kb, "VmPTE": mm.engine.n_tables * kb,
+            "RssShmem": shmem * kb, "VmPTE": mm.engine.n_tables * kb, "VmLck": locked_vm(mm) * kb,
             "map_count": mm.map_count}
 
 
