@@ -61,6 +61,11 @@ DONTUNMAP_PRIVATE_ANON = "private-anon"  # 5.7-5.12: private anonymous VMAs only
 DONTUNMAP_ANY = "any"                    # 5.13+ (a4609387859f): all but VM_DONTEXPAND/VM_PFNMAP
 DONTUNMAP_MODES = (DONTUNMAP_NONE, DONTUNMAP_PRIVATE_ANON, DONTUNMAP_ANY)
 
+# Kernel.unmapped_area: how unmapped_area_topdown() treats a stack's guard gap.
+UNMAPPED_AREA_RBTREE = "rbtree"          # before 6.1: every gap clipped by its upper VMA's guard gap
+UNMAPPED_AREA_MAPLE = "maple"            # 58c5d0d6d522 (6.3): retry below a VM_GROWSDOWN neighbour's gap
+UNMAPPED_AREA_MODES = (UNMAPPED_AREA_RBTREE, UNMAPPED_AREA_MAPLE)
+
 WARN_SILENT = mmcore.WARN_SILENT
 WARN_ON = mmcore.WARN_ON
 WARN_ON_ONCE = mmcore.WARN_ON_ONCE
@@ -318,6 +323,7 @@ class Kernel:
     map_droppable: bool = True
     mseal: bool = True
     mremap_dontunmap: str = DONTUNMAP_ANY
+    unmapped_area: str = UNMAPPED_AREA_MAPLE
     notes: str = ""
     # "module:attr" when loaded by get_kernel() from a user's module, so that
     # reproducers name the kernel in a form pymm.MM(kernel=...) accepts.
@@ -356,6 +362,8 @@ class Kernel:
                              f"known: {sorted(_SITE_KEYS)}")
         if self.thp_align not in THP_ALIGN_MODES:
             raise ValueError(f"thp_align must be one of {THP_ALIGN_MODES}, not {self.thp_align!r}")
+        if self.unmapped_area not in UNMAPPED_AREA_MODES:
+            raise ValueError(f"unmapped_area must be one of {UNMAPPED_AREA_MODES}, not {self.unmapped_area!r}")
         if self.mremap_dontunmap not in DONTUNMAP_MODES:
             raise ValueError(f"mremap_dontunmap must be one of {DONTUNMAP_MODES}, "
                              f"not {self.mremap_dontunmap!r}")
@@ -405,12 +413,12 @@ _NO_PMD_MOVES = dict(pmd_moves=False, pud_moves=False, pud_step=mmcore.PUD_STEP_
                      pmd_warn=WARN_SILENT, pud_warn=WARN_SILENT, huge_pmd_warn=WARN_ON,
                      progress=progress_len, exec_passes_for_stack=False, multi_vma_move=False,
                      thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, map_droppable=False,
-                     mseal=False, mremap_dontunmap=DONTUNMAP_NONE)
+                     mseal=False, mremap_dontunmap=DONTUNMAP_NONE, unmapped_area=UNMAPPED_AREA_RBTREE)
 _V5_8 = dict(pmd_moves=True, pud_moves=False, pud_step=mmcore.PUD_STEP_NONE, pmd_warn=WARN_ON,
              pud_warn=WARN_SILENT, huge_pmd_warn=WARN_ON, progress=progress_len,
              exec_passes_for_stack=False, multi_vma_move=False,
              thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, map_droppable=False,
-             mseal=False, mremap_dontunmap=DONTUNMAP_PRIVATE_ANON)
+             mseal=False, mremap_dontunmap=DONTUNMAP_PRIVATE_ANON, unmapped_area=UNMAPPED_AREA_RBTREE)
 
 
 def _catalogue():
@@ -457,7 +465,7 @@ def _catalogue():
         pmd_warn=WARN_ON_ONCE, pud_warn=WARN_ON_ONCE, huge_pmd_warn=WARN_ON,
         progress=progress_len, exec_passes_for_stack=False, multi_vma_move=False,
         thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, map_droppable=False, warn_sites=_pgt_entry_sites(),
-        mseal=False, mremap_dontunmap=DONTUNMAP_PRIVATE_ANON,
+        mseal=False, mremap_dontunmap=DONTUNMAP_PRIVATE_ANON, unmapped_area=UNMAPPED_AREA_RBTREE,
         notes="+ PUD-level moves when extent == PUD_SIZE")
     k["6.7"] = Kernel(
         "6.7", "af8ca1c14906 + b1e5a3dee255: try_realign_addr(), can_align_down(), for_stack",

@@ -45,8 +45,44 @@ def calc_vm_flag_bits(flags: int, map_stack_nohugepage: bool = True) -> int:
 # ---------------------------------------------------------------- get_unmapped_area
 def unmapped_area_topdown(mm, low: int, high: int, length: int) -> Optional[int]:
     """unmapped_area_topdown(): the end of the highest free gap in
-    [low, high) at least ``length`` long (the gap below a VM_GROWSDOWN
-    VMA stops stack_guard_gap short of it)."""
+    [low, high) at least ``length`` long, as ``mm.kernel.unmapped_area``
+    searches: "maple" (58c5d0d6d522, 6.3+) takes the highest empty range and,
+    when the VMA above it is VM_GROWSDOWN and its guard gap reaches into it,
+    searches again below that guard gap's start; "rbtree" (before 6.1)
+    clips each gap by the guard gap of its own upper VMA."""
+    if mm.kernel.unmapped_area == "rbtree":
+        return rbtree_unmapped_area_topdown(mm, low, high, length)
+    while True:
+        found = highest_empty_area(mm, low, high, length)
+        if found is None:
+            return None
+        gap_end, tmp = found
+        if tmp is not None and tmp.vm_flags & C.VM_GROWSDOWN and vm_start_gap(mm, tmp) < gap_end:
+            high = vm_start_gap(mm, tmp)                   # retry below the guard gap
+            continue
+        return gap_end
+
+
+def highest_empty_area(mm, low: int, high: int, length: int):
+    """mas_empty_area_rev() on the VMA tree: (end, the VMA above) of the
+    highest empty range whose part inside [low, high) holds ``length``."""
+    tree = mm._tree
+    vmas = tree._vmas
+    nxt = tree.find_vma(high)
+    i = len(vmas) if nxt is None else tree.index(nxt)
+    while True:
+        gap_end = min(vmas[i].start, high) if i < len(vmas) else high
+        prev_end = vmas[i - 1].end if i > 0 else 0
+        if gap_end >= max(prev_end, low) + length:
+            return gap_end, (vmas[i] if i < len(vmas) else None)
+        if i == 0 or prev_end <= low:
+            return None
+        i -= 1
+
+
+def rbtree_unmapped_area_topdown(mm, low: int, high: int, length: int) -> Optional[int]:
+    """The rbtree unmapped_area_topdown() (before 6.1): each gap is
+    [vm_end_gap(prev), vm_start_gap(vma)); the highest one that fits."""
     tree = mm._tree
     vmas = tree._vmas
     nxt = tree.find_vma(high)
