@@ -511,6 +511,14 @@ class MM:
         3. free_pgd_range() of the tail (floor/ceiling as exec chooses);
         4. shrink the VMA to [new_start, new_end).
 
+        If move_page_tables() reports fewer bytes than asked (the thread's
+        ``5.8+linus-v2..v4`` when the stack ends off a PMD boundary), the
+        kernel returns -ENOMEM with the stack half-shifted and exec, past its
+        point of no return, kills the process with SIGSEGV.  pymm does the
+        same: OSError(ENOMEM), the half-shifted state kept, and the MM dead
+        (``mm.dead`` says why; reads still work, other calls raise
+        KernelOops).  With ``check=True`` too: no InvariantError.
+
         ``partial=n`` stops after step 2 with only the first n bytes moved:
         the state the kernel's loop is in after its first extent (for
         pictures; the VMA is left expanded, as it is at that moment).
