@@ -103,6 +103,11 @@ def madvise_vma_behavior(mm, advice: int):
                 raise _Errno(EINVAL)                    # madvise_free_single_vma(): not anonymous
             if vma.vm_flags & C.VM_LOCKED:
                 raise _Errno(EINVAL)  # madvise_dontneed_free_valid_vma(), can_madv_lru_vma()
+            if advice == C.MADV_PAGEOUT and vma.shm is not None:
+                # reclaim_pages(): shmem pages are unmapped, then kept in the object
+                # (no swap here); a page mapped twice would be skipped (not modelled)
+                mmcore.zap_page_range(mm.engine, start, end)
+                return vma
             split_partial_thp(mm, start, end)
             return vma
         return cold_or_free
