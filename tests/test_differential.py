@@ -79,7 +79,7 @@ def pymm_smaps(m):
     for v in m.maps():
         names = " ".join(sorted(n for n, bit in FLAG_NAMES.items() if v.vm_flags & bit))
         huge = sum(r.end - r.start for r in m.describe(v.start, v.end, check=False).ranges
-                   if r.page == "2M") >> 10
+                   if r.page == "2M" and not r.zero_page) >> 10
         out.append((v.start, names, huge))
     return out
 

@@ -129,11 +129,16 @@ def anon_huge(mm, addr):
     raise AssertionError("no VMA")
 
 
+THP_CASES = [(adv, off, n, split) for adv in (pymm.MADV_FREE, pymm.MADV_COLD, pymm.MADV_PAGEOUT)
+             for off, n, split in ((0, P, True), (5 * P, 7 * P, True), (0, 2 * M, adv == pymm.MADV_PAGEOUT))]
+
+
 @pytest.mark.parametrize("target", [t[0] for t in targets()])
-@pytest.mark.parametrize("advice", [pymm.MADV_FREE, pymm.MADV_COLD], ids=["FREE", "COLD"])
-@pytest.mark.parametrize("offset,length,split", [(0, P, True), (5 * P, 7 * P, True),
-                                                 (0, 2 * M, False)], ids=["head", "middle", "whole"])
-def test_free_cold_split_a_partly_covered_thp(target, advice, offset, length, split):
+@pytest.mark.parametrize("advice,offset,length,split", THP_CASES,
+                         ids=[f"{a}-{o}-{n}" for a, o, n, _ in THP_CASES])
+def test_free_cold_pageout_split_thps(target, advice, offset, length, split):
+    # a partly covered THP is split by the advice; PAGEOUT of a whole one by reclaim
+    # (shrink_folio_list(): no swap, add_to_swap() fails, split_folio_to_list())
     mm = dict(targets())[target]()
     huge, data, populated = thp_then_advise(mm, advice, offset, length)
     assert (huge, data, populated) == ((0 if split else 2048), b"\x11\x11", True)

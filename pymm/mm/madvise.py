@@ -108,7 +108,10 @@ def madvise_vma_behavior(mm, advice: int):
                 # (no swap here); a page mapped twice would be skipped (not modelled)
                 mmcore.zap_page_range(mm.engine, start, end)
                 return vma
-            split_partial_thp(mm, start, end)
+            if advice == C.MADV_PAGEOUT:
+                split_every_thp(mm, start, end)
+            else:
+                split_partial_thp(mm, start, end)
             return vma
         return cold_or_free
     if advice == C.MADV_WILLNEED:
@@ -124,7 +127,31 @@ def split_partial_thp(mm, start: int, end: int) -> None:
     subpages to the shared zero page, b1f202060afe; pymm keeps them.)"""
     for addr in (start, end):
         if addr & (mm.pmd_size - 1):
-            mmcore.split_huge_pmd_address(mm.engine, addr)
+            split_anon_thp(mm, addr)
+
+
+def split_anon_thp(mm, addr: int) -> None:
+    """split_folio() of the THP a huge PMD maps at addr; the huge zero page
+    is left alone (``is_huge_zero_pmd()``: nothing to free or age)."""
+    level, _, _, entry = mmcore.walk(mm.engine, addr)[-1]
+    if level != mm.geometry.levels - 2 or not entry:
+        return
+    frame = mmcore.translate(mm.engine, addr)
+    huge_zero = mm.engine.zero_frames[1]
+    if frame >= 0 and not huge_zero <= frame < huge_zero + (mm.pmd_size >> mm.page_shift):
+        mmcore.split_huge_pmd_address(mm.engine, addr)
+
+
+def split_every_thp(mm, start: int, end: int) -> None:
+    """MADV_PAGEOUT on private anonymous memory without swap: a THP only
+    partly in the range is split by the advice, a whole one by reclaim
+    (shrink_folio_list(): add_to_swap() fails, split_folio_to_list(), and
+    the subpages stay mapped).  One call per PMD of the range."""
+    pmd = mm.pmd_size
+    addr = start & ~(pmd - 1)
+    while addr < end:
+        split_anon_thp(mm, max(addr, start))
+        addr += pmd
 
 
 def madvise_populate(mm, start: int, end: int, write: bool) -> None:
