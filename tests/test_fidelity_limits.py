@@ -280,3 +280,31 @@ def test_shared_dontunmap_matches_the_host():
             n = mm.mremap(s, P, P, MAYMOVE | DONTUNMAP)
             res.append((mm.read(n, 6), mm.read(s, 6)))
         assert res[0] == res[1] == (b"shared", b"shared")
+
+
+def dontunmap_locked(mm):
+    """MREMAP_DONTUNMAP of a 4 MiB locked VMA: locked_vm counts it twice
+    (dontunmap_complete(): "we won't unmap we don't need to touch locked_vm"),
+    so a 2 MiB MAP_LOCKED then exceeds the 8 MiB RLIMIT_MEMLOCK."""
+    a = mm.mmap(0, 4 * M, RW, ANON | pymm.MAP_LOCKED)
+    mm.mremap(a, 4 * M, 4 * M, MAYMOVE | DONTUNMAP)
+    first = vm_lck(mm)
+    return first, err(mm.mmap, 0, 2 * M, RW, ANON | pymm.MAP_LOCKED), vm_lck(mm)
+
+
+def vm_lck(target):
+    if isinstance(target, pymm.MM):
+        return target.status()["VmLck"]
+    with open(f"/proc/{target._proc.pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmLck"))
+
+
+def test_locked_vm_drifts_after_dontunmap():
+    assert dontunmap_locked(pymm.MM(check=True)) == (8192, errno.EAGAIN, 8192)
+
+
+def test_locked_vm_drift_matches_the_host():
+    # found by the long differential run
+    m, h = both()
+    with h:
+        assert dontunmap_locked(m) == dontunmap_locked(h)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import mmcore
 from pymm import constants as C
 from pymm.errors import BusError, SegmentationFault
-from pymm.mm.rlimit import may_expand_vm, mlock_future_ok
+from pymm.mm.rlimit import account_locked, may_expand_vm, mlock_future_ok
 from pymm.mm.vma import Vma, anon_vma_prepare, page_align, perms
 
 FAULT_AROUND_BYTES = 65536    # /sys/kernel/debug/fault_around_bytes
@@ -159,6 +159,7 @@ def expand_downwards(mm, vma: Vma, addr: int) -> bool:
             not mlock_future_ok(mm, vma.vm_flags, grow << mm.page_shift):
         return False
     anon_vma_prepare(mm, vma)
+    account_locked(mm, vma.vm_flags, grow << mm.page_shift)
     mm._tree.set_start(vma, addr)
     vma.pgoff -= grow
     return True

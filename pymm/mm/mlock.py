@@ -97,9 +97,14 @@ def apply_vma_lock_flags(mm, start: int, length: int, flags: int) -> None:
 def mlock_fixup(mm, vma: Vma, start: int, end: int, newflags: int) -> Vma:
     """mlock_fixup(): new lock flags for [start, end) of vma (merge or
     split); VM_SPECIAL and droppable VMAs are left as they are."""
-    if newflags == vma.vm_flags or vma.vm_flags & VM_NO_MLOCK:
+    oldflags = vma.vm_flags
+    if newflags == oldflags or oldflags & VM_NO_MLOCK:
         return vma
     vma = vma_modify(mm, vma, start, end, newflags)
+    if not newflags & C.VM_LOCKED:
+        mm.locked_vm -= (end - start) >> mm.page_shift
+    elif not oldflags & C.VM_LOCKED:
+        mm.locked_vm += (end - start) >> mm.page_shift
     if vma.start == start and vma.end == end:
         vma.vm_flags = newflags
     return vma

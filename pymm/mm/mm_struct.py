@@ -158,6 +158,7 @@ class MM:
         self.privileged = privileged
         self.rlimit_stack = _int_arg(rlimit_stack, "rlimit_stack", 0, 1 << 64)
         self.rlimits = default_rlimits()          # RLIMIT_MEMLOCK, RLIMIT_AS: (soft, hard)
+        self.locked_vm = 0                        # mm->locked_vm, pages (see pymm.mm.rlimit)
         self.ram = default_ram() if ram is None else _int_arg(ram, "ram", 64 * self.page_size, 1 << 64)
         self.engine.max_pages = min(self.ram // self.page_size, (1 << 63) - 1)   # frames + tables
         # arch/x86/mm/mmap.c mmap_base() without randomisation: the gap below

@@ -20,7 +20,7 @@ from typing import Optional
 from pymm import constants as C
 from pymm.errors import EAGAIN, EBADF, EEXIST, EINVAL, ENOMEM, EPERM
 from pymm.mm.memory import mm_populate
-from pymm.mm.rlimit import can_do_mlock, may_expand_vm, mlock_future_ok
+from pymm.mm.rlimit import account_locked, can_do_mlock, may_expand_vm, mlock_future_ok
 from pymm.mm.mseal import range_sealed
 from pymm.mm.syscall import U64, _Errno
 from pymm.mm.vma import (ShmemObject, Vma, do_vmi_munmap, page_align, vm_start_gap, vma_link,
@@ -319,6 +319,7 @@ def mmap_region(mm, addr: int, length: int, vm_flags: int, pgoff: int, shared: b
         shmem_put_unused(mm, shm)
         raise
     vm_flags |= C.VM_SOFTDIRTY
+    account_locked(mm, vm_flags, length)     # __mmap_complete(): mm->locked_vm += len
     if shared:
         return vma_link(mm, Vma(addr, end, vm_flags, pgoff, 0, shm))
     merged = vma_merge_new_range(mm, addr, end, vm_flags, 0, None, pgoff)

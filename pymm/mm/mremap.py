@@ -30,7 +30,7 @@ from pymm.kernels import DONTUNMAP_NONE, DONTUNMAP_PRIVATE_ANON, PageTableMove
 from pymm.mm.memory import mm_populate
 from pymm.mm.mmap import get_unmapped_area
 from pymm.mm.mseal import can_modify_vma
-from pymm.mm.rlimit import may_expand_vm, mlock_future_ok
+from pymm.mm.rlimit import account_locked, may_expand_vm, mlock_future_ok
 from pymm.mm.syscall import U64, _Errno
 from pymm.mm.vma import Vma, copy_vma, do_vmi_munmap, vma_merge_extend, vma_set_anon
 
@@ -197,6 +197,7 @@ def mremap_at(mm, vma: Vma, addr: int, old_len: int, new_len: int, flags: int) -
         if not vrm_calc_charge(mm, vma, delta):        # expand_vma_in_place()
             raise _Errno(ENOMEM)
         vma_merge_extend(mm, vma, delta)
+        account_locked(mm, vma.vm_flags, delta)        # vrm_stat_account()
         if vma.vm_flags & C.VM_LOCKED:
             mm_populate(mm, addr + old_len, delta)
         return addr
@@ -233,6 +234,7 @@ def move_vma(mm, vma: Vma, addr: int, old_len: int, new_len: int, flags: int, ne
         # move entries back, then unmap the new area instead of the old
         move_page_tables(mm, new_vma, vma, new_addr, addr, moved, False)
         addr, old_len = new_addr, new_len
+    account_locked(mm, locked, new_len)                # vrm_stat_account(vrm, new_len)
     if not err and flags & C.MREMAP_DONTUNMAP:
         dontunmap_complete(mm, vma, new_vma, addr, old_len)
     else:

@@ -1,10 +1,9 @@
 """Resource limits: kernel/sys.c ``do_prlimit()`` and the checks of mm/mmap.c that read them.
 
-An MM models an unprivileged process: RLIMIT_MEMLOCK 8 MiB (soft and hard),
+``mm->locked_vm`` is a counter (:func:`account_locked`), ``mm->total_vm`` the
+sum of the VMAs.  An MM models an unprivileged process: RLIMIT_MEMLOCK 8 MiB (soft and hard),
 RLIMIT_AS unlimited, no CAP_IPC_LOCK or CAP_SYS_RESOURCE unless
-``MM(privileged=True)``.  ``mm->locked_vm`` and ``mm->total_vm`` are sums
-over the VMAs (:func:`locked_vm`, :func:`total_vm`): O(VMAs), computed only
-when a limit is in force.
+``MM(privileged=True)``.
 
 Example (``mm.setrlimit()`` is a thin wrapper around :func:`do_prlimit`)::
 
@@ -44,8 +43,16 @@ def do_prlimit(mm, resource: int, soft: int, hard: int) -> None:
 
 
 def locked_vm(mm) -> int:
-    """mm->locked_vm, in pages: the VM_LOCKED VMAs."""
-    return sum(v.end - v.start for v in mm._tree if v.vm_flags & C.VM_LOCKED) >> mm.page_shift
+    """mm->locked_vm, in pages.  A counter, as in the kernel, not the sum of
+    the VM_LOCKED VMAs: MREMAP_DONTUNMAP adds the moved VMA and never takes
+    the source off (dontunmap_complete(): "we won't unmap"), so it drifts up."""
+    return mm.locked_vm
+
+
+def account_locked(mm, vm_flags: int, nbytes: int) -> None:
+    """mm->locked_vm += nbytes of a VM_LOCKED VMA (negative: -=)."""
+    if vm_flags & C.VM_LOCKED:
+        mm.locked_vm += nbytes >> mm.page_shift if nbytes >= 0 else -((-nbytes) >> mm.page_shift)
 
 
 def total_vm(mm) -> int:

@@ -28,7 +28,7 @@ from typing import List, Optional
 
 import mmcore
 from pymm.constants import (MAP_GROWSDOWN, MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT_READ,
-                            PROT_WRITE, VM_ACCESS_FLAGS, VM_EXEC, VM_GROWSDOWN, VM_IGNORE_MERGE,
+                            PROT_WRITE, VM_ACCESS_FLAGS, VM_EXEC, VM_GROWSDOWN, VM_IGNORE_MERGE, VM_LOCKED,
                             VM_MAYSHARE, VM_READ, VM_SEALED, VM_SOFTDIRTY, VM_WRITE)
 from pymm.errors import EINVAL, ENOMEM, EPERM
 from pymm.mm.syscall import U64, _Errno
@@ -559,3 +559,5 @@ def do_vmi_munmap(mm, start: int, length: int) -> None:
     for v in vmas:
         if v.anon or v.shm is not None:
             vma_put_refs(mm, v)
+        if v.vm_flags & VM_LOCKED:                   # vms_complete_munmap_vmas()
+            mm.locked_vm -= (v.end - v.start) >> mm.page_shift
