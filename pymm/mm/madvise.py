@@ -16,6 +16,8 @@ Example (``mm.madvise()`` is a thin wrapper around :func:`do_madvise`)::
 """
 from __future__ import annotations
 
+import numpy as np
+
 import mmcore
 from pymm import constants as C
 from pymm.errors import EFAULT, EINVAL, ENOMEM, EPERM
@@ -104,9 +106,7 @@ def madvise_vma_behavior(mm, advice: int):
             if vma.vm_flags & C.VM_LOCKED:
                 raise _Errno(EINVAL)  # madvise_dontneed_free_valid_vma(), can_madv_lru_vma()
             if advice == C.MADV_PAGEOUT and vma.shm is not None:
-                # reclaim_pages(): shmem pages are unmapped, then kept in the object
-                # (no swap here); a page mapped twice would be skipped (not modelled)
-                mmcore.zap_page_range(mm.engine, start, end)
+                pageout_shmem(mm, vma, start, end)
                 return vma
             if advice == C.MADV_PAGEOUT:
                 split_every_thp(mm, start, end)
@@ -140,6 +140,32 @@ def split_anon_thp(mm, addr: int) -> None:
     huge_zero = mm.engine.zero_frames[1]
     if frame >= 0 and not huge_zero <= frame < huge_zero + (mm.pmd_size >> mm.page_shift):
         mmcore.split_huge_pmd_address(mm.engine, addr)
+
+
+def pageout_shmem(mm, vma, start: int, end: int) -> None:
+    """MADV_PAGEOUT of shmem: reclaim_pages() unmaps each page and, with no
+    swap, keeps it in the object; a page mapped elsewhere too (the same
+    object mapped twice: mremap() duplicates, MREMAP_DONTUNMAP) is skipped
+    (folio_maybe_mapped_shared()).  Python work per other mapping of the
+    object, and per run of pages to unmap."""
+    shift = mm.page_shift
+    n = (end - start) >> shift
+    keep = np.zeros(n, dtype=bool)
+    pg0 = vma.pgoff + ((start - vma.start) >> shift)
+    for w in mm._tree:
+        if w is vma or w.shm is not vma.shm:
+            continue
+        lo = max(pg0, w.pgoff)
+        hi = min(pg0 + n, w.pgoff + ((w.end - w.start) >> shift))
+        if lo < hi:
+            at = w.start + ((lo - w.pgoff) << shift)
+            keep[lo - pg0:hi - pg0] |= (mm.pagemap(at, (hi - lo) << shift) >> np.uint64(63)) != 0
+    if not keep.any():
+        mmcore.zap_page_range(mm.engine, start, end)
+        return
+    edges = np.flatnonzero(np.diff(np.concatenate(([True], keep, [True])).astype(np.int8)))
+    for a, b in zip(edges[::2], edges[1::2]):          # runs of pages mapped only here
+        mmcore.zap_page_range(mm.engine, start + (int(a) << shift), start + (int(b) << shift))
 
 
 def split_every_thp(mm, start: int, end: int) -> None:
