@@ -84,6 +84,18 @@ def pymm_smaps(m):
     return out
 
 
+def pin(h):
+    """Keep the host helper on one CPU: MADV_PAGEOUT/COLD skip pages whose folio
+    still sits in another CPU's LRU-add batch (lru_add_drain() drains only the
+    caller's), which would make their outcome depend on the scheduler."""
+    try:
+        import os
+        os.sched_setaffinity(h._proc.pid, {min(os.sched_getaffinity(0))})
+    except (AttributeError, OSError):
+        pass
+    return h
+
+
 def present_pages(mm, vmas):
     """Present-page bitmap over every VMA (pagemap bit 63)."""
     out = []
@@ -95,7 +107,7 @@ def present_pages(mm, vmas):
 class Differential(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
-        self.h = host.HostMM()
+        self.h = pin(host.HostMM())
         self.m = pymm.MM(window=host.DEFAULT_WINDOW, check=True)
         self.log = []
         STATS["sequences"] += 1

@@ -10,6 +10,7 @@
     page; the tests fill the THP with non-zero bytes, where both agree.
 """
 import errno
+import os
 
 import numpy as np
 import pytest
@@ -39,8 +40,15 @@ def targets():
     from pymm import host
     out = [("pymm", lambda: pymm.MM(window=host.DEFAULT_WINDOW, check=True))]
     if host.available():
-        out.append(("host", lambda: host.HostMM()))
+        out.append(("host", lambda: pin(host.HostMM())))
     return out
+
+
+def pin(h):
+    """The host helper on one CPU: MADV_PAGEOUT skips a page whose folio is still
+    in another CPU's LRU-add batch (lru_add_drain() drains only the caller's)."""
+    os.sched_setaffinity(h._proc.pid, {min(os.sched_getaffinity(0))})
+    return h
 
 
 def bits(mm, addr, n):
