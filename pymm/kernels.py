@@ -62,6 +62,17 @@ THP_ALIGN_ANY = "any"                    # 6.7: efa7df3e3bb5, any length >= PMD_
 THP_ALIGN_PMD_MULTIPLE = "pmd-multiple"  # d4148aeab412: only lengths that are PMD multiples
 THP_ALIGN_MODES = (THP_ALIGN_NONE, THP_ALIGN_ANY, THP_ALIGN_PMD_MULTIPLE)
 
+# Kernel.mremap_dontunmap: which VMAs MREMAP_DONTUNMAP may move.
+DONTUNMAP_NONE = "none"                  # before 5.7 (e346b3813067): the flag is EINVAL
+DONTUNMAP_PRIVATE_ANON = "private-anon"  # 5.7-5.12: private anonymous VMAs only, else EINVAL
+DONTUNMAP_ANY = "any"                    # 5.13+ (a4609387859f): all but VM_DONTEXPAND/VM_PFNMAP
+DONTUNMAP_MODES = (DONTUNMAP_NONE, DONTUNMAP_PRIVATE_ANON, DONTUNMAP_ANY)
+
+# Kernel.unmapped_area: how unmapped_area_topdown() treats a stack's guard gap.
+UNMAPPED_AREA_RBTREE = "rbtree"          # before 6.1: every gap clipped by its upper VMA's guard gap
+UNMAPPED_AREA_MAPLE = "maple"            # 58c5d0d6d522 (6.3): retry below a VM_GROWSDOWN neighbour's gap
+UNMAPPED_AREA_MODES = (UNMAPPED_AREA_RBTREE, UNMAPPED_AREA_MAPLE)
+
 WARN_SILENT = mmcore.WARN_SILENT
 WARN_ON = mmcore.WARN_ON
 WARN_ON_ONCE = mmcore.WARN_ON_ONCE
@@ -319,6 +330,9 @@ class Kernel:
     map_droppable: bool = True
     pt_reclaim: bool = True
     huge_zero_wp_thp: bool = True
+    mseal: bool = True
+    mremap_dontunmap: str = DONTUNMAP_ANY
+    unmapped_area: str = UNMAPPED_AREA_MAPLE
     notes: str = ""
     # "module:attr" when loaded by get_kernel() from a user's module, so that
     # reproducers name the kernel in a form pymm.MM(kernel=...) accepts.
@@ -332,7 +346,8 @@ class Kernel:
         if not self.name:
             raise ValueError("Kernel.name must not be empty")
         for f in ("pmd_moves", "pud_moves", "align_before_old_end", "exec_passes_for_stack",
-                  "multi_vma_move", "pt_reclaim", "huge_zero_wp_thp"):
+                  "multi_vma_move", "map_stack_nohugepage", "map_droppable", "mseal",
+                  "pt_reclaim", "huge_zero_wp_thp"):
             if not isinstance(getattr(self, f), bool):
                 raise TypeError(f"Kernel.{f} must be True or False, not {getattr(self, f)!r}")
         steps = (mmcore.PUD_STEP_NONE, mmcore.PUD_STEP_ALWAYS, mmcore.PUD_STEP_IF_PUD_SIZED)
@@ -357,6 +372,11 @@ class Kernel:
                              f"known: {sorted(_SITE_KEYS)}")
         if self.thp_align not in THP_ALIGN_MODES:
             raise ValueError(f"thp_align must be one of {THP_ALIGN_MODES}, not {self.thp_align!r}")
+        if self.unmapped_area not in UNMAPPED_AREA_MODES:
+            raise ValueError(f"unmapped_area must be one of {UNMAPPED_AREA_MODES}, not {self.unmapped_area!r}")
+        if self.mremap_dontunmap not in DONTUNMAP_MODES:
+            raise ValueError(f"mremap_dontunmap must be one of {DONTUNMAP_MODES}, "
+                             f"not {self.mremap_dontunmap!r}")
 
     def replace(self, **changes) -> "Kernel":
         """A copy with some fields changed, e.g. ``replace(name="mine", align=f)``."""
@@ -403,12 +423,14 @@ _NO_PMD_MOVES = dict(pmd_moves=False, pud_moves=False, pud_step=mmcore.PUD_STEP_
                      pmd_warn=WARN_SILENT, pud_warn=WARN_SILENT, huge_pmd_warn=WARN_ON,
                      progress=progress_len, exec_passes_for_stack=False, multi_vma_move=False,
                      thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, map_droppable=False,
-                     pt_reclaim=False)
+                     pt_reclaim=False,
+                     mseal=False, mremap_dontunmap=DONTUNMAP_NONE, unmapped_area=UNMAPPED_AREA_RBTREE)
 _V5_8 = dict(pmd_moves=True, pud_moves=False, pud_step=mmcore.PUD_STEP_NONE, pmd_warn=WARN_ON,
              pud_warn=WARN_SILENT, huge_pmd_warn=WARN_ON, progress=progress_len,
              exec_passes_for_stack=False, multi_vma_move=False,
              thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, map_droppable=False,
-             pt_reclaim=False, huge_zero_wp_thp=False)
+             pt_reclaim=False, huge_zero_wp_thp=False,
+             mseal=False, mremap_dontunmap=DONTUNMAP_PRIVATE_ANON, unmapped_area=UNMAPPED_AREA_RBTREE)
 
 
 def _catalogue():
@@ -456,13 +478,14 @@ def _catalogue():
         progress=progress_len, exec_passes_for_stack=False, multi_vma_move=False,
         thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, map_droppable=False, pt_reclaim=False,
         huge_zero_wp_thp=False, warn_sites=_pgt_entry_sites(),
+        mseal=False, mremap_dontunmap=DONTUNMAP_PRIVATE_ANON, unmapped_area=UNMAPPED_AREA_RBTREE,
         notes="+ PUD-level moves when extent == PUD_SIZE")
     k["6.7"] = Kernel(
         "6.7", "af8ca1c14906 + b1e5a3dee255: try_realign_addr(), can_align_down(), for_stack",
         align=try_realign_addr, progress=pmc_progress, multi_vma_move=False,
         thp_align=THP_ALIGN_ANY, map_stack_nohugepage=False, map_droppable=False, pt_reclaim=False,
         huge_zero_wp_thp=False, warn_sites=_pgt_entry_sites(),
-        notes="+ realignment of mutually aligned starts to the PMD; exec passes for_stack")
+        mseal=False, notes="+ realignment of mutually aligned starts to the PMD; exec passes for_stack")
     k["6.18"] = Kernel(
         "6.18", "the kernel this machine runs (6.17's multi-VMA MREMAP_FIXED moves)",
         align=try_realign_addr, progress=pmc_progress, multi_vma_move=True,

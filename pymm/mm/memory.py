@@ -20,6 +20,7 @@ from __future__ import annotations
 import mmcore
 from pymm import constants as C
 from pymm.errors import BusError, SegmentationFault
+from pymm.mm.rlimit import account_locked, may_expand_vm, mlock_future_ok
 from pymm.mm.vma import Vma, anon_vma_prepare, page_align, perms
 
 FAULT_AROUND_BYTES = 65536    # /sys/kernel/debug/fault_around_bytes
@@ -67,7 +68,7 @@ def fault_range(mm, vma: Vma, start: int, end: int, write: bool, fill: int = -1)
     if end <= start:
         return
     thp = thp_vma_allowable(mm, vma)
-    if vma.shm is None and (write or thp):
+    if vma.shm is None and (write or thp and huge_pmd_attempted(mm, vma, start, end)):
         anon_vma_prepare(mm, vma)
     owner = vma.owner
     if not owner:
@@ -91,6 +92,24 @@ def fault_past_object(mm, vma: Vma, page: int, write: bool) -> None:
                                pgoff=vma.pgoff, writable=bool(vma.vm_flags & C.VM_WRITE),
                                exec_=bool(vma.vm_flags & C.VM_EXEC),
                                fault_around=mm._fault_around_pages)
+
+
+def huge_pmd_attempted(mm, vma: Vma, start: int, end: int) -> bool:
+    """Does a read fault on [start, end) try a huge PMD anywhere?
+    __handle_mm_fault() calls create_huge_pmd() only on an empty PMD, and
+    do_huge_pmd_anonymous_page() needs the whole PMD inside the VMA
+    (thp_vma_suitable_order()) before vmf_anon_prepare(): elsewhere a read
+    maps the zero page and the VMA gets no anon_vma.  One walk per
+    candidate PMD, stopping at the first empty one."""
+    pmd = mm.pmd_size
+    h = max(start & ~(pmd - 1), (vma.start + pmd - 1) & ~(pmd - 1))
+    lpmd = mm.geometry.levels - 2
+    while h < end and h + pmd <= vma.end:
+        last = mmcore.walk(mm.engine, h)[-1]
+        if last[0] < lpmd or (last[0] == lpmd and last[3] == 0):
+            return True                                    # pmd_none()
+        h += pmd
+    return False
 
 
 def mm_populate(mm, start: int, length: int) -> None:
@@ -146,7 +165,12 @@ def expand_downwards(mm, vma: Vma, addr: int) -> bool:
     grow = (vma.start - addr) >> mm.page_shift
     if grow > vma.pgoff or vma.end - addr > mm.rlimit_stack:
         return False
+    # acct_stack_growth(): RLIMIT_AS, and RLIMIT_MEMLOCK for a locked stack
+    if not may_expand_vm(mm, vma.vm_flags, grow) or \
+            not mlock_future_ok(mm, vma.vm_flags, grow << mm.page_shift):
+        return False
     anon_vma_prepare(mm, vma)
+    account_locked(mm, vma.vm_flags, grow << mm.page_shift)
     mm._tree.set_start(vma, addr)
     vma.pgoff -= grow
     return True

@@ -82,6 +82,8 @@ def _syscall(fn):
         try:
             result = fn(self, *args, **kwargs)
         except _Errno as e:
+            if self.dead:                # the process was killed (exec): nothing left to check
+                raise oserror(e.code, fn.__name__) from None
             # Linux leaves the address space as it was for every error it
             # checks up front; only calls that had already changed something
             # (mprotect/madvise over a hole, mremap after unmapping the

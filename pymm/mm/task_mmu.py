@@ -18,6 +18,7 @@ import numpy as np
 
 import mmcore
 from pymm import constants as C
+from pymm.mm.rlimit import locked_vm
 from pymm.mm.vma import perms
 
 PM_SOFT_DIRTY = np.uint64(1 << 55)
@@ -43,7 +44,7 @@ def task_mem(mm) -> Dict[str, int]:
     kB, plus map_count.
 
     * ``VmSize``: total_vm, every VMA;
-    * ``VmLck``: locked_vm, the VM_LOCKED VMAs;
+    * ``VmLck``: mm->locked_vm (a counter, as in the kernel);
     * ``VmRSS`` = ``RssAnon`` + ``RssShmem`` (MM_ANONPAGES, MM_SHMEMPAGES;
       pymm maps no files, so RssFile is 0);
     * ``VmPTE``: mm_pgtables_bytes(), the PUD, PMD and PTE tables
@@ -63,15 +64,11 @@ def task_mem(mm) -> Dict[str, int]:
     """
     anon, shmem = mm.engine.rss()
     kb = mm.page_size // 1024
-    size = locked = 0
-    for v in mm._tree:
-        size += v.end - v.start
-        if v.vm_flags & C.VM_LOCKED:
-            locked += v.end - v.start
+    size = sum(v.end - v.start for v in mm._tree)
     tables = mm.engine.n_tables
     if mm.engine.levels == 5:                      # p4d_alloc() counts nothing
         tables -= int(np.count_nonzero(mm.engine.table_levels() == 1))
-    return {"VmSize": size // 1024, "VmLck": locked // 1024, "VmRSS": (anon + shmem) * kb,
+    return {"VmSize": size // 1024, "VmLck": locked_vm(mm) * kb, "VmRSS": (anon + shmem) * kb,
             "RssAnon": anon * kb, "RssShmem": shmem * kb, "VmPTE": tables * kb,
             "map_count": mm.map_count}
 
