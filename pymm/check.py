@@ -61,6 +61,7 @@ _DETAIL = {
                                   f"says {e}",
     "writable-shared": lambda f, e: f"frame {f}, shared copy-on-write with a forked process, is mapped "
                                     "writable",
+    "deposit": lambda f, e: f"{f} PTE tables deposited with this PMD table for {e} huge PMDs",
 }
 
 _ADDRESS_IS_FRAME = {"double-mapped", "lost-frame", "shmem-mapcount", "anon-mapcount"}

@@ -245,3 +245,11 @@ def test_fork_out_of_memory_fails_with_enomem_and_leaves_no_child():
         mm.fork()
     assert e.value.errno == 12 and mm.engine.pages_used == used and pymm.check(mm) == []
     assert mm.read(a, 1) == b"\x01"
+
+
+def test_the_child_has_its_own_copy_of_per_process_tables():
+    mm = pymm.MM()
+    child = mm.fork()
+    for name, v in vars(mm).items():
+        if isinstance(v, (dict, list, set)):
+            assert getattr(child, name) is not v, name

@@ -112,6 +112,9 @@ def new_process(parent, ctx: int):
     with its own VMA tree, references, warnings and lock state."""
     child = object.__new__(type(parent))
     child.__dict__.update(parent.__dict__)
+    for k, v in child.__dict__.items():          # per-process tables (rlimits, ...): the child's own copy
+        if isinstance(v, (dict, list, set)):
+            child.__dict__[k] = type(v)(v)
     child._busy = None
     child._warn_queue = []
     child.warnings = []
