@@ -33,7 +33,8 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=CFLAGS,
     )
-    for name in ("_core", "huge_memory", "pagewalk", "check", "memory", "access", "mprotect", "mremap")
+    for name in ("_core", "huge_memory", "pagewalk", "check", "memory", "access", "mprotect", "mremap",
+                 "fork")
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES))

@@ -59,8 +59,16 @@ cimports only modules below it):
     old_end, len_in, policy)``, ``move_vma_tables(eng, old_addr, new_addr,
     length, policy, floor, ceiling)``, ``WholeVmaMove`` (a whole-VMA move
     on pymm's VMA tree in one call), ``KernelBUG``, ``PUD_STEP_*``, ``WARN_*``.
+``fork`` -- kernel/fork.c's page-table half: mm/memory.c, mm/mmap.c
+    ``copy_page_range(eng, src, dst, start, end, cow=True)`` (private
+    anonymous pages shared copy-on-write, huge PMDs too: copy_huge_pmd()),
+    ``exit_mmap(eng, ctx)``.  The processes of a fork family are contexts
+    of one engine: ``mm_alloc(eng)``, ``switch_mm(eng, ctx)``,
+    ``mmdrop(eng, ctx)``, ``mm_contexts(eng)``, ``Engine.context``;
+    ``folio_mapcount(eng, frame)``, ``anon_vma_parent(eng, owner)``.
 ``check`` -- mm/page_table_check.c
     ``check_scan(eng, vstart, vend, vowner, vpgoff, max_problems=100)``,
+    ``check_processes(eng, processes, max_problems=100)`` (a fork family),
     ``digest(eng)``, ``PROBLEM_CODES``.
 
 Every name above is also importable from ``mmcore`` itself.  Every function
@@ -102,7 +110,9 @@ from mmcore.mremap import (
     move_vma_tables,
     WholeVmaMove,
 )
-from mmcore.check import PROBLEM_CODES, check_scan, digest
+from mmcore.check import PROBLEM_CODES, check_processes, check_scan, digest
+from mmcore.fork import (anon_vma_parent, copy_page_range, exit_mmap, folio_mapcount, mm_alloc,
+                         mm_contexts, mmdrop, switch_mm)
 
 __all__ = [
     # geometry
@@ -124,5 +134,8 @@ __all__ = [
     "PUD_STEP_NONE", "PUD_STEP_IF_PUD_SIZED", "PUD_STEP_ALWAYS",
     "WARN_SILENT", "WARN_ON", "WARN_ON_ONCE",
     # check
-    "PROBLEM_CODES", "check_scan", "digest",
+    "PROBLEM_CODES", "check_scan", "check_processes", "digest",
+    # fork
+    "copy_page_range", "exit_mmap", "mm_alloc", "switch_mm", "mmdrop", "mm_contexts",
+    "folio_mapcount", "anon_vma_parent",
 ]

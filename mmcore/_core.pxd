@@ -121,6 +121,16 @@ cdef struct FaultArgs:
     int64_t fault_around # fault_around_bytes / PAGE_SIZE: read faults on shmem map cached neighbours
 
 
+cdef struct Context:
+    # One process's share of an engine its fork family uses (switch_mm()):
+    # what is per mm_struct while the frames and owners are the machine's.
+    int64_t root         # the pgd's table id
+    int64_t tlive        # page-table pages of this process, the pgd included
+    int64_t rss_anon, rss_shmem
+    int64_t ctr[NCTR]
+    bint used
+
+
 cdef struct Warn:
     int site
     uint64_t old_addr
@@ -177,6 +187,17 @@ cdef class Engine:
     cdef int busy                      # a call is running (enter()/leave())
     cdef int64_t max_pages             # limit on live page tables + frames (INT64_MAX: none)
     cdef bint limit_hit                # an allocation failed at max_pages (oom_error() clears it)
+    # processes forked from this engine's first one (kernel/fork.c): each a
+    # context with its own pgd and counters; one is current (switch_mm())
+    cdef int64_t root                  # the current process's pgd (0 until a fork)
+    cdef int64_t ctx_tlive             # its page-table pages, the pgd included
+    cdef Context *ctxs                 # NULL until the first fork
+    cdef int nctx, cur
+    cdef uint32_t *fmapc               # per frame: mappings beyond the first (NULL until a fork)
+    cdef int64_t mapc_cap
+    cdef pymm_region rfmapc            # fmapc's reserved memory (zero until touched)
+    cdef int64_t *oparent              # per owner: the anon_vma it was forked from (anon_vma->parent)
+    cdef int64_t *orefs                # per owner: references (its MM's, its children's)
 
     # -- one call at a time ------------------------------------------------------
     cdef int enter(self) except -1
@@ -194,9 +215,14 @@ cdef class Engine:
     cdef void set_tags_run(self, int64_t f, int64_t n, uint64_t tag) noexcept nogil
     cdef void frame_free_huge(self, int64_t f) noexcept nogil
     cdef int64_t buf_alloc(self, int64_t f) noexcept nogil
+    cdef int grow_mapcount(self, int64_t need) noexcept nogil
+    # -- processes (contexts) -----------------------------------------------------
+    cdef void switch_ctx(self, int ctx) noexcept nogil
+    cdef int _check_ctx(self, int64_t ctx) except -1
     # -- owners -----------------------------------------------------------------
     cdef int64_t owner_slot(self) noexcept nogil
     cdef int _check_owner(self, int64_t o) except -1
+    cdef void _owner_release(self, int64_t o) noexcept nogil
     # -- warnings -------------------------------------------------------------------
     cdef bint warn(self, int site, int once, uint64_t old_addr, uint64_t new_addr) noexcept nogil
     # -- validation at the Python boundary ---------------------------------------------
@@ -352,6 +378,49 @@ cdef inline void frame_free(Engine eng, int64_t f) noexcept nogil:
     eng.flive -= 1
 
 
+cdef inline int64_t frame_copy(Engine eng, int64_t f, uint64_t rmap) noexcept nogil:
+    """copy_user_highpage() for wp_page_copy(): a new frame holding what
+    frame f holds."""
+    cdef int64_t g = frame_alloc_tagged(eng, rmap, eng.ftag[f])
+    cdef int64_t slot
+    if g < 0:
+        return -1
+    if (eng.ftag[f] & TAG_KIND_MASK) == TAG_BUF:
+        eng.ftag[g] = TAG_FILL               # its own buffer, a copy of f's bytes
+        slot = eng.buf_alloc(g)
+        if slot < 0:
+            frame_free(eng, g)
+            return -1
+        memcpy(eng.bufs[slot], eng.bufs[eng.ftag[f] & TAG_VALUE_MASK], eng.page_size)
+    return g
+
+
+cdef inline bint put_shared(Engine eng, int64_t f, int64_t n) noexcept nogil:
+    """folio_remove_rmap_*() on a frame (n = 1) or a PMD-mapped folio (n =
+    PTRS_PER_PTE) another process may still map (after a fork): drop one
+    mapping of each frame; frames left unmapped are freed one by one.
+    False when none was shared (the caller frees the whole as before)."""
+    cdef int64_t i
+    cdef bint shared = False
+    for i in range(n):
+        if eng.fmapc[f + i]:
+            shared = True
+            break
+    if not shared:
+        return False
+    for i in range(n):
+        if eng.fmapc[f + i]:
+            eng.fmapc[f + i] -= 1
+        else:
+            frame_free(eng, f + i)
+    return True
+
+
+cdef inline uint32_t mapcount_extra(Engine eng, int64_t f) noexcept nogil:
+    """folio_mapcount() - 1 of an anonymous frame: how many more processes map it."""
+    return eng.fmapc[f] if eng.fmapc != NULL and f < eng.mapc_cap else 0
+
+
 cdef inline void release_frame(Engine eng, int64_t f, bint huge) noexcept nogil:
     """What zap_pte_range()/zap_huge_pmd() do with the page behind a
     cleared entry: anonymous pages are freed, shmem pages stay in their
@@ -369,6 +438,8 @@ cdef inline void release_frame(Engine eng, int64_t f, bint huge) noexcept nogil:
             eng.rss_shmem -= 1
         return
     eng.rss_anon -= n
+    if eng.fmapc != NULL and put_shared(eng, f, n):
+        return                                 # still mapped by another process
     if huge:
         eng.frame_free_huge(f)
     else:

@@ -42,7 +42,7 @@ Every loop over entries or pages below is typed C without the GIL.  Every
 method callable from Python validates its arguments first.
 """
 from libc.stdlib cimport malloc, realloc, free, calloc
-from libc.string cimport memset
+from libc.string cimport memset, memcpy
 cimport cython
 from libc.stdint cimport uint64_t, int64_t, uint32_t, uint16_t, uint8_t, int8_t, INT64_MAX
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
@@ -222,6 +222,9 @@ cdef class Engine:
                 free(self.omapc[i])
         free(self.oframes); free(self.omapc); free(self.onpages); free(self.okind)
         free(self.tlevel); free(self.tfree); free(self.tdeposit); free(self.tdepnext)
+        free(self.ctxs); free(self.oparent); free(self.orefs)
+        if self.fmapc != NULL:
+            region_release(&self.rfmapc, REGION_RESERVE, <size_t>self.fhw * sizeof(uint32_t))
         # to the pool, zeroed as far as used: a region may come back as any
         # of the three, and table_alloc() relies on fresh rows reading zero
         region_release(&self.rtbl, REGION_RESERVE, <size_t>self.thw * self.ents * sizeof(uint64_t))
@@ -297,6 +300,7 @@ cdef class Engine:
         self.tdeposit[t] = -1
         self.tdepnext[t] = -1
         self.tlive += 1
+        self.ctx_tlive += 1
         self.ctr[CTR_PGTABLES_ALLOCATED] += 1
         return t
 
@@ -306,13 +310,14 @@ cdef class Engine:
         self.tfree[self.tnfree] = t
         self.tnfree += 1
         self.tlive -= 1
+        self.ctx_tlive -= 1
         self.ctr[CTR_PGTABLES_FREED] += 1
 
     cdef int64_t walk_to(self, uint64_t addr, int level) noexcept nogil:
         """The table at ``level`` that covers addr: -1 if an entry above is
         none, -2 if a huge leaf above maps it (pmd_offset() after the checks
         get_old_pmd() makes)."""
-        cdef int64_t t = 0
+        cdef int64_t t = self.root
         cdef int l
         cdef uint64_t e
         for l in range(level):
@@ -328,7 +333,7 @@ cdef class Engine:
         """Like walk_to() but allocating missing tables on the way:
         p4d_alloc(), pud_alloc(), pmd_alloc(), pte_alloc().  -1: out of
         memory; -2: a huge leaf is in the way (split it first)."""
-        cdef int64_t t = 0, n
+        cdef int64_t t = self.root, n
         cdef int l
         cdef uint64_t e
         cdef int64_t i
@@ -360,6 +365,24 @@ cdef class Engine:
         self.ftag = <uint64_t*>region_ptr(&self.rftag)
         self.frmap = <uint64_t*>region_ptr(&self.rfrmap)
         self.fcap = <int64_t>(min(region_cap(&self.rftag), region_cap(&self.rfrmap)) // sizeof(uint64_t))
+        if self.fmapc != NULL:
+            return self.grow_mapcount(self.fcap)
+        return 0
+
+    cdef int grow_mapcount(self, int64_t need) noexcept nogil:
+        """Per-frame map counts (page->_mapcount), from the first fork on:
+        room for ``need`` frames, the new ones zero (mapped once at most).
+        A reserved region: untouched counts cost nothing."""
+        if need <= self.mapc_cap:
+            return 0
+        if self.fmapc == NULL:
+            if region_init(&self.rfmapc, REGION_RESERVE, 3) < 0:
+                return -1
+        if <size_t>need * sizeof(uint32_t) > region_cap(&self.rfmapc):
+            if region_grow(&self.rfmapc, <size_t>need * sizeof(uint32_t)) < 0:
+                return -1
+        self.fmapc = <uint32_t*>region_ptr(&self.rfmapc)
+        self.mapc_cap = <int64_t>(region_cap(&self.rfmapc) // sizeof(uint32_t))
         return 0
 
     cdef void push_free_range(self, int64_t f, int64_t n) noexcept nogil:
@@ -460,6 +483,8 @@ cdef class Engine:
         if self.ofree_head >= 0:
             o = self.ofree_head
             self.ofree_head = self.onpages[o]
+            self.oparent[o] = 0
+            self.orefs[o] = 1
             return o
         if self.ohw == self.ocap:
             ncap = self.ocap * 2 if self.ocap else 64
@@ -471,7 +496,10 @@ cdef class Engine:
             self.oframes = <uint32_t**>realloc(self.oframes, ncap * sizeof(uint32_t*))
             self.omapc = <uint16_t**>realloc(self.omapc, ncap * sizeof(uint16_t*))
             self.onpages = <int64_t*>realloc(self.onpages, ncap * sizeof(int64_t))
-            if self.okind == NULL or self.oframes == NULL or self.omapc == NULL or self.onpages == NULL:
+            self.oparent = <int64_t*>realloc(self.oparent, ncap * sizeof(int64_t))
+            self.orefs = <int64_t*>realloc(self.orefs, ncap * sizeof(int64_t))
+            if self.okind == NULL or self.oframes == NULL or self.omapc == NULL or self.onpages == NULL \
+                    or self.oparent == NULL or self.orefs == NULL:
                 return -1
             self.ocap = ncap
         o = self.ohw
@@ -480,12 +508,15 @@ cdef class Engine:
         self.oframes[o] = NULL
         self.omapc[o] = NULL
         self.onpages[o] = 0
+        self.oparent[o] = 0
+        self.orefs[o] = 1
         return o
 
-    def owner_new(self, kind, int64_t npages=0):
+    def owner_new(self, kind, int64_t npages=0, int64_t parent=0):
         """A new owner id: ``"anon"`` (an anon_vma) or ``"shmem"`` (a shmem
         object of ``npages`` pages, the backing of a MAP_SHARED|MAP_ANONYMOUS
-        mapping).
+        mapping).  ``parent``: the anon_vma a forked VMA's new one chains to
+        (anon_vma_fork(): anon_vma->parent); it lives while this one does.
 
         Example::
 
@@ -499,11 +530,18 @@ cdef class Engine:
                 raise ValueError("owner kind must be 'anon' or 'shmem'")
             if kind == "shmem" and not 0 < npages <= (1 << 40):
                 raise ValueError(f"shmem object size {npages} pages out of range")
+            if parent:
+                self._check_owner(parent)
+                if kind != "anon" or self.okind[parent] != OWNER_ANON:
+                    raise ValueError("only an anon_vma has a parent, and it is an anon_vma")
             o = self.owner_slot()
             if o < 0:
                 raise MemoryError("out of owner ids")
             if kind == "anon":
                 self.okind[o] = OWNER_ANON
+                if parent:
+                    self.oparent[o] = parent
+                    self.orefs[parent] += 1
             else:
                 self.oframes[o] = <uint32_t*>calloc(npages, sizeof(uint32_t))
                 self.omapc[o] = <uint16_t*>calloc(npages, sizeof(uint16_t))
@@ -521,8 +559,10 @@ cdef class Engine:
     def owner_free(self, int64_t o):
         """The last VMA using owner ``o`` went away.  A shmem object drops its
         pages; it must have none mapped (zap first).  An anonymous owner's
-        stale frames, if a caller left any, are the checker's to report."""
-        cdef int64_t i, f
+        stale frames, if a caller left any, are the checker's to report.
+        An anon_vma that forked VMAs' anon_vmas chain to stays until they go
+        (put_anon_vma(): its refcount), then goes with them."""
+        cdef int64_t i, f, p
         self.enter()
         try:
             self._check_owner(o)
@@ -530,20 +570,30 @@ cdef class Engine:
                 for i in range(self.onpages[o]):
                     if self.omapc[o][i]:
                         raise ValueError(f"shmem object {o} still has page {i} mapped: zap it first")
-            with nogil:
-                if self.okind[o] == OWNER_SHMEM:
-                    for i in range(self.onpages[o]):
-                        f = self.oframes[o][i]
-                        if f != 0 and self.omapc[o][i] == 0:
-                            frame_free(self, f)
-                    free(self.oframes[o]); free(self.omapc[o])
-                    self.oframes[o] = NULL; self.omapc[o] = NULL
-                self.okind[o] = OWNER_FREE
-                self.onpages[o] = self.ofree_head
-                self.ofree_head = o
-                self.olive -= 1
+            while o:
+                self.orefs[o] -= 1
+                if self.orefs[o] > 0:
+                    break
+                p = self.oparent[o]
+                self._owner_release(o)
+                o = p
         finally:
             self.leave()
+
+    cdef void _owner_release(self, int64_t o) noexcept nogil:
+        """The owner's storage goes: a shmem object's pages, the id."""
+        cdef int64_t i, f
+        if self.okind[o] == OWNER_SHMEM:
+            for i in range(self.onpages[o]):
+                f = self.oframes[o][i]
+                if f != 0 and self.omapc[o][i] == 0:
+                    frame_free(self, f)
+            free(self.oframes[o]); free(self.omapc[o])
+            self.oframes[o] = NULL; self.omapc[o] = NULL
+        self.okind[o] = OWNER_FREE
+        self.onpages[o] = self.ofree_head
+        self.ofree_head = o
+        self.olive -= 1
 
     def owner_kind(self, int64_t o):
         self.enter()
@@ -574,6 +624,31 @@ cdef class Engine:
         if not 0 < o < self.ohw or self.okind[o] == OWNER_FREE:
             raise ValueError(f"owner {o} does not exist")
         return 0
+
+    # ------------------------------------------------------------------ processes (fork.pyx)
+    cdef void switch_ctx(self, int ctx) noexcept nogil:
+        """switch_mm(): save the current process's pgd and counters, load ctx's."""
+        cdef Context *c
+        if ctx == self.cur:
+            return
+        c = &self.ctxs[self.cur]
+        c.root, c.tlive, c.rss_anon, c.rss_shmem = self.root, self.ctx_tlive, self.rss_anon, self.rss_shmem
+        memcpy(c.ctr, self.ctr, sizeof(self.ctr))
+        c = &self.ctxs[ctx]
+        self.root, self.ctx_tlive, self.rss_anon, self.rss_shmem = c.root, c.tlive, c.rss_anon, c.rss_shmem
+        memcpy(self.ctr, c.ctr, sizeof(self.ctr))
+        self.cur = ctx
+
+    cdef int _check_ctx(self, int64_t ctx) except -1:
+        if not ((ctx == 0 and self.ctxs == NULL) or (self.ctxs != NULL and 0 <= ctx < self.nctx
+                                                     and self.ctxs[ctx].used)):
+            raise ValueError(f"process context {ctx} does not exist")
+        return 0
+
+    @property
+    def context(self):
+        """The current process context (0: the engine's first process; see mmcore.fork)."""
+        return self.cur
 
     # ------------------------------------------------------------------ accounting
     def stats(self):
@@ -799,9 +874,10 @@ cdef class Engine:
 
     @property
     def n_tables(self):
-        """Page-table pages below the root (the pgd comes with the mm), the
-        PTE tables deposited with huge PMDs included, as VmPTE counts them."""
-        return self.tlive - 1
+        """Page-table pages below the root (the pgd comes with the mm) of
+        the current process, the PTE tables deposited with huge PMDs
+        included, as VmPTE counts them."""
+        return self.ctx_tlive - 1
 
     @property
     def deposited_tables(self):

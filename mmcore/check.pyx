@@ -24,8 +24,8 @@ from libc.stdint cimport uint64_t, int64_t, uint8_t
 cimport numpy as cnp
 
 from mmcore._entries cimport *
-from mmcore._core cimport (Engine, row, is_zero_frame, rmap_owner, rmap_index, OWNER_SHMEM,
-                           TAG_KIND_MASK, TAG_FREE)
+from mmcore._core cimport (Engine, row, is_zero_frame, rmap_owner, rmap_index, mapcount_extra,
+                           OWNER_SHMEM, TAG_KIND_MASK, TAG_FREE)
 
 cnp.import_array()
 
@@ -43,6 +43,8 @@ PROBLEM_CODES = (
     "stale-table",         # a page-table page covers no VMA (should have been freed)
     "frame-count",         # the allocator's live-frame count disagrees with the scan
     "deposit",             # a PMD table's deposited PTE tables differ from its huge PMDs
+    "anon-mapcount",       # a frame forked processes share: mappings differ from its map count
+    "writable-shared",     # a COW-shared anonymous frame is mapped writable
 )
 
 # Indices into PROBLEM_CODES.
@@ -59,6 +61,8 @@ cdef enum:
     P_STALE_TABLE = 9
     P_FRAME_COUNT = 10
     P_DEPOSIT = 11
+    P_ANON_MAPCOUNT = 12
+    P_WRITABLE_SHARED = 13
 
 cdef struct Problem:
     int code
@@ -122,7 +126,8 @@ def check_scan(Engine eng not None, cnp.uint64_t[::1] vstart not None, cnp.uint6
     """Walk every table and leaf and test the invariants against the VMAs
     (sorted, non-overlapping arrays).  Returns a list of problems:
     ``(code, address, found, expected)``; see PROBLEM_CODES.  What
-    CONFIG_PAGE_TABLE_CHECK and check_mm() check, all at once.
+    CONFIG_PAGE_TABLE_CHECK and check_mm() check, all at once.  The
+    current process only: check_processes() checks a fork family.
 
     Example::
 
@@ -133,26 +138,51 @@ def check_scan(Engine eng not None, cnp.uint64_t[::1] vstart not None, cnp.uint6
         ...            max_problems=1)      # a VMA that ends at 1 MiB: pages mapped past it
         [('orphan-pte', 1074790400, 257, 0)]
     """
+    return check_processes(eng, [(eng.context, vstart, vend, vowner, vpgoff)], max_problems)
+
+
+def check_processes(Engine eng not None, list processes not None, int max_problems=100):
+    """check_scan() over every process of a fork family at once:
+    ``processes`` lists ``(context, vstart, vend, vowner, vpgoff)``, one
+    per live context of the engine.  Map counts are checked across them
+    (a frame forked processes share is mapped once per process), and a
+    frame's owner may be its VMA's anon_vma or one it was forked from.
+
+    Example::
+
+        >>> v = lambda *xs, t=np.uint64: np.array(xs, dtype=t)
+        >>> check_processes(eng, [(0, v(0x40000000), v(0x40200000), v(o, t=np.int64), v(0x40000))])
+        []
+    """
     cdef int64_t nv
     cdef int64_t k
+    cdef int cur, c
+    cdef bint whole
     cdef ScanState s
+    cdef cnp.uint64_t[::1] vstart, vend, vpgoff
+    cdef cnp.int64_t[::1] vowner
     eng.enter()
     try:
-        nv = vstart.shape[0]
-        if vend.shape[0] != nv or vowner.shape[0] != nv or vpgoff.shape[0] != nv:
-            raise ValueError("VMA arrays must have the same length")
-        for k in range(1, nv):
-            if vstart[k] < vend[k - 1]:
-                raise ValueError("VMA arrays must be sorted and non-overlapping")
-        for k in range(nv):
-            if vend[k] <= vstart[k]:
-                raise ValueError("empty VMA in check_scan")
-        s.nv = nv
-        s.vstart = &vstart[0] if nv else NULL
-        s.vend = &vend[0] if nv else NULL
-        s.vowner = &vowner[0] if nv else NULL
-        s.vpgoff = &vpgoff[0] if nv else NULL
-        s.cursor = 0
+        live = set([0] if eng.ctxs == NULL else [i for i in range(eng.nctx) if eng.ctxs[i].used])
+        cur = eng.cur
+        seen = set()
+        for p in processes:
+            if not isinstance(p, tuple) or len(p) != 5:
+                raise TypeError("each process is (context, vstart, vend, vowner, vpgoff)")
+            ctx = p[0]
+            vstart, vend, vowner, vpgoff = p[1], p[2], p[3], p[4]
+            if ctx not in live or ctx in seen:
+                raise ValueError(f"process context {ctx} does not exist or is listed twice")
+            seen.add(ctx)
+            nv = vstart.shape[0]
+            if vend.shape[0] != nv or vowner.shape[0] != nv or vpgoff.shape[0] != nv:
+                raise ValueError("VMA arrays must have the same length")
+            for k in range(1, nv):
+                if vstart[k] < vend[k - 1]:
+                    raise ValueError("VMA arrays must be sorted and non-overlapping")
+            for k in range(nv):
+                if vend[k] <= vstart[k]:
+                    raise ValueError("empty VMA in check_scan")
         s.nprob = 0
         s.maxprob = max_problems
         s.probs = <Problem*>calloc(max(max_problems, 1), sizeof(Problem))
@@ -161,15 +191,32 @@ def check_scan(Engine eng not None, cnp.uint64_t[::1] vstart not None, cnp.uint6
         if s.probs == NULL or s.seen_tables == NULL or s.frame_maps == NULL:
             free(s.probs); free(s.seen_tables); free(s.frame_maps)
             raise MemoryError("check_scan: out of memory")
-        with nogil:
-            s.seen_tables[0] = 1
-            scan_level(eng, &s, 0, 0, 0)
-            scan_frames(eng, &s)
-            scan_tables(eng, &s)
-        out = [(PROBLEM_CODES[s.probs[k].code], s.probs[k].addr, s.probs[k].found, s.probs[k].expected)
-               for k in range(min(s.nprob, max_problems))]
-        free(s.probs); free(s.seen_tables); free(s.frame_maps)
-        return out
+        try:
+            for p in processes:
+                c = p[0]
+                vstart, vend, vowner, vpgoff = p[1], p[2], p[3], p[4]
+                nv = vstart.shape[0]
+                s.nv = nv
+                s.vstart = &vstart[0] if nv else NULL
+                s.vend = &vend[0] if nv else NULL
+                s.vowner = &vowner[0] if nv else NULL
+                s.vpgoff = &vpgoff[0] if nv else NULL
+                s.cursor = 0
+                with nogil:
+                    eng.switch_ctx(c)
+                    s.seen_tables[eng.root] = 1
+                    scan_level(eng, &s, 0, eng.root, 0)
+            whole = len(processes) == len(live)   # the whole family: every frame, every table
+            with nogil:
+                eng.switch_ctx(cur)
+                if whole:
+                    scan_frames(eng, &s)
+                    scan_tables(eng, &s)
+            return [(PROBLEM_CODES[s.probs[k].code], s.probs[k].addr, s.probs[k].found, s.probs[k].expected)
+                    for k in range(min(s.nprob, max_problems))]
+        finally:
+            eng.switch_ctx(cur)
+            free(s.probs); free(s.seen_tables); free(s.frame_maps)
     finally:
         eng.leave()
 
@@ -195,7 +242,7 @@ cdef void scan_level(Engine eng, ScanState *s, int l, int64_t t, uint64_t base) 
             n = 1 if l == eng.lpte else <int64_t>(size >> eng.shift[eng.lpte])
             f = entry_pfn(e)
             for j in range(n):
-                scan_leaf(eng, s, addr + (<uint64_t>j << eng.shift[eng.lpte]), f + j)
+                scan_leaf(eng, s, addr + (<uint64_t>j << eng.shift[eng.lpte]), f + j, pte_write(e))
             continue
         child = entry_pfn(e)
         if child < 0 or child >= eng.thw or eng.tlevel[child] != l + 1 or s.seen_tables[child]:
@@ -227,10 +274,10 @@ cdef void scan_deposit(Engine eng, ScanState *s, int64_t t, uint64_t base, int64
         add_problem(s, P_DEPOSIT, base, <uint64_t>n, <uint64_t>huge)
 
 
-cdef void scan_leaf(Engine eng, ScanState *s, uint64_t addr, int64_t f) noexcept nogil:
+cdef void scan_leaf(Engine eng, ScanState *s, uint64_t addr, int64_t f, bint writable) noexcept nogil:
     """page_table_check_set(): count one mapping of frame f, and check its
     rmap against the VMA that maps addr."""
-    cdef int64_t v, owner, expect_owner
+    cdef int64_t v, owner, expect_owner, a
     cdef uint64_t idx, expect_idx
     if f < 0 or f >= eng.fhw:
         add_problem(s, P_MAPS_FREE_FRAME, addr, <uint64_t>f, 0)
@@ -253,7 +300,12 @@ cdef void scan_leaf(Engine eng, ScanState *s, uint64_t addr, int64_t f) noexcept
     idx = rmap_index(eng.frmap[f])
     expect_owner = s.vowner[v]
     expect_idx = s.vpgoff[v] + ((addr - s.vstart[v]) >> eng.shift[eng.lpte])
-    if owner != expect_owner:
+    if writable and mapcount_extra(eng, f) > 0:
+        add_problem(s, P_WRITABLE_SHARED, addr, <uint64_t>f, 0)
+    a = expect_owner
+    while a > 0 and a != owner and eng.oparent != NULL and a < eng.ohw:
+        a = eng.oparent[a]                    # the anon_vmas a forked VMA's chains to
+    if owner != expect_owner and a != owner:
         add_problem(s, P_RMAP_OWNER, addr, <uint64_t>owner, <uint64_t>expect_owner)
     elif idx != expect_idx:
         add_problem(s, P_RMAP_INDEX, addr, idx, expect_idx)
@@ -276,6 +328,9 @@ cdef void scan_frames(Engine eng, ScanState *s) noexcept nogil:
                 add_problem(s, P_SHMEM_MAPCOUNT, <uint64_t>f, s.frame_maps[f], eng.omapc[owner][idx])
         elif s.frame_maps[f] == 0:
             add_problem(s, P_LOST_FRAME, <uint64_t>f, 0, 1)
+        elif mapcount_extra(eng, f) > 0:
+            if s.frame_maps[f] != 1 + mapcount_extra(eng, f) and s.frame_maps[f] < 255:
+                add_problem(s, P_ANON_MAPCOUNT, <uint64_t>f, s.frame_maps[f], 1 + mapcount_extra(eng, f))
         elif s.frame_maps[f] > 1:
             add_problem(s, P_DOUBLE_MAPPED, <uint64_t>f, s.frame_maps[f], 1)
     if live != eng.flive:
@@ -308,7 +363,7 @@ def digest(Engine eng not None):
     try:
         h = 1469598103934665603
         with nogil:
-            h = digest_level(eng, 0, 0, h)
+            h = digest_level(eng, 0, eng.root, h)
         return h
     finally:
         eng.leave()

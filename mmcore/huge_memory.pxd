@@ -11,3 +11,4 @@ cdef int split_huge_pmd(Engine eng, int64_t pmd_tid, int64_t pmd_idx) noexcept n
 cdef void zap_deposited_table(Engine eng, int64_t pmd_tid) noexcept nogil
 cdef void zap_huge_pmd(Engine eng, int64_t pmd_tid, int64_t pmd_idx) noexcept nogil
 cdef void move_huge_pmd_deposit(Engine eng, int64_t old_pmd_tid, int64_t new_pmd_tid) noexcept nogil
+cdef bint huge_shared(Engine eng, int64_t f) noexcept nogil

@@ -30,9 +30,29 @@ Example::
 from libc.stdint cimport uint64_t, int64_t
 
 from mmcore._entries cimport *
-from mmcore._core cimport (Engine, FaultArgs, row, rmap_word, is_zero_frame, release_frame,
+from mmcore._core cimport (Engine, FaultArgs, row, rmap_word, rmap_index, is_zero_frame, release_frame,
                            pgtable_trans_huge_deposit, pgtable_trans_huge_withdraw, CTR_FAULTS, CTR_COW,
                            CTR_HUGE_PMD_SPLITS)
+
+
+cdef bint huge_shared(Engine eng, int64_t f) noexcept nogil:
+    """folio_ref_count(folio) > 1 for a PMD-mapped folio: does another
+    mapping (a forked process's) use any of its pages?"""
+    cdef int64_t i
+    if eng.fmapc == NULL:
+        return False
+    for i in range(<int64_t>eng.ptrs_per_pte):
+        if eng.fmapc[f + i]:
+            return True
+    return False
+
+
+cdef void huge_move_anon_rmap(Engine eng, int64_t f, int64_t owner) noexcept nogil:
+    """folio_move_anon_rmap(): the folio, now mapped only here, joins this
+    VMA's anon_vma (each page keeps its index)."""
+    cdef int64_t i
+    for i in range(<int64_t>eng.ptrs_per_pte):
+        eng.frmap[f + i] = rmap_word(owner, rmap_index(eng.frmap[f + i]))
 
 
 cdef int fault_huge(Engine eng, int64_t pmd_tid, int64_t pmd_idx, uint64_t haddr,
@@ -88,7 +108,11 @@ cdef int fault_huge(Engine eng, int64_t pmd_tid, int64_t pmd_idx, uint64_t haddr
             eng.rss_anon += <int64_t>eng.ptrs_per_pte
             eng.ctr[CTR_COW] += 1
             e = pfn_entry(f, (entry_flags(e) & ~_PAGE_SPECIAL) | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY)
+        elif huge_shared(eng, f):
+            return 1   # do_huge_pmd_wp_page(): mapped elsewhere too: split, COW the 4K page
         else:
+            if eng.fmapc != NULL:
+                huge_move_anon_rmap(eng, f, a.owner)
             e = e | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY
         row(eng, pmd_tid)[pmd_idx] = e
         eng.ctr[CTR_FAULTS] += 1

@@ -35,7 +35,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from mmcore._entries cimport *
 from mmcore._core cimport (Engine, FaultArgs, row, span_end, rmap_word, rmap_index, is_zero_frame,
                            set_tag, frame_alloc, frame_alloc_tagged, release_frame, shmem_get,
-                           fits, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK, TAG_FILL, TAG_VALUE_MASK,
+                           fits, mapcount_extra, frame_copy, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK, TAG_FILL, TAG_VALUE_MASK,
                            SIGNAL_CHUNK)
 from mmcore.huge_memory cimport fault_huge, split_huge_pmd, zap_huge_pmd, zap_deposited_table
 
@@ -85,7 +85,20 @@ cdef int fault_pte(Engine eng, uint64_t *ptep, uint64_t va, FaultArgs *a) noexce
             eng.rss_anon += 1
             eng.ctr[CTR_COW] += 1
             e = pfn_entry(f, (entry_flags(e) & ~_PAGE_SPECIAL) | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY)
+        elif not a.shared and mapcount_extra(eng, f) > 0:
+            # wp_page_copy(): another process maps the page too (fork's COW)
+            index = a.pgoff + ((va - a.vma_start) >> eng.shift[eng.lpte])
+            f = frame_copy(eng, f, rmap_word(a.owner, index))
+            if f < 0:
+                return -1
+            eng.fmapc[entry_pfn(e)] -= 1
+            eng.ctr[CTR_COW] += 1
+            e = pfn_entry(f, entry_flags(e) | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY)
         else:
+            if not a.shared and eng.fmapc != NULL:
+                # wp_can_reuse_anon_folio() -> folio_move_anon_rmap(): the
+                # page, mapped only here now, joins this VMA's anon_vma
+                eng.frmap[f] = rmap_word(a.owner, rmap_index(eng.frmap[f]))
             e = e | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY  # reuse / wp_page_shared()
         ptep[0] = e
         eng.ctr[CTR_FAULTS] += 1
@@ -478,7 +491,7 @@ def zap_page_range(Engine eng not None, uint64_t start, uint64_t end, *, bint re
     try:
         eng._check_range(start, end)
         with nogil:
-            zap_levels(eng, 0, 0, start, end, reclaim_pt)
+            zap_levels(eng, 0, eng.root, start, end, reclaim_pt)
     finally:
         eng.leave()
 
@@ -551,7 +564,7 @@ cdef void free_pgd_range_c(Engine eng, uint64_t addr, uint64_t end, uint64_t flo
         end -= eng.pmd_size
     if addr > end - 1:
         return
-    free_entries(eng, 0, 0, addr, end, floor, ceiling)
+    free_entries(eng, 0, eng.root, addr, end, floor, ceiling)
 
 
 def free_pgd_range(Engine eng not None, uint64_t addr, uint64_t end, uint64_t floor,

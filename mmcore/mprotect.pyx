@@ -20,8 +20,16 @@ Example::
 from libc.stdint cimport uint64_t, int64_t
 
 from mmcore._entries cimport *
-from mmcore._core cimport Engine, row, span_end, is_zero_frame
-from mmcore.huge_memory cimport split_huge_pmd
+from mmcore._core cimport Engine, row, span_end, is_zero_frame, mapcount_extra
+from mmcore.huge_memory cimport split_huge_pmd, huge_shared
+
+
+cdef inline bint cow_shared(Engine eng, uint64_t e, int l) noexcept nogil:
+    """A page a forked process maps too stays write-protected (it is not
+    PageAnonExclusive): the next write copies it."""
+    if l == eng.lpte:
+        return mapcount_extra(eng, entry_pfn(e)) > 0
+    return huge_shared(eng, entry_pfn(e))
 
 
 cdef int change_level(Engine eng, int l, int64_t t, uint64_t addr, uint64_t end,
@@ -51,7 +59,7 @@ cdef int change_level(Engine eng, int l, int64_t t, uint64_t addr, uint64_t end,
                     # can_change_pte_writable(): exclusive anonymous pages
                     # and written shmem pages regain write access at once
                     if writable and not pte_special(e) and not is_zero_frame(eng, entry_pfn(e)) \
-                            and (prot & _PAGE_PRESENT):
+                            and (prot & _PAGE_PRESENT) and not cow_shared(eng, e, l):
                         e |= _PAGE_RW
                     r[i] = e
             else:
@@ -83,7 +91,7 @@ def change_protection(Engine eng not None, uint64_t start, uint64_t end, bint re
         else:
             prot = _PAGE_PRESENT | _PAGE_USER | (0 if exec_ else _PAGE_NX)
         with nogil:
-            r = change_level(eng, 0, 0, start, end, prot, write)
+            r = change_level(eng, 0, eng.root, start, end, prot, write)
         if r < 0:
             raise eng.oom_error("change_protection: split_huge_pmd")
     finally:

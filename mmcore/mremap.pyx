@@ -293,6 +293,7 @@ cdef void recycle_pte_table(Engine eng, Recycle *rc, int64_t ot, int64_t oi, uin
 cdef void recycle_done(Engine eng, Recycle *rc) noexcept nogil:
     """free_pgtables() has run: the recycled tables are freed now, as the kernel's are."""
     eng.tlive -= rc.n
+    eng.ctx_tlive -= rc.n                    # the current process's count (VmPTE) too
     eng.ctr[CTR_PGTABLES_FREED] += rc.n
     rc.n = 0
 
@@ -311,6 +312,7 @@ cdef int recycle_undo(Engine eng, Recycle *rc) noexcept nogil:
             eng.max_pages = saved
             return -1
         eng.tlive -= 1
+        eng.ctx_tlive -= 1
         eng.ctr[CTR_PGTABLES_ALLOCATED] -= 1
         row(eng, pt)[entry_index(eng, rc.addr[i], eng.lpmd)] = pfn_entry(t, rc.flags[i])
     eng.max_pages = saved
@@ -454,7 +456,7 @@ cdef uint64_t move_and_unmap(Engine eng, MoveControl pmc, uint64_t old_addr, uin
         finally:
             with nogil:
                 if pmc.old_addr == end and length:
-                    zap_level(eng, 0, 0, old_addr, end)                    # unmap_vmas()
+                    zap_level(eng, 0, eng.root, old_addr, end)                    # unmap_vmas()
                     free_pgd_range_c(eng, old_addr, end, floor, ceiling)   # free_pgtables()
                     recycle_done(eng, &rc)
                 elif rc.n:

@@ -10,7 +10,7 @@ from mmcore._core cimport Engine, row
 cdef inline int64_t translate_c(Engine eng, uint64_t addr, bint write) noexcept nogil:
     """What the MMU does on an access (the hardware walk): the frame, or -1
     for a page fault (not present, or a write through a read-only entry)."""
-    cdef int64_t t = 0
+    cdef int64_t t = eng.root
     cdef int l
     cdef uint64_t e
     for l in range(eng.nlev):
@@ -30,7 +30,7 @@ cdef inline int64_t translate_c(Engine eng, uint64_t addr, bint write) noexcept 
 cdef inline int64_t lookup_frame(Engine eng, uint64_t addr) noexcept nogil:
     """follow_page_mask() without its checks: the frame a present
     (pte_present) leaf maps at addr, or -1."""
-    cdef int64_t t = 0
+    cdef int64_t t = eng.root
     cdef int l
     cdef uint64_t e
     for l in range(eng.nlev):

@@ -32,7 +32,7 @@ import numpy as np
 
 from mmcore._entries cimport *
 from mmcore._core cimport (Engine, row, span_end, is_zero_frame, rmap_owner, rmap_index,
-                           OWNER_SHMEM)
+                           mapcount_extra, OWNER_SHMEM)
 
 # Leaves merge into one run only if these bits agree (not A, D or soft-dirty).
 cdef uint64_t RUN_FLAG_MASK = (_PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_PSE | _PAGE_PROTNONE
@@ -99,7 +99,7 @@ def walk(Engine eng not None, uint64_t addr):
     cdef int64_t i
     eng.enter()
     try:
-        t = 0
+        t = eng.root
         eng._check_addr(addr)
         out = []
         for l in range(eng.nlev):
@@ -180,7 +180,7 @@ cdef void pagemap_c(Engine eng, uint64_t start, int64_t npages, uint64_t *out) n
     cdef uint64_t e, addr, val
     for i in range(npages):
         addr = start + (<uint64_t>i << eng.shift[eng.lpte])
-        t = 0
+        t = eng.root
         val = 0
         for l in range(eng.nlev):
             e = row(eng, t)[(addr >> eng.shift[l]) & eng.imask[l]]
@@ -201,7 +201,10 @@ cdef void pagemap_c(Engine eng, uint64_t start, int64_t npages, uint64_t *out) n
                         idx = <int64_t>rmap_index(eng.frmap[f])
                         if idx < eng.onpages[owner] and eng.omapc[owner][idx] == 1:
                             val |= (<uint64_t>1) << 56
-                    else:
+                    elif mapcount_extra(eng, f if l == eng.lpte else entry_pfn(e)) == 0:
+                        # mapped once (not shared with a forked process); for a huge
+                        # PMD 6.15+ asks of the folio's first page, whatever the
+                        # page (pagemap_pmd_range: __folio_page_mapped_exclusively(folio, page))
                         val |= (<uint64_t>1) << 56
                 elif l != eng.lpte:
                     val |= (<uint64_t>1) << 61  # the huge zero folio is not anon
@@ -238,7 +241,7 @@ def leaf_runs(Engine eng not None, uint64_t start, uint64_t end):
             raise MemoryError()
         try:
             with nogil:
-                runs_level(eng, &o, 0, 0, start, end)
+                runs_level(eng, &o, 0, eng.root, start, end)
             if o.oom:
                 raise MemoryError()
             out = {k: np.empty(o.n, dtype=d) for k, d in (
@@ -335,7 +338,7 @@ def table_tree(Engine eng not None):
         o.table, o.parent, o.index, o.fill = &vt[0], &vp[0], &vi[0], &vf[0]
         o.base, o.level, o.seen = &vb[0], &vl[0], &vs[0]
         with nogil:
-            tree_level(eng, &o, 0, 0, 0, -1, -1)
+            tree_level(eng, &o, 0, eng.root, 0, -1, -1)
         return {k: v[:o.n].copy() for k, v in cols.items()}
     finally:
         eng.leave()

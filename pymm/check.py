@@ -58,17 +58,54 @@ _DETAIL = {
     "stale-table": lambda f, e: f"page-table page {f} covers no VMA (should have been freed)",
     "frame-count": lambda f, e: f"{f} frames found live, the allocator counts {e}",
     "deposit": lambda f, e: f"{f} PTE tables deposited with this PMD table for {e} huge PMDs",
+    "anon-mapcount": lambda f, e: f"anonymous frame mapped {f} times by the fork family, its map count "
+                                  f"says {e}",
+    "writable-shared": lambda f, e: f"frame {f}, shared copy-on-write with a forked process, is mapped "
+                                    "writable",
 }
 
-_ADDRESS_IS_FRAME = {"double-mapped", "lost-frame", "shmem-mapcount"}
+_ADDRESS_IS_FRAME = {"double-mapped", "lost-frame", "shmem-mapcount", "anon-mapcount"}
 
 
 def check(mm, max_problems: int = 100) -> List[Problem]:
-    """The broken invariants of ``mm`` (empty: all hold)."""
+    """The broken invariants of ``mm`` (empty: all hold).  After a fork
+    the whole family is checked: map counts and rmap across processes."""
     if not hasattr(mm, "_tree") or not hasattr(mm, "engine"):
         raise TypeError(f"pymm.check() needs a pymm.MM, not a {type(mm).__name__}: it reads pymm's own "
                         "VMA tree and page tables.  HostMM runs the real kernel and answers only what "
                         "the kernel shows a process (syscalls, read/write, maps(), pagemap())")
+    family = getattr(mm, "_family", None)
+    with mm._lock:
+        if family is not None:
+            family.switch(mm)
+            procs = family.live()
+        else:
+            procs = [mm]
+        problems: List[Problem] = []
+        for p in procs:
+            problems += _vma_problems(p)
+        if problems:
+            return problems[:max_problems]
+        arrays = []
+        for p in procs:
+            vmas = p._tree.all()
+            arrays.append((p._ctx,
+                           np.array([v.start for v in vmas], dtype=np.uint64),
+                           np.array([v.end for v in vmas], dtype=np.uint64),
+                           np.array([v.owner for v in vmas], dtype=np.int64),
+                           np.array([v.pgoff for v in vmas], dtype=np.uint64)))
+        found = mmcore.check_processes(mm.engine, arrays, max_problems)
+    for code, addr, found_, expected in found:
+        words = _DETAIL[code](found_, expected)
+        if code in _ADDRESS_IS_FRAME:
+            words = f"frame {addr}: {words}"
+            addr = 0
+        problems.append(Problem(int(addr), code, words))
+    return problems[:max_problems]
+
+
+def _vma_problems(mm) -> List[Problem]:
+    """The VMA tree's own invariants and its anon_vma references."""
     problems: List[Problem] = []
     vmas = mm._tree.all()
     prev_end = 0
@@ -89,17 +126,4 @@ def check(mm, max_problems: int = 100) -> List[Problem]:
             refs[v.anon] = refs.get(v.anon, 0) + 1
     if refs != mm._anon_refs:
         problems.append(Problem(0, "vma-tree", "anon_vma reference counts disagree with the VMAs"))
-    if problems:
-        return problems[:max_problems]
-    starts = np.array([v.start for v in vmas], dtype=np.uint64)
-    ends = np.array([v.end for v in vmas], dtype=np.uint64)
-    owners = np.array([v.owner for v in vmas], dtype=np.int64)
-    pgoffs = np.array([v.pgoff for v in vmas], dtype=np.uint64)
-    for code, addr, found, expected in mmcore.check_scan(mm.engine, starts, ends, owners, pgoffs,
-                                                         max_problems):
-        words = _DETAIL[code](found, expected)
-        if code in _ADDRESS_IS_FRAME:
-            words = f"frame {addr}: {words}"
-            addr = 0
-        problems.append(Problem(int(addr), code, words))
-    return problems[:max_problems]
+    return problems

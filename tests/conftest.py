@@ -45,3 +45,8 @@ def pytest_terminal_summary(terminalreporter):
         s = diff.STATS
         terminalreporter.write_line(f"differential: {s['sequences']} sequences, {s['steps']} steps, "
                                     f"{s['pages_compared']} page contents compared")
+    fork = sys.modules.get("test_fork_differential")
+    if fork is not None and fork.STATS["steps"]:
+        s = fork.STATS
+        terminalreporter.write_line(f"fork differential: {s['sequences']} sequences, {s['forks']} forks, "
+                                    f"{s['steps']} steps, {s['pages_compared']} page contents compared")

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 
 import mmcore
-from mmcore import access, check, huge_memory, memory, mprotect, mremap, pagewalk
+from mmcore import access, check, fork, huge_memory, memory, mprotect, mremap, pagewalk
 
-KERNEL_MODULES = (huge_memory, pagewalk, memory, access, mprotect, mremap, check)
+KERNEL_MODULES = (huge_memory, pagewalk, memory, access, mprotect, mremap, check, fork)
 MMCORE = pathlib.Path(mmcore.__file__).parent
 
 # Bottom to top: a module may import or cimport only modules of a lower layer.
 # mremap sits above memory: move_vma() unmaps the source with its zap and free_pgd_range.
 LAYERS = (("geometry", "_entries", "_region"), ("_core",), ("huge_memory", "pagewalk"),
-          ("memory", "access", "mprotect", "check"), ("mremap",))
+          ("memory", "access", "mprotect", "check"), ("mremap",), ("fork",))
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 
@@ -90,7 +90,13 @@ VALID_CALLS = {
     "move_vma_tables": ((_A, _B, 4096, mmcore.MoveControl(0, 0, 0), 0, 0), {}),
     "check_scan": ((_U64, _U64 + 4096, np.array([1], dtype=np.int64), _U64 >> 12), {}),
     "digest": ((), {}),
+    "check_processes": (([(0, _U64, _U64 + 4096, np.array([1], dtype=np.int64), _U64 >> 12)],), {}),
+    "copy_page_range": ((0, 1, _A, _B), {}),        # context 1: mmcore.mm_alloc(eng) (NEEDS_CHILD)
+    "exit_mmap": ((0,), {}),
+    "mm_alloc": ((), {}), "switch_mm": ((0,), {}), "mmdrop": ((1,), {}), "mm_contexts": ((), {}),
+    "folio_mapcount": ((1,), {}), "anon_vma_parent": ((1,), {}),
 }
+NEEDS_CHILD = {"copy_page_range", "mmdrop"}
 
 
 def test_the_argument_check_list_covers_every_function():
@@ -103,6 +109,8 @@ def test_functions_refuse_anything_but_an_engine_first(name, not_an_engine):
     args, kwargs = VALID_CALLS[name]
     eng, _ = _engine_with_a_range()
     assert eng.owner_new("shmem", npages=16) == 2
+    if name in NEEDS_CHILD:
+        mmcore.mm_alloc(eng)
     getattr(mmcore, name)(eng, *args, **kwargs)          # the call itself is valid
     with pytest.raises(TypeError, match="Argument 'eng' has incorrect type"):
         getattr(mmcore, name)(not_an_engine, *args, **kwargs)

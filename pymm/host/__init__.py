@@ -28,14 +28,17 @@ from __future__ import annotations
 import errno as _errno
 import functools
 import hashlib
+import io
 import os
 import shutil
 import struct
 import subprocess
 import sys
 import select
+import signal
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -123,6 +126,39 @@ def available() -> bool:
 def unavailable_reason() -> str:
     """Why :func:`available` is False (for test skip messages)."""
     return _probe()[1]
+
+
+class _ForkedProc:
+    """What HostMM needs of a subprocess.Popen, for a helper forked by
+    another helper (not this process's child: the helper ignores SIGCHLD,
+    so the kernel reaps it when it exits)."""
+
+    def __init__(self, pid: int, stdin, stdout):
+        self.pid, self.stdin, self.stdout = pid, stdin, stdout
+        self.stderr = io.BytesIO()          # it writes to its parent helper's stderr
+
+    def poll(self) -> Optional[int]:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return 0
+        except PermissionError:
+            pass
+        return None
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pymm-host[{self.pid}]", timeout)
+            time.sleep(0.005)
+        return 0
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _u64(x, name):
@@ -542,6 +578,60 @@ class HostMM:
             if key.startswith(("Vm", "Rss")) and len(fields) == 2 and fields[1] == "kB":
                 out[key] = int(fields[0])
         return out
+
+
+    # -- fork --------------------------------------------------------------------------------
+    @_call
+    def fork(self) -> "HostMM":
+        """fork(2) in the helper: a second HostMM on the child process, with
+        its own pipes (two FIFOs), the same window and timeout.  Close each
+        HostMM on its own.
+
+        Example::
+
+            >>> from pymm import host
+            >>> if host.available():
+            ...     with host.HostMM() as h:
+            ...         a = h.mmap(0, 4096, pymm.PROT_READ | pymm.PROT_WRITE,
+            ...                    pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS)
+            ...         h.write(a, b"parent")
+            ...         with h.fork() as c:
+            ...             c.write(a, b"child!")
+            ...             print(h.read(a, 6), c.read(a, 6))
+        """
+        d = tempfile.mkdtemp(prefix="pymm-fork-")
+        try:
+            for name in ("in", "out"):
+                os.mkfifo(os.path.join(d, name), 0o600)
+            path = d.encode()
+            self._send(b"F", len(path), payload=path)
+            pid = self._i64()
+            if pid < 0:
+                raise oserror(-pid, "fork")
+            # the child opens "in" for reading, then "out" for writing: the same order here
+            stdin = open(os.path.join(d, "in"), "wb", buffering=0)
+            stdout = open(os.path.join(d, "out"), "rb", buffering=0)
+        finally:
+            for name in ("in", "out"):
+                try:
+                    os.unlink(os.path.join(d, name))
+                except OSError:
+                    pass
+            os.rmdir(d)
+        child = object.__new__(type(self))
+        child.window, child.timeout = self.window, self.timeout
+        child._lock = threading.RLock()
+        child._broken = None
+        child._proc = _ForkedProc(pid, stdin, stdout)
+        try:
+            ready = child._i64()
+        except RuntimeError as e:
+            child.close()
+            raise RuntimeError(f"the forked host helper did not start: {e}") from None
+        if ready != _READY:
+            child.close()
+            raise RuntimeError("the forked host helper answered nonsense")
+        return child
 
     # -- lifetime ----------------------------------------------------------------------------
     def close(self) -> None:

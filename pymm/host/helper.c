@@ -12,13 +12,15 @@
  * Protocol on stdin/stdout: a request is one opcode byte and six u64
  * arguments; a reply is one i64 (the syscall's return or -errno; for accesses
  * 0 or the signal number) plus, for accesses that faulted, si_code and
- * si_addr, plus any data.
+ * si_addr, plus any data.  'F' forks: the child serves a second HostMM on
+ * two FIFOs the caller made.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -227,6 +229,7 @@ int main(int argc, char **argv)
 	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
 	sigaction(SIGSEGV, &sa, 0);
 	sigaction(SIGBUS, &sa, 0);
+	signal(SIGCHLD, SIG_IGN); /* forked helpers are reaped by the kernel */
 	/* Fence everything a mapping could land on outside the window. */
 	load_maps();
 	if (nmaps >= 4096) die("pymm-host: too many mappings at start\n");
@@ -299,6 +302,30 @@ int main(int argc, char **argv)
 			ssize_t got = pread(pagemap_fd, data, n * 8, (off_t)((a[0] / 4096) * 8));
 			reply(got < 0 ? -errno : got / 8);
 			if (got > 0) write_all(data, (size_t)got);
+			break;
+		}
+		case 'F': { /* fork: the child talks on the FIFOs <dir>/in and <dir>/out */
+			static char dir[4096], path[4200];
+			pid_t pid;
+			if (a[0] == 0 || a[0] >= sizeof(dir)) { reply(-ENAMETOOLONG); break; }
+			read_all(dir, a[0]);
+			dir[a[0]] = 0;
+			pid = fork();
+			if (pid < 0) { reply(-errno); break; }
+			if (pid > 0) { reply(pid); break; }
+			{
+				int in, out;
+				snprintf(path, sizeof(path), "%s/in", dir);
+				in = open(path, O_RDONLY);
+				snprintf(path, sizeof(path), "%s/out", dir);
+				out = open(path, O_WRONLY);
+				if (in < 0 || out < 0) die("pymm-host: the forked child cannot open its pipes\n");
+				dup2(in, 0); dup2(out, 1);
+				close(in); close(out);
+				close(pagemap_fd); /* /proc/self was the parent's */
+				pagemap_fd = open("/proc/self/pagemap", O_RDONLY);
+				reply(0x706d796d686f7374LL);
+			}
 			break;
 		}
 		case 'q': _exit(0);

@@ -35,6 +35,10 @@ FLAG_CHANGES = {
     C.MADV_NOHUGEPAGE: (C.VM_HUGEPAGE, C.VM_NOHUGEPAGE),
     C.MADV_DONTDUMP: (0, C.VM_DONTDUMP),
     C.MADV_DODUMP: (C.VM_DONTDUMP, 0),
+    C.MADV_DONTFORK: (0, C.VM_DONTCOPY),
+    C.MADV_DOFORK: (C.VM_DONTCOPY, 0),
+    C.MADV_WIPEONFORK: (0, C.VM_WIPEONFORK),
+    C.MADV_KEEPONFORK: (C.VM_WIPEONFORK, 0),
 }
 
 
@@ -87,6 +91,10 @@ def madvise_vma_behavior(mm, advice: int):
         clear, set_ = FLAG_CHANGES[advice]
 
         def update(vma, start, end):
+            if advice == C.MADV_WIPEONFORK and (vma.shm is not None or vma.vm_flags & C.VM_SHARED):
+                raise _Errno(EINVAL)                   # private anonymous memory only
+            if advice == C.MADV_KEEPONFORK and vma.vm_flags & C.VM_DROPPABLE:
+                raise _Errno(EINVAL)
             newflags = (vma.vm_flags & ~clear) | set_
             if newflags == vma.vm_flags:
                 return vma

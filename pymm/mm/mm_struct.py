@@ -41,6 +41,7 @@ from pymm.errors import KernelWarning
 from pymm.kernels import Kernel, get_kernel, view
 from pymm.machine import ARCHES, THP_MODES, Machine  # noqa: F401  (ARCHES, THP_MODES re-exported)
 from pymm.mm.exec import create_init_stack_vma, relocate_vma_down
+from pymm.mm.fork import dup_mmap
 from pymm.mm.madvise import do_madvise
 from pymm.mm.memory import FAULT_AROUND_BYTES, cpu_memset, cpu_read, cpu_stamp, cpu_write
 from pymm.mm.mlock import do_mlock, do_munlock
@@ -108,6 +109,8 @@ class MM:
         >>> mm.page_size, mm.pmd_size, hex(mm.task_size)
         (4096, 2097152, '0x7ffffffff000')
     """
+
+    _family = None                                # the ForkFamily once forked (pymm.mm.fork)
 
     def __init__(self, kernel="6.18", arch="x86_64", check=False, thp="madvise", *,
                  mmap_base: Optional[int] = None, window=None,
@@ -187,6 +190,7 @@ class MM:
         self.start_stack = 0
         self._zero_owner = 0                      # memory.zero_page_owner(), made on first use
         self.check_enabled = check
+        self._ctx = 0                             # the engine context (fork.py)
         self.pid = machine._attach(self)
 
     # ----------------------------------------------------------------------------------- public attributes
@@ -470,6 +474,23 @@ class MM:
         if (addr | length) & self._pmask:
             raise ValueError("stamp needs a page-aligned range")
         cpu_stamp(self, addr, length)
+
+    # ----------------------------------------------------------------------------- fork: fork.py (kernel/fork.c)
+    @_serialised
+    @_syscall
+    def fork(self) -> "MM":
+        """fork(2)'s address space: a child process on the same machine
+        (dup_mmap()).  Private anonymous pages are shared copy-on-write,
+        shared mappings stay shared, MADV_DONTFORK VMAs are left out and
+        MADV_WIPEONFORK ones come up zero-filled in the child.
+
+        Example::
+
+            >>> child = mm.fork()
+            >>> child.machine is mm.machine, child.pid > mm.pid, child.format_maps() == mm.format_maps()
+            (True, True, True)
+        """
+        return dup_mmap(self)
 
     # --------------------------------------------------------------------- mremap: mremap.py (mm/mremap.c)
     @_serialised

@@ -132,6 +132,8 @@ def _serialised(fn, allow_dead: bool = False):
         try:
             if self._busy or (self.dead and not allow_dead):
                 _refuse(self, name, allow_dead)
+            if self._family is not None:        # a forked process: switch_mm() to it
+                self._family.switch(self)
             self._busy = name
             try:
                 if raw is not None and not self.check_enabled:
@@ -200,6 +202,8 @@ def _read_locked(fn):
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
         with self._lock:
+            if self._family is not None and not self._busy:
+                self._family.switch(self)
             return fn(self, *args, **kwargs)
 
     return wrapper

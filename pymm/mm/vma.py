@@ -322,19 +322,39 @@ def is_mergeable_vm_flags(f1: int, f2: int) -> bool:
     return not ((f1 ^ f2) & ~VM_IGNORE_MERGE)
 
 
+def vma_had_uncowed_parents(mm, vma: Optional[Vma]) -> bool:
+    """vma_had_uncowed_parents(): a VMA whose anon_vma chain is longer than
+    one, i.e. whose anon_vma was made by anon_vma_fork() (after a fork)."""
+    return (vma is not None and bool(vma.anon) and mm._family is not None
+            and mmcore.anon_vma_parent(mm.engine, vma.anon) != 0)
+
+
+def fork_mergeable(mm, tgt: Vma, middle: Optional[Vma], anon: int) -> bool:
+    """is_mergeable_anon_vma()'s first two cases (6.13+): an anon_vma is
+    handed to or taken from a VMA without one only if the VMA that has it
+    is no fork child."""
+    if not tgt.anon and anon:
+        return not vma_had_uncowed_parents(mm, middle)
+    if tgt.anon and not anon:
+        return not vma_had_uncowed_parents(mm, tgt)
+    return True
+
+
 def can_vma_merge_after(mm, prev: Optional[Vma], start: int, vm_flags: int, anon: int, shm,
-                        pgoff: int) -> bool:
-    """can_vma_merge_after(): may prev absorb a range starting at start?"""
+                        pgoff: int, middle: Optional[Vma] = None) -> bool:
+    """can_vma_merge_after(): may prev absorb a range starting at start?
+    ``middle``: the existing VMA the range belongs to (vmg->middle), if any."""
     return (prev is not None and prev.end == start and is_mergeable_vm_flags(prev.vm_flags, vm_flags)
             and prev.shm is shm and is_mergeable_anon_vma(prev.anon, anon)
-            and prev.pgoff + prev.pages(mm.page_shift) == pgoff)
+            and prev.pgoff + prev.pages(mm.page_shift) == pgoff and fork_mergeable(mm, prev, middle, anon))
 
 
 def can_vma_merge_before(mm, nxt: Optional[Vma], end: int, vm_flags: int, anon: int, shm,
-                         pgoff: int, pages: int) -> bool:
+                         pgoff: int, pages: int, middle: Optional[Vma] = None) -> bool:
     """can_vma_merge_before(): may next absorb a range ending at end?"""
     return (nxt is not None and nxt.start == end and is_mergeable_vm_flags(nxt.vm_flags, vm_flags)
-            and nxt.shm is shm and is_mergeable_anon_vma(anon, nxt.anon) and pgoff + pages == nxt.pgoff)
+            and nxt.shm is shm and is_mergeable_anon_vma(anon, nxt.anon) and pgoff + pages == nxt.pgoff
+            and fork_mergeable(mm, nxt, middle, anon))
 
 
 # ---------------------------------------------------------------- split and merge
@@ -404,9 +424,9 @@ def vma_modify(mm, vma: Vma, start: int, end: int, vm_flags: int) -> Vma:
     pages = (end - start) >> mm.page_shift
     prev = tree.prev(vma) if left_side else None
     nxt = tree.next(vma) if right_side else None
-    merge_left = can_vma_merge_after(mm, prev, start, vm_flags, vma.anon, vma.shm, pgoff) and \
+    merge_left = can_vma_merge_after(mm, prev, start, vm_flags, vma.anon, vma.shm, pgoff, vma) and \
         prev.name == vma.name
-    merge_right = can_vma_merge_before(mm, nxt, end, vm_flags, vma.anon, vma.shm, pgoff, pages) and \
+    merge_right = can_vma_merge_before(mm, nxt, end, vm_flags, vma.anon, vma.shm, pgoff, pages, vma) and \
         nxt.name == vma.name
     if merge_left and merge_right and not is_mergeable_anon_vma(prev.anon, nxt.anon):
         merge_right = False
