@@ -874,7 +874,7 @@ cdef class Engine:
 
     @property
     def n_tables(self):
-        """Page-table pages below the root (the pgd comes with the mm), of
+        """Page-table pages below the root (the pgd comes with the mm) of
         the current process, the PTE tables deposited with huge PMDs
         included, as VmPTE counts them."""
         return self.ctx_tlive - 1

@@ -42,9 +42,9 @@ PROBLEM_CODES = (
     "table-level",         # a table is linked at the wrong level or twice
     "stale-table",         # a page-table page covers no VMA (should have been freed)
     "frame-count",         # the allocator's live-frame count disagrees with the scan
+    "deposit",             # a PMD table's deposited PTE tables differ from its huge PMDs
     "anon-mapcount",       # a frame forked processes share: mappings differ from its map count
     "writable-shared",     # a COW-shared anonymous frame is mapped writable
-    "deposit",             # a PMD table's deposited PTE tables differ from its huge PMDs
 )
 
 # Indices into PROBLEM_CODES.
@@ -60,9 +60,9 @@ cdef enum:
     P_TABLE_LEVEL = 8
     P_STALE_TABLE = 9
     P_FRAME_COUNT = 10
-    P_ANON_MAPCOUNT = 11
-    P_WRITABLE_SHARED = 12
-    P_DEPOSIT = 13
+    P_DEPOSIT = 11
+    P_ANON_MAPCOUNT = 12
+    P_WRITABLE_SHARED = 13
 
 cdef struct Problem:
     int code

@@ -28,7 +28,8 @@ from libc.string cimport memset
 
 from mmcore._entries cimport *
 from mmcore._core cimport (Engine, Context, row, span_end, is_zero_frame, rmap_owner, rmap_index,
-                           mapcount_extra, pgtable_trans_huge_deposit, OWNER_SHMEM, TAG_KIND_MASK, TAG_FREE, CTR_PGTABLES_ALLOCATED,
+                           mapcount_extra, pgtable_trans_huge_deposit, OWNER_SHMEM, TAG_KIND_MASK, TAG_FREE,
+                           CTR_PGTABLES_ALLOCATED,
                            CTR_PGTABLES_FREED)
 from mmcore.memory cimport zap_level, free_pgd_range_c
 
@@ -84,15 +85,17 @@ cdef int copy_level(Engine eng, int l, int64_t st, uint64_t addr, uint64_t end, 
         e = row(eng, st)[i]
         if e != 0:
             if pmd_leaf(e):
-                # copy_huge_pmd() (a VMA boundary never cuts a huge PMD: vma_adjust_trans_huge()):
-                # the child's PMD comes with a PTE table deposited for its split
+                # copy_huge_pmd() (a VMA boundary never cuts a huge PMD: vma_adjust_trans_huge())
                 dt = eng.alloc_to(addr, l)
                 if dt < 0:
                     return -1
-                pgtable = eng.table_alloc(eng.lpte)          # pte_alloc_one(dst_mm)
-                if pgtable < 0:
-                    return -1
-                pgtable_trans_huge_deposit(eng, dt, pgtable)
+                if pmd_present(e):
+                    # pte_alloc_one() + pgtable_trans_huge_deposit() for the child's
+                    # copy: every huge PMD pymm makes is anonymous or the huge zero page
+                    pgtable = eng.table_alloc(eng.lpte)
+                    if pgtable < 0:
+                        return -1
+                    pgtable_trans_huge_deposit(eng, dt, pgtable)
                 c = copy_leaf(eng, row(eng, st) + i, <int64_t>(size >> eng.shift[eng.lpte]), cow) \
                     if pmd_present(e) else e
                 row(eng, dt)[i] = c

@@ -293,7 +293,7 @@ cdef void recycle_pte_table(Engine eng, Recycle *rc, int64_t ot, int64_t oi, uin
 cdef void recycle_done(Engine eng, Recycle *rc) noexcept nogil:
     """free_pgtables() has run: the recycled tables are freed now, as the kernel's are."""
     eng.tlive -= rc.n
-    eng.ctx_tlive -= rc.n                    # the current process's count too (fork contexts)
+    eng.ctx_tlive -= rc.n                    # the current process's count (VmPTE) too
     eng.ctr[CTR_PGTABLES_FREED] += rc.n
     rc.n = 0
 

@@ -57,11 +57,11 @@ _DETAIL = {
     "table-level": lambda f, e: f"table {f} linked where a level-{e} table belongs",
     "stale-table": lambda f, e: f"page-table page {f} covers no VMA (should have been freed)",
     "frame-count": lambda f, e: f"{f} frames found live, the allocator counts {e}",
+    "deposit": lambda f, e: f"{f} PTE tables deposited with this PMD table for {e} huge PMDs",
     "anon-mapcount": lambda f, e: f"anonymous frame mapped {f} times by the fork family, its map count "
                                   f"says {e}",
     "writable-shared": lambda f, e: f"frame {f}, shared copy-on-write with a forked process, is mapped "
                                     "writable",
-    "deposit": lambda f, e: f"{f} PTE tables deposited with this PMD table for {e} huge PMDs",
 }
 
 _ADDRESS_IS_FRAME = {"double-mapped", "lost-frame", "shmem-mapcount", "anon-mapcount"}

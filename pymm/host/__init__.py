@@ -579,6 +579,7 @@ class HostMM:
                 out[key] = int(fields[0])
         return out
 
+
     # -- fork --------------------------------------------------------------------------------
     @_call
     def fork(self) -> "HostMM":
