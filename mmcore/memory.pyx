@@ -34,6 +34,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from mmcore._entries cimport *
 from mmcore._core cimport (Engine, FaultArgs, row, span_end, rmap_word, rmap_index, is_zero_frame,
                            set_tag, frame_alloc, frame_alloc_tagged, release_frame, shmem_get,
+                           shmem_lookup, shmem_mapped,
                            fits, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK, TAG_FILL, TAG_VALUE_MASK,
                            SIGNAL_CHUNK)
 from mmcore.huge_memory cimport fault_huge, split_huge_pmd
@@ -165,16 +166,14 @@ cdef int64_t cached_index(Engine eng, int64_t pte_off, int64_t j, uint64_t va, F
     0 when it is not in the page cache."""
     cdef int64_t index = <int64_t>a.pgoff + <int64_t>((va - a.vma_start) >> eng.shift[eng.lpte]) \
         + (j - pte_off)
-    if index < 0 or index >= eng.onpages[a.owner]:
-        return 0
-    return eng.oframes[a.owner][index]
+    return shmem_lookup(eng, a.owner, index)
 
 
 cdef void do_fault_around_c(Engine eng, uint64_t *r, int64_t pte_off, uint64_t va, FaultArgs *a) noexcept nogil:
     """do_fault_around() + filemap_map_pages() on a PTE table already there:
     before a read fault on a shmem page, map the neighbours already in the
     object (the page cache) whose PTEs are none.  Nothing is allocated."""
-    cdef int64_t j, f, to_pte, index
+    cdef int64_t j, f, to_pte
     cdef int64_t from_pte = around_window(eng, pte_off, va, a, &to_pte)
     cdef uint64_t flags = a.prot | (_PAGE_RW if a.writable else 0)
     for j in range(from_pte, to_pte):
@@ -183,9 +182,7 @@ cdef void do_fault_around_c(Engine eng, uint64_t *r, int64_t pte_off, uint64_t v
         f = cached_index(eng, pte_off, j, va, a)
         if f == 0:
             continue                          # not in the page cache: left to a fault
-        index = <int64_t>rmap_index(eng.frmap[f])
-        if eng.omapc[a.owner][index] < 0xFFFF:
-            eng.omapc[a.owner][index] += 1
+        shmem_mapped(eng, a.owner, <int64_t>rmap_index(eng.frmap[f]))
         eng.rss_shmem += 1
         r[j] = pfn_entry(f, flags)
 

@@ -20,7 +20,7 @@ KERNEL_MODULES = (huge_memory, pagewalk, memory, access, mprotect, mremap, check
 MMCORE = pathlib.Path(mmcore.__file__).parent
 
 # Bottom to top: a module may import or cimport only modules of a lower layer.
-LAYERS = (("geometry", "_entries", "_region"), ("_core",), ("huge_memory", "pagewalk"),
+LAYERS = (("geometry", "_entries", "_region", "_shmem"), ("_core",), ("huge_memory", "pagewalk"),
           ("memory", "access", "mprotect", "mremap", "check"))
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
