@@ -262,7 +262,10 @@ def mmap_region(mm, addr: int, length: int, vm_flags: int, pgoff: int, shared: b
     """
     end = addr + length
     if accountable_mapping(vm_flags):
-        if mm.commit_limit is not None and length > mm.commit_limit:
+        # __mmap_prepare(): charge the length less what the replaced VMAs had charged
+        charged = length - sum(min(v.end, end) - max(v.start, addr)
+                               for v in mm._tree.intersecting(addr, end) if v.vm_flags & C.VM_ACCOUNT)
+        if charged and not mm.machine.vm_enough_memory(mm, charged):
             raise _Errno(ENOMEM)
         vm_flags |= C.VM_ACCOUNT
     shm = shmem_zero_setup(mm, addr, length, vm_flags) if shared else None
@@ -283,9 +286,9 @@ def mmap_region(mm, addr: int, length: int, vm_flags: int, pgoff: int, shared: b
 
 def shmem_acct_size(mm, length: int, vm_flags: int) -> bool:
     """shmem_acct_size() (mm/shmem.c): a shared object is charged in full
-    unless VM_NORESERVE; False when the charge is refused (the heuristic
-    overcommit refuses more than RAM + swap: ``mm.commit_limit``)."""
-    return vm_flags & C.VM_NORESERVE or mm.commit_limit is None or length <= mm.commit_limit
+    unless VM_NORESERVE; False when the machine's overcommit policy
+    refuses the charge (:meth:`pymm.Machine.vm_enough_memory`)."""
+    return bool(vm_flags & C.VM_NORESERVE) or mm.machine.vm_enough_memory(mm, length)
 
 
 def shmem_zero_setup(mm, addr: int, length: int, vm_flags: int) -> ShmemObject:
