@@ -157,3 +157,48 @@ def test_heuristic_boundary_matches_the_host():
             results.append(out)
     assert results[0] == ["mapped", "ENOMEM"] * 2
     assert results[1] == results[0]
+
+
+def test_mremap_growth_is_charged():
+    """vrm_calc_charge(): growing an accounted mapping charges the growth
+    (in place or moved); MREMAP_DONTUNMAP charges the whole new copy."""
+    mm = pymm.MM(ram=1 * GiB)
+    a = mm.mmap(A, 512 * MiB, RW, PRIV | FIXED)
+    _enomem(mm.mremap, a, 512 * MiB, 2 * GiB, 0)                        # in place: 1.5 GiB more
+    _enomem(mm.mremap, a, 512 * MiB, 2 * GiB, pymm.MREMAP_MAYMOVE | pymm.MREMAP_FIXED, A + TiB)
+    assert mm.mremap(a, 512 * MiB, 1 * GiB, 0) == a                     # 512 MiB more: allowed
+    mm.machine.overcommit_memory = 2                                    # 1 GiB committed, limit 512 MiB
+    _enomem(mm.mremap, a, 1 * GiB, 1 * GiB, pymm.MREMAP_MAYMOVE | pymm.MREMAP_FIXED | 4, A + TiB)
+    r = mm.mmap(A + 2 * TiB, 4096, pymm.PROT_READ, PRIV | FIXED)        # not accounted: no charge
+    assert mm.mremap(r, 4096, 1 * GiB, 0) == r
+
+
+def test_mremap_growth_boundary_matches_the_host():
+    """The host (mode 0): growing a private writable mapping by more than
+    MemTotal is ENOMEM, by a page less than that it grows."""
+    from pymm import host
+    from tests.helpers import host_or_skip
+    host_or_skip()
+    with open("/proc/sys/vm/overcommit_memory") as f:
+        if f.read().strip() != "0":
+            pytest.skip("the host does not run the heuristic overcommit")
+    mem = _host_meminfo()
+    if mem["SwapTotal"]:
+        pytest.skip("the host has swap; pymm models none")
+    limit = mem["MemTotal"]
+    lo = pymm.HOST_WINDOW[0]
+    results = []
+    with host.HostMM() as h:
+        for target in (h, pymm.MM(window=h.window, ram=limit)):
+            out = []
+            for grow in (limit, limit + 4096):
+                a = target.mmap(lo, 1 << 20, RW, PRIV | FIXED)
+                try:
+                    target.mremap(a, 1 << 20, (1 << 20) + grow, 0)
+                    out.append("grown")
+                except OSError as e:
+                    out.append(errno.errorcode[e.errno])
+                target.munmap(lo, (1 << 20) + grow)
+            results.append(out)
+    assert results[0] == ["grown", "ENOMEM"]
+    assert results[1] == results[0]

@@ -171,7 +171,9 @@ def mremap_at(mm, vma: Vma, addr: int, old_len: int, new_len: int, flags: int) -
         return addr
     delta = new_len - old_len
     if vma.end - addr == old_len and vma_expandable(mm, vma, delta):
-        vma_merge_extend(mm, vma, delta)               # expand_vma_in_place()
+        if not vrm_calc_charge(mm, vma, delta):       # expand_vma_in_place()
+            raise _Errno(ENOMEM)
+        vma_merge_extend(mm, vma, delta)
         if vma.vm_flags & C.VM_LOCKED:
             mm_populate(mm, addr + old_len, delta)
         return addr
@@ -179,6 +181,13 @@ def mremap_at(mm, vma: Vma, addr: int, old_len: int, new_len: int, flags: int) -
         raise _Errno(ENOMEM)
     new_addr = vrm_set_new_addr(mm, vma, addr, new_len, flags, 0)
     return move_vma(mm, vma, addr, old_len, new_len, flags, new_addr)
+
+
+def vrm_calc_charge(mm, vma: Vma, charge: int) -> bool:
+    """vrm_calc_charge(): an accounted VMA charges what it grows by (all of
+    the new length with MREMAP_DONTUNMAP); the machine's overcommit policy
+    may refuse it (:meth:`pymm.Machine.vm_enough_memory`)."""
+    return not vma.vm_flags & C.VM_ACCOUNT or mm.machine.vm_enough_memory(mm, max(charge, 0))
 
 
 def vma_expandable(mm, vma: Vma, delta: int) -> bool:
@@ -195,6 +204,8 @@ def move_vma(mm, vma: Vma, addr: int, old_len: int, new_len: int, flags: int, ne
     """move_vma(): copy the VMA, move its page tables, unmap the source
     (or, with MREMAP_DONTUNMAP, leave it empty)."""
     if len(mm._tree._vmas) >= mm.max_map_count - 3:  # prep_move_vma()
+        raise _Errno(ENOMEM)
+    if not vrm_calc_charge(mm, vma, new_len if flags & C.MREMAP_DONTUNMAP else new_len - old_len):
         raise _Errno(ENOMEM)
     locked = vma.vm_flags & C.VM_LOCKED
     new_pgoff = vma.pgoff + ((addr - vma.start) >> mm.page_shift)
