@@ -202,3 +202,61 @@ def test_mremap_growth_boundary_matches_the_host():
             results.append(out)
     assert results[0] == ["grown", "ENOMEM"]
     assert results[1] == results[0]
+
+
+def test_mprotect_to_writable_is_charged():
+    """mprotect_fixup(): private memory turning writable is charged then."""
+    mm = pymm.MM(ram=1 * GiB)
+    a = mm.mmap(A, 2 * GiB, pymm.PROT_READ, PRIV | FIXED)
+    _enomem(mm.mprotect, a, 2 * GiB, RW)
+    assert mm.maps()[0].prot == pymm.PROT_READ                          # unchanged
+    mm.mprotect(a, 1 * GiB, RW)                                         # 1 GiB: allowed
+    mm.mprotect(a, 1 * GiB, pymm.PROT_READ)
+    mm.mprotect(a, 1 * GiB, RW)                                         # still VM_ACCOUNT: no charge
+    b = mm.mmap(A + TiB, 2 * GiB, pymm.PROT_READ, PRIV | FIXED | NORESERVE)
+    mm.mprotect(b, 2 * GiB, RW)                                         # NORESERVE: never charged
+
+
+def test_stack_growth_is_charged():
+    """acct_stack_growth()'s last test: under strict overcommit a stack
+    cannot grow past CommitLimit (the access is a SIGSEGV)."""
+    m = pymm.Machine(ram=1 * GiB, overcommit_memory=2)
+    mm = m.spawn(rlimit_stack=1 * GiB)
+    top = A + GiB
+    s = mm.mmap(top - 64 * 1024, 64 * 1024, RW, PRIV | FIXED | pymm.MAP_GROWSDOWN)
+    mm.write(s - 4096, b"grown")                                        # within the limit: grows
+    assert mm.maps()[0].start == s - 4096
+    mm.mmap(A + TiB, 490 * MiB, RW, PRIV | FIXED)                        # the rest of CommitLimit
+    with pytest.raises(pymm.SegmentationFault):
+        mm.write(s - 64 * MiB, b"x")
+
+
+def test_mprotect_boundary_matches_the_host():
+    """The host (mode 0): PROT_READ private memory of MemTotal + a page
+    cannot turn writable; of MemTotal it can."""
+    from pymm import host
+    from tests.helpers import host_or_skip
+    host_or_skip()
+    with open("/proc/sys/vm/overcommit_memory") as f:
+        if f.read().strip() != "0":
+            pytest.skip("the host does not run the heuristic overcommit")
+    mem = _host_meminfo()
+    if mem["SwapTotal"]:
+        pytest.skip("the host has swap; pymm models none")
+    limit = mem["MemTotal"]
+    lo = pymm.HOST_WINDOW[0]
+    results = []
+    with host.HostMM() as h:
+        for target in (h, pymm.MM(window=h.window, ram=limit)):
+            out = []
+            for length in (limit, limit + 4096):
+                a = target.mmap(lo, length, pymm.PROT_READ, PRIV | FIXED)
+                try:
+                    target.mprotect(a, length, RW)
+                    out.append("writable")
+                except OSError as e:
+                    out.append(errno.errorcode[e.errno])
+                target.munmap(a, length)
+            results.append(out)
+    assert results[0] == ["writable", "ENOMEM"]
+    assert results[1] == results[0]

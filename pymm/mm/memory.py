@@ -135,6 +135,8 @@ def expand_downwards(mm, vma: Vma, addr: int) -> bool:
     grow = (vma.start - addr) >> mm.page_shift
     if grow > vma.pgoff or vma.end - addr > mm.rlimit_stack:
         return False
+    if not mm.machine.vm_enough_memory(mm, vma.start - addr):   # acct_stack_growth(): the last test
+        return False
     anon_vma_prepare(mm, vma)
     mm._tree.set_start(vma, addr)
     vma.pgoff -= grow
