@@ -374,6 +374,8 @@ cdef inline void shmem_mapped(Engine eng, int64_t o, int64_t index) noexcept nog
     """One more PTE maps object o's page at index (it is in the cache)."""
     cdef ShmLeaf *leaf = shmem_leaf(eng, o, index)
     if leaf != NULL and leaf.mapc[index & XA_CHUNK_MASK] < 0xFFFF:
+        if leaf.mapc[index & XA_CHUNK_MASK] == 0:
+            eng.oshm[o].nmapped += 1
         leaf.mapc[index & XA_CHUNK_MASK] += 1
 
 
@@ -382,6 +384,8 @@ cdef inline void shmem_unmapped(Engine eng, int64_t o, int64_t index) noexcept n
     cdef ShmLeaf *leaf = shmem_leaf(eng, o, index)
     if leaf != NULL and leaf.mapc[index & XA_CHUNK_MASK] > 0:
         leaf.mapc[index & XA_CHUNK_MASK] -= 1
+        if leaf.mapc[index & XA_CHUNK_MASK] == 0:
+            eng.oshm[o].nmapped -= 1
 
 
 cdef inline int64_t shmem_get(Engine eng, int64_t o, int64_t index) noexcept nogil:
@@ -404,6 +408,8 @@ cdef inline int64_t shmem_get(Engine eng, int64_t o, int64_t index) noexcept nog
         leaf.frame[slot] = <uint32_t>f
         eng.oshm[o].nrpages += 1
     if leaf.mapc[slot] < 0xFFFF:
+        if leaf.mapc[slot] == 0:
+            eng.oshm[o].nmapped += 1
         leaf.mapc[slot] += 1
     return f
 
@@ -423,18 +429,21 @@ cdef inline int64_t shmem_first_mapped(Engine eng, int64_t o) noexcept nogil:
         pos += XA_CHUNK_SIZE
 
 
-cdef inline void shmem_evict_all(Engine eng, int64_t o) noexcept nogil:
-    """shmem_evict_inode() -> shmem_truncate_range(): free every page of
-    object o's cache (none is mapped any more)."""
-    cdef int64_t pos = 0
+cdef inline void shmem_evict_subtree(Engine eng, void *node, int l) noexcept nogil:
+    """shmem_evict_inode() -> shmem_truncate_range(), then xa_destroy(), in
+    one pass: free the pages of a subtree of an object's cache (none is
+    mapped any more) and its nodes.  The caller clears the root."""
     cdef int i
     cdef ShmLeaf *leaf
-    while True:
-        leaf = shm_next_leaf(&eng.oshm[o], &pos)
-        if leaf == NULL:
-            return
+    if node == NULL:
+        return
+    if l == 0:
+        leaf = <ShmLeaf*>node
         for i in range(XA_CHUNK_SIZE):
             if leaf.frame[i] != 0:
                 frame_free(eng, leaf.frame[i])
-                leaf.frame[i] = 0
-        pos += XA_CHUNK_SIZE
+    else:
+        for i in range(XA_CHUNK_SIZE):
+            if (<void**>node)[i] != NULL:
+                shmem_evict_subtree(eng, (<void**>node)[i], l - 1)
+    free(node)

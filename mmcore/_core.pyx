@@ -512,12 +512,13 @@ cdef class Engine:
         try:
             self._check_owner(o)
             if self.okind[o] == OWNER_SHMEM:
-                i = shmem_first_mapped(self, o)
+                i = shmem_first_mapped(self, o) if self.oshm[o].nmapped else -1
                 if i >= 0:
                     raise ValueError(f"shmem object {o} still has page {i} mapped: zap it first")
             with nogil:
                 if self.okind[o] == OWNER_SHMEM:
-                    shmem_evict_all(self, o)
+                    shmem_evict_subtree(self, self.oshm[o].root, self.oshm[o].height)
+                    self.oshm[o].root = NULL
                     shm_destroy(&self.oshm[o])
                 self.okind[o] = OWNER_FREE
                 self.onpages[o] = self.ofree_head

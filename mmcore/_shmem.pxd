@@ -32,6 +32,7 @@ cdef struct ShmObj:
     void *root              # a ShmLeaf when height is 0, else void*[XA_CHUNK_SIZE]
     int height              # interior levels above the leaves
     int64_t nrpages         # pages in the cache (mapping->nrpages)
+    int64_t nmapped         # pages a PTE maps (map count above 0)
     int64_t nnodes          # nodes allocated, leaves included (xa_node slabs)
     int64_t last_key        # the leaf last found (index >> XA_CHUNK_SHIFT), -1: none
     ShmLeaf *last_leaf
@@ -44,6 +45,7 @@ cdef inline void shm_init(ShmObj *s, int64_t npages) noexcept nogil:
     while s.height < SHM_MAX_HEIGHT and ((npages - 1) >> (XA_CHUNK_SHIFT * (s.height + 1))) != 0:
         s.height += 1
     s.nrpages = 0
+    s.nmapped = 0
     s.nnodes = 0
     s.last_key = -1
     s.last_leaf = NULL
@@ -95,9 +97,11 @@ cdef inline ShmLeaf* shm_leaf_create(ShmObj *s, int64_t index) noexcept nogil:
 cdef inline ShmLeaf* shm_next_leaf(ShmObj *s, int64_t *pos) noexcept nogil:
     """xas_find() by leaves: the first leaf at or after index pos[0]
     (pos[0] becomes its first index), or NULL when there are no more.
-    Empty subtrees are skipped whole."""
+    Empty slots are skipped inside their node; a node with nothing left is
+    skipped whole, so a walk over every leaf visits each node a few times."""
     cdef void *node
-    cdef int l
+    cdef void **slots
+    cdef int l, i, j
     cdef int64_t limit = (<int64_t>1) << (XA_CHUNK_SHIFT * (s.height + 1))
     pos[0] &= ~(<int64_t>XA_CHUNK_MASK)
     if s.root == NULL:
@@ -105,15 +109,23 @@ cdef inline ShmLeaf* shm_next_leaf(ShmObj *s, int64_t *pos) noexcept nogil:
     while pos[0] < limit:
         node = s.root
         l = s.height
-        while l > 0 and node != NULL:
-            node = (<void**>node)[(pos[0] >> (XA_CHUNK_SHIFT * l)) & XA_CHUNK_MASK]
-            if node == NULL:
-                break
+        while l > 0:
+            slots = <void**>node
+            i = (pos[0] >> (XA_CHUNK_SHIFT * l)) & XA_CHUNK_MASK
+            j = i
+            while j < XA_CHUNK_SIZE and slots[j] == NULL:
+                j += 1
+            if j == XA_CHUNK_SIZE:
+                break                    # nothing more below this node
+            if j != i:                   # the first index of slot j
+                pos[0] = ((pos[0] >> (XA_CHUNK_SHIFT * (l + 1))) << (XA_CHUNK_SHIFT * (l + 1))) \
+                    | ((<int64_t>j) << (XA_CHUNK_SHIFT * l))
+            node = slots[j]
             l -= 1
-        if node != NULL and l == 0:
+        if l == 0:
             return <ShmLeaf*>node
-        # the subtree below level l (its slot empty) holds nothing: step past it
-        pos[0] = ((pos[0] >> (XA_CHUNK_SHIFT * l)) + 1) << (XA_CHUNK_SHIFT * l)
+        # the node at level l (covering 64 ** (l + 1) pages) is used up: past it
+        pos[0] = ((pos[0] >> (XA_CHUNK_SHIFT * (l + 1))) + 1) << (XA_CHUNK_SHIFT * (l + 1))
     return NULL
 
 
@@ -133,6 +145,7 @@ cdef inline void shm_destroy(ShmObj *s) noexcept nogil:
     shm_free_nodes(s.root, s.height)
     s.root = NULL
     s.nrpages = 0
+    s.nmapped = 0
     s.nnodes = 0
     s.last_key = -1
     s.last_leaf = NULL
