@@ -9,7 +9,8 @@ from libc.stdlib cimport free
 from libc.string cimport memset, memcpy
 
 from mmcore._region cimport pymm_region
-from mmcore._shmem cimport ShmObj, ShmLeaf, shm_leaf, shm_leaf_create, shm_next_leaf, XA_CHUNK_SIZE, XA_CHUNK_MASK
+from mmcore._shmem cimport (ShmObj, ShmLeaf, shm_leaf, shm_leaf_create, shm_next_leaf, XA_CHUNK_SIZE,
+                            XA_CHUNK_MASK, XA_CHUNK_SHIFT)
 
 cdef enum:
     MAXLEV = 5
@@ -350,9 +351,12 @@ cdef inline void release_frame(Engine eng, int64_t f, bint huge) noexcept nogil:
 cdef inline ShmLeaf* shmem_leaf(Engine eng, int64_t o, int64_t index) noexcept nogil:
     """The leaf of shmem object o's page cache holding index, or NULL
     (none yet, or index beyond the object)."""
+    cdef ShmObj *s = &eng.oshm[o]
     if index < 0 or index >= eng.onpages[o]:
         return NULL
-    return shm_leaf(&eng.oshm[o], index)
+    if (index >> XA_CHUNK_SHIFT) == s.last_key:    # the common case, without a call
+        return s.last_leaf
+    return shm_leaf(s, index)
 
 
 cdef inline int64_t shmem_lookup(Engine eng, int64_t o, int64_t index) noexcept nogil:
@@ -374,8 +378,6 @@ cdef inline void shmem_mapped(Engine eng, int64_t o, int64_t index) noexcept nog
     """One more PTE maps object o's page at index (it is in the cache)."""
     cdef ShmLeaf *leaf = shmem_leaf(eng, o, index)
     if leaf != NULL and leaf.mapc[index & XA_CHUNK_MASK] < 0xFFFF:
-        if leaf.mapc[index & XA_CHUNK_MASK] == 0:
-            eng.oshm[o].nmapped += 1
         leaf.mapc[index & XA_CHUNK_MASK] += 1
 
 
@@ -384,8 +386,6 @@ cdef inline void shmem_unmapped(Engine eng, int64_t o, int64_t index) noexcept n
     cdef ShmLeaf *leaf = shmem_leaf(eng, o, index)
     if leaf != NULL and leaf.mapc[index & XA_CHUNK_MASK] > 0:
         leaf.mapc[index & XA_CHUNK_MASK] -= 1
-        if leaf.mapc[index & XA_CHUNK_MASK] == 0:
-            eng.oshm[o].nmapped -= 1
 
 
 cdef inline int64_t shmem_get(Engine eng, int64_t o, int64_t index) noexcept nogil:
@@ -397,36 +397,62 @@ cdef inline int64_t shmem_get(Engine eng, int64_t o, int64_t index) noexcept nog
     cdef int64_t slot = index & XA_CHUNK_MASK
     if index < 0 or index >= eng.onpages[o]:
         return -1
-    leaf = shm_leaf_create(&eng.oshm[o], index)
-    if leaf == NULL:
-        return -1
+    if (index >> XA_CHUNK_SHIFT) == eng.oshm[o].last_key:
+        leaf = eng.oshm[o].last_leaf
+    else:
+        leaf = shm_leaf_create(&eng.oshm[o], index)
+        if leaf == NULL:
+            return -1
     f = leaf.frame[slot]
     if f == 0:
         f = frame_alloc(eng, rmap_word(o, <uint64_t>index))
         if f < 0:
             return -1
         leaf.frame[slot] = <uint32_t>f
-        eng.oshm[o].nrpages += 1
     if leaf.mapc[slot] < 0xFFFF:
-        if leaf.mapc[slot] == 0:
-            eng.oshm[o].nmapped += 1
         leaf.mapc[slot] += 1
     return f
 
 
-cdef inline int64_t shmem_first_mapped(Engine eng, int64_t o) noexcept nogil:
-    """The first page of shmem object o that a PTE still maps, or -1."""
-    cdef int64_t pos = 0
+cdef inline int64_t shmem_nrpages(Engine eng, int64_t o) noexcept nogil:
+    """mapping->nrpages of object o: its pages in the cache (a walk over its leaves)."""
+    cdef int64_t pos = 0, n = 0
     cdef int i
     cdef ShmLeaf *leaf
     while True:
         leaf = shm_next_leaf(&eng.oshm[o], &pos)
         if leaf == NULL:
-            return -1
+            return n
+        for i in range(XA_CHUNK_SIZE):
+            n += leaf.frame[i] != 0
+        pos += XA_CHUNK_SIZE
+
+
+cdef inline int64_t shmem_first_mapped_in(void *node, int l, int64_t base) noexcept nogil:
+    """The first index at or after base that a PTE maps in a subtree of an
+    object's cache (level l, first index base), or -1."""
+    cdef int i
+    cdef int64_t r
+    cdef ShmLeaf *leaf
+    if node == NULL:
+        return -1
+    if l == 0:
+        leaf = <ShmLeaf*>node
         for i in range(XA_CHUNK_SIZE):
             if leaf.mapc[i]:
-                return pos + i
-        pos += XA_CHUNK_SIZE
+                return base + i
+        return -1
+    for i in range(XA_CHUNK_SIZE):
+        if (<void**>node)[i] != NULL:
+            r = shmem_first_mapped_in((<void**>node)[i], l - 1, base + ((<int64_t>i) << (XA_CHUNK_SHIFT * l)))
+            if r >= 0:
+                return r
+    return -1
+
+
+cdef inline int64_t shmem_first_mapped(Engine eng, int64_t o) noexcept nogil:
+    """The first page of shmem object o that a PTE still maps, or -1."""
+    return shmem_first_mapped_in(eng.oshm[o].root, eng.oshm[o].height, 0)
 
 
 cdef inline void shmem_evict_subtree(Engine eng, void *node, int l) noexcept nogil:

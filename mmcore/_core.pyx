@@ -512,7 +512,7 @@ cdef class Engine:
         try:
             self._check_owner(o)
             if self.okind[o] == OWNER_SHMEM:
-                i = shmem_first_mapped(self, o) if self.oshm[o].nmapped else -1
+                i = shmem_first_mapped(self, o)
                 if i >= 0:
                     raise ValueError(f"shmem object {o} still has page {i} mapped: zap it first")
             with nogil:
@@ -588,7 +588,7 @@ cdef class Engine:
         self.enter()
         try:
             self._check_shmem(o)
-            return {"npages": self.onpages[o], "nrpages": self.oshm[o].nrpages,
+            return {"npages": self.onpages[o], "nrpages": shmem_nrpages(self, o),
                     "nodes": self.oshm[o].nnodes}
         finally:
             self.leave()

@@ -31,8 +31,6 @@ cdef struct ShmLeaf:
 cdef struct ShmObj:
     void *root              # a ShmLeaf when height is 0, else void*[XA_CHUNK_SIZE]
     int height              # interior levels above the leaves
-    int64_t nrpages         # pages in the cache (mapping->nrpages)
-    int64_t nmapped         # pages a PTE maps (map count above 0)
     int64_t nnodes          # nodes allocated, leaves included (xa_node slabs)
     int64_t last_key        # the leaf last found (index >> XA_CHUNK_SHIFT), -1: none
     ShmLeaf *last_leaf
@@ -44,8 +42,6 @@ cdef inline void shm_init(ShmObj *s, int64_t npages) noexcept nogil:
     s.height = 0
     while s.height < SHM_MAX_HEIGHT and ((npages - 1) >> (XA_CHUNK_SHIFT * (s.height + 1))) != 0:
         s.height += 1
-    s.nrpages = 0
-    s.nmapped = 0
     s.nnodes = 0
     s.last_key = -1
     s.last_leaf = NULL
@@ -144,8 +140,6 @@ cdef inline void shm_destroy(ShmObj *s) noexcept nogil:
     """xa_destroy(): every node goes; the object reads as empty."""
     shm_free_nodes(s.root, s.height)
     s.root = NULL
-    s.nrpages = 0
-    s.nmapped = 0
     s.nnodes = 0
     s.last_key = -1
     s.last_leaf = NULL

@@ -34,10 +34,11 @@ from cpython.exc cimport PyErr_CheckSignals
 from mmcore._entries cimport *
 from mmcore._core cimport (Engine, FaultArgs, row, span_end, rmap_word, rmap_index, is_zero_frame,
                            set_tag, frame_alloc, frame_alloc_tagged, release_frame, shmem_get,
-                           shmem_lookup, shmem_mapped,
+                           shmem_lookup, shmem_leaf,
                            fits, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK, TAG_FILL, TAG_VALUE_MASK,
                            SIGNAL_CHUNK)
 from mmcore.huge_memory cimport fault_huge, split_huge_pmd
+from mmcore._shmem cimport ShmLeaf, XA_CHUNK_SHIFT, XA_CHUNK_MASK
 
 # ---------------------------------------------------------------------- faults
 cdef int fault_pte(Engine eng, uint64_t *ptep, uint64_t va, FaultArgs *a) noexcept nogil:
@@ -172,17 +173,27 @@ cdef int64_t cached_index(Engine eng, int64_t pte_off, int64_t j, uint64_t va, F
 cdef void do_fault_around_c(Engine eng, uint64_t *r, int64_t pte_off, uint64_t va, FaultArgs *a) noexcept nogil:
     """do_fault_around() + filemap_map_pages() on a PTE table already there:
     before a read fault on a shmem page, map the neighbours already in the
-    object (the page cache) whose PTEs are none.  Nothing is allocated."""
-    cdef int64_t j, f, to_pte
+    object (the page cache) whose PTEs are none.  Nothing is allocated.
+    The window's indices are consecutive: one leaf lookup per 64 pages."""
+    cdef int64_t j, f, to_pte, index, key = -1
     cdef int64_t from_pte = around_window(eng, pte_off, va, a, &to_pte)
+    cdef int64_t index0 = <int64_t>a.pgoff + <int64_t>((va - a.vma_start) >> eng.shift[eng.lpte]) - pte_off
     cdef uint64_t flags = a.prot | (_PAGE_RW if a.writable else 0)
+    cdef ShmLeaf *leaf = NULL
     for j in range(from_pte, to_pte):
         if r[j] != 0:
             continue
-        f = cached_index(eng, pte_off, j, va, a)
+        index = index0 + j
+        if (index >> XA_CHUNK_SHIFT) != key:
+            key = index >> XA_CHUNK_SHIFT
+            leaf = shmem_leaf(eng, a.owner, index)
+        if leaf == NULL:
+            continue
+        f = leaf.frame[index & XA_CHUNK_MASK]
         if f == 0:
             continue                          # not in the page cache: left to a fault
-        shmem_mapped(eng, a.owner, <int64_t>rmap_index(eng.frmap[f]))
+        if leaf.mapc[index & XA_CHUNK_MASK] < 0xFFFF:
+            leaf.mapc[index & XA_CHUNK_MASK] += 1
         eng.rss_shmem += 1
         r[j] = pfn_entry(f, flags)
 
