@@ -295,10 +295,11 @@ def shmem_zero_setup(mm, addr: int, length: int, vm_flags: int) -> ShmemObject:
     """shmem_zero_setup() (mm/shmem.c): the "/dev/zero (deleted)" object
     behind a shared anonymous mapping.
 
-    A refused charge fails with ENOMEM after the MAP_FIXED range was
-    cleared, as in 6.18 (the host leaves the gap too).  pymm's own storage
-    for the object is allocated before anything changes: if this machine
-    cannot hold it the call fails with ENOMEM and changes nothing."""
+    A refused charge (the machine's overcommit policy) fails with ENOMEM
+    after the MAP_FIXED range was cleared, as in 6.18 (the host leaves the
+    gap too).  The object's pages are stored sparsely, so making it costs
+    nothing per page of its size; should pymm run out of owner ids the call
+    fails with ENOMEM and changes nothing."""
     if not shmem_acct_size(mm, length, vm_flags):
         if mm._tree.first_intersecting(addr, addr + length) is not None:
             do_vmi_munmap(mm, addr, length)       # vms_clean_up_area(), then the gap
