@@ -145,7 +145,7 @@ def check_outputs(args) -> Optional[str]:
 
 # options whose value may start with "-" (argparse would take "-1G" for an option)
 VALUE_OPTIONS = ("--size", "--reps", "--seconds", "--max-examples", "--ops", "--seed", "--walk",
-                 "--execs", "--json", "--plot", "--save", "--out")
+                 "--execs", "--json", "--plot", "--save", "--out", "--workers")
 
 
 def join_negative_values(argv: List[str]) -> List[str]:
@@ -185,6 +185,8 @@ def cmd_demo(args) -> int:
 
 
 def cmd_fuzz(args) -> int:
+    if args.workers or args.scheduler:
+        return cmd_campaign(args)
     from pymm.fuzz import fuzz
     from pymm.progress import Progress
     kernel = args.kernel
@@ -209,17 +211,108 @@ def cmd_fuzz(args) -> int:
               f"{tally['programs']} programs run in {tally['seconds']:.1f} s")
         return 0
     print(f"\nFOUND: {hit.summary()}\n")
+    _print_reproducers(hit)
+    if args.save:
+        _save(hit, args.save)
+    return 1
+
+
+def _print_reproducers(hit) -> None:
     print("# --- reproducer: Python, against pymm " + "-" * 38)
     print(hit.python)
     print("/* --- reproducer: C, for a real kernel (gcc repro.c && ./a.out) " + "-" * 12 + " */")
     print(hit.c)
-    if args.save:
-        with open(args.save + ".py", "w") as f:
-            f.write(hit.python)
-        with open(args.save + ".c", "w") as f:
-            f.write(hit.c)
-        print(f"saved {args.save}.py and {args.save}.c")
+
+
+def _save(hit, prefix: str) -> None:
+    with open(prefix + ".py", "w") as f:
+        f.write(hit.python)
+    with open(prefix + ".c", "w") as f:
+        f.write(hit.c)
+    print(f"saved {prefix}.py and {prefix}.c")
+
+
+def open_executor(args):
+    """(executor, client, where) for --workers N or --scheduler ADDRESS, or
+    (None, None, the one-line reason it cannot be had)."""
+    if args.workers and args.scheduler:
+        return None, None, "--workers and --scheduler: give one (a Dask cluster has its own workers)"
+    if not args.scheduler:
+        return None, None, None
+    from pymm.pool import capacity, dask_client
+    try:
+        client = dask_client(args.scheduler)
+    except ImportError as e:
+        return None, None, f"--scheduler {e}"
+    except OSError as e:
+        return None, None, f"--scheduler: {e}"
+    executor = client.get_executor()
+    return executor, client, f"the Dask cluster at {args.scheduler} ({capacity(executor)} worker threads)"
+
+
+def cmd_campaign(args) -> int:
+    """pymm fuzz --workers/--scheduler: a campaign, progress over all workers."""
+    from pymm.fuzz import TASK_PROGRAMS, campaign
+    from pymm.progress import Progress
+    executor, client, where = open_executor(args)
+    if executor is None and where:
+        print(f"pymm fuzz: {where}", file=sys.stderr)
+        return 2
+    kernel = args.kernel
+    per_task = min(TASK_PROGRAMS, args.max_examples)
+    tasks = -(-args.max_examples // per_task)
+    on = f" on {args.arch}" if args.arch != "x86_64" else ""
+    where = where or f"{args.workers} local worker process{'es' if args.workers > 1 else ''}"
+    print(f"fuzzing kernel {kernel.name}{on}: up to {args.max_examples} programs or {args.seconds:g} s "
+          f"(seed {args.seed}), {tasks} task{'s' if tasks > 1 else ''} of {per_task} programs on {where}",
+          flush=True)
+    last: dict = {"programs": 0, "seconds": 0.0, "findings": 0}
+
+    def show(prog, stats):
+        last.update(stats)
+        prog.done = stats["programs"]
+        prog.show(f"programs, {stats['rate']:.0f}/s, {stats['findings']} finding"
+                  f"{'s' if stats['findings'] != 1 else ''}, {stats['tasks']}/{tasks} tasks")
+    try:
+        with Progress("fuzz") as prog:
+            c = campaign(kernel, seconds=args.seconds, executor=executor, workers=args.workers,
+                         seed=args.seed, tasks=tasks, task_programs=per_task, max_ops=args.ops,
+                         arch=args.arch, progress=lambda st: show(prog, st))
+    except KeyboardInterrupt:
+        print(f"interrupted: {last['programs']} programs run in {last['seconds']:.1f} s under {kernel.name}, "
+              f"{last['findings']} finding{'s' if last['findings'] != 1 else ''} so far", file=sys.stderr)
+        return 130
+    finally:
+        if client is not None:
+            client.close()
+    for seed, why in c.lost:
+        print(f"lost: the task of seed {seed} ({why}); replay it with pymm.fuzz.fuzz({c.kernel!r}, "
+              f"seed={seed}, max_examples={per_task})", file=sys.stderr)
+    totals = (f"{c.programs} programs run in {c.seconds:.1f} s ({c.rate:.0f}/s) by {c.tasks} tasks on "
+              f"{len(c.workers)} worker{'s' if len(c.workers) != 1 else ''}")
+    if not c.findings:
+        print(f"no invariant violation or warning found under {kernel.name}: {totals}")
+        return 0
+    for i, f in enumerate(c.findings, 1):
+        head = f"FOUND ({i} of {len(c.findings)})" if len(c.findings) > 1 else "FOUND"
+        print(f"\n{head}: {f.hit.summary()}\n  found by {len(f.seeds)} task"
+              f"{'s' if len(f.seeds) > 1 else ''} (seeds {', '.join(map(str, f.seeds[:8]))}"
+              f"{', ...' if len(f.seeds) > 8 else ''}; {f.programs} distinct shrunk program"
+              f"{'s' if f.programs > 1 else ''}); replay: {f.replay_call}\n")
+        _print_reproducers(f.hit)
+        if args.save:
+            _save(f.hit, args.save if i == 1 else f"{args.save}-{i}")
+    print(totals)
     return 1
+
+
+def _add_scale_out(p, what: str) -> None:
+    """--workers N and --scheduler ADDRESS."""
+    p.add_argument("--workers", type=_positive_int, metavar="N",
+                   help=f"run a {what}, on N local processes")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help=f"run a {what}, on the Dask cluster whose scheduler is at ADDRESS "
+                   "(tcp://HOST:8786; needs pip install \"pymm[dask]\")")
 
 
 def _add_arch(p) -> None:
@@ -261,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "exit status is then 1.  Exit 0: nothing found within the budget.",
                        epilog="examples:\n  pymm fuzz --kernel 5.8+linus-v2\n"
                        "  pymm fuzz --kernel 6.18 --seconds 30\n"
+                       "  pymm fuzz --kernel 6.18 --seconds 600 --workers 2      # a campaign on 2 processes\n"
+                       "  pymm fuzz --kernel 6.18 --scheduler tcp://HOST:8786    # ... on a Dask cluster\n"
                        "  pymm fuzz --kernel mykernels:mine     # a Kernel of your own",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("--kernel", type=_kernel_arg, default="6.18",
@@ -271,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
     f.add_argument("--ops", type=_positive_int, default=10,
                    help="longest program, at least 1 call (default 10)")
-    f.add_argument("--save", metavar="PREFIX", help="also write PREFIX.py and PREFIX.c")
+    f.add_argument("--save", metavar="PREFIX", help="also write PREFIX.py and PREFIX.c (a campaign's "
+                   "further findings: PREFIX-2.py, ...)")
+    _add_scale_out(f, "campaign: seeded tasks of up to 4000 programs each")
     _add_arch(f)
     f.set_defaults(func=cmd_fuzz)
 

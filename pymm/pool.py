@@ -29,6 +29,7 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import signal
+import socket
 import time
 from collections import deque
 from concurrent.futures.process import BrokenProcessPool
@@ -56,16 +57,27 @@ def dask_client(address: str, timeout: float = 10.0):
     """A ``distributed.Client`` connected to the scheduler at ``address``.
 
     Raises ImportError with :data:`DASK_HINT` when Dask is not installed, and
-    OSError (one line) when no scheduler answers within ``timeout`` seconds.
+    OSError (one line) for an address that is wrong or where no scheduler
+    answers within ``timeout`` seconds (a refused port is told at once).
     """
     try:
         from distributed import Client
+        from distributed.comm import get_address_host_port
     except ImportError:
         raise ImportError(DASK_HINT) from None
     try:
+        host, port = get_address_host_port(address)
+    except (ValueError, TypeError, NotImplementedError) as e:
+        raise OSError(f"not a Dask scheduler address: {address!r} ({e}; try tcp://HOST:8786)") from None
+    try:                                 # a plain TCP connect first: quick, and no half-made Client
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise OSError(f"no Dask scheduler at {address!r}: {e.strerror or e}") from None
+    try:
         return Client(address, timeout=timeout)
     except (OSError, TimeoutError, ValueError, TypeError) as e:
-        raise OSError(f"no Dask scheduler at {address!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise OSError(f"no Dask scheduler at {address!r}: {why}") from None
 
 
 def capacity(executor) -> int:
@@ -105,7 +117,7 @@ def run_tasks(fn: Callable, items: Iterable[Tuple[Any, tuple]], *, executor=None
     """
     own = executor is None
     pool = local_pool(workers) if own else executor
-    slots = 2 * capacity(pool)
+    slots = capacity(pool) + 1          # one waiting per pool, so a worker never idles; few past the deadline
     todo = iter(items)
     again: deque = deque()               # (key, args, attempt) to re-run
     running: Dict[cf.Future, Tuple[Any, tuple, int]] = {}

@@ -121,14 +121,19 @@ def dask_cluster(tmp_path):
         log.close()
 
 
-def test_a_real_dask_scheduler_and_workers_survive_a_killed_worker(dask_cluster, pool_run):
+def test_a_real_dask_scheduler_and_workers_survive_a_killed_worker(dask_cluster, pool_run, capsys):
     import distributed
+    from pymm.cli import main
     address, workers = dask_cluster
     with distributed.Client(address, timeout=30) as client:
         client.wait_for_workers(2, timeout=60)
         c = campaign(KERNEL, executor=client.get_executor(), **SMALL)
         _same_as_pool(c, pool_run)
         assert len(c.workers) >= 1
+        assert main(["fuzz", "--kernel", KERNEL, "--scheduler", address, "--max-examples", "8000"]) == 1
+        out = capsys.readouterr().out
+        assert f"on the Dask cluster at {address} (2 worker threads)" in out
+        assert out.count("FOUND: kernel 5.8+linus-v2") == 1 and "found by 2 tasks (seeds 0, 1;" in out
         killed = []
 
         def kill_one(stats):
