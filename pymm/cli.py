@@ -4,6 +4,7 @@
     pymm demo           the July 2020 thread, replayed kernel by kernel
     pymm fuzz           search syscall programs for a kernel's bugs
     pymm show           page tables as merged ranges, and pictures
+    pymm sweep          kernels x arches x cases x sizes x THP: path taken and cost
     pymm kernels        the kernel catalogue
 """
 from __future__ import annotations
@@ -134,6 +135,8 @@ def check_outputs(args) -> Optional[str]:
         return check_bench(args) or output_file(args.json, "--json") or output_file(args.plot, "--plot")
     if cmd == "fuzz" and args.save:
         return output_file(args.save + ".py", "--save") or output_file(args.save + ".c", "--save")
+    if cmd == "sweep":
+        return output_dir(args.out, "--out")
     if cmd == "show" and args.demo:
         from pymm.show import demo_conflicts, fill_demo_defaults
         if demo_conflicts(args):          # refused by the command, before anything is created
@@ -145,7 +148,8 @@ def check_outputs(args) -> Optional[str]:
 
 # options whose value may start with "-" (argparse would take "-1G" for an option)
 VALUE_OPTIONS = ("--size", "--reps", "--seconds", "--max-examples", "--ops", "--seed", "--walk",
-                 "--execs", "--json", "--plot", "--save", "--out", "--workers")
+                 "--execs", "--json", "--plot", "--save", "--out", "--workers", "--sizes", "--kernels",
+                 "--arches", "--cases")
 
 
 def join_negative_values(argv: List[str]) -> List[str]:
@@ -306,6 +310,116 @@ def cmd_campaign(args) -> int:
     return 1
 
 
+def _list_of(parse, what: str):
+    """An argparse type for a comma-separated list, each item through ``parse``."""
+    def parse_list(value: str) -> list:
+        items = [v.strip() for v in value.split(",")]
+        if not all(items):
+            raise argparse.ArgumentTypeError(f"{value!r}: an empty item in the list of {what} (a, b, c)")
+        return [parse(v) for v in items]
+    return parse_list
+
+
+def _choice(options, what: str):
+    def parse(value: str) -> str:
+        if value not in options:
+            raise argparse.ArgumentTypeError(f"unknown {what} {value!r}; choose from {', '.join(options)}")
+        return value
+    return parse
+
+
+THP_CHOICES = {"off": [False], "on": [True], "both": [False, True]}
+
+
+def cmd_sweep(args) -> int:
+    """pymm sweep: the matrix, a table, a CSV (and Parquet), a picture."""
+    from pymm.arches import get_arch
+    from pymm.pool import InProcess
+    from pymm.progress import Progress
+    from pymm.sweep import path_table, sweep, write_csv, write_parquet
+    from pymm.bench import _mem_available, fmt_size
+    page = max(get_arch(a).geometry.page_size for a in args.arches)
+    big = max(args.sizes)
+    if big > BENCH_MAX or big // 256 > _mem_available() // 2:    # pymm: page tags and PTEs, 16 bytes a page
+        print(f"pymm sweep: --sizes {fmt_size(big)}: at most {fmt_size(BENCH_MAX)}, and pymm's tables must fit "
+              f"in half of this machine's {_mem_available() >> 20} MiB available", file=sys.stderr)
+        return 2
+    bad = [n for n in args.sizes if n % page]
+    if bad:
+        print(f"pymm sweep: --sizes {bad[0]}: not a multiple of the page size ({page >> 10} KiB on "
+              f"{', '.join(a for a in args.arches if get_arch(a).geometry.page_size == page)})", file=sys.stderr)
+        return 2
+    executor, client, where = open_executor(args)
+    if executor is None and where:
+        print(f"pymm sweep: {where}", file=sys.stderr)
+        return 2
+    if executor is None and not args.workers:
+        executor, where = InProcess(), "this process"
+    where = where or f"{args.workers} local worker process{'es' if args.workers > 1 else ''}"
+    kernels = [k.source or k.name for k in args.kernels]
+    cells = len(kernels) * len(args.arches) * len(args.cases) * len(args.sizes) * len(THP_CHOICES[args.thp])
+    print(f"sweeping {cells} cells ({len(kernels)} kernels x {len(args.arches)} arches x {len(args.cases)} "
+          f"cases x {len(args.sizes)} sizes x THP {args.thp}) on {where}", flush=True)
+    try:
+        with Progress("sweep", total=cells) as prog:
+            rows = sweep(kernels, args.arches, args.cases, args.sizes, THP_CHOICES[args.thp], reps=args.reps,
+                         executor=executor, workers=args.workers,
+                         progress=lambda done, total: (setattr(prog, "done", done), prog.show()))
+    except RuntimeError as e:                    # tasks lost twice over
+        print(f"pymm sweep: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if client is not None:
+            client.close()
+    print(path_table(rows))
+    print("(! a kernel warning, X a broken invariant, - does not fit in the arch's user space)")
+    csv_path = os.path.join(args.out, "sweep.csv")
+    write_csv(rows, csv_path)
+    wrote = [csv_path]
+    if write_parquet(rows, os.path.join(args.out, "sweep.parquet")):
+        wrote.append(os.path.join(args.out, "sweep.parquet"))
+    from pymm.pictures import MATPLOTLIB_HINT, load_matplotlib, sweep_picture
+    if load_matplotlib() is None:
+        print(f"picture: {MATPLOTLIB_HINT}; none drawn")
+    else:
+        wrote.append(sweep_picture(rows, os.path.join(args.out, "sweep.png")))
+    print("wrote " + ", ".join(wrote))
+    return 0
+
+
+def add_sweep_parser(sub) -> None:
+    from pymm.arches import ARCHES
+    from pymm.sweep import CASES, DEFAULT_SIZES
+    p = sub.add_parser(
+        "sweep", help="kernels x arches x cases x sizes x THP: the path each move takes and its cost",
+        description="For each cell of the matrix, map and populate a region at the case's source "
+        "alignment (PTE, half a PMD, PMD or PUD, and not twice that), move it with mremap(MREMAP_MAYMOVE|"
+        "MREMAP_FIXED) to the case's destination alignment, and record the path counters, the warnings, "
+        "the checker's verdict and the call's time.  Prints the paths as a table and writes "
+        "OUT/sweep.csv (a row per cell), OUT/sweep.parquet (with pyarrow) and OUT/sweep.png.",
+        epilog="examples:\n  pymm sweep --out sweep/\n"
+        "  pymm sweep --kernels 4.19,5.8,6.18 --arches x86_64,arm64-4k --sizes 8M,1G,2G --thp off\n"
+        "  pymm sweep --workers 2\n  pymm sweep --scheduler tcp://HOST:8786 --reps 5",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    from pymm.kernels import KERNELS
+    p.add_argument("--kernels", type=_list_of(_kernel_arg, "kernels"), default=list(KERNELS),
+                   metavar="K1,K2", help="kernels: catalogue names or module:attribute (default: all)")
+    p.add_argument("--arches", type=_list_of(_choice(list(ARCHES), "arch"), "arches"), default=["x86_64"],
+                   metavar="A1,A2", help=f"arches among {', '.join(ARCHES)} (default x86_64)")
+    p.add_argument("--cases", type=_list_of(_choice(list(CASES), "case"), "cases"), default=list(CASES),
+                   metavar="C1,C2", help=f"source/destination alignments among {', '.join(CASES)} (default: all)")
+    p.add_argument("--sizes", type=_list_of(_size, "sizes"), default=list(DEFAULT_SIZES), metavar="S1,S2",
+                   help="region sizes (default 8M,1G)")
+    p.add_argument("--thp", choices=list(THP_CHOICES), default="both",
+                   help="THP off, on (MADV_HUGEPAGE before the populate), or both (default)")
+    p.add_argument("--reps", type=_positive_int, default=1, help="runs per cell, the time is their median "
+                   "(default 1)")
+    p.add_argument("--out", default="sweep", metavar="DIR", help="folder for sweep.csv, sweep.parquet and "
+                   "sweep.png (default ./sweep)")
+    _add_scale_out(p, "sweep in tasks (one per kernel, arch, size and THP)")
+    p.set_defaults(func=cmd_sweep)
+
+
 def _add_scale_out(p, what: str) -> None:
     """--workers N and --scheduler ADDRESS."""
     p.add_argument("--workers", type=_positive_int, metavar="N",
@@ -375,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pymm import bench as _bench, show as _show  # noqa: E402  (they add their own subcommands)
     _bench.add_parser(sub, _size)
     _show.add_parser(sub, _kernel_arg)
+    add_sweep_parser(sub)
     return p
 
 
