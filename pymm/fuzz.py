@@ -289,6 +289,7 @@ class Campaign:
     reruns: List[int]
     lost: List[Tuple[int, str]]
     workers: List[str]
+    busy: float = 0.0             # seconds the tasks ran, summed over workers
 
     @property
     def rate(self) -> float:
@@ -345,7 +346,9 @@ def campaign(kernel, *, seconds: float, executor=None, workers: Optional[int] = 
     finds it again on one machine.  A task whose worker died is re-run
     ``retries`` times, then listed in ``lost``.  ``progress(stats)`` gets
     ``programs``, ``seconds``, ``rate``, ``findings``, ``tasks`` and the
-    ``worker`` of the last result, in the client, after each task.
+    ``worker`` of the last result, in the client, after each task.  The
+    result's ``busy`` sums the tasks' own times: ``busy / seconds`` is how
+    many workers were searching, on average.
 
         >>> from pymm.fuzz import campaign
         >>> c = campaign("5.8+linus-v2", seconds=30, workers=1, seed=0, tasks=1, task_programs=2000)
@@ -393,7 +396,8 @@ def campaign(kernel, *, seconds: float, executor=None, workers: Optional[int] = 
     findings = [_finding(sig, rs, args) for sig, rs in found.items()]
     findings.sort(key=lambda f: (min(f.seeds), f.signature))
     return Campaign(spec, arch, seed, findings, sum(r.programs for r in results), time.monotonic() - start,
-                    len(results), sorted(set(reruns)), sorted(lost), sorted({r.worker for r in results}))
+                    len(results), sorted(set(reruns)), sorted(lost), sorted({r.worker for r in results}),
+                    sum(r.seconds for r in results))
 
 
 def _signature(hit: Hit) -> Tuple[str, str, Tuple[str, ...]]:

@@ -30,6 +30,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
 import time
 from collections import deque
 from concurrent.futures.process import BrokenProcessPool
@@ -44,13 +45,17 @@ def _worker_init() -> None:
 
 
 def local_pool(workers: Optional[int] = None) -> cf.ProcessPoolExecutor:
-    """A process pool of ``workers`` processes (default: one per CPU),
-    started by a fork server (safe when the client runs threads, as Dask's does)."""
+    """A process pool of ``workers`` processes (default: one per CPU).
+
+    Forked while this process runs no other thread (quick, and a script
+    needs no ``if __name__ == "__main__"`` guard); started by a fork server
+    otherwise (a Dask client's threads make fork unsafe)."""
     n = workers or os.cpu_count() or 1
     if n < 1:
         raise ValueError(f"workers must be at least 1, not {n}")
-    return cf.ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("forkserver"),
-                                  initializer=_worker_init)
+    method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() \
+        else "forkserver"
+    return cf.ProcessPoolExecutor(n, mp_context=multiprocessing.get_context(method), initializer=_worker_init)
 
 
 def dask_client(address: str, timeout: float = 10.0):
