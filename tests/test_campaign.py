@@ -2,7 +2,8 @@
 distributed.LocalCluster, and a real ``dask scheduler`` with two
 ``dask worker`` processes started here; a worker killed mid-campaign costs
 its tasks only.  Every run searches 5.8+linus-v2 and must find Kirill's bug
-(Linus's v2 overcopy) as exactly one finding."""
+(Linus's v2 overcopy) as exactly one finding.  A sweep on the LocalCluster
+matches the plain loop cell by cell."""
 import json
 import os
 import signal
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from pymm.fuzz import campaign, fuzz, task_seed
+from pymm.pool import InProcess
+from pymm.sweep import sweep
 
 KERNEL = "5.8+linus-v2"
 # seeds 0 and 1 find the bug within 2000 programs, seed 2 does not: three tasks
@@ -73,7 +76,12 @@ def test_a_local_dask_cluster_runs_the_same_campaign(pool_run):
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
         c = campaign(KERNEL, executor=client.get_executor(), **SMALL)
+        matrix = dict(kernels=["5.8", "6.18"], arches=["x86_64", "arm64-4k"], sizes=[8 << 20, 1 << 30])
+        on_dask = sweep(**matrix, executor=client.get_executor())
     _same_as_pool(c, pool_run)
+    here = sweep(**matrix, executor=InProcess())
+    assert [{k: v for k, v in r.items() if k != "ns"} for r in on_dask] == \
+        [{k: v for k, v in r.items() if k != "ns"} for r in here]
 
 
 def _start(argv, log):
