@@ -14,6 +14,7 @@ import math
 import os
 import re
 import sys
+import time
 from typing import List, Optional
 
 EPILOG_MAIN = """examples:
@@ -270,7 +271,8 @@ def cmd_campaign(args) -> int:
     print(f"fuzzing kernel {kernel.name}{on}: up to {args.max_examples} programs or {args.seconds:g} s "
           f"(seed {args.seed}), {tasks} task{'s' if tasks > 1 else ''} of {per_task} programs on {where}",
           flush=True)
-    last: dict = {"programs": 0, "seconds": 0.0, "findings": 0}
+    last: dict = {"programs": 0, "findings": 0}
+    start = time.monotonic()
 
     def show(prog, stats):
         last.update(stats)
@@ -283,8 +285,9 @@ def cmd_campaign(args) -> int:
                          seed=args.seed, tasks=tasks, task_programs=per_task, max_ops=args.ops,
                          arch=args.arch, progress=lambda st: show(prog, st))
     except KeyboardInterrupt:
-        print(f"interrupted: {last['programs']} programs run in {last['seconds']:.1f} s under {kernel.name}, "
-              f"{last['findings']} finding{'s' if last['findings'] != 1 else ''} so far", file=sys.stderr)
+        print(f"interrupted after {time.monotonic() - start:.1f} s: {last['programs']} programs run in finished "
+              f"tasks under {kernel.name}, {last['findings']} finding{'s' if last['findings'] != 1 else ''} so far",
+              file=sys.stderr)
         return 130
     finally:
         if client is not None:

@@ -118,6 +118,18 @@ def capacity(executor) -> int:
     return getattr(executor, "_max_workers", None) or os.cpu_count() or 1
 
 
+def _stop_now(pool: cf.ProcessPoolExecutor) -> None:
+    """Ctrl-C: end our pool's workers mid-task (their tasks are abandoned)."""
+    if hasattr(pool, "terminate_workers"):                # Python 3.14+
+        pool.terminate_workers()
+        return
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+
+
 def _broke(fut: cf.Future) -> bool:
     return not fut.cancelled() and isinstance(fut.exception(), BrokenProcessPool)
 
@@ -206,7 +218,7 @@ def run_tasks(fn: Callable, items: Iterable[Tuple[Any, tuple]], *, executor=None
         for fut in running:
             fut.cancel()
         if own:
-            pool.shutdown(wait=False, cancel_futures=True)
+            _stop_now(pool)
         raise
     if own:
         pool.shutdown(wait=True)
