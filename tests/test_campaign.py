@@ -65,6 +65,21 @@ def test_a_killed_pool_worker_costs_only_its_tasks():
     assert {0, 1} <= set(f.seeds) and f.replay_args["seed"] in (0, 1)
 
 
+def test_a_pool_passed_in_that_breaks_reports_its_tasks_lost():
+    from concurrent.futures import ProcessPoolExecutor
+    killed = []
+
+    def kill_one(stats):
+        if not killed:
+            killed.append(int(stats["worker"].rsplit(":", 1)[1]))
+            os.kill(killed[0], signal.SIGKILL)
+
+    with ProcessPoolExecutor(2) as pool:
+        c = campaign("6.18", executor=pool, seconds=120, seed=0, tasks=6, task_programs=500, progress=kill_one)
+    assert killed and c.lost and c.tasks + len(c.lost) <= 6          # not ours to restart: reported
+    assert all("process pool broke" in why for _, why in c.lost)
+
+
 def _same_as_pool(c, pool_run):
     f, g = one_finding(c), pool_run.findings[0]
     assert (f.seeds, f.hit.program, f.hit.problems) == (g.seeds, g.hit.program, g.hit.problems)

@@ -56,3 +56,23 @@ def test_wrong_scale_out_options_are_one_line(argv, words, capsys):
     code, out, err = run(["fuzz", *argv], capsys)
     assert code == 2 and out == "" and "Traceback" not in err
     assert words in err.strip().splitlines()[-1]
+
+
+def test_ctrl_c_ends_a_campaign_with_one_line_and_status_130():
+    import os
+    import signal
+    import subprocess
+    import time
+    p = subprocess.Popen([sys.executable, "-m", "pymm", "fuzz", "--kernel", "6.18", "--workers", "2",
+                          "--seconds", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        assert p.stdout.readline().startswith("fuzzing kernel 6.18")
+        time.sleep(1.5)
+        os.killpg(p.pid, signal.SIGINT)          # as a terminal's Ctrl-C: the client and its workers
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130 and "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("interrupted after ")
