@@ -38,14 +38,18 @@ from pymm.arches import ARCHES, get_arch
 from pymm.kernels import KERNELS, get_kernel
 from pymm.mm import MM
 
-# case: (source alignment, destination alignment), in units of the arch's geometry
+# case: (source alignment, destination alignment), in units of the arch's geometry: the
+# alignment pairs of mremap_test.c (its "1MB" is half an x86 PMD), in its order; pymm bench's
+# per-PTE, PMD-aligned and PUD-aligned cases are PTE/PTE, PMD/PMD and PUD/PUD
 CASES: Dict[str, tuple] = {
     "PTE/PTE": ("pte", "pte"),
+    "half-PMD/PTE": ("half-pmd", "pte"),
     "half-PMD/half-PMD": ("half-pmd", "half-pmd"),
     "PMD/PTE": ("pmd", "pte"),
     "PMD/half-PMD": ("pmd", "half-pmd"),
     "PMD/PMD": ("pmd", "pmd"),
     "PUD/PTE": ("pud", "pte"),
+    "PUD/half-PMD": ("pud", "half-pmd"),
     "PUD/PMD": ("pud", "pmd"),
     "PUD/PUD": ("pud", "pud"),
 }
