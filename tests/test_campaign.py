@@ -144,7 +144,7 @@ def dask_cluster(tmp_path):
         log.close()
 
 
-def test_a_real_dask_scheduler_and_workers_survive_a_killed_worker(dask_cluster, pool_run, capsys):
+def test_a_real_dask_scheduler_and_workers_survive_a_killed_worker(dask_cluster, pool_run, capsys, tmp_path):
     import distributed
     from pymm.cli import main
     address, workers = dask_cluster
@@ -157,6 +157,12 @@ def test_a_real_dask_scheduler_and_workers_survive_a_killed_worker(dask_cluster,
         out = capsys.readouterr().out
         assert f"on the Dask cluster at {address} (2 worker threads)" in out
         assert out.count("FOUND: kernel 5.8+linus-v2") == 1 and "found by 2 tasks (seeds 0, 1;" in out
+        assert main(["sweep", "--kernels", "5.8,6.18", "--cases", "PUD/PUD", "--sizes", "1G", "--thp", "off",
+                     "--scheduler", address, "--out", str(tmp_path / "sweep")]) == 0
+        out = capsys.readouterr().out
+        assert "sweeping 2 cells" in out and f"on the Dask cluster at {address}" in out
+        assert next(x for x in out.splitlines() if "PUD/PUD" in x).split()[-2:] == ["PMD", "PUD"]
+        assert (tmp_path / "sweep" / "sweep.csv").exists()
         killed = []
 
         def kill_one(stats):
