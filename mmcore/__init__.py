@@ -45,7 +45,8 @@ cimports only modules below it):
     exec_=False, protnone=False, fill=-1, fault_around=1)``,
     ``do_fault_around(eng, addr, *, vma_start, vma_end, owner, pgoff,
     writable=True, exec_=False, fault_around=16)``,
-    ``zap_page_range(eng, start, end)``,
+    ``pmd_alloc(eng, addr)``,
+    ``zap_page_range(eng, start, end, *, reclaim_pt=False)``,
     ``free_pgd_range(eng, addr, end, floor, ceiling)``.
 ``access`` -- mm/memory.c's __access_remote_vm(): the CPU's accesses
     ``read_bytes(eng, addr, n)``, ``write_bytes(eng, addr, data)``,
@@ -55,7 +56,9 @@ cimports only modules below it):
 ``mremap`` -- mm/mremap.c
     ``MoveControl`` (struct pagetable_move_control and a kernel's policy),
     ``move_page_tables(eng, pmc)``, ``move_range(eng, old_addr, new_addr,
-    old_end, len_in, policy)``, ``KernelBUG``, ``PUD_STEP_*``, ``WARN_*``.
+    old_end, len_in, policy)``, ``move_vma_tables(eng, old_addr, new_addr,
+    length, policy, floor, ceiling)``, ``WholeVmaMove`` (a whole-VMA move
+    on pymm's VMA tree in one call), ``KernelBUG``, ``PUD_STEP_*``, ``WARN_*``.
 ``check`` -- mm/page_table_check.c
     ``check_scan(eng, vstart, vend, vowner, vpgoff, max_problems=100)``,
     ``digest(eng)``, ``PROBLEM_CODES``.
@@ -82,7 +85,7 @@ from mmcore.geometry import ARM64_64K, GEOMETRIES, X86_64, X86_64_LA57, Geometry
 from mmcore._core import COUNTER_NAMES, WARN_SITES, Engine, EngineBusy, EngineOutOfMemory
 from mmcore.huge_memory import split_huge_pmd_address
 from mmcore.pagewalk import leaf_runs, page_tags, pagemap, table_tree, translate, walk
-from mmcore.memory import do_fault_around, free_pgd_range, handle_mm_fault, zap_page_range
+from mmcore.memory import do_fault_around, free_pgd_range, handle_mm_fault, pmd_alloc, zap_page_range
 from mmcore.access import memset_pages, read_bytes, stamp_pages, write_bytes
 from mmcore.mprotect import change_protection
 from mmcore.mremap import (
@@ -96,6 +99,8 @@ from mmcore.mremap import (
     MoveControl,
     move_page_tables,
     move_range,
+    move_vma_tables,
+    WholeVmaMove,
 )
 from mmcore.check import PROBLEM_CODES, check_scan, digest
 
@@ -109,13 +114,13 @@ __all__ = [
     # pagewalk
     "walk", "translate", "pagemap", "page_tags", "leaf_runs", "table_tree",
     # memory
-    "handle_mm_fault", "do_fault_around", "zap_page_range", "free_pgd_range",
+    "handle_mm_fault", "do_fault_around", "pmd_alloc", "zap_page_range", "free_pgd_range",
     # access
     "read_bytes", "write_bytes", "memset_pages", "stamp_pages",
     # mprotect
     "change_protection",
     # mremap
-    "MoveControl", "KernelBUG", "move_page_tables", "move_range",
+    "MoveControl", "KernelBUG", "move_page_tables", "move_range", "move_vma_tables", "WholeVmaMove",
     "PUD_STEP_NONE", "PUD_STEP_IF_PUD_SIZED", "PUD_STEP_ALWAYS",
     "WARN_SILENT", "WARN_ON", "WARN_ON_ONCE",
     # check

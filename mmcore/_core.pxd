@@ -115,6 +115,7 @@ cdef struct FaultArgs:
     bint write           # FAULT_FLAG_WRITE
     bint thp             # a PMD-sized folio may be used (thp_vma_allowable_order)
     bint zero_page       # map the (huge) zero page on read faults
+    bint huge_zero_thp   # a write to the huge zero PMD gets a THP (4.19, 6.13+), not a split
     bint fill            # memset() in the same pass: give every page fill_tag
     uint64_t fill_tag
     int64_t fault_around # fault_around_bytes / PAGE_SIZE: read faults on shmem map cached neighbours
@@ -143,6 +144,13 @@ cdef class Engine:
     cdef int64_t tcap, thw, tlive
     cdef int64_t *tfree
     cdef int64_t tnfree
+    # THP deposits (pgtable_trans_huge_deposit()): per PMD table, the head of
+    # its stack of deposited PTE tables (-1: none), as the kernel hangs them
+    # off the PMD table's page (pmd_huge_pte()); per deposited table, the next
+    # one down.  ndeposited: deposited tables in all (they count in tlive).
+    cdef int64_t *tdeposit
+    cdef int64_t *tdepnext
+    cdef int64_t ndeposited
     # data frames
     cdef uint64_t *ftag
     cdef uint64_t *frmap
@@ -264,6 +272,25 @@ cdef inline void set_tag(Engine eng, int64_t f, uint64_t tag) noexcept nogil:
     """Give frame f new contents."""
     drop_buffer(eng, f)
     eng.ftag[f] = tag
+
+
+cdef inline void pgtable_trans_huge_deposit(Engine eng, int64_t pmd_tid, int64_t pgtable) noexcept nogil:
+    """mm/pgtable-generic.c pgtable_trans_huge_deposit(): keep PTE table
+    ``pgtable`` with the PMD table ``pmd_tid`` for a huge PMD of it to split into."""
+    eng.tdepnext[pgtable] = eng.tdeposit[pmd_tid]
+    eng.tdeposit[pmd_tid] = pgtable
+    eng.ndeposited += 1
+
+
+cdef inline int64_t pgtable_trans_huge_withdraw(Engine eng, int64_t pmd_tid) noexcept nogil:
+    """mm/pgtable-generic.c pgtable_trans_huge_withdraw(): take back a PTE
+    table deposited with PMD table ``pmd_tid`` (-1 if none is there)."""
+    cdef int64_t t = eng.tdeposit[pmd_tid]
+    if t >= 0:
+        eng.tdeposit[pmd_tid] = eng.tdepnext[t]
+        eng.tdepnext[t] = -1
+        eng.ndeposited -= 1
+    return t
 
 
 cdef inline bint fits(Engine eng, int64_t n) noexcept nogil:

@@ -221,7 +221,7 @@ cdef class Engine:
                 free(self.oframes[i])
                 free(self.omapc[i])
         free(self.oframes); free(self.omapc); free(self.onpages); free(self.okind)
-        free(self.tlevel); free(self.tfree)
+        free(self.tlevel); free(self.tfree); free(self.tdeposit); free(self.tdepnext)
         # to the pool, zeroed as far as used: a region may come back as any
         # of the three, and table_alloc() relies on fresh rows reading zero
         region_release(&self.rtbl, REGION_RESERVE, <size_t>self.thw * self.ents * sizeof(uint64_t))
@@ -278,6 +278,14 @@ cdef class Engine:
                 if nf == NULL:
                     return -1
                 self.tfree = nf
+                nf = <int64_t*>realloc(self.tdeposit, ncap * sizeof(int64_t))
+                if nf == NULL:
+                    return -1
+                self.tdeposit = nf
+                nf = <int64_t*>realloc(self.tdepnext, ncap * sizeof(int64_t))
+                if nf == NULL:
+                    return -1
+                self.tdepnext = nf
                 self.tcap = ncap
             if <size_t>(self.thw + 1) * rowbytes > region_cap(&self.rtbl):
                 if region_grow(&self.rtbl, <size_t>(self.thw + 1) * rowbytes) < 0:
@@ -286,6 +294,8 @@ cdef class Engine:
             t = self.thw  # never used: still zero from mmap
             self.thw += 1
         self.tlevel[t] = <int8_t>level
+        self.tdeposit[t] = -1
+        self.tdepnext[t] = -1
         self.tlive += 1
         self.ctr[CTR_PGTABLES_ALLOCATED] += 1
         return t
@@ -589,15 +599,16 @@ cdef class Engine:
         """What the engine holds: live tables and frames, and host bytes."""
         return {
             "tables": self.tlive - 1,
+            "deposited_tables": self.ndeposited,
             "table_rows_used": self.thw,
             "frames": self.flive,
             "frame_rows_used": self.fhw,
             "buffers": self.blive,
             "owners": self.olive,
             # table rows as the host backs them (2 MiB huge pages) plus each
-            # table's level byte and free-list slot
+            # table's level byte, free-list slot and two deposit links
             "host_bytes_tables": ((self.thw * self.ents * 8 + (2 << 20) - 1) & ~((2 << 20) - 1))
-                                 + self.tcap * 9,
+                                 + self.tcap * 25,
             "host_bytes_frames": self.fhw * 16,
             "host_bytes_buffers": self.blive * <int64_t>self.page_size + self.bcap * 8,
         }
@@ -788,8 +799,22 @@ cdef class Engine:
 
     @property
     def n_tables(self):
-        """Page-table pages below the root (the pgd comes with the mm)."""
+        """Page-table pages below the root (the pgd comes with the mm), the
+        PTE tables deposited with huge PMDs included, as VmPTE counts them."""
         return self.tlive - 1
+
+    @property
+    def deposited_tables(self):
+        """PTE tables deposited with huge PMDs (pgtable_trans_huge_deposit():
+        one per anonymous THP or huge zero PMD).  They count in n_tables,
+        as the kernel counts them in VmPTE.
+
+        Example::
+
+            >>> Engine(X86_64).deposited_tables
+            0
+        """
+        return self.ndeposited
 
     @property
     def n_frames(self):

@@ -24,8 +24,8 @@ Released regions go to a small pool (``region_release``) instead of back to
 the host: the next engine takes them with their first 8 MiB still
 resident, so creating an address space costs no syscall and no 2 MiB
 zero-fill.  The releaser clears what was used (plain memset for the first
-8 MiB, MADV_DONTNEED beyond), so a pooled region reads as zero like a fresh
-one.  No streaming (non-temporal) stores anywhere: a line written with one
+8 MiB, in 64 KiB pieces, MADV_DONTNEED beyond), so a pooled region reads
+as zero like a fresh one.  No streaming (non-temporal) stores anywhere: a line written with one
 and read back soon goes to DRAM on some x86-64 parts.
 """
 from libc.stdint cimport uint8_t
@@ -79,6 +79,19 @@ cdef extern from *:
     #define PYMM_POOL_KEEP ((size_t)8 << 20)
     static pymm_region pymm_pool[PYMM_POOL_MAX];
     static int pymm_pool_n = 0;
+
+    /* glibc's memset() turns to non-temporal stores above a size it derives
+       from the CPU's cache sizes (glibc.cpu.x86_non_temporal_threshold:
+       192 MiB on the AMD EPYC VM pymm was tuned on, under 1 MiB on parts
+       with a small L3 share per thread), and lines written that way leave
+       the cache.  The pool clears in pieces below any such threshold, so
+       the lines stay cached for the next engine on every x86-64. */
+    #define PYMM_CLEAR_PIECE ((size_t)64 << 10)
+    static inline void pymm_clear(unsigned char *p, size_t n) {
+        size_t k;
+        for (k = 0; k < n; k += PYMM_CLEAR_PIECE)
+            memset(p + k, 0, n - k < PYMM_CLEAR_PIECE ? n - k : PYMM_CLEAR_PIECE);
+    }
 
     /* The array of r: its first byte, and how many bytes it may use before
        the reservation must grow. */
@@ -153,7 +166,7 @@ cdef extern from *:
         touched += r->off;
         if (touched > r->reserved) touched = r->reserved;
         /* clear what was written, up to the part kept resident ... */
-        memset(r->base, 0, touched < PYMM_POOL_KEEP ? touched : PYMM_POOL_KEEP);
+        pymm_clear(r->base, touched < PYMM_POOL_KEEP ? touched : PYMM_POOL_KEEP);
         /* ... and give the rest back in whole huge pages: dropping part of
            one splits it, and the next engine would fault that stretch back
            4 KiB at a time */

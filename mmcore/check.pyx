@@ -42,6 +42,7 @@ PROBLEM_CODES = (
     "table-level",         # a table is linked at the wrong level or twice
     "stale-table",         # a page-table page covers no VMA (should have been freed)
     "frame-count",         # the allocator's live-frame count disagrees with the scan
+    "deposit",             # a PMD table's deposited PTE tables differ from its huge PMDs
 )
 
 # Indices into PROBLEM_CODES.
@@ -57,6 +58,7 @@ cdef enum:
     P_TABLE_LEVEL = 8
     P_STALE_TABLE = 9
     P_FRAME_COUNT = 10
+    P_DEPOSIT = 11
 
 cdef struct Problem:
     int code
@@ -176,7 +178,7 @@ cdef void scan_level(Engine eng, ScanState *s, int l, int64_t t, uint64_t base) 
     """The walk: every leaf of table t (level l) to scan_leaf(), every child
     table checked for its level, a second link and a VMA under it."""
     cdef uint64_t size = (<uint64_t>1) << eng.shift[l]
-    cdef int64_t i, child, f, n, j
+    cdef int64_t i, child, f, n, j, huge = 0
     cdef uint64_t e, addr
     cdef uint64_t *r
     for i in range(1 << eng.bits[l]):
@@ -186,6 +188,8 @@ cdef void scan_level(Engine eng, ScanState *s, int l, int64_t t, uint64_t base) 
             continue
         addr = base + (<uint64_t>i << eng.shift[l])
         if l == eng.lpte or pmd_leaf(e):
+            if l != eng.lpte:
+                huge += 1
             if not pte_present(e):
                 continue
             n = 1 if l == eng.lpte else <int64_t>(size >> eng.shift[eng.lpte])
@@ -202,6 +206,25 @@ cdef void scan_level(Engine eng, ScanState *s, int l, int64_t t, uint64_t base) 
         if not vma_intersects(s, addr, addr + size):
             add_problem(s, P_STALE_TABLE, addr, <uint64_t>child, 0)
         scan_level(eng, s, l + 1, child, addr)
+    if l == eng.lpmd:
+        scan_deposit(eng, s, t, base, huge)
+
+
+cdef void scan_deposit(Engine eng, ScanState *s, int64_t t, uint64_t base, int64_t huge) noexcept nogil:
+    """One PTE table deposited with PMD table t for each of its ``huge``
+    huge PMDs (pgtable_trans_huge_deposit(); split PMD locks hang the
+    deposit off the PMD table), each a free-standing PTE table.  Found ones
+    count as reached."""
+    cdef int64_t d = eng.tdeposit[t], n = 0
+    while d >= 0 and n <= huge:
+        if d >= eng.thw or eng.tlevel[d] != eng.lpte or s.seen_tables[d]:
+            add_problem(s, P_TABLE_LEVEL, base, <uint64_t>d, <uint64_t>eng.lpte)
+            return
+        s.seen_tables[d] = 1
+        n += 1
+        d = eng.tdepnext[d]
+    if n != huge:
+        add_problem(s, P_DEPOSIT, base, <uint64_t>n, <uint64_t>huge)
 
 
 cdef void scan_leaf(Engine eng, ScanState *s, uint64_t addr, int64_t f) noexcept nogil:

@@ -4,9 +4,14 @@
 * fault_huge(): do_huge_pmd_anonymous_page() (a PMD-sized folio, or the huge
   zero page on a read fault) and do_huge_pmd_wp_page(); memory.pyx's fault
   path calls it when a PMD-sized folio fits the VMA.
-* split_huge_pmd(): __split_huge_pmd(), a huge PMD leaf becomes a PTE table
-  mapping the same frames; zap, mprotect and move_page_tables() split a huge
-  PMD they only partly cover.
+* split_huge_pmd(): __split_huge_pmd(), a huge PMD leaf becomes the PTE
+  table deposited with it, mapping the same frames; zap, mprotect and
+  move_page_tables() split a huge PMD they only partly cover.
+* the deposit (mm/pgtable-generic.c): every anonymous huge PMD, THP or huge
+  zero page, has a PTE table set aside when it is made
+  (pgtable_trans_huge_deposit()), counted in VmPTE; a split uses it, so it
+  cannot fail; zap_huge_pmd() frees it; move_huge_pmd() carries it to
+  another PMD table.
 * split_huge_pmd_address(): the Python entry point, for a VMA boundary that
   is about to fall inside a huge PMD.
 
@@ -25,43 +30,67 @@ Example::
 from libc.stdint cimport uint64_t, int64_t
 
 from mmcore._entries cimport *
-from mmcore._core cimport (Engine, FaultArgs, row, rmap_word, is_zero_frame, CTR_FAULTS, CTR_COW,
+from mmcore._core cimport (Engine, FaultArgs, row, rmap_word, is_zero_frame, release_frame,
+                           pgtable_trans_huge_deposit, pgtable_trans_huge_withdraw, CTR_FAULTS, CTR_COW,
                            CTR_HUGE_PMD_SPLITS)
 
 
-cdef int fault_huge(Engine eng, uint64_t *pmdp, uint64_t haddr, FaultArgs *a) noexcept nogil:
-    """do_huge_pmd_anonymous_page() on a none PMD, or the write-protect
-    fault on an existing huge PMD (do_huge_pmd_wp_page())."""
-    cdef uint64_t e = pmdp[0], index, flags, lo, hi
-    cdef int64_t f
+cdef int fault_huge(Engine eng, int64_t pmd_tid, int64_t pmd_idx, uint64_t haddr,
+                    FaultArgs *a) noexcept nogil:
+    """do_huge_pmd_anonymous_page() on a none PMD (entry pmd_idx of PMD
+    table pmd_tid), or the write-protect fault on an existing huge PMD
+    (do_huge_pmd_wp_page(): a write to the huge zero PMD gets a THP, as
+    do_huge_zero_wp_pmd() does since 6.13 (1ced09e0331f) and 4.19 did,
+    unless a.huge_zero_thp is off: 5.8 to 6.12 split it, 3917c80280c9).
+    A new huge PMD comes with a PTE table deposited for its split
+    (pte_alloc_one() + pgtable_trans_huge_deposit(), also in
+    set_huge_zero_folio()).
+
+    Returns 0, -1 when out of memory (VM_FAULT_OOM: the deposit's table
+    could not be had), or 1 for VM_FAULT_FALLBACK: no PMD-sized folio could
+    be allocated, the caller faults 4 KiB pages instead, splitting a huge
+    PMD that is there first (a huge zero PMD being written, as
+    do_huge_pmd_wp_page() does)."""
+    cdef uint64_t e = row(eng, pmd_tid)[pmd_idx], index, flags, lo, hi
+    cdef int64_t f, pgtable
     index = a.pgoff + ((haddr - a.vma_start) >> eng.shift[eng.lpte])
     if e == 0:
         if a.write or not a.zero_page:
             f = eng.frame_alloc_huge(rmap_word(a.owner, index))
             if f < 0:
+                return 1                           # count_vm_event(THP_FAULT_FALLBACK)
+            pgtable = eng.table_alloc(eng.lpte)    # __do_huge_pmd_anonymous_page(): pte_alloc_one()
+            if pgtable < 0:
+                eng.frame_free_huge(f)
                 return -1
             flags = a.prot | _PAGE_PSE
             if a.writable:
                 flags |= _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY
             eng.rss_anon += <int64_t>eng.ptrs_per_pte
         else:
+            pgtable = eng.table_alloc(eng.lpte)    # do_huge_pmd_anonymous_page(): pte_alloc_one()
+            if pgtable < 0:
+                return -1
             f = eng.huge_zero  # the huge zero page (use_zero_page=1)
             flags = a.prot | _PAGE_PSE | _PAGE_SPECIAL
+        pgtable_trans_huge_deposit(eng, pmd_tid, pgtable)
         e = pfn_entry(f, flags)
-        pmdp[0] = e
+        row(eng, pmd_tid)[pmd_idx] = e             # the table array may have moved: no saved pointer
         eng.ctr[CTR_FAULTS] += 1
     elif a.write and a.writable and not pte_write(e):
         f = entry_pfn(e)
         if is_zero_frame(eng, f):
-            f = eng.frame_alloc_huge(rmap_word(a.owner, index))
+            if not a.huge_zero_thp:
+                return 1                           # 5.8-6.12: "goto fallback", split + 4K COW
+            f = eng.frame_alloc_huge(rmap_word(a.owner, index))   # do_huge_zero_wp_pmd()
             if f < 0:
-                return -1
+                return 1                           # "Fallback to splitting PMD": the caller splits
             eng.rss_anon += <int64_t>eng.ptrs_per_pte
             eng.ctr[CTR_COW] += 1
             e = pfn_entry(f, (entry_flags(e) & ~_PAGE_SPECIAL) | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY)
         else:
             e = e | _PAGE_RW | _PAGE_DIRTY | _PAGE_SOFT_DIRTY
-        pmdp[0] = e
+        row(eng, pmd_tid)[pmd_idx] = e
         eng.ctr[CTR_FAULTS] += 1
     if a.fill and pte_write(e) and pte_hw_present(e):
         # memset() fills only what it covers of the huge page
@@ -73,17 +102,22 @@ cdef int fault_huge(Engine eng, uint64_t *pmdp, uint64_t haddr, FaultArgs *a) no
 
 
 cdef int split_huge_pmd(Engine eng, int64_t pmd_tid, int64_t pmd_idx) noexcept nogil:
-    """__split_huge_pmd(): replace a huge PMD leaf by a PTE table mapping
-    the same PTRS_PER_PTE frames with the same protection."""
+    """__split_huge_pmd_locked(): replace a huge PMD leaf by the PTE table
+    deposited with it (pgtable_trans_huge_withdraw()), mapping the same
+    PTRS_PER_PTE frames with the same protection.  It allocates nothing,
+    so it cannot fail; -1 only if the deposit is missing (a huge leaf made
+    without one, which the checker reports) and no table can be had."""
     cdef uint64_t e = row(eng, pmd_tid)[pmd_idx]
     cdef int64_t t, f, i, n = <int64_t>eng.ptrs_per_pte
     cdef uint64_t flags
     cdef uint64_t *r
     if not pmd_leaf(e):
         return 0
-    t = eng.table_alloc(eng.lpte)
+    t = pgtable_trans_huge_withdraw(eng, pmd_tid)
     if t < 0:
-        return -1
+        t = eng.table_alloc(eng.lpte)
+        if t < 0:
+            return -1
     f = entry_pfn(e)
     flags = entry_flags(e) & ~_PAGE_PSE
     r = row(eng, t)
@@ -97,6 +131,37 @@ cdef int split_huge_pmd(Engine eng, int64_t pmd_tid, int64_t pmd_idx) noexcept n
     row(eng, pmd_tid)[pmd_idx] = pfn_entry(t, _PAGE_TABLE)
     eng.ctr[CTR_HUGE_PMD_SPLITS] += 1
     return 0
+
+
+cdef void zap_deposited_table(Engine eng, int64_t pmd_tid) noexcept nogil:
+    """zap_deposited_table(): withdraw the PTE table deposited with a huge
+    PMD of table pmd_tid that goes away, and free it (pte_free(),
+    mm_dec_nr_ptes())."""
+    cdef int64_t t = pgtable_trans_huge_withdraw(eng, pmd_tid)
+    if t >= 0:
+        eng.table_free(t)
+
+
+cdef void zap_huge_pmd(Engine eng, int64_t pmd_tid, int64_t pmd_idx) noexcept nogil:
+    """zap_huge_pmd(): clear a huge PMD leaf wholly inside the zapped range,
+    release its folio (never the huge zero page) and free its deposit."""
+    cdef uint64_t e = row(eng, pmd_tid)[pmd_idx]
+    row(eng, pmd_tid)[pmd_idx] = 0               # pmdp_huge_get_and_clear_full()
+    release_frame(eng, entry_pfn(e), True)
+    zap_deposited_table(eng, pmd_tid)
+
+
+cdef void move_huge_pmd_deposit(Engine eng, int64_t old_pmd_tid, int64_t new_pmd_tid) noexcept nogil:
+    """move_huge_pmd()'s ``if (pmd_move_must_withdraw(new_ptl, old_ptl,
+    vma))``: with split PMD locks a huge PMD moving to another PMD table
+    takes its deposited PTE table along (withdraw, then deposit at the
+    destination); within one PMD table it stays."""
+    cdef int64_t t
+    if old_pmd_tid == new_pmd_tid:
+        return
+    t = pgtable_trans_huge_withdraw(eng, old_pmd_tid)
+    if t >= 0:
+        pgtable_trans_huge_deposit(eng, new_pmd_tid, t)
 
 
 def split_huge_pmd_address(Engine eng not None, uint64_t addr):

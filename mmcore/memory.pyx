@@ -5,7 +5,8 @@
   do_read_fault()/do_shared_fault() on shmem with do_fault_around(),
   do_wp_page()); a PMD-sized folio goes to huge_memory.pyx.
 * zap_page_range(): zap_page_range_single() and the zap_p4d_range() ->
-  ... -> zap_pte_range() walk; page-table pages stay.
+  ... -> zap_pte_range() walk; page-table pages stay, unless the caller
+  asks for CONFIG_PT_RECLAIM's freeing of emptied PTE tables.
 * free_pgd_range(): frees the page-table pages of a range that no other VMA
   can use, with the kernel's floor/ceiling arithmetic.
 
@@ -36,7 +37,7 @@ from mmcore._core cimport (Engine, FaultArgs, row, span_end, rmap_word, rmap_ind
                            set_tag, frame_alloc, frame_alloc_tagged, release_frame, shmem_get,
                            fits, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK, TAG_FILL, TAG_VALUE_MASK,
                            SIGNAL_CHUNK)
-from mmcore.huge_memory cimport fault_huge, split_huge_pmd
+from mmcore.huge_memory cimport fault_huge, split_huge_pmd, zap_huge_pmd, zap_deposited_table
 
 # ---------------------------------------------------------------------- faults
 cdef int fault_pte(Engine eng, uint64_t *ptep, uint64_t va, FaultArgs *a) noexcept nogil:
@@ -209,6 +210,7 @@ cdef int vma_fault_args(Engine eng, FaultArgs *a, uint64_t vma_start, uint64_t v
     a.writable = writable and not protnone
     a.shared = shared
     a.fault_around = fault_around
+    a.huge_zero_thp = True
     return 0
 
 
@@ -259,12 +261,37 @@ def do_fault_around(Engine eng not None, uint64_t addr, *, uint64_t vma_start, u
         eng.leave()
 
 
+def pmd_alloc(Engine eng not None, uint64_t addr):
+    """__handle_mm_fault()'s p4d_alloc(), pud_alloc() and pmd_alloc() alone:
+    the tables down to the PMD table covering addr, as a fault leaves them
+    when it fails further down (shmem_fault()'s SIGBUS past the object's
+    end).  Nothing is done where a huge leaf maps addr.
+
+    Example::
+
+        >>> n = eng.n_tables
+        >>> pmd_alloc(eng, 0x7f0000000000)           # a new PUD and PMD table
+        >>> eng.n_tables - n
+        2
+    """
+    cdef int64_t t
+    eng.enter()
+    try:
+        eng._check_addr(addr)
+        with nogil:
+            t = eng.alloc_to(addr, eng.lpmd)
+        if t == -1:
+            raise eng.oom_error("pmd_alloc")
+    finally:
+        eng.leave()
+
+
 cdef int fault_range_c(Engine eng, uint64_t start, uint64_t end, FaultArgs *a) noexcept nogil:
     """handle_mm_fault() -> __handle_mm_fault() for every page of [start,
     end), as get_user_pages() (mm/gup.c) or the CPU touching each page in
     turn would: one PTE table at a time."""
     cdef uint64_t addr = start, nxt, haddr
-    cdef int64_t pmd_t, pte_t, i, i0, n
+    cdef int64_t pmd_t, pmd_i, pte_t, i, i0, n
     cdef int r0
     cdef uint64_t *pmdp
     cdef uint64_t *r
@@ -273,19 +300,21 @@ cdef int fault_range_c(Engine eng, uint64_t start, uint64_t end, FaultArgs *a) n
         pmd_t = eng.alloc_to(addr, eng.lpmd)
         if pmd_t < 0:
             return -1
-        pmdp = row(eng, pmd_t) + ((addr >> eng.shift[eng.lpmd]) & eng.imask[eng.lpmd])
+        pmd_i = (addr >> eng.shift[eng.lpmd]) & eng.imask[eng.lpmd]
+        pmdp = row(eng, pmd_t) + pmd_i
         haddr = addr & ~(eng.pmd_size - 1)
-        if pmd_leaf(pmdp[0]):
-            if fault_huge(eng, pmdp, haddr, a) < 0:
+        if pmd_leaf(pmdp[0]) or (pmdp[0] == 0 and a.thp and not a.shared and haddr >= a.vma_start
+                                 and haddr + eng.pmd_size <= a.vma_end and haddr + eng.pmd_size > haddr):
+            r0 = fault_huge(eng, pmd_t, pmd_i, haddr, a)
+            if r0 < 0:
                 return -1
-            addr = nxt
-            continue
-        if pmdp[0] == 0 and a.thp and not a.shared and haddr >= a.vma_start \
-                and haddr + eng.pmd_size <= a.vma_end and haddr + eng.pmd_size > haddr:
-            if fault_huge(eng, pmdp, haddr, a) < 0:
+            if r0 == 0:
+                addr = nxt
+                continue
+            # VM_FAULT_FALLBACK: handle_pte_fault() below; a huge PMD there is
+            # split first (__split_huge_pmd(): into its deposit, cannot fail)
+            if pmd_leaf(row(eng, pmd_t)[pmd_i]) and split_huge_pmd(eng, pmd_t, pmd_i) < 0:
                 return -1
-            addr = nxt
-            continue
         pte_t = eng.alloc_to(addr, eng.lpte)
         if pte_t < 0:
             return -1
@@ -332,11 +361,15 @@ cdef int fault_range_chunked(Engine eng, uint64_t start, uint64_t end, FaultArgs
 def handle_mm_fault(Engine eng not None, uint64_t start, uint64_t end, *, uint64_t vma_start,
                     uint64_t vma_end, int64_t owner, uint64_t pgoff, bint write=False,
                     bint writable=True, bint shared=False, bint thp=False, bint zero_page=True,
-                    bint exec_=False, bint protnone=False, int fill=-1, int fault_around=1):
+                    bint exec_=False, bint protnone=False, int fill=-1, int fault_around=1,
+                    bint huge_zero_thp=True):
     """handle_mm_fault() for every page of [start, end), which must lie in
     the VMA [vma_start, vma_end).  ``write`` makes them write faults.
     ``fault_around`` (pages, a power of two): read faults on shmem first
     map the cached neighbours in that window (do_fault_around()).
+    ``huge_zero_thp``: a write to a huge zero PMD replaces it by a THP
+    (4.19's do_huge_pmd_wp_page(), 6.13+'s do_huge_zero_wp_pmd()); False:
+    the PMD is split and one page copied (5.8 to 6.12, 3917c80280c9).
 
     Permission checks are the caller's (the VMA's) job, as they are in
     do_user_addr_fault(); this only installs entries.
@@ -361,6 +394,7 @@ def handle_mm_fault(Engine eng not None, uint64_t start, uint64_t end, *, uint64
         a.write = write
         a.thp = thp
         a.zero_page = zero_page
+        a.huge_zero_thp = huge_zero_thp
         if not -1 <= fill <= 255:
             raise ValueError("fill must be a byte value (or -1 for none)")
         if fill >= 0 and not write:
@@ -380,6 +414,16 @@ cdef void zap_level(Engine eng, int l, int64_t t, uint64_t addr, uint64_t end) n
     """unmap_page_range() -> zap_p4d_range() -> ... -> zap_pte_range():
     clear the leaves of [addr, end) below table t (level l), keep the
     tables.  Huge PMDs only partly covered are split first."""
+    zap_levels(eng, l, t, addr, end, False)
+
+
+cdef void zap_levels(Engine eng, int l, int64_t t, uint64_t addr, uint64_t end,
+                     bint reclaim_pt) noexcept nogil:
+    """zap_level(), and with ``reclaim_pt`` (zap_details.reclaim_pt,
+    CONFIG_PT_RECLAIM, 6.14's 6375e95f381e) a PTE table whose whole PMD
+    range was zapped is freed: reclaim_pt_is_enabled() (``end - start >=
+    PMD_SIZE`` in zap_pte_range()), then try_get_and_clear_pmd() and
+    free_pte().  Every entry of such a table is none after the zap."""
     cdef uint64_t size = (<uint64_t>1) << eng.shift[l]
     cdef uint64_t nxt, e
     cdef int64_t i = (addr >> eng.shift[l]) & eng.imask[l]
@@ -402,29 +446,39 @@ cdef void zap_level(Engine eng, int l, int64_t t, uint64_t addr, uint64_t end) n
         if e != 0:
             if pmd_leaf(e):
                 if nxt - addr == size:
-                    r[i] = 0  # zap_huge_pmd()
-                    release_frame(eng, entry_pfn(e), True)
+                    zap_huge_pmd(eng, t, i)   # the folio and the deposited table go
                 elif l == eng.lpmd and split_huge_pmd(eng, t, i) == 0:
-                    zap_level(eng, l + 1, entry_pfn(row(eng, t)[i]), addr, nxt)
+                    zap_levels(eng, l + 1, entry_pfn(row(eng, t)[i]), addr, nxt, False)
             else:
-                zap_level(eng, l + 1, entry_pfn(e), addr, nxt)
+                zap_levels(eng, l + 1, entry_pfn(e), addr, nxt, reclaim_pt)
+                if reclaim_pt and l == eng.lpmd and nxt - addr == size:
+                    r[i] = 0                  # try_get_and_clear_pmd()
+                    eng.table_free(entry_pfn(e))   # free_pte()
         addr = nxt
         i += 1
 
 
-def zap_page_range(Engine eng not None, uint64_t start, uint64_t end):
+def zap_page_range(Engine eng not None, uint64_t start, uint64_t end, *, bint reclaim_pt=False):
     """zap_page_range_single(): unmap the pages of [start, end), freeing
-    anonymous frames.  Page-table pages stay (free_pgd_range's job).
+    anonymous frames.  Page-table pages stay (free_pgd_range's job), except
+    with ``reclaim_pt`` (madvise(MADV_DONTNEED) under CONFIG_PT_RECLAIM):
+    then each PTE table whose whole PMD range lies in [start, end) is freed.
 
     Example::
 
         >>> zap_page_range(eng, 0x40000000, 0x40200000)   # MADV_DONTNEED
+        >>> mmcore.handle_mm_fault(eng, 0x40000000, 0x40001000, vma_start=0x40000000,
+        ...                        vma_end=0x40200000, owner=o, pgoff=0x40000, write=True)
+        >>> n = eng.n_tables
+        >>> zap_page_range(eng, 0x40000000, 0x40200000, reclaim_pt=True)
+        >>> eng.n_tables == n - 1                          # the emptied PTE table went
+        True
     """
     eng.enter()
     try:
         eng._check_range(start, end)
         with nogil:
-            zap_level(eng, 0, 0, start, end)
+            zap_levels(eng, 0, 0, start, end, reclaim_pt)
     finally:
         eng.leave()
 
@@ -445,6 +499,7 @@ cdef void free_entries(Engine eng, int l, int64_t t, uint64_t addr, uint64_t end
         if e != 0:
             if pmd_leaf(e):
                 r[i] = 0  # pmd_none_or_clear_bad(): a leaf here is "bad"
+                zap_deposited_table(eng, t)   # unlike the kernel, which would leak it
             elif l == eng.lpmd:
                 r[i] = 0  # free_pte_range()
                 eng.table_free(entry_pfn(e))

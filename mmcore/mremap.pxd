@@ -1,7 +1,7 @@
 # cython: language_level=3
 """Declarations of mremap.pyx (mm/mremap.c): the move_page_tables() loop and
 its control structure, for modules above it that run the loop themselves."""
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint64_t, int64_t
 
 from mmcore._core cimport Engine
 
@@ -23,4 +23,20 @@ cdef class MoveControl:
     cdef public int pud_step, pmd_warn, pud_warn, huge_pmd_warn
 
 
-cdef int move_page_tables_c(Engine eng, MoveControl pmc) noexcept nogil
+cdef struct Recycle:
+    # Source PTE tables emptied by move_ptes() whose span lies inside
+    # [lo, hi) (a whole VMA that is unmapped right after the move) give
+    # their rows to the destination's allocations at once.  Logically they
+    # live on until free_pgtables(): Engine.tlive still counts them and
+    # pgtables_freed counts them then (recycle_done()), so counters and the
+    # page limit behave as the kernel's.  ``addr``/``flags`` record each
+    # one, to put them back if the move stops early (recycle_undo()).
+    uint64_t lo
+    uint64_t hi
+    uint64_t *addr
+    uint64_t *flags
+    int64_t n
+    int64_t cap
+
+
+cdef int move_page_tables_c(Engine eng, MoveControl pmc, Recycle *rc) noexcept nogil

@@ -29,13 +29,16 @@ Example::
     >>> mmcore.mremap.move_page_tables(eng, pmc), eng.stats()["pud_moves"]   # one PUD entry
     (True, 1)
 """
-from libc.stdint cimport uint64_t, int64_t
+from libc.stdint cimport uint64_t, int64_t, INT64_MAX
+from libc.stdlib cimport realloc, free
 
 from mmcore._entries cimport *
 from mmcore._core cimport (Engine, row, CTR_PTE_MOVES, CTR_PMD_MOVES, CTR_PUD_MOVES,
+                           CTR_PGTABLES_ALLOCATED, CTR_PGTABLES_FREED,
                            CTR_HUGE_PMD_MOVES, CTR_TLB_FLUSHES, CTR_PTE_SLOTS_VISITED,
                            WARN_PMD_NOT_NONE, WARN_PUD_NOT_NONE, WARN_HUGE_PMD_NOT_NONE)
-from mmcore.huge_memory cimport split_huge_pmd
+from mmcore.huge_memory cimport split_huge_pmd, move_huge_pmd_deposit
+from mmcore.memory cimport zap_level, free_pgd_range_c
 
 PUD_STEP_NONE = C_PUD_STEP_NONE
 PUD_STEP_IF_PUD_SIZED = C_PUD_STEP_IF_PUD_SIZED
@@ -165,6 +168,7 @@ cdef bint move_huge_pmd(Engine eng, MoveControl pmc, int64_t ot, int64_t oi, int
         return False
     pmd = row(eng, ot)[oi]
     row(eng, ot)[oi] = 0                     # pmdp_huge_get_and_clear()
+    move_huge_pmd_deposit(eng, ot, nt)       # pmd_move_must_withdraw(): the deposit follows
     row(eng, nt)[ni] = pmd | _PAGE_SOFT_DIRTY # move_soft_dirty_pmd(); set_pmd_at()
     eng.ctr[CTR_HUGE_PMD_MOVES] += 1
     if pmd_present(pmd):
@@ -255,11 +259,72 @@ cdef inline int64_t cached_walk(Engine eng, WalkCache *c, uint64_t addr, int lev
     return t
 
 
-cdef int move_page_tables_c(Engine eng, MoveControl pmc) noexcept nogil:
+cdef void recycle_pte_table(Engine eng, Recycle *rc, int64_t ot, int64_t oi, uint64_t span) noexcept nogil:
+    """The source PTE table at slot oi of PMD table ot, all of whose span
+    has just been moved, gives its row back for the destination's next
+    pte_alloc() (see Recycle).  Without room to record it, it stays."""
+    cdef uint64_t e = row(eng, ot)[oi]
+    cdef int64_t t, ncap
+    cdef uint64_t *na
+    cdef uint64_t *nf
+    if pmd_none(e) or pmd_leaf(e):
+        return
+    if rc.n == rc.cap:
+        ncap = rc.cap * 2 if rc.cap else 256
+        na = <uint64_t*>realloc(rc.addr, ncap * sizeof(uint64_t))
+        if na == NULL:
+            return
+        rc.addr = na
+        nf = <uint64_t*>realloc(rc.flags, ncap * sizeof(uint64_t))
+        if nf == NULL:
+            return
+        rc.flags = nf
+        rc.cap = ncap
+    rc.addr[rc.n] = span
+    rc.flags[rc.n] = entry_flags(e)
+    rc.n += 1
+    row(eng, ot)[oi] = 0
+    t = entry_pfn(e)
+    eng.tlevel[t] = -1                       # on the free list; tlive still counts it
+    eng.tfree[eng.tnfree] = t
+    eng.tnfree += 1
+
+
+cdef void recycle_done(Engine eng, Recycle *rc) noexcept nogil:
+    """free_pgtables() has run: the recycled tables are freed now, as the kernel's are."""
+    eng.tlive -= rc.n
+    eng.ctr[CTR_PGTABLES_FREED] += rc.n
+    rc.n = 0
+
+
+cdef int recycle_undo(Engine eng, Recycle *rc) noexcept nogil:
+    """The move stopped early: give the source back the (empty) tables the
+    kernel would still have there, outside the page limit and the counters
+    (they never went away).  Returns -1 if the host has no memory for them."""
+    cdef int64_t i, pt, t, saved = eng.max_pages
+    cdef bint hit = eng.limit_hit
+    eng.max_pages = INT64_MAX
+    for i in range(rc.n):
+        pt = eng.walk_to(rc.addr[i], eng.lpmd)
+        t = eng.table_alloc(eng.lpte)
+        if pt < 0 or t < 0:
+            eng.max_pages = saved
+            return -1
+        eng.tlive -= 1
+        eng.ctr[CTR_PGTABLES_ALLOCATED] -= 1
+        row(eng, pt)[entry_index(eng, rc.addr[i], eng.lpmd)] = pfn_entry(t, rc.flags[i])
+    eng.max_pages = saved
+    eng.limit_hit = hit
+    rc.n = 0
+    return 0
+
+
+cdef int move_page_tables_c(Engine eng, MoveControl pmc, Recycle *rc) noexcept nogil:
     """The loop of move_page_tables().  Returns -1 if a table allocation
     failed (the kernel breaks out; the caller sees less progress), -2 if the
     destination holds a huge leaf where a table must go (the kernel's
-    VM_BUG_ON in alloc_new_pmd(); only a raw, overlapping move gets here)."""
+    VM_BUG_ON in alloc_new_pmd(); only a raw, overlapping move gets here).
+    ``rc``: NULL, or where emptied source PTE tables are recycled."""
     cdef uint64_t extent
     cdef int64_t ot, nt, oi, ni
     cdef uint64_t e
@@ -325,6 +390,9 @@ cdef int move_page_tables_c(Engine eng, MoveControl pmc) noexcept nogil:
             return -2  # VM_BUG_ON(pmd_trans_huge(*new_pmd)) in alloc_new_pmd()
         move_ptes(eng, extent, entry_pfn(row(eng, ot)[oi]), entry_index(eng, pmc.old_addr, lpte),
                   entry_pfn(row(eng, nt)[ni]), entry_index(eng, pmc.new_addr, lpte))
+        if rc != NULL and (pmc.old_addr + extent) & (eng.pmd_size - 1) == 0 and \
+                (pmc.old_addr & ~(eng.pmd_size - 1)) >= rc.lo and pmc.old_addr + extent <= rc.hi:
+            recycle_pte_table(eng, rc, ot, oi, pmc.old_addr & ~(eng.pmd_size - 1))
         pmc.old_addr += extent; pmc.new_addr += extent   # pmc_next()
     return 0
 
@@ -359,6 +427,187 @@ def move_range(Engine eng not None, uint64_t old_addr, uint64_t new_addr, uint64
         eng.leave()
 
 
+cdef MoveControl policy_copy(MoveControl policy):
+    """A MoveControl with ``policy``'s kernel bits, to be given addresses."""
+    cdef MoveControl pmc = MoveControl.__new__(MoveControl)
+    pmc.for_stack, pmc.need_rmap_locks = policy.for_stack, policy.need_rmap_locks
+    pmc.move_pmd, pmc.move_pud, pmc.pud_step = policy.move_pmd, policy.move_pud, policy.pud_step
+    pmc.pmd_warn, pmc.pud_warn, pmc.huge_pmd_warn = policy.pmd_warn, policy.pud_warn, policy.huge_pmd_warn
+    return pmc
+
+
+cdef uint64_t move_and_unmap(Engine eng, MoveControl pmc, uint64_t old_addr, uint64_t new_addr,
+                             uint64_t length, uint64_t floor, uint64_t ceiling) except? 0:
+    """move_vma()'s page-table work: the loop as move_range() runs it (with
+    pmc's policy), then, if every entry moved, unmap_source_vma()'s zap
+    and free_pgtables()'s free_pgd_range().  Returns the loop's final
+    old_addr."""
+    cdef uint64_t end = old_addr + length
+    cdef Recycle rc
+    cdef int undone = 0
+    rc.lo, rc.hi, rc.addr, rc.flags, rc.n, rc.cap = old_addr, end, NULL, NULL, 0, 0
+    eng.enter()
+    try:
+        pmc.old_addr, pmc.new_addr, pmc.old_end, pmc.len_in = old_addr, new_addr, end, length
+        try:
+            run_move(eng, pmc, &rc)
+        finally:
+            with nogil:
+                if pmc.old_addr == end and length:
+                    zap_level(eng, 0, 0, old_addr, end)                    # unmap_vmas()
+                    free_pgd_range_c(eng, old_addr, end, floor, ceiling)   # free_pgtables()
+                    recycle_done(eng, &rc)
+                elif rc.n:
+                    undone = recycle_undo(eng, &rc)
+            free(rc.addr)
+            free(rc.flags)
+        if undone < 0:
+            raise MemoryError("move_page_tables: no host memory to give the source its tables back")
+        return pmc.old_addr
+    finally:
+        eng.leave()
+
+
+def move_vma_tables(Engine eng not None, uint64_t old_addr, uint64_t new_addr, uint64_t length,
+                    MoveControl policy not None, uint64_t floor, uint64_t ceiling):
+    """move_vma()'s page-table work in one call: move_page_tables() over
+    [old_addr, old_addr+length) as :func:`move_range` runs it, then, if
+    every entry moved, unmap_source_vma()'s zap_page_range() and
+    free_pgd_range(old_addr, old_addr+length, floor, ceiling) (floor and
+    ceiling: the neighbouring VMAs' end and start, as free_pgtables()
+    finds them).  Returns the final pmc.old_addr; below old_addr+length
+    nothing is unmapped (the caller moves the entries back).  The same
+    steps as the three calls one after another, for a whole-VMA move.
+
+    Example::
+
+        >>> policy = MoveControl(0, 0, 0)
+        >>> hex(move_vma_tables(eng, 0x40000000, 0x80000000, 0x200000, policy, 0, 0))
+        '0x40200000'
+        >>> eng.stats()["pmd_moves"], eng.stats()["pgtables_freed"] > 0
+        (1, True)
+    """
+    if old_addr + length < old_addr:
+        raise OverflowError("old_addr + length overflows")
+    if floor > eng.va_limit or ceiling > eng.va_limit:
+        raise ValueError("move_vma_tables: floor/ceiling beyond the address space")
+    return move_and_unmap(eng, policy_copy(policy), old_addr, new_addr, length, floor, ceiling)
+
+
+cdef inline uint64_t _u(object x) except? 0xFFFFFFFFFFFFFFFF:
+    return <uint64_t>x
+
+
+cdef Py_ssize_t _bisect_right(list starts, uint64_t x) except -1:
+    """bisect.bisect_right() on a list of ints (the VMA tree's starts)."""
+    cdef Py_ssize_t lo = 0, hi = len(starts), mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if x < _u(starts[mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+cdef class WholeVmaMove:
+    """mremap(addr, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, new_addr) of one
+    whole VMA to an empty place with no neighbour to merge with, for a
+    kernel whose hooks change nothing there: do_mremap()'s checks,
+    copy_vma() (the VMA itself moves: same fields, same references),
+    move_page_tables(), and the source's unmap with the floor and ceiling
+    free_pgtables() would use, in one call.  pymm keeps one per address
+    space; the VMA tree is pymm's (its sorted ``starts`` and ``vmas``
+    lists, objects with start, end, vm_flags, pgoff, anon and shm).
+
+    :meth:`move` returns new_addr, or NOT_TAKEN (nothing changed: any other
+    case and every error, which the general path takes), WARNED (moved;
+    warnings are pending in the engine) or INCOMPLETE (the loop stopped
+    early: nothing unmapped, the tree unchanged, :attr:`vma` and
+    :attr:`done` say what and how much).
+
+    Example::
+
+        >>> class V:
+        ...     def __init__(self, start, end):
+        ...         self.start, self.end, self.vm_flags, self.pgoff, self.anon, self.shm = start, end, 0, 0, o, None
+        >>> starts, vmas = [0x40000000], [V(0x40000000, 0x40200000)]
+        >>> mover = WholeVmaMove(MoveControl(0, 0, 0), 1 << 47, 12, 1 << 21, False, 0)
+        >>> hex(mover.move(eng, starts, vmas, 0x40000000, 0x200000, 0x80000000, 65530, 65536))
+        '0x80000000'
+        >>> hex(vmas[0].start), starts == [0x80000000], eng.stats()["pmd_moves"]
+        ('0x80000000', True, 1)
+    """
+    cdef readonly MoveControl policy
+    cdef MoveControl pmc                 # the policy's copy each move fills in
+    cdef readonly uint64_t task_size, pmd_size, general_only
+    cdef readonly int page_shift
+    cdef readonly bint realign
+    cdef public object vma
+    cdef public uint64_t done
+
+    NOT_TAKEN = -1
+    WARNED = -2
+    INCOMPLETE = -3
+
+    def __init__(self, MoveControl policy not None, uint64_t task_size, int page_shift, uint64_t pmd_size,
+                 bint realign, uint64_t general_only):
+        if not 0 < page_shift < 32 or pmd_size & (pmd_size - 1) or pmd_size >> page_shift == 0:
+            raise ValueError("page_shift and pmd_size must describe a page and a PMD")
+        self.policy = policy
+        self.pmc = policy_copy(policy)
+        self.task_size = task_size
+        self.page_shift = page_shift
+        self.pmd_size = pmd_size
+        self.realign = realign
+        self.general_only = general_only
+
+    def move(self, Engine eng not None, list starts not None, list vmas not None, uint64_t addr,
+             uint64_t length, uint64_t new_addr, int64_t max_map_count, uint64_t mmap_min_addr):
+        cdef uint64_t end = addr + length, new_end = new_addr + length
+        cdef uint64_t pm = ((<uint64_t>1) << self.page_shift) - 1, dm = self.pmd_size - 1
+        cdef uint64_t floor, ceiling, reached
+        cdef Py_ssize_t n = len(vmas), i, j
+        cdef object vma
+        if len(starts) != n:
+            raise ValueError("starts and vmas differ in length")
+        # check_mremap_params(), get_unmapped_area()'s checks, prep_move_vma()'s map count
+        if end < addr or new_end < new_addr or not length or (addr | length | new_addr) & pm \
+                or new_end > self.task_size or (end > new_addr and new_end > addr) \
+                or new_addr < mmap_min_addr or n + 2 >= max_map_count - 3:
+            return -1
+        i = _bisect_right(starts, addr) - 1                  # vma_lookup()
+        if i < 0:
+            return -1
+        vma = vmas[i]
+        if _u(vma.start) != addr or _u(vma.end) != end or _u(vma.vm_flags) & self.general_only:
+            return -1                                         # part of a VMA: splits
+        j = _bisect_right(starts, new_addr)                   # where copy_vma() puts the new VMA
+        if (j and _u(vmas[j - 1].end) >= new_addr) or (j < n and _u(vmas[j].start) <= new_end):
+            return -1                                         # to unmap, or a neighbour to merge
+        if self.realign and addr & dm and not (addr ^ new_addr) & dm and length >= self.pmd_size - (addr & dm):
+            return -1                                         # try_realign_addr() may act
+        floor = new_end if j == i else (_u(vmas[i - 1].end) if i else 0)
+        ceiling = new_addr if j == i + 1 else (_u(vmas[i + 1].start) if i + 1 < n else 0)
+        reached = move_and_unmap(eng, self.pmc, addr, new_addr, length, floor, ceiling)
+        if reached != end:
+            self.vma, self.done = vma, reached - addr
+            return -3
+        if vma.shm is None and not vma.anon:
+            vma.pgoff = new_addr >> self.page_shift          # copy_vma(): unfaulted, new pgoff
+        vma.start, vma.end = new_addr, new_end
+        if j == i or j == i + 1:                              # the same place in the order
+            starts[i] = new_addr
+        else:
+            del starts[i]
+            del vmas[i]
+            if j > i:
+                j -= 1
+            starts.insert(j, new_addr)
+            vmas.insert(j, vma)
+        return -2 if eng.nwarn else new_addr
+
+
 def move_page_tables(Engine eng not None, MoveControl pmc not None):
     """Run the move_page_tables() loop on ``eng`` as ``pmc`` describes.
 
@@ -382,7 +631,7 @@ def move_page_tables(Engine eng not None, MoveControl pmc not None):
         eng.leave()
 
 
-cdef object run_move(Engine eng, MoveControl pmc):
+cdef object run_move(Engine eng, MoveControl pmc, Recycle *rc=NULL):
     """move_page_tables() for both entry points: validate pmc against the
     engine, run the loop, turn its failures into exceptions."""
     cdef uint64_t limit = eng.va_limit
@@ -396,7 +645,7 @@ cdef object run_move(Engine eng, MoveControl pmc):
     if (pmc.old_addr | pmc.new_addr | pmc.old_end) & (eng.page_size - 1):
         raise ValueError("move_page_tables needs page-aligned addresses")
     with nogil:
-        r = move_page_tables_c(eng, pmc)
+        r = move_page_tables_c(eng, pmc, rc)
     if r == -2:
         raise KernelBUG(f"move_page_tables: destination {pmc.new_addr:#x} is mapped by a huge "
                         "PMD where a page table must go (VM_BUG_ON in alloc_new_pmd())")

@@ -48,6 +48,7 @@ class Arch:
     entry_format: str = "x86"
     map_window: int = 0            # DEFAULT_MAP_WINDOW where it is below task_size (LA57)
     unmapped_base_div: int = 3     # TASK_UNMAPPED_BASE = TASK_SIZE / 3 (x86), / 4 (arm64)
+    pt_reclaim: bool = False       # selects ARCH_SUPPORTS_PT_RECLAIM (x86_64 only, 4817f70c25b6)
     notes: str = ""
 
     @property
@@ -114,9 +115,9 @@ ARM64_TASK_SIZE = 1 << 48         # TASK_SIZE_64 with VA_BITS = 48
 # arch/arm64/Kconfig: HAVE_MOVE_PMD since 5.10 (45544eee9606), HAVE_MOVE_PUD
 # since 5.11.
 X86_64 = Arch("x86_64", G.X86_64, G.X86_64.task_size, G.X86_64.task_size, (5, 0), (5, 11),
-              notes="4-level paging (TASK_SIZE_MAX = 2^47 - 4 KiB)")
+              pt_reclaim=True, notes="4-level paging (TASK_SIZE_MAX = 2^47 - 4 KiB)")
 X86_64_LA57 = Arch("x86_64-la57", G.X86_64_LA57, G.X86_64_LA57.task_size, G.X86_64_LA57.task_size,
-                   (5, 0), (5, 11), map_window=G.X86_64_LA57.map_window,
+                   (5, 0), (5, 11), map_window=G.X86_64_LA57.map_window, pt_reclaim=True,
                    notes="5-level paging; mmap stays below the 47-bit window unless asked")
 I386_PAE = Arch("i386-pae", I386_PAE_GEOMETRY, I386_TASK_SIZE, I386_TASK_SIZE, (5, 0), (5, 11),
                 entry_format="x86-pae",

@@ -249,7 +249,7 @@ def machine() -> Dict[str, object]:
     """CPU model, kernel release and THP setting: what a figure depends on.
 
     >>> sorted(machine())
-    ['cpu', 'cpus', 'kernel', 'thp', 'virtualized']
+    ['cpu', 'cpus', 'kernel', 'nt_threshold', 'thp', 'virtualized']
     """
     info: Dict[str, str] = {}
     try:
@@ -274,12 +274,43 @@ def machine() -> Dict[str, object]:
     except OSError:
         pass
     return {"cpu": cpu, "cpus": os.cpu_count(), "kernel": f"{platform.system()} {platform.release()}",
-            "thp": thp, "virtualized": "hypervisor" in info.get("flags", "").split()}
+            "thp": thp, "virtualized": "hypervisor" in info.get("flags", "").split(),
+            "nt_threshold": nt_threshold()}
+
+
+def nt_threshold() -> Optional[int]:
+    """glibc's glibc.cpu.x86_non_temporal_threshold: above it memcpy() and
+    memset() use streaming stores.  glibc derives it from the CPU's cache
+    sizes, so it differs between x86-64 parts (192 MiB on the AMD EPYC VM
+    the README was measured on, about 1 MiB on some Intel parts); the copy
+    limit's numpy copy (8 bytes a page: 2 MiB for 1 GiB) may fall either
+    side.  None where the loader cannot say (not glibc, not x86-64).
+
+    >>> t = nt_threshold(); t is None or t > 0
+    True
+    """
+    import subprocess
+    for ld in ("/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"):
+        if not os.path.exists(ld):
+            continue
+        try:
+            out = subprocess.run([ld, "--list-tunables"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        for line in out.splitlines():
+            if line.startswith("glibc.cpu.x86_non_temporal_threshold:"):
+                try:
+                    return int(line.split(":")[1].split()[0], 0)
+                except (IndexError, ValueError):
+                    return None
+    return None
 
 
 def machine_text(m: Dict[str, object]) -> str:
+    nt = m.get("nt_threshold")
     return (f"{m['cpu']}, {m['cpus']} CPUs{' (virtual machine)' if m['virtualized'] else ''}, "
-            f"{m['kernel']}, THP {m['thp']}")
+            f"{m['kernel']}, THP {m['thp']}"
+            + (f", glibc streaming stores above {fmt_size(nt)}" if nt else ""))
 
 
 # -- the cost model ----------------------------------------------------------------------

@@ -57,6 +57,7 @@ _DETAIL = {
     "table-level": lambda f, e: f"table {f} linked where a level-{e} table belongs",
     "stale-table": lambda f, e: f"page-table page {f} covers no VMA (should have been freed)",
     "frame-count": lambda f, e: f"{f} frames found live, the allocator counts {e}",
+    "deposit": lambda f, e: f"{f} PTE tables deposited with this PMD table for {e} huge PMDs",
 }
 
 _ADDRESS_IS_FRAME = {"double-mapped", "lost-frame", "shmem-mapcount"}

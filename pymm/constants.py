@@ -116,6 +116,8 @@ VM_HUGEPAGE = 0x20000000
 VM_NOHUGEPAGE = 0x40000000
 VM_MERGEABLE = 0x80000000
 VM_DROPPABLE = 1 << 40          # VM_HIGH_ARCH_8 on 64-bit (6.11+, MAP_DROPPABLE)
+VM_SEALED = 1 << 63             # mseal() (6.10+, 8be7258aad44), 64-bit only
+VM_LOCKED_MASK = VM_LOCKED | VM_LOCKONFAULT
 
 VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC
 VM_STACK_INCOMPLETE_SETUP = VM_RAND_READ | VM_SEQ_READ
@@ -124,6 +126,16 @@ VM_IGNORE_MERGE = VM_SOFTDIRTY
 # VM_DATA_DEFAULT_FLAGS on x86-64, and the stack's (VM_STACK_FLAGS)
 VM_DATA_DEFAULT_FLAGS = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
 VM_STACK_FLAGS = VM_GROWSDOWN | VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT
+
+# -- mlock / mseal ---------------------------------------------------------------------
+MLOCK_ONFAULT = 0x01                 # mlock2() flag
+
+# -- resource limits (include/uapi/asm-generic/resource.h) ----------------------------------
+RLIMIT_MEMLOCK = 8
+RLIMIT_AS = 9
+RLIM_INFINITY = (1 << 64) - 1
+RLIMIT_NAMES = {"MEMLOCK": RLIMIT_MEMLOCK, "AS": RLIMIT_AS}
+MLOCK_LIMIT = 8 << 20                # include/uapi/linux/resource.h MLOCK_LIMIT (8 MiB since 5.16)
 
 # -- x86-64 layout constants ----------------------------------------------------------
 STACK_GUARD_GAP_PAGES = 256          # stack_guard_gap, in pages

@@ -142,6 +142,7 @@ class Description:
     unreachable_tables: int
     problems: List[str] = field(default_factory=list)
     empty_note: str = "a PMD/PUD move onto one warns: WARN_ON(!pmd_none(*new_pmd))"
+    deposited_tables: int = 0      # PTE tables deposited with huge PMDs (not in the tree)
 
     @property
     def empty_tables(self) -> List[TableInfo]:
@@ -172,7 +173,8 @@ class Description:
         """The plain-text report; ``max_rows=None`` lists every range."""
         out = [f"{self.arch}, {self.levels}-level paging, kernel {self.kernel}: "
                f"{len(self.vmas)} VMA(s), {human(self.mapped_bytes)} mapped, "
-               f"{len(self.tables)} page-table pages"]
+               f"{len(self.tables)} page-table pages"
+               + (f" (+ {self.deposited_tables} deposited with huge PMDs)" if self.deposited_tables else "")]
         out.append("")
         out.append("mapped ranges (present leaves merged; frames are the physical runs)")
         if not self.ranges:
@@ -275,8 +277,8 @@ def describe(mm, start: int = 0, end: Optional[int] = None, check: bool = True) 
         problems = [str(p) for p in check_mm(mm) if p.invariant != "orphan-pte"]
     return Description(mm.kernel.name, mm.arch, g.levels, g.entries(g.levels - 1),
                        [f"{v.start:#x}-{v.end:#x} {v.perms} {v.name}".rstrip() for v in vmas],
-                       ranges, fill, tables, eng.n_tables + 1 - len(tables), problems,
-                       _empty_note(mm.kernel))
+                       ranges, fill, tables, eng.n_tables + 1 - len(tables) - eng.deposited_tables,
+                       problems, _empty_note(mm.kernel), eng.deposited_tables)
 
 
 def _empty_note(kernel) -> str:

@@ -16,7 +16,14 @@ move loop behaves:
 * where an anonymous mmap goes (``thp_align``: no THP alignment before
   6.7, any length >= PMD_SIZE in 6.7 (efa7df3e3bb5), PMD-multiple lengths
   since d4148aeab412) and whether ``MAP_STACK`` means ``VM_NOHUGEPAGE``
-  (c4608d1bf7c6, 6.8).  docs/kernels.md has the whole table.
+  (c4608d1bf7c6, 6.8);
+* whether ``MADV_DONTNEED`` frees the PTE tables it empties
+  (``pt_reclaim``: CONFIG_PT_RECLAIM, 6375e95f381e, 6.14; the arch must
+  select ARCH_SUPPORTS_PT_RECLAIM, which only x86_64 does up to 6.18);
+* what a write to the huge zero PMD gets (``huge_zero_wp_thp``): a THP in
+  4.19 and since 6.13 (1ced09e0331f), a split and one copied 4 KiB page from
+  5.8 (3917c80280c9, "thp: change CoW semantics for anon-THP") to 6.12.
+  docs/kernels.md has the whole table.
 
 Deriving a kernel of your own::
 
@@ -54,6 +61,17 @@ THP_ALIGN_NONE = "none"                  # up to 6.6 (the 6.1-rc attempt f35b5d7
 THP_ALIGN_ANY = "any"                    # 6.7: efa7df3e3bb5, any length >= PMD_SIZE
 THP_ALIGN_PMD_MULTIPLE = "pmd-multiple"  # d4148aeab412: only lengths that are PMD multiples
 THP_ALIGN_MODES = (THP_ALIGN_NONE, THP_ALIGN_ANY, THP_ALIGN_PMD_MULTIPLE)
+
+# Kernel.mremap_dontunmap: which VMAs MREMAP_DONTUNMAP may move.
+DONTUNMAP_NONE = "none"                  # before 5.7 (e346b3813067): the flag is EINVAL
+DONTUNMAP_PRIVATE_ANON = "private-anon"  # 5.7-5.12: private anonymous VMAs only, else EINVAL
+DONTUNMAP_ANY = "any"                    # 5.13+ (a4609387859f): all but VM_DONTEXPAND/VM_PFNMAP
+DONTUNMAP_MODES = (DONTUNMAP_NONE, DONTUNMAP_PRIVATE_ANON, DONTUNMAP_ANY)
+
+# Kernel.unmapped_area: how unmapped_area_topdown() treats a stack's guard gap.
+UNMAPPED_AREA_RBTREE = "rbtree"          # before 6.1: every gap clipped by its upper VMA's guard gap
+UNMAPPED_AREA_MAPLE = "maple"            # 58c5d0d6d522 (6.3): retry below a VM_GROWSDOWN neighbour's gap
+UNMAPPED_AREA_MODES = (UNMAPPED_AREA_RBTREE, UNMAPPED_AREA_MAPLE)
 
 WARN_SILENT = mmcore.WARN_SILENT
 WARN_ON = mmcore.WARN_ON
@@ -310,6 +328,11 @@ class Kernel:
     thp_align: str = THP_ALIGN_PMD_MULTIPLE
     map_stack_nohugepage: bool = True
     map_droppable: bool = True
+    pt_reclaim: bool = True
+    huge_zero_wp_thp: bool = True
+    mseal: bool = True
+    mremap_dontunmap: str = DONTUNMAP_ANY
+    unmapped_area: str = UNMAPPED_AREA_MAPLE
     notes: str = ""
     # "module:attr" when loaded by get_kernel() from a user's module, so that
     # reproducers name the kernel in a form pymm.MM(kernel=...) accepts.
@@ -323,7 +346,8 @@ class Kernel:
         if not self.name:
             raise ValueError("Kernel.name must not be empty")
         for f in ("pmd_moves", "pud_moves", "align_before_old_end", "exec_passes_for_stack",
-                  "multi_vma_move"):
+                  "multi_vma_move", "map_stack_nohugepage", "map_droppable", "mseal",
+                  "pt_reclaim", "huge_zero_wp_thp"):
             if not isinstance(getattr(self, f), bool):
                 raise TypeError(f"Kernel.{f} must be True or False, not {getattr(self, f)!r}")
         steps = (mmcore.PUD_STEP_NONE, mmcore.PUD_STEP_ALWAYS, mmcore.PUD_STEP_IF_PUD_SIZED)
@@ -348,6 +372,11 @@ class Kernel:
                              f"known: {sorted(_SITE_KEYS)}")
         if self.thp_align not in THP_ALIGN_MODES:
             raise ValueError(f"thp_align must be one of {THP_ALIGN_MODES}, not {self.thp_align!r}")
+        if self.unmapped_area not in UNMAPPED_AREA_MODES:
+            raise ValueError(f"unmapped_area must be one of {UNMAPPED_AREA_MODES}, not {self.unmapped_area!r}")
+        if self.mremap_dontunmap not in DONTUNMAP_MODES:
+            raise ValueError(f"mremap_dontunmap must be one of {DONTUNMAP_MODES}, "
+                             f"not {self.mremap_dontunmap!r}")
 
     def replace(self, **changes) -> "Kernel":
         """A copy with some fields changed, e.g. ``replace(name="mine", align=f)``."""
@@ -393,11 +422,15 @@ def _pgt_entry_sites() -> Dict[str, Warning_]:
 _NO_PMD_MOVES = dict(pmd_moves=False, pud_moves=False, pud_step=mmcore.PUD_STEP_NONE,
                      pmd_warn=WARN_SILENT, pud_warn=WARN_SILENT, huge_pmd_warn=WARN_ON,
                      progress=progress_len, exec_passes_for_stack=False, multi_vma_move=False,
-                     thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, map_droppable=False)
+                     thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, map_droppable=False,
+                     pt_reclaim=False,
+                     mseal=False, mremap_dontunmap=DONTUNMAP_NONE, unmapped_area=UNMAPPED_AREA_RBTREE)
 _V5_8 = dict(pmd_moves=True, pud_moves=False, pud_step=mmcore.PUD_STEP_NONE, pmd_warn=WARN_ON,
              pud_warn=WARN_SILENT, huge_pmd_warn=WARN_ON, progress=progress_len,
              exec_passes_for_stack=False, multi_vma_move=False,
-             thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, map_droppable=False)
+             thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, map_droppable=False,
+             pt_reclaim=False, huge_zero_wp_thp=False,
+             mseal=False, mremap_dontunmap=DONTUNMAP_PRIVATE_ANON, unmapped_area=UNMAPPED_AREA_RBTREE)
 
 
 def _catalogue():
@@ -443,13 +476,16 @@ def _catalogue():
         pmd_moves=True, pud_moves=True, pud_step=mmcore.PUD_STEP_IF_PUD_SIZED,
         pmd_warn=WARN_ON_ONCE, pud_warn=WARN_ON_ONCE, huge_pmd_warn=WARN_ON,
         progress=progress_len, exec_passes_for_stack=False, multi_vma_move=False,
-        thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, map_droppable=False, warn_sites=_pgt_entry_sites(),
+        thp_align=THP_ALIGN_NONE, map_stack_nohugepage=False, map_droppable=False, pt_reclaim=False,
+        huge_zero_wp_thp=False, warn_sites=_pgt_entry_sites(),
+        mseal=False, mremap_dontunmap=DONTUNMAP_PRIVATE_ANON, unmapped_area=UNMAPPED_AREA_RBTREE,
         notes="+ PUD-level moves when extent == PUD_SIZE")
     k["6.7"] = Kernel(
         "6.7", "af8ca1c14906 + b1e5a3dee255: try_realign_addr(), can_align_down(), for_stack",
         align=try_realign_addr, progress=pmc_progress, multi_vma_move=False,
-        thp_align=THP_ALIGN_ANY, map_stack_nohugepage=False, map_droppable=False, warn_sites=_pgt_entry_sites(),
-        notes="+ realignment of mutually aligned starts to the PMD; exec passes for_stack")
+        thp_align=THP_ALIGN_ANY, map_stack_nohugepage=False, map_droppable=False, pt_reclaim=False,
+        huge_zero_wp_thp=False, warn_sites=_pgt_entry_sites(),
+        mseal=False, notes="+ realignment of mutually aligned starts to the PMD; exec passes for_stack")
     k["6.18"] = Kernel(
         "6.18", "the kernel this machine runs (6.17's multi-VMA MREMAP_FIXED moves)",
         align=try_realign_addr, progress=pmc_progress, multi_vma_move=True,

@@ -119,7 +119,7 @@ class RefMM:
             tbl[i] = {k: (0 << PFN_SHIFT) | flags for k in range(n)}
         else:
             tbl[i] = {k: ((base + k) << PFN_SHIFT) | flags for k in range(n)}
-        self.stats["pgtables_allocated"] += 1
+        # the table is the one deposited with the huge PMD (withdrawn, not allocated)
         self.stats["huge_pmd_splits"] += 1
 
     def move_ptes(self, extent, old_tbl, oi, new_tbl, ni):

@@ -36,3 +36,13 @@ def test_arrays_staggered_not_power_of_two_apart():
     assert m, "PYMM_REGION_STAGGER missing"
     stagger = int(m.group(1)) + int(m.group(2))
     assert stagger % 64 == 0 and stagger & (stagger - 1) != 0 and stagger % 4096 != 0
+
+
+def test_pool_clears_below_any_non_temporal_threshold():
+    """glibc's memset() streams above a cache-size-derived threshold (CPU
+    dependent): the pool's clear goes through pymm_clear() in small pieces."""
+    text = (CORE / "_region.pxd").read_text()
+    m = re.search(r"#define PYMM_CLEAR_PIECE \(\(size_t\)(\d+) << 10\)", text)
+    assert m and int(m.group(1)) <= 256
+    release = text[text.index("static inline void pymm_region_release"):]
+    assert "pymm_clear(r->base" in release and "memset(" not in release

@@ -8,12 +8,22 @@ signal), the VMAs (start, end, perms), which pages are present, and the
 contents of a sample of them.  pymm's own invariants are checked after every
 call by check=True.
 
+Besides the generic ops, rules aim at what issue 12 touched: mlock (MAP_LOCKED,
+mlock/munlock, MLOCK_ONFAULT), MAP_POPULATE, MADV_POPULATE_READ/WRITE,
+MADV_FREE/COLD/PAGEOUT, THP regions (MADV_HUGEPAGE on aligned 2 MiB, filled)
+moved to aligned and unaligned places, MAP_GROWSDOWN stacks touched below
+their start, PROT_NONE, and reads as well as writes on shared memory.  The
+invariant also compares each VMA's VM_LOCKED, VM_GROWSDOWN, VM_HUGEPAGE,
+VM_NOHUGEPAGE and VM_ACCOUNT (smaps' VmFlags on the host) and the THP bytes
+(AnonHugePages).
+
 The normal run is bounded; ``pytest --long`` (or PYMM_LONG=1) runs thousands.
 Divergences found this way are pinned as regression tests at the bottom.
 """
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import pymm
@@ -27,6 +37,65 @@ PRESENT = np.uint64(1 << 63)
 STATS = {"steps": 0, "sequences": 0, "pages_compared": 0}
 
 
+PMD = 2 * MiB
+PRIV_FIXED = pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS | pymm.MAP_FIXED
+SHARED_FIXED = pymm.MAP_SHARED | pymm.MAP_ANONYMOUS | pymm.MAP_FIXED
+SPECIAL_MAPS = (PRIV_FIXED | pymm.MAP_LOCKED, PRIV_FIXED | pymm.MAP_POPULATE,
+                SHARED_FIXED | pymm.MAP_POPULATE, PRIV_FIXED | pymm.MAP_GROWSDOWN, SHARED_FIXED,
+                SHARED_FIXED | pymm.MAP_LOCKED, PRIV_FIXED)
+SMALL = (PAGE, 3 * PAGE, 16 * PAGE, PMD - PAGE, PMD, 2 * PMD)
+OFFSETS = (0, 0, PAGE, 3 * PAGE, 256 * PAGE, 511 * PAGE)
+# VmFlags mnemonics (fs/proc/task_mmu.c show_smap_vma_flags()) and pymm's VM_* bits
+FLAG_NAMES = {"lo": pymm.VM_LOCKED, "gd": pymm.VM_GROWSDOWN, "hg": pymm.VM_HUGEPAGE,
+              "nh": pymm.VM_NOHUGEPAGE, "ac": pymm.VM_ACCOUNT}
+
+
+def slot(i, off=0):
+    return BASE + i * PMD + off
+
+
+def host_smaps(h):
+    """Per VMA of the window: (start, VmFlags we compare, AnonHugePages kB)."""
+    out, cur = [], None
+    with open(f"/proc/{h._proc.pid}/smaps") as f:
+        for line in f:
+            head = line.split(None, 1)[0]
+            if "-" in head and ":" not in head:
+                start = int(head.split("-")[0], 16)
+                cur = [start, "", 0] if h.window[0] <= start < h.window[1] else None
+            elif cur is None:
+                continue
+            elif line.startswith("AnonHugePages:"):
+                cur[2] = int(line.split()[1])
+            elif line.startswith("VmFlags:"):
+                cur[1] = " ".join(sorted(set(line.split()[1:]) & set(FLAG_NAMES)))
+                out.append(tuple(cur))
+    return out
+
+
+def pymm_smaps(m):
+    """The same from pymm: VM_* flags by name, 2M leaves in each VMA."""
+    out = []
+    for v in m.maps():
+        names = " ".join(sorted(n for n, bit in FLAG_NAMES.items() if v.vm_flags & bit))
+        huge = sum(r.end - r.start for r in m.describe(v.start, v.end, check=False).ranges
+                   if r.page == "2M" and not r.zero_page) >> 10
+        out.append((v.start, names, huge))
+    return out
+
+
+def pin(h):
+    """Keep the host helper on one CPU: MADV_PAGEOUT/COLD skip pages whose folio
+    still sits in another CPU's LRU-add batch (lru_add_drain() drains only the
+    caller's), which would make their outcome depend on the scheduler."""
+    try:
+        import os
+        os.sched_setaffinity(h._proc.pid, {min(os.sched_getaffinity(0))})
+    except (AttributeError, OSError):
+        pass
+    return h
+
+
 def present_pages(mm, vmas):
     """Present-page bitmap over every VMA (pagemap bit 63)."""
     out = []
@@ -38,7 +107,7 @@ def present_pages(mm, vmas):
 class Differential(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
-        self.h = host.HostMM()
+        self.h = pin(host.HostMM())
         self.m = pymm.MM(window=host.DEFAULT_WINDOW, check=True)
         self.log = []
         STATS["sequences"] += 1
@@ -53,6 +122,69 @@ class Differential(RuleBasedStateMachine):
         self.log.append(op)
         STATS["steps"] += 1
         assert mine == theirs, f"{op}: pymm {mine} != kernel {theirs}\nafter {self.log}"
+
+    def both(self, *ops):
+        for op in ops:
+            self.step(op)
+
+    @rule(i=st.integers(0, 7), off=st.sampled_from(OFFSETS), n=st.sampled_from(SMALL),
+          how=st.sampled_from(("mlock", "mlock", "munlock", "onfault")))
+    def lock(self, i, off, n, how):
+        if how == "onfault":
+            self.both(Op("mlock", (slot(i, off), n, pymm.MLOCK_ONFAULT)))
+        else:
+            self.both(Op(how, (slot(i, off), n)))
+
+    @rule(i=st.integers(0, 7), off=st.sampled_from(OFFSETS), n=st.sampled_from(SMALL),
+          flags=st.sampled_from(SPECIAL_MAPS),
+          prot=st.sampled_from((RW, RW, pymm.PROT_READ, pymm.PROT_NONE)))
+    def map_special(self, i, off, n, flags, prot):
+        self.both(Op("mmap", (slot(i, off), n, prot, flags)))
+
+    @rule(i=st.integers(0, 7), off=st.sampled_from(OFFSETS), n=st.sampled_from(SMALL),
+          advice=st.sampled_from((pymm.MADV_POPULATE_READ, pymm.MADV_POPULATE_WRITE, pymm.MADV_FREE,
+                                  pymm.MADV_COLD, pymm.MADV_PAGEOUT, pymm.MADV_HUGEPAGE)))
+    def advise(self, i, off, n, advice):
+        self.both(Op("madvise", (slot(i, off), n, advice)))
+
+    @rule(i=st.integers(0, 6), fill=st.integers(1, 255), shared=st.booleans())
+    def thp_region(self, i, fill, shared):
+        """A THP: an aligned 2 MiB with MADV_HUGEPAGE, filled (shared: no THP, the same calls)."""
+        self.both(Op("mmap", (slot(i), PMD, RW, SHARED_FIXED if shared else PRIV_FIXED)),
+                  Op("madvise", (slot(i), PMD, pymm.MADV_HUGEPAGE)),
+                  Op("memset", (slot(i), fill, PMD)))
+
+    @rule(src=st.integers(0, 6), dst=st.integers(0, 7), off=st.sampled_from(OFFSETS),
+          n=st.sampled_from((PMD, PMD, 2 * PMD, PMD - PAGE, PMD + 16 * PAGE)),
+          flags=st.sampled_from((pymm.MREMAP_MAYMOVE | pymm.MREMAP_FIXED,) * 3 +
+                                (pymm.MREMAP_MAYMOVE | pymm.MREMAP_FIXED | pymm.MREMAP_DONTUNMAP,
+                                 pymm.MREMAP_MAYMOVE)),
+          grow=st.sampled_from((0, 0, PMD)))
+    def move_thp(self, src, dst, off, n, flags, grow):
+        """Move a (THP) region to an aligned (off 0) or unaligned place, maybe growing it."""
+        if flags & pymm.MREMAP_DONTUNMAP:
+            grow = 0
+        self.both(Op("mremap", (slot(src), n, n + grow, flags, slot(dst, off))))
+
+    @rule(i=st.integers(0, 7), off=st.sampled_from(OFFSETS), below=st.sampled_from((1, 2, 17, 300)),
+          write=st.booleans())
+    def touch_below(self, i, off, below, write):
+        """An access just below an address: grows a MAP_GROWSDOWN stack, or faults."""
+        addr = slot(i, off) - below * PAGE
+        self.both(Op("write", (addr, b"s")) if write else Op("read", (addr, 1)))
+
+    @rule(i=st.integers(0, 7), off=st.sampled_from(OFFSETS), n=st.sampled_from(SMALL),
+          at=st.sampled_from((0, PAGE, 5 * PAGE, 40 * PAGE)), write=st.booleans())
+    def shared_access(self, i, off, n, at, write):
+        """Shared memory read (fault-around) or written, maybe through another mapping's offset."""
+        a = slot(i, off)
+        self.both(Op("mmap", (a, n, RW, SHARED_FIXED)),
+                  Op("write", (a + at, b"w")) if write else Op("read", (a + at, 8)))
+
+    @invariant()
+    def same_flags_and_thp(self):
+        mine, theirs = pymm_smaps(self.m), host_smaps(self.h)
+        assert mine == theirs, f"VmFlags/AnonHugePages differ after {self.log}\npymm:  {mine}\nkernel: {theirs}"
 
     @invariant()
     def same_address_space(self):

@@ -279,16 +279,16 @@ def test_fault_past_the_limit_raises_engine_out_of_memory_and_keeps_what_it_did(
 def test_thp_fault_and_split_respect_the_limit():
     eng = Engine(X86_64)
     o = eng.owner_new("anon")
-    eng.max_pages = 3 + 511                 # pgd, pud, pmd tables; one huge folio needs 512
-    with pytest.raises(mmcore.EngineOutOfMemory):
-        mmcore.handle_mm_fault(eng, GiB, GiB + 2 * MiB, vma_start=GiB, vma_end=GiB + 2 * MiB,
-                               owner=o, pgoff=GiB >> 12, write=True, thp=True)
-    eng.max_pages = 3 + 512                 # pgd, pud, pmd tables + the folio: no room to split
-    mmcore.handle_mm_fault(eng, GiB, GiB + 2 * MiB, vma_start=GiB, vma_end=GiB + 2 * MiB,
-                           owner=o, pgoff=GiB >> 12, write=True, thp=True)
-    with pytest.raises(mmcore.EngineOutOfMemory):
-        mmcore.split_huge_pmd_address(eng, GiB + 4096)
-    assert eng.stats()["huge_pmd_splits"] == 0
+    fault = dict(vma_start=GiB, vma_end=GiB + 2 * MiB, owner=o, pgoff=GiB >> 12, write=True, thp=True)
+    eng.max_pages = 3 + 512                 # pgd, pud, pmd tables + a folio, not its deposit
+    with pytest.raises(mmcore.EngineOutOfMemory):   # pte_alloc_one() failed: VM_FAULT_OOM
+        mmcore.handle_mm_fault(eng, GiB, GiB + 2 * MiB, **fault)
+    assert eng.pages_used == 3 and eng.rss() == (0, 0)     # the folio went back
+    eng.max_pages = 3 + 512 + 1             # + the PTE table deposited with it
+    mmcore.handle_mm_fault(eng, GiB, GiB + 2 * MiB, **fault)
+    eng.max_pages = eng.pages_used          # nothing to spare: a split needs nothing
+    mmcore.split_huge_pmd_address(eng, GiB + 4096)
+    assert eng.stats()["huge_pmd_splits"] == 1 and eng.deposited_tables == 0
 
 
 @pytest.mark.parametrize("value,error", [(0, ValueError), (-5, ValueError),

@@ -38,3 +38,34 @@ def test_partial_shift_keeps_the_stack_temporary():
     start = mm.setup_exec_stack(4 * M)
     mm.shift_arg_pages(start, 2 * M, partial=2 * M)
     assert mm._tree.lookup(start - 2 * M).vm_flags & VM_STACK_INCOMPLETE_SETUP
+
+
+# -- item 7: a failed shift kills the process, with or without check=True ----------------------
+@pytest.mark.filterwarnings("ignore::pymm.KernelWarning")
+@pytest.mark.parametrize("check", [False, True])
+def test_failed_shift_kills_the_process_half_shifted(check):
+    # 5.8+linus-v4: try_to_align_end() inflates move_page_tables()'s return past the
+    # stack's unaligned end, so shift_arg_pages()'s "length != move_page_tables()" is
+    # -ENOMEM after every table moved; the VMA is still expanded ([new_start, old_end)),
+    # and bprm_execve(), past the point of no return, force_fatal_sig(SIGSEGV)s.
+    mm = pymm.MM("5.8+linus-v4", check=check)
+    start = mm.setup_exec_stack(4 * M)
+    top = mm.maps()[0].end
+    with pytest.raises(OSError) as e:
+        mm.shift_arg_pages(start, 2 * M)
+    assert e.value.errno == 12
+    assert "SIGSEGV" in mm.dead
+    assert [(v.start, v.end) for v in mm.maps()] == [(start - 2 * M, top)]
+    assert pymm.check(mm) == []
+    assert mm.read(start - 2 * M, 8) == (start >> 12).to_bytes(8, "little")   # the stamp moved down
+    with pytest.raises(pymm.KernelOops, match="dead MM"):
+        mm.mmap(0, 4096, pymm.PROT_READ, pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS)
+
+
+@pytest.mark.filterwarnings("ignore::pymm.KernelWarning")
+def test_successful_shift_leaves_the_process_alive():
+    mm = pymm.MM("5.8", check=True)
+    start = mm.setup_exec_stack(4 * M)
+    mm.shift_arg_pages(start, 2 * M)
+    assert mm.dead is None
+    mm.mmap(0, 4096, pymm.PROT_READ, pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS)

@@ -20,8 +20,9 @@ KERNEL_MODULES = (huge_memory, pagewalk, memory, access, mprotect, mremap, check
 MMCORE = pathlib.Path(mmcore.__file__).parent
 
 # Bottom to top: a module may import or cimport only modules of a lower layer.
+# mremap sits above memory: move_vma() unmaps the source with its zap and free_pgd_range.
 LAYERS = (("geometry", "_entries", "_region"), ("_core",), ("huge_memory", "pagewalk"),
-          ("memory", "access", "mprotect", "mremap", "check"))
+          ("memory", "access", "mprotect", "check"), ("mremap",))
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 
@@ -80,11 +81,13 @@ VALID_CALLS = {
     "page_tags": ((_A, 1), {}), "leaf_runs": ((_A, _B), {}), "table_tree": ((), {}),
     "handle_mm_fault": ((_A, _B), _VMA), "do_fault_around": ((_A,), _SHM_VMA),
     "zap_page_range": ((_A, _B), {}), "free_pgd_range": ((_A, _B, 0, 0), {}),
+    "pmd_alloc": ((_A,), {}),
     "read_bytes": ((_A, 1), {}), "write_bytes": ((_A, b"x"), {}),
     "memset_pages": ((_A, _B, 0), {}), "stamp_pages": ((_A, _B), {}),
     "change_protection": ((_A, _B), {}),
     "move_page_tables": ((mmcore.MoveControl(_A, _B, 4096),), {}),
     "move_range": ((_A, _B, _A + 4096, 4096, mmcore.MoveControl(0, 0, 0)), {}),
+    "move_vma_tables": ((_A, _B, 4096, mmcore.MoveControl(0, 0, 0), 0, 0), {}),
     "check_scan": ((_U64, _U64 + 4096, np.array([1], dtype=np.int64), _U64 >> 12), {}),
     "digest": ((), {}),
 }

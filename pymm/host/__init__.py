@@ -37,7 +37,7 @@ import select
 import tempfile
 import threading
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -346,6 +346,50 @@ class HostMM:
         self._syscall("madvise", b"A", addr, length, advice)
 
     @_call
+    def mlock(self, addr, length, flags=0) -> None:
+        """mlock2(2) (mlock(2) with flags 0), inside the window.  The helper
+        is an unprivileged process: RLIMIT_MEMLOCK 8 MiB, no CAP_IPC_LOCK."""
+        addr, length, flags = _u64(addr, "addr"), _u64(length, "length"), _u64(flags, "flags")
+        self._confine(addr, length, "mlock range", not length)
+        self._syscall("mlock", b"L", addr, length, flags)
+
+    @_call
+    def munlock(self, addr, length) -> None:
+        """munlock(2), inside the window."""
+        addr, length = _u64(addr, "addr"), _u64(length, "length")
+        self._confine(addr, length, "munlock range", not length)
+        self._syscall("munlock", b"K", addr, length)
+
+    @_call
+    def mseal(self, addr, length, flags=0) -> None:
+        """mseal(2) (ENOSYS before Linux 6.10), inside the window."""
+        addr, length, flags = _u64(addr, "addr"), _u64(length, "length"), _u64(flags, "flags")
+        self._confine(addr, length, "mseal range", bool(flags or addr & 4095 or not length))
+        self._syscall("mseal", b"Z", addr, length, flags)
+
+    def _prlimit(self, resource, new):
+        res = {"AS": C.RLIMIT_AS, "MEMLOCK": C.RLIMIT_MEMLOCK}.get(resource, resource)
+        if res not in (C.RLIMIT_AS, C.RLIMIT_MEMLOCK):
+            raise ValueError(f"resource {resource!r}: RLIMIT_AS or RLIMIT_MEMLOCK")
+        soft, hard = (0, 0) if new is None else (new, new) if not isinstance(new, (tuple, list)) else new
+        self._send(b"X", res, new is not None, _u64(soft, "limit"), _u64(hard, "limit"))
+        r, old_soft, old_hard = self._i64(), self._i64(), self._i64()
+        if -4096 < r < 0:
+            raise oserror(-r, "setrlimit")
+        m = (1 << 64) - 1
+        return old_soft & m, old_hard & m
+
+    @_call
+    def setrlimit(self, resource, limit) -> None:
+        """setrlimit(2) for RLIMIT_AS / RLIMIT_MEMLOCK: bytes (soft and hard) or (soft, hard)."""
+        self._prlimit(resource, limit)
+
+    @_call
+    def getrlimit(self, resource) -> Tuple[int, int]:
+        """getrlimit(2): (soft, hard)."""
+        return self._prlimit(resource, None)
+
+    @_call
     def timed_mremap(self, old_address, old_size, new_size, flags=0, new_address=0) -> Tuple[int, int]:
         """mremap() timed inside the child with CLOCK_MONOTONIC: (result, ns)."""
         self._confine(old_address, old_size, "mremap source", False)
@@ -456,6 +500,47 @@ class HostMM:
                 raise oserror(-got if got < 0 else _errno.EIO, "pagemap")
             out[done:done + got] = np.frombuffer(self._read(got * 8), dtype=np.uint64)
             done += got
+        return out
+
+    @_call
+    def status(self) -> Dict[str, int]:
+        """The memory lines of the helper's ``/proc/PID/status`` (``Vm*``,
+        ``Rss*``, in kB), under the kernel's names, as :meth:`pymm.MM.status`
+        gives them.
+
+        They are the whole helper process's: its image, static buffers and
+        stack are in them too.  The helper touches everything it will use
+        before it answers its first request, so that part stays constant
+        and the *difference* between two calls is exactly what the calls in
+        between did in the window, one to one with the same difference on a
+        :class:`pymm.MM` (which starts from nothing).
+
+        Example::
+
+            >>> from pymm import host
+            >>> if host.available():
+            ...     with host.HostMM() as h:
+            ...         before = h.status()
+            ...         a = h.mmap(0, 4096, pymm.PROT_READ | pymm.PROT_WRITE,
+            ...                    pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS)
+            ...         h.write(a, b"x")
+            ...         grew = h.status()["RssAnon"] - before["RssAnon"]     # 4 (kB): one page
+        """
+        if self._proc is None:
+            raise RuntimeError("HostMM is closed")
+        if self._broken:
+            raise RuntimeError(f"{self._broken}; this HostMM is unusable, make a new one")
+        try:
+            with open(f"/proc/{self._proc.pid}/status") as f:
+                text = f.read()
+        except OSError as e:
+            raise self._fail(f"cannot read the helper's /proc/{self._proc.pid}/status: {e}") from None
+        out = {}
+        for line in text.splitlines():
+            key, _, rest = line.partition(":")
+            fields = rest.split()
+            if key.startswith(("Vm", "Rss")) and len(fields) == 2 and fields[1] == "kB":
+                out[key] = int(fields[0])
         return out
 
     # -- lifetime ----------------------------------------------------------------------------

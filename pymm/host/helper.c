@@ -23,7 +23,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
+#include <linux/capability.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -170,6 +172,48 @@ static int64_t access_mem(int op, uint64_t addr, uint64_t len, int value, uint64
 	return 0;
 }
 
+/*
+ * Touch every page the helper will ever use (its static buffers and the
+ * stack a fault's signal frame needs) now, so that its own RSS and page
+ * tables stay constant after start: /proc/PID/status figures then change
+ * only by what the requests do in the window (HostMM.status()).
+ */
+static void __attribute__((noinline)) touch_stack(void)
+{
+	volatile unsigned char pad[32UL << 10];   /* well inside the 64 KiB left free */
+	for (size_t i = 0; i < sizeof(pad); i += 512)
+		pad[i] = 0;
+}
+
+static void prefault(void)
+{
+	memset(data, 0, sizeof(data));
+	memset(text, 0, sizeof(text));
+	memset(map_start, 0, sizeof(map_start));
+	memset(map_end, 0, sizeof(map_end));
+	touch_stack();
+}
+
+/* An unprivileged process, as pymm.MM models one: RLIMIT_MEMLOCK 8 MiB,
+ * RLIMIT_AS unlimited (where the hard limit allows), and without
+ * CAP_IPC_LOCK or CAP_SYS_RESOURCE even when started by root. */
+static void unprivileged(void)
+{
+	struct rlimit memlock = {8UL << 20, 8UL << 20}, as = {RLIM_INFINITY, RLIM_INFINITY};
+	struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct d[2];
+	uint32_t drop = (1u << CAP_IPC_LOCK) | (1u << CAP_SYS_RESOURCE);
+
+	(void)setrlimit(RLIMIT_AS, &as);
+	(void)setrlimit(RLIMIT_MEMLOCK, &memlock);
+	if (syscall(SYS_capget, &h, d) == 0) {
+		d[0].effective &= ~drop;
+		d[0].permitted &= ~drop;
+		d[0].inheritable &= ~drop;
+		(void)syscall(SYS_capset, &h, d);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	uint64_t lo, hi;
@@ -192,7 +236,9 @@ int main(int argc, char **argv)
 			    "heap, stack or vdso); choose another window\n");
 	fence(0x10000, lo);
 	fence(hi, 0x800000000000ULL - 4096);
+	prefault();
 	pagemap_fd = open("/proc/self/pagemap", O_RDONLY);
+	unprivileged();
 	reply(0x706d796d686f7374LL); /* "pymmhost": ready */
 	for (;;) {
 		unsigned char op;
@@ -206,6 +252,18 @@ int main(int argc, char **argv)
 		case 'R': reply(sys(SYS_mremap, a[0], a[1], a[2], a[3], a[4], 0)); break;
 		case 'P': reply(sys(SYS_mprotect, a[0], a[1], a[2], 0, 0, 0)); break;
 		case 'A': reply(sys(SYS_madvise, a[0], a[1], a[2], 0, 0, 0)); break;
+		case 'L': reply(sys(SYS_mlock2, a[0], a[1], a[2], 0, 0, 0)); break;
+		case 'K': reply(sys(SYS_munlock, a[0], a[1], 0, 0, 0, 0)); break;
+		case 'Z': reply(sys(462 /* SYS_mseal, 6.10+ */, a[0], a[1], a[2], 0, 0, 0)); break;
+		case 'X': { /* prlimit64(0, a[0], a[1] ? {a[2], a[3]} : NULL, &old) */
+			struct rlimit nw = {a[2], a[3]}, old;
+			r = sys(SYS_prlimit64, 0, a[0], a[1] ? (uint64_t)(uintptr_t)&nw : 0,
+				(uint64_t)(uintptr_t)&old, 0, 0);
+			reply(r);
+			reply((int64_t)old.rlim_cur);
+			reply((int64_t)old.rlim_max);
+			break;
+		}
 		case 'T': { /* timed mremap: a[5] repetitions are the caller's business */
 			struct timespec t0, t1;
 			clock_gettime(CLOCK_MONOTONIC, &t0);

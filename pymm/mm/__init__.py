@@ -16,6 +16,9 @@ mmap          mm/mmap.c, arch/x86/kernel/sys_x86_64.c         do_mmap, mmap_regi
 mremap        mm/mremap.c                                     do_mremap, move_vma, move_page_tables glue
 mprotect      mm/mprotect.c                                   do_mprotect_pkey, mprotect_fixup
 madvise       mm/madvise.c                                    do_madvise, madvise_populate
+mlock         mm/mlock.c                                      do_mlock, apply_vma_lock_flags, mlock_fixup
+mseal         mm/mseal.c                                      do_mseal, can_modify_vma
+rlimit        kernel/sys.c, mm/mmap.c                         do_prlimit, may_expand_vm, mlock_future_ok
 memory        mm/memory.c, mm/gup.c, arch/x86/mm/fault.c      faults, mm_populate, expand_downwards, CPU
 exec          mm/vma_exec.c, fs/exec.c                        create_init_stack_vma, relocate_vma_down
 task_mmu      fs/proc/task_mmu.c                              maps text, status, pagemap

@@ -41,6 +41,20 @@ def create_init_stack_vma(mm, start: int, top: int) -> int:
     return start
 
 
+EXEC_KILLED = ("exec failed after its point of no return (shift_arg_pages() returned -ENOMEM "
+               "with the stack half-shifted): killed by SIGSEGV")
+
+
+def exec_killed(mm) -> None:
+    """The kernel's answer to a failed shift: setup_arg_pages() returns the
+    error with the VMA expanded and the page tables moved, and exec, past
+    its point of no return, kills the process (bprm_execve():
+    force_fatal_sig(SIGSEGV)).  The MM keeps that half-shifted state and is
+    dead: reads still work, every other call is refused."""
+    mm._partial_ok = True
+    mm.dead = EXEC_KILLED
+
+
 def relocate_vma_down(mm, vma: Vma, shift: int, partial: Optional[int] = None) -> None:
     """relocate_vma_down(): move vma down by shift bytes; ``partial=n``
     stops after the first n bytes of the page-table move (see MM.shift_arg_pages)."""
@@ -62,6 +76,7 @@ def relocate_vma_down(mm, vma: Vma, shift: int, partial: Optional[int] = None) -
         return
     moved = move_page_tables(mm, vma, vma, old_start, new_start, length, True)
     if moved != length:
+        exec_killed(mm)
         raise _Errno(ENOMEM)                         # "rely on process cleanup"
     nxt = mm._tree.next(vma)
     ceiling = nxt.start if nxt is not None else 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import mmcore
 from pymm import constants as C
 from pymm.errors import BusError, SegmentationFault
+from pymm.mm.rlimit import account_locked, may_expand_vm, mlock_future_ok
 from pymm.mm.vma import Vma, anon_vma_prepare, page_align, perms
 
 FAULT_AROUND_BYTES = 65536    # /sys/kernel/debug/fault_around_bytes
@@ -67,7 +68,7 @@ def fault_range(mm, vma: Vma, start: int, end: int, write: bool, fill: int = -1)
     if end <= start:
         return
     thp = thp_vma_allowable(mm, vma)
-    if vma.shm is None and (write or thp):
+    if vma.shm is None and (write or thp and huge_pmd_attempted(mm, vma, start, end)):
         anon_vma_prepare(mm, vma)
     owner = vma.owner
     if not owner:
@@ -77,7 +78,38 @@ def fault_range(mm, vma: Vma, start: int, end: int, write: bool, fill: int = -1)
                     pgoff=vma.pgoff, write=write, writable=bool(vma.vm_flags & C.VM_WRITE),
                     shared=vma.shm is not None, thp=thp,
                     exec_=bool(vma.vm_flags & C.VM_EXEC), fill=fill,
-                    fault_around=mm._fault_around_pages)
+                    fault_around=mm._fault_around_pages, huge_zero_thp=mm.kernel.huge_zero_wp_thp)
+
+
+def fault_past_object(mm, vma: Vma, page: int, write: bool) -> None:
+    """handle_mm_fault() on a shmem page past the object's end, up to the
+    VM_FAULT_SIGBUS: __handle_mm_fault() has allocated the tables down to
+    the PMD table, and a read's do_read_fault() has mapped the cached
+    neighbours (do_fault_around()) before shmem_fault() fails."""
+    mmcore.pmd_alloc(mm.engine, page)
+    if not write and mm._fault_around_pages > 1:
+        mmcore.do_fault_around(mm.engine, page, vma_start=vma.start, vma_end=vma.end, owner=vma.owner,
+                               pgoff=vma.pgoff, writable=bool(vma.vm_flags & C.VM_WRITE),
+                               exec_=bool(vma.vm_flags & C.VM_EXEC),
+                               fault_around=mm._fault_around_pages)
+
+
+def huge_pmd_attempted(mm, vma: Vma, start: int, end: int) -> bool:
+    """Does a read fault on [start, end) try a huge PMD anywhere?
+    __handle_mm_fault() calls create_huge_pmd() only on an empty PMD, and
+    do_huge_pmd_anonymous_page() needs the whole PMD inside the VMA
+    (thp_vma_suitable_order()) before vmf_anon_prepare(): elsewhere a read
+    maps the zero page and the VMA gets no anon_vma.  One walk per
+    candidate PMD, stopping at the first empty one."""
+    pmd = mm.pmd_size
+    h = max(start & ~(pmd - 1), (vma.start + pmd - 1) & ~(pmd - 1))
+    lpmd = mm.geometry.levels - 2
+    while h < end and h + pmd <= vma.end:
+        last = mmcore.walk(mm.engine, h)[-1]
+        if last[0] < lpmd or (last[0] == lpmd and last[3] == 0):
+            return True                                    # pmd_none()
+        h += pmd
+    return False
 
 
 def mm_populate(mm, start: int, length: int) -> None:
@@ -89,7 +121,10 @@ def mm_populate(mm, start: int, length: int) -> None:
             continue
         s, e = max(start, vma.start), min(end, vma.end)
         write = vma.vm_flags & (C.VM_WRITE | C.VM_SHARED) == C.VM_WRITE
-        fault_range(mm, vma, s, shmem_clip(mm, vma, s, e), write)
+        clipped = shmem_clip(mm, vma, s, e)
+        fault_range(mm, vma, s, clipped, write)
+        if clipped < e:                  # GUP's fault past the object: -EFAULT, ignored
+            fault_past_object(mm, vma, clipped, write)
 
 
 def do_user_addr_fault(mm, addr: int, write: bool, end: int, fill: int = -1) -> int:
@@ -110,12 +145,7 @@ def do_user_addr_fault(mm, addr: int, write: bool, end: int, fill: int = -1) -> 
     stop = page_align(mm, min(end, vma.end))
     clipped = shmem_clip(mm, vma, page, stop)
     if clipped <= page:
-        if not write and mm._fault_around_pages > 1:
-            # do_read_fault() maps the cached neighbours before shmem_fault() fails
-            mmcore.do_fault_around(mm.engine, page, vma_start=vma.start, vma_end=vma.end, owner=vma.owner,
-                                   pgoff=vma.pgoff, writable=bool(vma.vm_flags & C.VM_WRITE),
-                                   exec_=bool(vma.vm_flags & C.VM_EXEC),
-                                   fault_around=mm._fault_around_pages)
+        fault_past_object(mm, vma, page, write)
         raise BusError(addr, "BUS_ADRERR", "beyond the end of the shared memory object")
     fault_range(mm, vma, page, clipped, write, fill)
     return clipped
@@ -135,7 +165,12 @@ def expand_downwards(mm, vma: Vma, addr: int) -> bool:
     grow = (vma.start - addr) >> mm.page_shift
     if grow > vma.pgoff or vma.end - addr > mm.rlimit_stack:
         return False
+    # acct_stack_growth(): RLIMIT_AS, and RLIMIT_MEMLOCK for a locked stack
+    if not may_expand_vm(mm, vma.vm_flags, grow) or \
+            not mlock_future_ok(mm, vma.vm_flags, grow << mm.page_shift):
+        return False
     anon_vma_prepare(mm, vma)
+    account_locked(mm, vma.vm_flags, grow << mm.page_shift)
     mm._tree.set_start(vma, addr)
     vma.pgoff -= grow
     return True

@@ -36,16 +36,20 @@ if TYPE_CHECKING:                      # annotations only: describe and walk bui
     from pymm.describe import Description
     from pymm.walk import Walk
 from pymm import constants as C
+from pymm import errors
 from pymm.errors import KernelWarning
 from pymm.kernels import Kernel, get_kernel, view
 from pymm.machine import ARCHES, THP_MODES, Machine  # noqa: F401  (ARCHES, THP_MODES re-exported)
 from pymm.mm.exec import create_init_stack_vma, relocate_vma_down
 from pymm.mm.madvise import do_madvise
 from pymm.mm.memory import FAULT_AROUND_BYTES, cpu_memset, cpu_read, cpu_stamp, cpu_write
+from pymm.mm.mlock import do_mlock, do_munlock
 from pymm.mm.mmap import sys_mmap
 from pymm.mm.mprotect import do_mprotect_pkey
 from pymm.mm.mremap import do_mremap, move_page_tables
-from pymm.mm.syscall import _int_arg, _read_locked, _serialised, _syscall, _u64, check_now
+from pymm.mm.mseal import do_mseal
+from pymm.mm.rlimit import default_rlimits, do_prlimit, resource_number
+from pymm.mm.syscall import U64, _Errno, _int_arg, _read_locked, _serialised, _syscall, _u64, check_now
 from pymm.mm.task_mmu import pagemap_read, show_maps, task_mem
 from pymm.mm.vma import VMA, VmaTree, do_vmi_munmap, page_align, snapshot
 
@@ -153,6 +157,8 @@ class MM:
             raise TypeError("privileged must be True or False")
         self.privileged = privileged
         self.rlimit_stack = _int_arg(rlimit_stack, "rlimit_stack", 0, 1 << 64)
+        self.rlimits = default_rlimits()          # RLIMIT_MEMLOCK, RLIMIT_AS: (soft, hard)
+        self.locked_vm = 0                        # mm->locked_vm, pages (see pymm.mm.rlimit)
         self.ram = default_ram() if ram is None else _int_arg(ram, "ram", 64 * self.page_size, 1 << 64)
         self.engine.max_pages = min(self.ram // self.page_size, (1 << 63) - 1)   # frames + tables
         # arch/x86/mm/mmap.c mmap_base() without randomisation: the gap below
@@ -231,7 +237,20 @@ class MM:
 
     @_read_locked
     def status(self) -> Dict[str, int]:
-        """The memory lines of /proc/pid/status, in kB, plus map_count."""
+        """The memory lines of /proc/pid/status that pymm models, in kB, under
+        the kernel's names (VmSize, VmLck, VmRSS, RssAnon, RssShmem, VmPTE),
+        plus map_count; differences between two calls compare one to one
+        with :meth:`pymm.host.HostMM.status` (see task_mmu.task_mem()).
+
+        Example::
+
+            >>> m = pymm.MM()
+            >>> a = m.mmap(0, 2 << 20, pymm.PROT_READ | pymm.PROT_WRITE,
+            ...            pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS)
+            >>> m.madvise(a, 2 << 20, pymm.MADV_HUGEPAGE); m.write(a, b"x")
+            >>> m.status()["RssAnon"], m.status()["VmPTE"]   # a THP; a PUD, a PMD, the deposit
+            (2048, 12)
+        """
         return task_mem(self)
 
     # ------------------------------------------------------------------------------ views for kernel hooks
@@ -320,6 +339,73 @@ class MM:
             advice -= 1 << 32
         do_madvise(self, start, len_in, advice)
 
+    # ----------------------------------------- mlock, mseal, limits: mlock.py, mseal.py, rlimit.py
+    @_serialised
+    @_syscall
+    def mlock(self, addr: int, length: int, flags: int = 0) -> None:
+        """mlock(2), or mlock2(2) with ``flags`` (MLOCK_ONFAULT): lock the
+        range and populate it.  Beyond RLIMIT_MEMLOCK: ENOMEM.
+
+        Example::
+
+            >>> mm.mlock(a, 8192)
+        """
+        addr, length, flags = _u64(addr, "addr"), _u64(length, "length"), _u64(flags, "flags")
+        if flags & ~C.MLOCK_ONFAULT:
+            raise _Errno(errors.EINVAL)
+        do_mlock(self, addr, length, C.VM_LOCKED | (C.VM_LOCKONFAULT if flags else 0))
+
+    @_serialised
+    @_syscall
+    def munlock(self, addr: int, length: int) -> None:
+        """munlock(2).
+
+        Example::
+
+            >>> mm.munlock(a, 8192)
+        """
+        do_munlock(self, _u64(addr, "addr"), _u64(length, "length"))
+
+    @_serialised
+    @_syscall
+    def mseal(self, addr: int, length: int, flags: int = 0) -> None:
+        """mseal(2) (Linux 6.10+; ENOSYS on older kernels): the range can no
+        longer be unmapped, moved, grown or reprotected (EPERM).
+
+        Example::
+
+            >>> mm.mseal(a, 4096)
+        """
+        do_mseal(self, _u64(addr, "addr"), _u64(length, "length"), _u64(flags, "flags"))
+
+    @_serialised
+    @_syscall
+    def setrlimit(self, resource, limit) -> None:
+        """setrlimit(2) for ``pymm.RLIMIT_AS`` / ``pymm.RLIMIT_MEMLOCK`` (or
+        "AS" / "MEMLOCK"): ``limit`` is bytes (soft and hard, as ``ulimit``
+        sets them) or a pair (soft, hard); ``pymm.RLIM_INFINITY`` is none.
+        Raising the hard limit is EPERM (an unprivileged process).
+
+        Example::
+
+            >>> mm.setrlimit("MEMLOCK", 1 << 20); mm.getrlimit(pymm.RLIMIT_MEMLOCK)
+            (1048576, 1048576)
+        """
+        resource = resource_number(resource)
+        soft, hard = (limit, limit) if not isinstance(limit, (tuple, list)) else tuple(limit)
+        do_prlimit(self, resource, _u64(soft, "limit"), _u64(hard, "limit"))
+
+    @_read_locked
+    def getrlimit(self, resource) -> tuple:
+        """getrlimit(2): (soft, hard) in bytes.
+
+        Example::
+
+            >>> pymm.MM().getrlimit("AS") == (pymm.RLIM_INFINITY, pymm.RLIM_INFINITY)
+            True
+        """
+        return self.rlimits[resource_number(resource)]
+
     # -------------------------------------------------------- memory access, as the CPU does it: memory.py
     def _access_args(self, addr, length):
         addr, length = _u64(addr, "addr"), _u64(length, "length")
@@ -401,6 +487,9 @@ class MM:
 
             >>> new = mm.mremap(a, 4096, 8192, pymm.MREMAP_MAYMOVE)
         """
+        if type(old_address) is type(old_size) is type(new_size) is type(flags) is type(new_address) \
+                is int and 0 <= (old_address | old_size | new_size | flags | new_address) <= U64:
+            return do_mremap(self, old_address, old_size, new_size, flags, new_address)  # _u64()'s fast case
         addr = _u64(old_address, "old_address")
         old_len, new_len = _u64(old_size, "old_size"), _u64(new_size, "new_size")
         flags, new_addr = _u64(flags, "flags"), _u64(new_address, "new_address")
@@ -438,6 +527,14 @@ class MM:
         2. move_page_tables(vma, old_start, vma, new_start, len, for_stack);
         3. free_pgd_range() of the tail (floor/ceiling as exec chooses);
         4. shrink the VMA to [new_start, new_end).
+
+        If move_page_tables() reports fewer bytes than asked (the thread's
+        ``5.8+linus-v2..v4`` when the stack ends off a PMD boundary), the
+        kernel returns -ENOMEM with the stack half-shifted and exec, past its
+        point of no return, kills the process with SIGSEGV.  pymm does the
+        same: OSError(ENOMEM), the half-shifted state kept, and the MM dead
+        (``mm.dead`` says why; reads still work, other calls raise
+        KernelOops).  With ``check=True`` too: no InvariantError.
 
         ``partial=n`` stops after step 2 with only the first n bytes moved:
         the state the kernel's loop is in after its first extent (for

@@ -18,8 +18,10 @@ from __future__ import annotations
 from typing import Optional
 
 from pymm import constants as C
-from pymm.errors import EBADF, EEXIST, EINVAL, ENOMEM, EPERM
+from pymm.errors import EAGAIN, EBADF, EEXIST, EINVAL, ENOMEM, EPERM
 from pymm.mm.memory import mm_populate
+from pymm.mm.rlimit import account_locked, can_do_mlock, may_expand_vm, mlock_future_ok
+from pymm.mm.mseal import range_sealed
 from pymm.mm.syscall import U64, _Errno
 from pymm.mm.vma import (ShmemObject, Vma, do_vmi_munmap, page_align, vm_start_gap, vma_link,
                          vma_merge_new_range)
@@ -43,8 +45,44 @@ def calc_vm_flag_bits(flags: int, map_stack_nohugepage: bool = True) -> int:
 # ---------------------------------------------------------------- get_unmapped_area
 def unmapped_area_topdown(mm, low: int, high: int, length: int) -> Optional[int]:
     """unmapped_area_topdown(): the end of the highest free gap in
-    [low, high) at least ``length`` long (the gap below a VM_GROWSDOWN
-    VMA stops stack_guard_gap short of it)."""
+    [low, high) at least ``length`` long, as ``mm.kernel.unmapped_area``
+    searches: "maple" (58c5d0d6d522, 6.3+) takes the highest empty range and,
+    when the VMA above it is VM_GROWSDOWN and its guard gap reaches into it,
+    searches again below that guard gap's start; "rbtree" (before 6.1)
+    clips each gap by the guard gap of its own upper VMA."""
+    if mm.kernel.unmapped_area == "rbtree":
+        return rbtree_unmapped_area_topdown(mm, low, high, length)
+    while True:
+        found = highest_empty_area(mm, low, high, length)
+        if found is None:
+            return None
+        gap_end, tmp = found
+        if tmp is not None and tmp.vm_flags & C.VM_GROWSDOWN and vm_start_gap(mm, tmp) < gap_end:
+            high = vm_start_gap(mm, tmp)                   # retry below the guard gap
+            continue
+        return gap_end
+
+
+def highest_empty_area(mm, low: int, high: int, length: int):
+    """mas_empty_area_rev() on the VMA tree: (end, the VMA above) of the
+    highest empty range whose part inside [low, high) holds ``length``."""
+    tree = mm._tree
+    vmas = tree._vmas
+    nxt = tree.find_vma(high)
+    i = len(vmas) if nxt is None else tree.index(nxt)
+    while True:
+        gap_end = min(vmas[i].start, high) if i < len(vmas) else high
+        prev_end = vmas[i - 1].end if i > 0 else 0
+        if gap_end >= max(prev_end, low) + length:
+            return gap_end, (vmas[i] if i < len(vmas) else None)
+        if i == 0 or prev_end <= low:
+            return None
+        i -= 1
+
+
+def rbtree_unmapped_area_topdown(mm, low: int, high: int, length: int) -> Optional[int]:
+    """The rbtree unmapped_area_topdown() (before 6.1): each gap is
+    [vm_end_gap(prev), vm_start_gap(vma)); the highest one that fits."""
     tree = mm._tree
     vmas = tree._vmas
     nxt = tree.find_vma(high)
@@ -220,6 +258,10 @@ def do_mmap(mm, addr: int, length: int, prot: int, flags: int) -> int:
     addr = get_unmapped_area(mm, addr, length, flags, shared_file=shared)
     if flags & C.MAP_FIXED_NOREPLACE and mm._tree.first_intersecting(addr, addr + length):
         raise _Errno(EEXIST)
+    if flags & C.MAP_LOCKED and not can_do_mlock(mm):
+        raise _Errno(EPERM)
+    if not mlock_future_ok(mm, vm_flags, length):
+        raise _Errno(EAGAIN)
     if shared:
         if vm_flags & C.VM_GROWSDOWN:
             raise _Errno(EINVAL)
@@ -261,6 +303,10 @@ def mmap_region(mm, addr: int, length: int, vm_flags: int, pgoff: int, shared: b
     them (shmem_zero_setup()'s charge) leaves a gap where they were.
     """
     end = addr + length
+    if range_sealed(mm, addr, end):
+        raise _Errno(EPERM)                    # vms_gather_munmap_vmas(): can_modify_vma()
+    if not may_expand_vm(mm, vm_flags, (length - mapped_bytes(mm, addr, end)) >> mm.page_shift):
+        raise _Errno(ENOMEM)
     if accountable_mapping(vm_flags):
         if mm.commit_limit is not None and length > mm.commit_limit:
             raise _Errno(ENOMEM)
@@ -273,12 +319,18 @@ def mmap_region(mm, addr: int, length: int, vm_flags: int, pgoff: int, shared: b
         shmem_put_unused(mm, shm)
         raise
     vm_flags |= C.VM_SOFTDIRTY
+    account_locked(mm, vm_flags, length)     # __mmap_complete(): mm->locked_vm += len
     if shared:
         return vma_link(mm, Vma(addr, end, vm_flags, pgoff, 0, shm))
     merged = vma_merge_new_range(mm, addr, end, vm_flags, 0, None, pgoff)
     if merged is not None:
         return merged
     return vma_link(mm, Vma(addr, end, vm_flags, pgoff))
+
+
+def mapped_bytes(mm, start: int, end: int) -> int:
+    """count_vma_pages_range() in bytes: what MAP_FIXED would replace."""
+    return sum(min(v.end, end) - max(v.start, start) for v in mm._tree.intersecting(start, end))
 
 
 def shmem_acct_size(mm, length: int, vm_flags: int) -> bool:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import mmcore
 from pymm import constants as C
-from pymm.errors import EACCES, EINVAL, ENOMEM
+from pymm.errors import EACCES, EINVAL, ENOMEM, EPERM
+from pymm.mm.memory import fault_range, shmem_clip
 from pymm.mm.mmap import calc_vm_prot_bits
+from pymm.mm.mseal import can_modify_vma
 from pymm.mm.syscall import U64, _Errno
 from pymm.mm.vma import Vma, page_align, vma_modify
 
@@ -72,6 +74,8 @@ def mprotect_fixup(mm, vma: Vma, start: int, end: int, newflags: int) -> Vma:
     """mprotect_fixup(): VM_ACCOUNT bookkeeping, merge/split, then
     change_protection() on the page tables."""
     oldflags = vma.vm_flags
+    if not can_modify_vma(vma):
+        raise _Errno(EPERM)                                  # mseal (6.10+)
     if newflags == oldflags:
         return vma
     if newflags & C.VM_WRITE:
@@ -84,4 +88,17 @@ def mprotect_fixup(mm, vma: Vma, start: int, end: int, newflags: int) -> Vma:
     mmcore.change_protection(mm.engine, start, end, read=bool(newflags & C.VM_ACCESS_FLAGS),
                                 write=bool(newflags & C.VM_WRITE),
                                 exec_=bool(newflags & C.VM_EXEC))
+    # "Private VM_LOCKED VMA becoming writable: trigger COW to avoid major
+    # fault on access" (36f881883c57, 4.5: every catalogued kernel)
+    if oldflags & (C.VM_WRITE | C.VM_SHARED | C.VM_LOCKED) == C.VM_LOCKED and newflags & C.VM_WRITE:
+        populate_vma_page_range(mm, vma, start, end)
     return vma
+
+
+def populate_vma_page_range(mm, vma: Vma, start: int, end: int) -> None:
+    """populate_vma_page_range() (mm/gup.c): fault in [start, end) as GUP
+    does, a write fault on private writable memory; nothing for VM_LOCKONFAULT."""
+    if vma.vm_flags & C.VM_LOCKONFAULT or not vma.vm_flags & C.VM_ACCESS_FLAGS:
+        return
+    write = vma.vm_flags & (C.VM_WRITE | C.VM_SHARED) == C.VM_WRITE
+    fault_range(mm, vma, start, shmem_clip(mm, vma, start, end), write)

@@ -25,17 +25,48 @@ from typing import Optional
 import mmcore
 from mmcore import MoveControl
 from pymm import constants as C
-from pymm.errors import EFAULT, EINVAL, ENOMEM, oops
-from pymm.kernels import PageTableMove
+from pymm.errors import EAGAIN, EFAULT, EINVAL, ENOMEM, EPERM, oops
+from pymm.kernels import (DONTUNMAP_NONE, DONTUNMAP_PRIVATE_ANON, PageTableMove,
+                          kirill_overlap_guard, pmc_progress, progress_len, try_realign_addr)
 from pymm.mm.memory import mm_populate
 from pymm.mm.mmap import get_unmapped_area
+from pymm.mm.mseal import can_modify_vma
+from pymm.mm.rlimit import account_locked, may_expand_vm, mlock_future_ok
 from pymm.mm.syscall import U64, _Errno
 from pymm.mm.vma import Vma, copy_vma, do_vmi_munmap, vma_merge_extend, vma_set_anon
+
+_MOVE_FIXED = C.MREMAP_MAYMOVE | C.MREMAP_FIXED
+LEAN_MOVES = True    # take the whole-VMA short cut where it applies (tests compare with False)
+# VMAs whose move has more to it (mlock accounting, special mappings, mseal's
+# VM_SEALED, bit 63 on 64-bit: EPERM): the general path
+_GENERAL_ONLY = C.VM_LOCKED | C.VM_LOCKONFAULT | C.VM_PFNMAP | C.VM_IO | C.VM_DONTEXPAND | C.VM_HUGETLB \
+    | getattr(C, "VM_SEALED", 1 << 63)
 
 
 # ---------------------------------------------------------------- do_mremap()
 def do_mremap(mm, addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
     """do_mremap(): check, then shrink, expand in place or move; returns the new address."""
+    if flags == _MOVE_FIXED and old_len == new_len and LEAN_MOVES:
+        # The common move: a whole VMA to an empty place with no neighbour to
+        # merge with, under a kernel whose hooks change nothing there.  The
+        # steps mremap_to() -> move_vma() take for it run in one mmcore call
+        # (mmcore.WholeVmaMove: the checks, the VMA itself moves with the
+        # fields and references copy_vma()'s new one would have, the tables
+        # move, the source is zapped and freed with the floor and ceiling
+        # free_pgtables() would use).  NOT_TAKEN: nothing changed; any other
+        # case and every error go the general way below.
+        try:
+            mover = mm._whole_vma_move
+        except AttributeError:
+            mover = mm._whole_vma_move = whole_vma_mover(mm)
+        if mover is not None:
+            tree = mm._tree
+            r = mover.move(mm.engine, tree._starts, tree._vmas, addr, old_len, new_addr,
+                           mm.max_map_count, mm.mmap_min_addr)
+            if r >= 0:
+                return r
+            if r != _NOT_TAKEN:
+                return whole_vma_moved(mm, mover, r, addr, old_len, new_addr)
     pm = mm._pmask
     old_len, new_len = (old_len + pm) & ~pm & U64, (new_len + pm) & ~pm & U64  # PAGE_ALIGN()
     check_mremap_params(mm, addr, old_len, new_len, flags, new_addr)
@@ -48,10 +79,65 @@ def do_mremap(mm, addr: int, old_len: int, new_len: int, flags: int, new_addr: i
     return mremap_at(mm, vma, addr, old_len, new_len, flags)
 
 
+def whole_vma_moved(mm, mover, r: int, addr: int, length: int, new_addr: int) -> int:
+    """After a WholeVmaMove that did not simply succeed: the warnings it
+    recorded, and if the loop stopped early, move_vma()'s undo (ENOMEM)."""
+    collect_warnings(mm)
+    if r == _INCOMPLETE:
+        vma, mover.vma = mover.vma, None
+        return move_failed(mm, vma, addr, new_addr, length, mover.done)
+    return new_addr
+
+
+_NOT_TAKEN, _WARNED, _INCOMPLETE = (mmcore.WholeVmaMove.NOT_TAKEN, mmcore.WholeVmaMove.WARNED,
+                                    mmcore.WholeVmaMove.INCOMPLETE)
+
+
+def whole_vma_mover(mm) -> Optional[mmcore.WholeVmaMove]:
+    """The address space's WholeVmaMove, or None if the kernel's hooks are
+    not the stock ones that change nothing for a non-overlapping move:
+    the overlap guard allows PMD moves, 6.7's try_realign_addr() (the
+    mover leaves it the cases where it may act), progress counts what
+    moved.  Each MM has its own (a move fills in its MoveControl without
+    the GIL); what they are made from is worked out once per kernel."""
+    k, m = mm._kernel, mm.machine
+    key = (id(k), m.move_pmd, m.move_pud)
+    made = _MOVER_POLICY.get(key)
+    if made is None or made[0] is not k:
+        ok = k.overlap_guard in (None, kirill_overlap_guard) and k.align in (None, try_realign_addr) \
+            and k.progress in (progress_len, pmc_progress)
+        policy = _policy(k.pmd_moves and m.move_pmd, False, k.pud_moves and m.move_pud, k.pud_step,
+                         k.pmd_warn, k.pud_warn, k.huge_pmd_warn) if ok else None
+        made = _MOVER_POLICY[key] = (k, policy)
+    if made[1] is None:
+        return None
+    return mmcore.WholeVmaMove(made[1], mm.task_size, mm.page_shift, mm.pmd_size, k.align is not None,
+                               _GENERAL_ONLY)
+
+
+_MOVER_POLICY: dict = {}     # (id(kernel), HAVE_MOVE_PMD, HAVE_MOVE_PUD) -> (kernel, policy or None)
+
+
+def move_failed(mm, vma: Vma, addr: int, new_addr: int, length: int, done: int) -> int:
+    """move_vma()'s failure after a WholeVmaMove's move: the destination
+    VMA appears as copy_vma() made it, the entries go back, and the new
+    area is unmapped instead of the old (ENOMEM)."""
+    new_vma, vma = copy_vma(mm, vma, new_addr, length, vma.pgoff)
+    move_page_tables(mm, new_vma, vma, new_addr, addr, done, False)
+    try:
+        do_vmi_munmap(mm, new_addr, length)
+    except _Errno:
+        pass
+    mm._partial_ok = True
+    raise _Errno(ENOMEM)
+
+
 def check_mremap_params(mm, addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> None:
     """check_mremap_params(): the checks that need no VMA."""
     if flags & ~(C.MREMAP_FIXED | C.MREMAP_MAYMOVE | C.MREMAP_DONTUNMAP):
         raise _Errno(EINVAL)
+    if flags & C.MREMAP_DONTUNMAP and mm._kernel.mremap_dontunmap == DONTUNMAP_NONE:
+        raise _Errno(EINVAL)                       # before 5.7 (e346b3813067): an unknown flag
     if (mm._pmask & addr):
         raise _Errno(EINVAL)
     if not new_len:
@@ -79,11 +165,19 @@ def check_prep_vma(mm, vma: Optional[Vma], addr: int, old_len: int, new_len: int
     mapping will appear (expand or move)."""
     if vma is None:
         raise _Errno(EFAULT)
+    if not can_modify_vma(vma):
+        raise _Errno(EPERM)                            # mseal (6.10+)
     will_map_new = new_len > old_len or flags & (C.MREMAP_FIXED | C.MREMAP_DONTUNMAP)
     if not will_map_new:
         return
     if not old_len and vma.shm is None:
         raise _Errno(EINVAL)   # "attempted to duplicate a private mapping with mremap"
+    if flags & C.MREMAP_DONTUNMAP:
+        if mm._kernel.mremap_dontunmap == DONTUNMAP_PRIVATE_ANON:
+            if vma.shm is not None:
+                raise _Errno(EINVAL)                   # 5.7-5.12: private anonymous only
+        elif vma.vm_flags & (C.VM_DONTEXPAND | C.VM_PFNMAP):
+            raise _Errno(EINVAL)                       # a4609387859f (5.13)
     check_len = new_len if old_len > new_len else old_len
     if check_len > vma.end - addr:
         raise _Errno(EFAULT)
@@ -92,6 +186,14 @@ def check_prep_vma(mm, vma: Optional[Vma], addr: int, old_len: int, new_len: int
     pgoff = vma.pgoff + ((addr - vma.start) >> mm.page_shift)
     if pgoff + (new_len >> mm.page_shift) > U64:
         raise _Errno(EINVAL)
+    # growth: the limits of remap_is_valid() (vma_to_resize() before 6.x: every catalogued kernel)
+    if vma.vm_flags & (C.VM_DONTEXPAND | C.VM_PFNMAP):
+        raise _Errno(EFAULT)
+    delta = new_len - old_len
+    if not mlock_future_ok(mm, vma.vm_flags, delta):
+        raise _Errno(EAGAIN)
+    if not may_expand_vm(mm, vma.vm_flags, delta >> mm.page_shift):
+        raise _Errno(ENOMEM)
 
 
 def remap_move(mm, addr: int, length: int, flags: int, new_addr: int) -> int:
@@ -150,6 +252,9 @@ def mremap_to(mm, addr: int, old_len: int, new_len: int, flags: int, new_addr: i
         vma = mm._tree.lookup(addr)
     if vma is None:
         raise _Errno(EFAULT)                           # the source went with the unmap
+    # MREMAP_DONTUNMAP keeps the source: the address space grows by old_len (5.7+)
+    if flags & C.MREMAP_DONTUNMAP and not may_expand_vm(mm, vma.vm_flags, old_len >> mm.page_shift):
+        raise _Errno(ENOMEM)
     new_addr = vrm_set_new_addr(mm, vma, addr, new_len, flags, new_addr)
     return move_vma(mm, vma, addr, old_len, new_len, flags, new_addr)
 
@@ -171,7 +276,10 @@ def mremap_at(mm, vma: Vma, addr: int, old_len: int, new_len: int, flags: int) -
         return addr
     delta = new_len - old_len
     if vma.end - addr == old_len and vma_expandable(mm, vma, delta):
-        vma_merge_extend(mm, vma, delta)               # expand_vma_in_place()
+        if not vrm_calc_charge(mm, vma, delta):        # expand_vma_in_place()
+            raise _Errno(ENOMEM)
+        vma_merge_extend(mm, vma, delta)
+        account_locked(mm, vma.vm_flags, delta)        # vrm_stat_account()
         if vma.vm_flags & C.VM_LOCKED:
             mm_populate(mm, addr + old_len, delta)
         return addr
@@ -196,6 +304,8 @@ def move_vma(mm, vma: Vma, addr: int, old_len: int, new_len: int, flags: int, ne
     (or, with MREMAP_DONTUNMAP, leave it empty)."""
     if len(mm._tree._vmas) >= mm.max_map_count - 3:  # prep_move_vma()
         raise _Errno(ENOMEM)
+    if not vrm_calc_charge(mm, vma, new_len if flags & C.MREMAP_DONTUNMAP else max(new_len - old_len, 0)):
+        raise _Errno(ENOMEM)
     locked = vma.vm_flags & C.VM_LOCKED
     new_pgoff = vma.pgoff + ((addr - vma.start) >> mm.page_shift)
     new_vma, vma = copy_vma(mm, vma, new_addr, new_len, new_pgoff)
@@ -206,6 +316,7 @@ def move_vma(mm, vma: Vma, addr: int, old_len: int, new_len: int, flags: int, ne
         # move entries back, then unmap the new area instead of the old
         move_page_tables(mm, new_vma, vma, new_addr, addr, moved, False)
         addr, old_len = new_addr, new_len
+    account_locked(mm, locked, new_len)                # vrm_stat_account(vrm, new_len)
     if not err and flags & C.MREMAP_DONTUNMAP:
         dontunmap_complete(mm, vma, new_vma, addr, old_len)
     else:
@@ -219,6 +330,14 @@ def move_vma(mm, vma: Vma, addr: int, old_len: int, new_len: int, flags: int, ne
     if locked and new_len > old_len:   # 5.8 sys_mremap's mm_populate(); 6.17+ populate_expand
         mm_populate(mm, new_addr + old_len, new_len - old_len)
     return new_addr
+
+
+def vrm_calc_charge(mm, vma: Vma, nbytes: int) -> bool:
+    """vrm_calc_charge(): an accounted (VM_ACCOUNT) VMA charges what it
+    grows by (all of new_len with MREMAP_DONTUNMAP) against the commit
+    limit; False when security_vm_enough_memory_mm() refuses it (the
+    heuristic overcommit refuses a charge beyond RAM + swap: ``mm.commit_limit``)."""
+    return not vma.vm_flags & C.VM_ACCOUNT or mm.commit_limit is None or nbytes <= mm.commit_limit
 
 
 def dontunmap_complete(mm, vma: Vma, new_vma: Vma, addr: int, length: int) -> None:

@@ -82,6 +82,8 @@ def _syscall(fn):
         try:
             result = fn(self, *args, **kwargs)
         except _Errno as e:
+            if self.dead:                # the process was killed (exec): nothing left to check
+                raise oserror(e.code, fn.__name__) from None
             # Linux leaves the address space as it was for every error it
             # checks up front; only calls that had already changed something
             # (mprotect/madvise over a hole, mremap after unmapping the
@@ -106,6 +108,7 @@ def _syscall(fn):
         check_now(self, fn.__name__)
         return result
 
+    wrapper._unchecked = fn           # for _serialised(): one frame when check=False
     return wrapper
 
 
@@ -118,6 +121,9 @@ def _serialised(fn, allow_dead: bool = False):
     after a KernelOops only ``allow_dead`` calls (reads) still run."""
 
     name = fn.__name__
+    # A _syscall()-wrapped fn: with check=False its wrapper only turns _Errno
+    # into OSError, done here in the same frame (one Python call less per syscall).
+    raw = getattr(fn, "_unchecked", None)
 
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
@@ -128,7 +134,13 @@ def _serialised(fn, allow_dead: bool = False):
                 _refuse(self, name, allow_dead)
             self._busy = name
             try:
-                result = fn(self, *args, **kwargs)
+                if raw is not None and not self.check_enabled:
+                    try:
+                        result = raw(self, *args, **kwargs)
+                    except _Errno as e:
+                        raise oserror(e.code, name) from None
+                else:
+                    result = fn(self, *args, **kwargs)
             except MemoryError as e:            # the OOM killer (or the host said no)
                 self._busy = None
                 _flush_quietly(self)

@@ -18,6 +18,7 @@ import numpy as np
 
 import mmcore
 from pymm import constants as C
+from pymm.mm.rlimit import locked_vm
 from pymm.mm.vma import perms
 
 PM_SOFT_DIRTY = np.uint64(1 << 55)
@@ -39,12 +40,36 @@ def show_maps(mm) -> str:
 
 
 def task_mem(mm) -> Dict[str, int]:
-    """task_mem(): the memory lines of /proc/pid/status, in kB, plus map_count."""
+    """task_mem(): the memory lines of /proc/pid/status that pymm models, in
+    kB, plus map_count.
+
+    * ``VmSize``: total_vm, every VMA;
+    * ``VmLck``: mm->locked_vm (a counter, as in the kernel);
+    * ``VmRSS`` = ``RssAnon`` + ``RssShmem`` (MM_ANONPAGES, MM_SHMEMPAGES;
+      pymm maps no files, so RssFile is 0);
+    * ``VmPTE``: mm_pgtables_bytes(), the PUD, PMD and PTE tables
+      (mm_inc_nr_puds()/pmds()/ptes(); the pgd and, with 5 levels, the P4D
+      tables are not counted), the PTE tables deposited with huge PMDs
+      included.  i386-pae's kernel preallocates its PMDs with the pgd
+      (pgd_prepopulate_pmd()); pymm allocates them on use.
+
+    Example::
+
+        >>> m = pymm.MM()
+        >>> a = m.mmap(0, 8192, pymm.PROT_READ | pymm.PROT_WRITE,
+        ...            pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS | pymm.MAP_LOCKED)
+        >>> s = task_mem(m)
+        >>> s["VmLck"], s["RssAnon"], s["VmPTE"]      # populated: a PUD, a PMD and a PTE table
+        (8, 8, 12)
+    """
     anon, shmem = mm.engine.rss()
     kb = mm.page_size // 1024
     size = sum(v.end - v.start for v in mm._tree)
-    return {"VmSize": size // 1024, "VmRSS": (anon + shmem) * kb, "RssAnon": anon * kb,
-            "RssShmem": shmem * kb, "VmPTE": mm.engine.n_tables * kb,
+    tables = mm.engine.n_tables
+    if mm.engine.levels == 5:                      # p4d_alloc() counts nothing
+        tables -= int(np.count_nonzero(mm.engine.table_levels() == 1))
+    return {"VmSize": size // 1024, "VmLck": locked_vm(mm) * kb, "VmRSS": (anon + shmem) * kb,
+            "RssAnon": anon * kb, "RssShmem": shmem * kb, "VmPTE": tables * kb,
             "map_count": mm.map_count}
 
 

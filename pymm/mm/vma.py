@@ -28,9 +28,9 @@ from typing import List, Optional
 
 import mmcore
 from pymm.constants import (MAP_GROWSDOWN, MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT_READ,
-                            PROT_WRITE, VM_ACCESS_FLAGS, VM_EXEC, VM_GROWSDOWN, VM_IGNORE_MERGE,
-                            VM_MAYSHARE, VM_READ, VM_SOFTDIRTY, VM_WRITE)
-from pymm.errors import EINVAL, ENOMEM
+                            PROT_WRITE, VM_ACCESS_FLAGS, VM_EXEC, VM_GROWSDOWN, VM_IGNORE_MERGE, VM_LOCKED,
+                            VM_MAYSHARE, VM_READ, VM_SEALED, VM_SOFTDIRTY, VM_WRITE)
+from pymm.errors import EINVAL, ENOMEM, EPERM
 from pymm.mm.syscall import U64, _Errno
 
 
@@ -537,6 +537,9 @@ def do_vmi_munmap(mm, start: int, length: int) -> None:
     if i == j:
         return
     vl = tree._vmas                                  # the hot path reads the list itself
+    for k in range(i, j):                            # vms_gather_munmap_vmas(): can_modify_vma()
+        if vl[k].vm_flags & VM_SEALED:
+            raise _Errno(EPERM)
     first = vl[i]
     if first.start < start:
         if end < first.end and len(vl) >= mm.max_map_count:
@@ -556,3 +559,5 @@ def do_vmi_munmap(mm, start: int, length: int) -> None:
     for v in vmas:
         if v.anon or v.shm is not None:
             vma_put_refs(mm, v)
+        if v.vm_flags & VM_LOCKED:                   # vms_complete_munmap_vmas()
+            mm.locked_vm -= (v.end - v.start) >> mm.page_shift
