@@ -351,7 +351,7 @@ def campaign(kernel, *, seconds: float, executor=None, workers: Optional[int] = 
     many workers were searching, on average.
 
         >>> from pymm.fuzz import campaign
-        >>> c = campaign("5.8+linus-v2", seconds=30, workers=1, seed=0, tasks=1, task_programs=2000)
+        >>> c = campaign("5.8+linus-v2", seconds=30, workers=1, seed=0, tasks=1, task_programs=4000)
         >>> [f.signature for f in c.findings]
         [('5.8+linus-v2', 'x86_64', ('orphan-pte',))]
     """
