@@ -9,6 +9,8 @@ from libc.stdlib cimport free
 from libc.string cimport memset, memcpy
 
 from mmcore._region cimport pymm_region
+from mmcore._shmem cimport (ShmObj, ShmLeaf, shm_leaf, shm_leaf_create, shm_next_leaf, XA_CHUNK_SIZE,
+                            XA_CHUNK_MASK, XA_CHUNK_SHIFT)
 
 cdef enum:
     MAXLEV = 5
@@ -174,9 +176,8 @@ cdef class Engine:
     cdef int64_t bcap, bhw, bnfree, blive
     # owners: anon_vma ids and shmem objects
     cdef uint8_t *okind
-    cdef uint32_t **oframes
-    cdef uint16_t **omapc
-    cdef int64_t *onpages
+    cdef ShmObj *oshm                  # a shmem object's page cache (_shmem.pxd)
+    cdef int64_t *onpages              # its size in pages (the free list's link when free)
     cdef int64_t ocap, ohw, ofree_head, olive
     # accounting
     cdef int64_t ctr[NCTR]
@@ -223,6 +224,7 @@ cdef class Engine:
     cdef int64_t owner_slot(self) noexcept nogil
     cdef int _check_owner(self, int64_t o) except -1
     cdef void _owner_release(self, int64_t o) noexcept nogil
+    cdef int _check_shmem(self, int64_t o) except -1
     # -- warnings -------------------------------------------------------------------
     cdef bint warn(self, int site, int once, uint64_t old_addr, uint64_t new_addr) noexcept nogil
     # -- validation at the Python boundary ---------------------------------------------
@@ -425,16 +427,14 @@ cdef inline void release_frame(Engine eng, int64_t f, bint huge) noexcept nogil:
     """What zap_pte_range()/zap_huge_pmd() do with the page behind a
     cleared entry: anonymous pages are freed, shmem pages stay in their
     object (only the map count drops), the zero page is never freed."""
-    cdef int64_t owner, idx, n, i
+    cdef int64_t owner, n, i
     if is_zero_frame(eng, f):
         return
     n = <int64_t>eng.ptrs_per_pte if huge else 1
     owner = rmap_owner(eng.frmap[f])
     if owner > 0 and eng.okind[owner] == OWNER_SHMEM:
         for i in range(n):
-            idx = <int64_t>rmap_index(eng.frmap[f + i])
-            if idx < eng.onpages[owner] and eng.omapc[owner][idx] > 0:
-                eng.omapc[owner][idx] -= 1
+            shmem_unmapped(eng, owner, <int64_t>rmap_index(eng.frmap[f + i]))
             eng.rss_shmem -= 1
         return
     eng.rss_anon -= n
@@ -446,18 +446,128 @@ cdef inline void release_frame(Engine eng, int64_t f, bint huge) noexcept nogil:
         frame_free(eng, f)
 
 
+cdef inline ShmLeaf* shmem_leaf(Engine eng, int64_t o, int64_t index) noexcept nogil:
+    """The leaf of shmem object o's page cache holding index, or NULL
+    (none yet, or index beyond the object)."""
+    cdef ShmObj *s = &eng.oshm[o]
+    if index < 0 or index >= eng.onpages[o]:
+        return NULL
+    if (index >> XA_CHUNK_SHIFT) == s.last_key:    # the common case, without a call
+        return s.last_leaf
+    return shm_leaf(s, index)
+
+
+cdef inline int64_t shmem_lookup(Engine eng, int64_t o, int64_t index) noexcept nogil:
+    """filemap_get_entry(): the frame of object o's page at index, or 0
+    when it is not in the page cache."""
+    cdef ShmLeaf *leaf = shmem_leaf(eng, o, index)
+    return 0 if leaf == NULL else leaf.frame[index & XA_CHUNK_MASK]
+
+
+cdef inline int64_t shmem_mapcount(Engine eng, int64_t o, int64_t index) noexcept nogil:
+    """folio_mapcount() of object o's page at index; -1 when not in the cache."""
+    cdef ShmLeaf *leaf = shmem_leaf(eng, o, index)
+    if leaf == NULL or leaf.frame[index & XA_CHUNK_MASK] == 0:
+        return -1
+    return leaf.mapc[index & XA_CHUNK_MASK]
+
+
+cdef inline void shmem_mapped(Engine eng, int64_t o, int64_t index) noexcept nogil:
+    """One more PTE maps object o's page at index (it is in the cache)."""
+    cdef ShmLeaf *leaf = shmem_leaf(eng, o, index)
+    if leaf != NULL and leaf.mapc[index & XA_CHUNK_MASK] < 0xFFFF:
+        leaf.mapc[index & XA_CHUNK_MASK] += 1
+
+
+cdef inline void shmem_unmapped(Engine eng, int64_t o, int64_t index) noexcept nogil:
+    """One PTE fewer maps object o's page at index; the page stays cached."""
+    cdef ShmLeaf *leaf = shmem_leaf(eng, o, index)
+    if leaf != NULL and leaf.mapc[index & XA_CHUNK_MASK] > 0:
+        leaf.mapc[index & XA_CHUNK_MASK] -= 1
+
+
 cdef inline int64_t shmem_get(Engine eng, int64_t o, int64_t index) noexcept nogil:
     """shmem_get_folio(): the object's page at index, allocated on first
-    use; counts one more mapping of it."""
+    use (the page and, as in the xarray, the nodes on its way); counts
+    one more mapping of it."""
     cdef int64_t f
+    cdef ShmLeaf *leaf
+    cdef int64_t slot = index & XA_CHUNK_MASK
     if index < 0 or index >= eng.onpages[o]:
         return -1
-    f = eng.oframes[o][index]
+    if (index >> XA_CHUNK_SHIFT) == eng.oshm[o].last_key:
+        leaf = eng.oshm[o].last_leaf
+    else:
+        leaf = shm_leaf_create(&eng.oshm[o], index)
+        if leaf == NULL:
+            return -1
+    f = leaf.frame[slot]
     if f == 0:
         f = frame_alloc(eng, rmap_word(o, <uint64_t>index))
         if f < 0:
             return -1
-        eng.oframes[o][index] = <uint32_t>f
-    if eng.omapc[o][index] < 0xFFFF:
-        eng.omapc[o][index] += 1
+        leaf.frame[slot] = <uint32_t>f
+    if leaf.mapc[slot] < 0xFFFF:
+        leaf.mapc[slot] += 1
     return f
+
+
+cdef inline int64_t shmem_nrpages(Engine eng, int64_t o) noexcept nogil:
+    """mapping->nrpages of object o: its pages in the cache (a walk over its leaves)."""
+    cdef int64_t pos = 0, n = 0
+    cdef int i
+    cdef ShmLeaf *leaf
+    while True:
+        leaf = shm_next_leaf(&eng.oshm[o], &pos)
+        if leaf == NULL:
+            return n
+        for i in range(XA_CHUNK_SIZE):
+            n += leaf.frame[i] != 0
+        pos += XA_CHUNK_SIZE
+
+
+cdef inline int64_t shmem_first_mapped_in(void *node, int l, int64_t base) noexcept nogil:
+    """The first index at or after base that a PTE maps in a subtree of an
+    object's cache (level l, first index base), or -1."""
+    cdef int i
+    cdef int64_t r
+    cdef ShmLeaf *leaf
+    if node == NULL:
+        return -1
+    if l == 0:
+        leaf = <ShmLeaf*>node
+        for i in range(XA_CHUNK_SIZE):
+            if leaf.mapc[i]:
+                return base + i
+        return -1
+    for i in range(XA_CHUNK_SIZE):
+        if (<void**>node)[i] != NULL:
+            r = shmem_first_mapped_in((<void**>node)[i], l - 1, base + ((<int64_t>i) << (XA_CHUNK_SHIFT * l)))
+            if r >= 0:
+                return r
+    return -1
+
+
+cdef inline int64_t shmem_first_mapped(Engine eng, int64_t o) noexcept nogil:
+    """The first page of shmem object o that a PTE still maps, or -1."""
+    return shmem_first_mapped_in(eng.oshm[o].root, eng.oshm[o].height, 0)
+
+
+cdef inline void shmem_evict_subtree(Engine eng, void *node, int l) noexcept nogil:
+    """shmem_evict_inode() -> shmem_truncate_range(), then xa_destroy(), in
+    one pass: free the pages of a subtree of an object's cache (none is
+    mapped any more) and its nodes.  The caller clears the root."""
+    cdef int i
+    cdef ShmLeaf *leaf
+    if node == NULL:
+        return
+    if l == 0:
+        leaf = <ShmLeaf*>node
+        for i in range(XA_CHUNK_SIZE):
+            if leaf.frame[i] != 0:
+                frame_free(eng, leaf.frame[i])
+    else:
+        for i in range(XA_CHUNK_SIZE):
+            if (<void**>node)[i] != NULL:
+                shmem_evict_subtree(eng, (<void**>node)[i], l - 1)
+    free(node)

@@ -53,6 +53,7 @@ import operator
 
 from mmcore._entries cimport *
 from mmcore._region cimport region_init, region_grow, region_release, region_ptr, region_cap
+from mmcore._shmem cimport shm_init, shm_next_leaf, shm_destroy, XA_CHUNK_SIZE
 
 cnp.import_array()
 
@@ -216,11 +217,11 @@ cdef class Engine:
                 free(self.bufs[i])  # free slots hold NULL
             free(self.bufs)
         free(self.bfree)
-        if self.oframes != NULL:
+        if self.oshm != NULL:
             for i in range(self.ohw):
-                free(self.oframes[i])
-                free(self.omapc[i])
-        free(self.oframes); free(self.omapc); free(self.onpages); free(self.okind)
+                if self.okind[i] == OWNER_SHMEM:
+                    shm_destroy(&self.oshm[i])
+        free(self.oshm); free(self.onpages); free(self.okind)
         free(self.tlevel); free(self.tfree); free(self.tdeposit); free(self.tdepnext)
         free(self.ctxs); free(self.oparent); free(self.orefs)
         if self.fmapc != NULL:
@@ -493,20 +494,18 @@ cdef class Engine:
             if ncap == self.ocap:
                 return -1
             self.okind = <uint8_t*>realloc(self.okind, ncap * sizeof(uint8_t))
-            self.oframes = <uint32_t**>realloc(self.oframes, ncap * sizeof(uint32_t*))
-            self.omapc = <uint16_t**>realloc(self.omapc, ncap * sizeof(uint16_t*))
+            self.oshm = <ShmObj*>realloc(self.oshm, ncap * sizeof(ShmObj))
             self.onpages = <int64_t*>realloc(self.onpages, ncap * sizeof(int64_t))
             self.oparent = <int64_t*>realloc(self.oparent, ncap * sizeof(int64_t))
             self.orefs = <int64_t*>realloc(self.orefs, ncap * sizeof(int64_t))
-            if self.okind == NULL or self.oframes == NULL or self.omapc == NULL or self.onpages == NULL \
+            if self.okind == NULL or self.oshm == NULL or self.onpages == NULL \
                     or self.oparent == NULL or self.orefs == NULL:
                 return -1
             self.ocap = ncap
         o = self.ohw
         self.ohw += 1
         self.okind[o] = OWNER_FREE
-        self.oframes[o] = NULL
-        self.omapc[o] = NULL
+        shm_init(&self.oshm[o], 1)
         self.onpages[o] = 0
         self.oparent[o] = 0
         self.orefs[o] = 1
@@ -515,7 +514,9 @@ cdef class Engine:
     def owner_new(self, kind, int64_t npages=0, int64_t parent=0):
         """A new owner id: ``"anon"`` (an anon_vma) or ``"shmem"`` (a shmem
         object of ``npages`` pages, the backing of a MAP_SHARED|MAP_ANONYMOUS
-        mapping).  ``parent``: the anon_vma a forked VMA's new one chains to
+        mapping).  A shmem object's pages are stored sparsely (a radix tree,
+        as the kernel's xarray): it costs per page used, not per page of size.
+        ``parent``: the anon_vma a forked VMA's new one chains to
         (anon_vma_fork(): anon_vma->parent); it lives while this one does.
 
         Example::
@@ -543,12 +544,7 @@ cdef class Engine:
                     self.oparent[o] = parent
                     self.orefs[parent] += 1
             else:
-                self.oframes[o] = <uint32_t*>calloc(npages, sizeof(uint32_t))
-                self.omapc[o] = <uint16_t*>calloc(npages, sizeof(uint16_t))
-                if self.oframes[o] == NULL or self.omapc[o] == NULL:
-                    free(self.oframes[o]); free(self.omapc[o])
-                    self.oframes[o] = NULL; self.omapc[o] = NULL
-                    raise MemoryError("cannot allocate the shmem object")
+                shm_init(&self.oshm[o], npages)
                 self.okind[o] = OWNER_SHMEM
                 self.onpages[o] = npages
             self.olive += 1
@@ -562,14 +558,14 @@ cdef class Engine:
         stale frames, if a caller left any, are the checker's to report.
         An anon_vma that forked VMAs' anon_vmas chain to stays until they go
         (put_anon_vma(): its refcount), then goes with them."""
-        cdef int64_t i, f, p
+        cdef int64_t i, p
         self.enter()
         try:
             self._check_owner(o)
             if self.okind[o] == OWNER_SHMEM:
-                for i in range(self.onpages[o]):
-                    if self.omapc[o][i]:
-                        raise ValueError(f"shmem object {o} still has page {i} mapped: zap it first")
+                i = shmem_first_mapped(self, o)
+                if i >= 0:
+                    raise ValueError(f"shmem object {o} still has page {i} mapped: zap it first")
             while o:
                 self.orefs[o] -= 1
                 if self.orefs[o] > 0:
@@ -581,15 +577,11 @@ cdef class Engine:
             self.leave()
 
     cdef void _owner_release(self, int64_t o) noexcept nogil:
-        """The owner's storage goes: a shmem object's pages, the id."""
-        cdef int64_t i, f
+        """The owner's storage goes: a shmem object's pages (its sparse tree), the id."""
         if self.okind[o] == OWNER_SHMEM:
-            for i in range(self.onpages[o]):
-                f = self.oframes[o][i]
-                if f != 0 and self.omapc[o][i] == 0:
-                    frame_free(self, f)
-            free(self.oframes[o]); free(self.omapc[o])
-            self.oframes[o] = NULL; self.omapc[o] = NULL
+            shmem_evict_subtree(self, self.oshm[o].root, self.oshm[o].height)
+            self.oshm[o].root = NULL
+            shm_destroy(&self.oshm[o])
         self.okind[o] = OWNER_FREE
         self.onpages[o] = self.ofree_head
         self.ofree_head = o
@@ -603,22 +595,69 @@ cdef class Engine:
         finally:
             self.leave()
 
-    def shmem_resident(self, int64_t o):
-        """Pages present in shmem object ``o`` (its page cache), as a bool array."""
-        cdef int64_t i
+    def shmem_resident(self, int64_t o, int64_t start=0, count=None):
+        """Pages present in shmem object ``o`` (its page cache), as a bool
+        array: pages ``[start, start + count)``, by default the whole object.
+        At most 2**30 pages at a time.
+
+        Example::
+
+            >>> o = eng.owner_new("shmem", npages=1 << 30)     # 4 TiB, nothing used
+            >>> eng.shmem_resident(o, 0, 4).tolist(), eng.shmem_info(o)["nrpages"]
+            ([False, False, False, False], 0)
+        """
+        cdef int64_t n, pos, i, lo, hi
+        cdef ShmLeaf *leaf
         cdef cnp.uint8_t[:] v
         self.enter()
         try:
-            self._check_owner(o)
-            if self.okind[o] != OWNER_SHMEM:
-                raise ValueError(f"owner {o} is not a shmem object")
-            out = np.zeros(self.onpages[o], dtype=np.bool_)
+            self._check_shmem(o)
+            n = self.onpages[o] - start if count is None else operator.index(count)
+            if not (0 <= start and 0 <= n and start + n <= self.onpages[o]):
+                raise ValueError(f"pages [{start}, {start} + {n}) are not inside the object "
+                                 f"({self.onpages[o]} pages)")
+            if n > (1 << 30):
+                raise ValueError(f"{n} pages at once: ask for at most 2**30")
+            out = np.zeros(n, dtype=np.bool_)
             v = out.view(np.uint8)
-            for i in range(self.onpages[o]):
-                v[i] = self.oframes[o][i] != 0
+            pos = start
+            with nogil:
+                while True:
+                    leaf = shm_next_leaf(&self.oshm[o], &pos)
+                    if leaf == NULL or pos >= start + n:
+                        break
+                    lo = max(pos, start)
+                    hi = min(pos + XA_CHUNK_SIZE, start + n)
+                    for i in range(lo, hi):
+                        v[i - start] = leaf.frame[i - pos] != 0
+                    pos += XA_CHUNK_SIZE
             return out
         finally:
             self.leave()
+
+    def shmem_info(self, int64_t o):
+        """Shmem object ``o``: its size in pages, the pages in its cache
+        (mapping->nrpages) and the radix-tree nodes holding them.
+
+        Example::
+
+            >>> o = eng.owner_new("shmem", npages=1 << 33)     # 32 TiB
+            >>> eng.shmem_info(o)
+            {'npages': 8589934592, 'nrpages': 0, 'nodes': 0}
+        """
+        self.enter()
+        try:
+            self._check_shmem(o)
+            return {"npages": self.onpages[o], "nrpages": shmem_nrpages(self, o),
+                    "nodes": self.oshm[o].nnodes}
+        finally:
+            self.leave()
+
+    cdef int _check_shmem(self, int64_t o) except -1:
+        self._check_owner(o)
+        if self.okind[o] != OWNER_SHMEM:
+            raise ValueError(f"owner {o} is not a shmem object")
+        return 0
 
     cdef int _check_owner(self, int64_t o) except -1:
         if not 0 < o < self.ohw or self.okind[o] == OWNER_FREE:
@@ -672,6 +711,10 @@ cdef class Engine:
 
     def memory(self):
         """What the engine holds: live tables and frames, and host bytes."""
+        cdef int64_t o, nodes = 0
+        for o in range(self.ohw):
+            if self.okind[o] == OWNER_SHMEM:
+                nodes += self.oshm[o].nnodes
         return {
             "tables": self.tlive - 1,
             "deposited_tables": self.ndeposited,
@@ -686,6 +729,8 @@ cdef class Engine:
                                  + self.tcap * 25,
             "host_bytes_frames": self.fhw * 16,
             "host_bytes_buffers": self.blive * <int64_t>self.page_size + self.bcap * 8,
+            "shmem_nodes": nodes,                   # at most 512 bytes each (_shmem.pxd)
+            "host_bytes_shmem": nodes * 512 + self.ocap * (sizeof(ShmObj) + 9),
         }
 
     @property

@@ -25,7 +25,7 @@ cimport numpy as cnp
 
 from mmcore._entries cimport *
 from mmcore._core cimport (Engine, row, is_zero_frame, rmap_owner, rmap_index, mapcount_extra,
-                           OWNER_SHMEM, TAG_KIND_MASK, TAG_FREE)
+                           OWNER_SHMEM, shmem_mapcount, TAG_KIND_MASK, TAG_FREE)
 
 cnp.import_array()
 
@@ -315,7 +315,7 @@ cdef void scan_frames(Engine eng, ScanState *s) noexcept nogil:
     """__page_table_check_zero() turned around: every live frame's map count
     (one for an anonymous page, the object's count for shmem) against the
     mappings the walk found."""
-    cdef int64_t f, owner, idx, live = 0
+    cdef int64_t f, owner, idx, mapc, live = 0
     for f in range(eng.fhw):
         if is_zero_frame(eng, f) or (eng.ftag[f] & TAG_KIND_MASK) == TAG_FREE:
             continue
@@ -323,9 +323,9 @@ cdef void scan_frames(Engine eng, ScanState *s) noexcept nogil:
         owner = rmap_owner(eng.frmap[f])
         if owner > 0 and owner < eng.ohw and eng.okind[owner] == OWNER_SHMEM:
             idx = <int64_t>rmap_index(eng.frmap[f])
-            if idx < eng.onpages[owner] and eng.omapc[owner][idx] != s.frame_maps[f] \
-                    and s.frame_maps[f] < 255:
-                add_problem(s, P_SHMEM_MAPCOUNT, <uint64_t>f, s.frame_maps[f], eng.omapc[owner][idx])
+            mapc = shmem_mapcount(eng, owner, idx)
+            if mapc >= 0 and mapc != s.frame_maps[f] and s.frame_maps[f] < 255:
+                add_problem(s, P_SHMEM_MAPCOUNT, <uint64_t>f, s.frame_maps[f], <uint64_t>mapc)
         elif s.frame_maps[f] == 0:
             add_problem(s, P_LOST_FRAME, <uint64_t>f, 0, 1)
         elif mapcount_extra(eng, f) > 0:

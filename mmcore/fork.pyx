@@ -28,7 +28,7 @@ from libc.string cimport memset
 
 from mmcore._entries cimport *
 from mmcore._core cimport (Engine, Context, row, span_end, is_zero_frame, rmap_owner, rmap_index,
-                           mapcount_extra, pgtable_trans_huge_deposit, OWNER_SHMEM, TAG_KIND_MASK, TAG_FREE,
+                           mapcount_extra, pgtable_trans_huge_deposit, shmem_mapped, OWNER_SHMEM, TAG_KIND_MASK, TAG_FREE,
                            CTR_PGTABLES_ALLOCATED,
                            CTR_PGTABLES_FREED)
 from mmcore.memory cimport zap_level, free_pgd_range_c
@@ -45,8 +45,7 @@ cdef inline uint64_t copy_leaf(Engine eng, uint64_t *srcp, int64_t n, bint cow) 
         if owner > 0 and eng.okind[owner] == OWNER_SHMEM:
             for i in range(n):
                 idx = <int64_t>rmap_index(eng.frmap[f + i])
-                if idx < eng.onpages[owner] and eng.omapc[owner][idx] < 0xFFFF:
-                    eng.omapc[owner][idx] += 1
+                shmem_mapped(eng, owner, idx)
             eng.rss_shmem += n
         else:
             for i in range(n):

@@ -35,9 +35,12 @@ from cpython.exc cimport PyErr_CheckSignals
 from mmcore._entries cimport *
 from mmcore._core cimport (Engine, FaultArgs, row, span_end, rmap_word, rmap_index, is_zero_frame,
                            set_tag, frame_alloc, frame_alloc_tagged, release_frame, shmem_get,
-                           fits, mapcount_extra, frame_copy, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK, TAG_FILL, TAG_VALUE_MASK,
+                           shmem_lookup, shmem_leaf,
+                           fits, mapcount_extra, frame_copy, CTR_FAULTS, CTR_COW, OWNER_SHMEM, RMAP_INDEX_MASK,
+                           TAG_FILL, TAG_VALUE_MASK,
                            SIGNAL_CHUNK)
 from mmcore.huge_memory cimport fault_huge, split_huge_pmd, zap_huge_pmd, zap_deposited_table
+from mmcore._shmem cimport ShmLeaf, XA_CHUNK_SHIFT, XA_CHUNK_MASK
 
 # ---------------------------------------------------------------------- faults
 cdef int fault_pte(Engine eng, uint64_t *ptep, uint64_t va, FaultArgs *a) noexcept nogil:
@@ -179,27 +182,33 @@ cdef int64_t cached_index(Engine eng, int64_t pte_off, int64_t j, uint64_t va, F
     0 when it is not in the page cache."""
     cdef int64_t index = <int64_t>a.pgoff + <int64_t>((va - a.vma_start) >> eng.shift[eng.lpte]) \
         + (j - pte_off)
-    if index < 0 or index >= eng.onpages[a.owner]:
-        return 0
-    return eng.oframes[a.owner][index]
+    return shmem_lookup(eng, a.owner, index)
 
 
 cdef void do_fault_around_c(Engine eng, uint64_t *r, int64_t pte_off, uint64_t va, FaultArgs *a) noexcept nogil:
     """do_fault_around() + filemap_map_pages() on a PTE table already there:
     before a read fault on a shmem page, map the neighbours already in the
-    object (the page cache) whose PTEs are none.  Nothing is allocated."""
-    cdef int64_t j, f, to_pte, index
+    object (the page cache) whose PTEs are none.  Nothing is allocated.
+    The window's indices are consecutive: one leaf lookup per 64 pages."""
+    cdef int64_t j, f, to_pte, index, key = -1
     cdef int64_t from_pte = around_window(eng, pte_off, va, a, &to_pte)
+    cdef int64_t index0 = <int64_t>a.pgoff + <int64_t>((va - a.vma_start) >> eng.shift[eng.lpte]) - pte_off
     cdef uint64_t flags = a.prot | (_PAGE_RW if a.writable else 0)
+    cdef ShmLeaf *leaf = NULL
     for j in range(from_pte, to_pte):
         if r[j] != 0:
             continue
-        f = cached_index(eng, pte_off, j, va, a)
+        index = index0 + j
+        if (index >> XA_CHUNK_SHIFT) != key:
+            key = index >> XA_CHUNK_SHIFT
+            leaf = shmem_leaf(eng, a.owner, index)
+        if leaf == NULL:
+            continue
+        f = leaf.frame[index & XA_CHUNK_MASK]
         if f == 0:
             continue                          # not in the page cache: left to a fault
-        index = <int64_t>rmap_index(eng.frmap[f])
-        if eng.omapc[a.owner][index] < 0xFFFF:
-            eng.omapc[a.owner][index] += 1
+        if leaf.mapc[index & XA_CHUNK_MASK] < 0xFFFF:
+            leaf.mapc[index & XA_CHUNK_MASK] += 1
         eng.rss_shmem += 1
         r[j] = pfn_entry(f, flags)
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from mmcore._entries cimport *
 from mmcore._core cimport (Engine, row, span_end, is_zero_frame, rmap_owner, rmap_index,
-                           mapcount_extra, OWNER_SHMEM)
+                           mapcount_extra, OWNER_SHMEM, shmem_mapcount)
 
 # Leaves merge into one run only if these bits agree (not A, D or soft-dirty).
 cdef uint64_t RUN_FLAG_MASK = (_PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_PSE | _PAGE_PROTNONE
@@ -199,7 +199,7 @@ cdef void pagemap_c(Engine eng, uint64_t start, int64_t npages, uint64_t *out) n
                     if owner > 0 and eng.okind[owner] == OWNER_SHMEM:
                         val |= (<uint64_t>1) << 61
                         idx = <int64_t>rmap_index(eng.frmap[f])
-                        if idx < eng.onpages[owner] and eng.omapc[owner][idx] == 1:
+                        if shmem_mapcount(eng, owner, idx) == 1:
                             val |= (<uint64_t>1) << 56
                     elif mapcount_extra(eng, f if l == eng.lpte else entry_pfn(e)) == 0:
                         # mapped once (not shared with a forked process); for a huge

@@ -148,6 +148,25 @@ def kernel_version(name: str) -> Optional[Version]:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+KERNEL_LEAF_LEVELS = ("pte", "pmd", "pud")     # bottom up: the levels a leaf can be at
+
+
+def leaf_level_name(geometry: G.Geometry, level: int) -> str:
+    """The kernel's name for a leaf at ``level`` of ``geometry``: counted from
+    the bottom (pte, pmd, pud), since the kernel folds the levels an arch
+    lacks into the one above (include/asm-generic/pgtable-nopmd.h).  On
+    2-level i386 the pmd is folded into the pgd: a 4 MiB leaf there is a
+    pmd (pmd_leaf(), a PSE page-directory entry), not a "pgd leaf".
+
+    Example::
+
+        >>> leaf_level_name(I386_GEOMETRY, 0), leaf_level_name(I386_PAE_GEOMETRY, 1)
+        ('pmd', 'pmd')
+    """
+    depth = geometry.levels - 1 - level
+    return KERNEL_LEAF_LEVELS[depth] if depth < len(KERNEL_LEAF_LEVELS) else geometry.level_names[level]
+
+
 def get_arch(arch) -> Arch:
     """An :class:`Arch` from its name (or the Arch itself).
 

@@ -4,6 +4,7 @@
     pymm demo           the July 2020 thread, replayed kernel by kernel
     pymm fuzz           search syscall programs for a kernel's bugs
     pymm show           page tables as merged ranges, and pictures
+    pymm sweep          kernels x arches x cases x sizes x THP: path taken and cost
     pymm kernels        the kernel catalogue
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import os
 import re
 import sys
+import time
 from typing import List, Optional
 
 EPILOG_MAIN = """examples:
@@ -134,6 +136,8 @@ def check_outputs(args) -> Optional[str]:
         return check_bench(args) or output_file(args.json, "--json") or output_file(args.plot, "--plot")
     if cmd == "fuzz" and args.save:
         return output_file(args.save + ".py", "--save") or output_file(args.save + ".c", "--save")
+    if cmd == "sweep":
+        return output_dir(args.out, "--out")
     if cmd == "show" and args.demo:
         from pymm.show import demo_conflicts, fill_demo_defaults
         if demo_conflicts(args):          # refused by the command, before anything is created
@@ -145,7 +149,8 @@ def check_outputs(args) -> Optional[str]:
 
 # options whose value may start with "-" (argparse would take "-1G" for an option)
 VALUE_OPTIONS = ("--size", "--reps", "--seconds", "--max-examples", "--ops", "--seed", "--walk",
-                 "--execs", "--json", "--plot", "--save", "--out")
+                 "--execs", "--json", "--plot", "--save", "--out", "--workers", "--sizes", "--kernels",
+                 "--arches", "--cases")
 
 
 def join_negative_values(argv: List[str]) -> List[str]:
@@ -185,6 +190,8 @@ def cmd_demo(args) -> int:
 
 
 def cmd_fuzz(args) -> int:
+    if args.workers or args.scheduler:
+        return cmd_campaign(args)
     from pymm.fuzz import fuzz
     from pymm.progress import Progress
     kernel = args.kernel
@@ -209,17 +216,220 @@ def cmd_fuzz(args) -> int:
               f"{tally['programs']} programs run in {tally['seconds']:.1f} s")
         return 0
     print(f"\nFOUND: {hit.summary()}\n")
+    _print_reproducers(hit)
+    if args.save:
+        _save(hit, args.save)
+    return 1
+
+
+def _print_reproducers(hit) -> None:
     print("# --- reproducer: Python, against pymm " + "-" * 38)
     print(hit.python)
     print("/* --- reproducer: C, for a real kernel (gcc repro.c && ./a.out) " + "-" * 12 + " */")
     print(hit.c)
-    if args.save:
-        with open(args.save + ".py", "w") as f:
-            f.write(hit.python)
-        with open(args.save + ".c", "w") as f:
-            f.write(hit.c)
-        print(f"saved {args.save}.py and {args.save}.c")
+
+
+def _save(hit, prefix: str) -> None:
+    with open(prefix + ".py", "w") as f:
+        f.write(hit.python)
+    with open(prefix + ".c", "w") as f:
+        f.write(hit.c)
+    print(f"saved {prefix}.py and {prefix}.c")
+
+
+def open_executor(args):
+    """(executor, client, where) for --workers N or --scheduler ADDRESS, or
+    (None, None, the one-line reason it cannot be had)."""
+    if args.workers and args.scheduler:
+        return None, None, "--workers and --scheduler: give one (a Dask cluster has its own workers)"
+    if not args.scheduler:
+        return None, None, None
+    from pymm.pool import capacity, dask_client
+    try:
+        client = dask_client(args.scheduler)
+    except ImportError as e:
+        return None, None, f"--scheduler {e}"
+    except OSError as e:
+        return None, None, f"--scheduler: {e}"
+    executor = client.get_executor()
+    return executor, client, f"the Dask cluster at {args.scheduler} ({capacity(executor)} worker threads)"
+
+
+def cmd_campaign(args) -> int:
+    """pymm fuzz --workers/--scheduler: a campaign, progress over all workers."""
+    from pymm.fuzz import TASK_PROGRAMS, campaign
+    from pymm.progress import Progress
+    executor, client, where = open_executor(args)
+    if executor is None and where:
+        print(f"pymm fuzz: {where}", file=sys.stderr)
+        return 2
+    kernel = args.kernel
+    per_task = min(TASK_PROGRAMS, args.max_examples)
+    tasks = -(-args.max_examples // per_task)
+    on = f" on {args.arch}" if args.arch != "x86_64" else ""
+    where = where or f"{args.workers} local worker process{'es' if args.workers > 1 else ''}"
+    print(f"fuzzing kernel {kernel.name}{on}: up to {args.max_examples} programs or {args.seconds:g} s "
+          f"(seed {args.seed}), {tasks} task{'s' if tasks > 1 else ''} of {per_task} programs on {where}",
+          flush=True)
+    last: dict = {"programs": 0, "findings": 0}
+    start = time.monotonic()
+
+    def show(prog, stats):
+        last.update(stats)
+        prog.done = stats["programs"]
+        prog.show(f"programs, {stats['rate']:.0f}/s, {stats['findings']} finding"
+                  f"{'s' if stats['findings'] != 1 else ''}, {stats['tasks']}/{tasks} tasks")
+    try:
+        with Progress("fuzz") as prog:
+            c = campaign(kernel, seconds=args.seconds, executor=executor, workers=args.workers,
+                         seed=args.seed, tasks=tasks, task_programs=per_task, max_ops=args.ops,
+                         arch=args.arch, progress=lambda st: show(prog, st))
+    except KeyboardInterrupt:
+        print(f"interrupted after {time.monotonic() - start:.1f} s: {last['programs']} programs run in finished "
+              f"tasks under {kernel.name}, {last['findings']} finding{'s' if last['findings'] != 1 else ''} so far",
+              file=sys.stderr)
+        return 130
+    finally:
+        if client is not None:
+            client.close()
+    for seed, why in c.lost:
+        print(f"lost: the task of seed {seed} ({why}); replay it with pymm.fuzz.fuzz({c.kernel!r}, "
+              f"seed={seed}, max_examples={per_task})", file=sys.stderr)
+    totals = (f"{c.programs} programs run in {c.seconds:.1f} s ({c.rate:.0f}/s) by {c.tasks} tasks on "
+              f"{len(c.workers)} worker{'s' if len(c.workers) != 1 else ''}")
+    if not c.findings:
+        print(f"no invariant violation or warning found under {kernel.name}: {totals}")
+        return 0
+    for i, f in enumerate(c.findings, 1):
+        head = f"FOUND ({i} of {len(c.findings)})" if len(c.findings) > 1 else "FOUND"
+        print(f"\n{head}: {f.hit.summary()}\n  found by {len(f.seeds)} task"
+              f"{'s' if len(f.seeds) > 1 else ''} (seeds {', '.join(map(str, f.seeds[:8]))}"
+              f"{', ...' if len(f.seeds) > 8 else ''}; {f.programs} distinct shrunk program"
+              f"{'s' if f.programs > 1 else ''}); replay: {f.replay_call}\n")
+        _print_reproducers(f.hit)
+        if args.save:
+            _save(f.hit, args.save if i == 1 else f"{args.save}-{i}")
+    print(totals)
     return 1
+
+
+def _list_of(parse, what: str):
+    """An argparse type for a comma-separated list, each item through ``parse``."""
+    def parse_list(value: str) -> list:
+        items = [v.strip() for v in value.split(",")]
+        if not all(items):
+            raise argparse.ArgumentTypeError(f"{value!r}: an empty item in the list of {what} (a, b, c)")
+        return [parse(v) for v in items]
+    return parse_list
+
+
+def _choice(options, what: str):
+    def parse(value: str) -> str:
+        if value not in options:
+            raise argparse.ArgumentTypeError(f"unknown {what} {value!r}; choose from {', '.join(options)}")
+        return value
+    return parse
+
+
+THP_CHOICES = {"off": [False], "on": [True], "both": [False, True]}
+
+
+def cmd_sweep(args) -> int:
+    """pymm sweep: the matrix, a table, a CSV (and Parquet), a picture."""
+    from pymm.arches import get_arch
+    from pymm.pool import InProcess
+    from pymm.progress import Progress
+    from pymm.sweep import path_table, sweep, write_csv, write_parquet
+    from pymm.bench import _mem_available, fmt_size
+    page = max(get_arch(a).geometry.page_size for a in args.arches)
+    big = max(args.sizes)
+    if big > BENCH_MAX or big // 256 > _mem_available() // 2:    # pymm: page tags and PTEs, 16 bytes a page
+        print(f"pymm sweep: --sizes {fmt_size(big)}: at most {fmt_size(BENCH_MAX)}, and pymm's tables must fit "
+              f"in half of this machine's {_mem_available() >> 20} MiB available", file=sys.stderr)
+        return 2
+    bad = [n for n in args.sizes if n % page]
+    if bad:
+        print(f"pymm sweep: --sizes {bad[0]}: not a multiple of the page size ({page >> 10} KiB on "
+              f"{', '.join(a for a in args.arches if get_arch(a).geometry.page_size == page)})", file=sys.stderr)
+        return 2
+    executor, client, where = open_executor(args)
+    if executor is None and where:
+        print(f"pymm sweep: {where}", file=sys.stderr)
+        return 2
+    if executor is None and not args.workers:
+        executor, where = InProcess(), "this process"
+    where = where or f"{args.workers} local worker process{'es' if args.workers > 1 else ''}"
+    kernels = [k.source or k.name for k in args.kernels]
+    cells = len(kernels) * len(args.arches) * len(args.cases) * len(args.sizes) * len(THP_CHOICES[args.thp])
+    print(f"sweeping {cells} cells ({len(kernels)} kernels x {len(args.arches)} arches x {len(args.cases)} "
+          f"cases x {len(args.sizes)} sizes x THP {args.thp}) on {where}", flush=True)
+    try:
+        with Progress("sweep", total=cells) as prog:
+            rows = sweep(kernels, args.arches, args.cases, args.sizes, THP_CHOICES[args.thp], reps=args.reps,
+                         executor=executor, workers=args.workers,
+                         progress=lambda done, total: (setattr(prog, "done", done), prog.show()))
+    except RuntimeError as e:                    # tasks lost twice over
+        print(f"pymm sweep: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if client is not None:
+            client.close()
+    print(path_table(rows))
+    print("(! a kernel warning, X a broken invariant, - does not fit in the arch's user space)")
+    csv_path = os.path.join(args.out, "sweep.csv")
+    write_csv(rows, csv_path)
+    wrote = [csv_path]
+    if write_parquet(rows, os.path.join(args.out, "sweep.parquet")):
+        wrote.append(os.path.join(args.out, "sweep.parquet"))
+    from pymm.pictures import MATPLOTLIB_HINT, load_matplotlib, sweep_picture
+    if load_matplotlib() is None:
+        print(f"picture: {MATPLOTLIB_HINT}; none drawn")
+    else:
+        wrote.append(sweep_picture(rows, os.path.join(args.out, "sweep.png")))
+    print("wrote " + ", ".join(wrote))
+    return 0
+
+
+def add_sweep_parser(sub) -> None:
+    from pymm.arches import ARCHES
+    from pymm.sweep import CASES, DEFAULT_SIZES
+    p = sub.add_parser(
+        "sweep", help="kernels x arches x cases x sizes x THP: the path each move takes and its cost",
+        description="For each cell of the matrix, map and populate a region at the case's source "
+        "alignment (PTE, half a PMD, PMD or PUD, and not twice that), move it with mremap(MREMAP_MAYMOVE|"
+        "MREMAP_FIXED) to the case's destination alignment, and record the path counters, the warnings, "
+        "the checker's verdict and the call's time.  Prints the paths as a table and writes "
+        "OUT/sweep.csv (a row per cell), OUT/sweep.parquet (with pyarrow) and OUT/sweep.png.",
+        epilog="examples:\n  pymm sweep --out sweep/\n"
+        "  pymm sweep --kernels 4.19,5.8,6.18 --arches x86_64,arm64-4k --sizes 8M,1G,2G --thp off\n"
+        "  pymm sweep --workers 2\n  pymm sweep --scheduler tcp://HOST:8786 --reps 5",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    from pymm.kernels import KERNELS
+    p.add_argument("--kernels", type=_list_of(_kernel_arg, "kernels"), default=list(KERNELS),
+                   metavar="K1,K2", help="kernels: catalogue names or module:attribute (default: all)")
+    p.add_argument("--arches", type=_list_of(_choice(list(ARCHES), "arch"), "arches"), default=["x86_64"],
+                   metavar="A1,A2", help=f"arches among {', '.join(ARCHES)} (default x86_64)")
+    p.add_argument("--cases", type=_list_of(_choice(list(CASES), "case"), "cases"), default=list(CASES),
+                   metavar="C1,C2", help=f"source/destination alignments among {', '.join(CASES)} (default: all)")
+    p.add_argument("--sizes", type=_list_of(_size, "sizes"), default=list(DEFAULT_SIZES), metavar="S1,S2",
+                   help="region sizes (default 8M,1G)")
+    p.add_argument("--thp", choices=list(THP_CHOICES), default="both",
+                   help="THP off, on (MADV_HUGEPAGE before the populate), or both (default)")
+    p.add_argument("--reps", type=_positive_int, default=1, help="runs per cell, the time is their median "
+                   "(default 1)")
+    p.add_argument("--out", default="sweep", metavar="DIR", help="folder for sweep.csv, sweep.parquet and "
+                   "sweep.png (default ./sweep)")
+    _add_scale_out(p, "sweep in tasks (one per kernel, arch, size and THP)")
+    p.set_defaults(func=cmd_sweep)
+
+
+def _add_scale_out(p, what: str) -> None:
+    """--workers N and --scheduler ADDRESS."""
+    p.add_argument("--workers", type=_positive_int, metavar="N",
+                   help=f"run a {what}, on N local processes")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help=f"run a {what}, on the Dask cluster whose scheduler is at ADDRESS "
+                   "(tcp://HOST:8786; needs pip install \"pymm[dask]\")")
 
 
 def _add_arch(p) -> None:
@@ -261,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "exit status is then 1.  Exit 0: nothing found within the budget.",
                        epilog="examples:\n  pymm fuzz --kernel 5.8+linus-v2\n"
                        "  pymm fuzz --kernel 6.18 --seconds 30\n"
+                       "  pymm fuzz --kernel 6.18 --seconds 600 --workers 2      # a campaign on 2 processes\n"
+                       "  pymm fuzz --kernel 6.18 --scheduler tcp://HOST:8786    # ... on a Dask cluster\n"
                        "  pymm fuzz --kernel mykernels:mine     # a Kernel of your own",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("--kernel", type=_kernel_arg, default="6.18",
@@ -271,13 +483,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
     f.add_argument("--ops", type=_positive_int, default=10,
                    help="longest program, at least 1 call (default 10)")
-    f.add_argument("--save", metavar="PREFIX", help="also write PREFIX.py and PREFIX.c")
+    f.add_argument("--save", metavar="PREFIX", help="also write PREFIX.py and PREFIX.c (a campaign's "
+                   "further findings: PREFIX-2.py, ...)")
+    _add_scale_out(f, "campaign: seeded tasks of up to 4000 programs each")
     _add_arch(f)
     f.set_defaults(func=cmd_fuzz)
 
     from pymm import bench as _bench, show as _show  # noqa: E402  (they add their own subcommands)
     _bench.add_parser(sub, _size)
     _show.add_parser(sub, _kernel_arg)
+    add_sweep_parser(sub)
     return p
 
 

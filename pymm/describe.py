@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 import mmcore
+from pymm.arches import leaf_level_name
 from pymm.check import check as check_mm
 
 # Leaves merge into one row only if these entry bits agree (mmcore's RUN_FLAG_MASK).
@@ -316,7 +317,7 @@ def _ranges(mm, runs: Dict[str, np.ndarray], vmas) -> List[MappedRange]:
         frames = tuple((int(fr[k]), int(e[k] - s[k]) >> g.page_shift) for k in kept)
         v = vmas[vi[a]] if vi[a] >= 0 else None
         zero = bool(fr[a] == 0 or 0 <= fr[a] - huge_zero < g.entries(g.levels - 1))
-        out.append(MappedRange(int(s[a]), int(e[b - 1]), size_label(1 << g.shift(level)), g.level_names[level],
+        out.append(MappedRange(int(s[a]), int(e[b - 1]), size_label(1 << g.shift(level)), leaf_level_name(g, level),
                                entry_perms(int(ent[a])), frames, int(b - a),
                                int(e[b - 1] - s[a]) >> g.page_shift, zero,
                                f"{v.perms} {v.name}".rstrip() if v else None, v is None))

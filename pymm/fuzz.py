@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from pymm.arches import get_arch
 from pymm.kernels import Kernel, get_kernel
@@ -71,6 +71,8 @@ class Hit:
     examples: int = 0
     seconds: float = 0.0
     arch: str = "x86_64"
+    broke: Tuple[str, ...] = ()     # what broke: invariant names and warning sites, sorted
+
 
     @property
     def python(self) -> str:
@@ -217,4 +219,198 @@ def _hit(k, program: List[Op], count: int, start: float, arch: str = "x86_64") -
     probes = sorted({p.address for p in raw
                      if p.address and p.invariant in ("orphan-pte", "rmap-index", "rmap-owner")})[:4]
     return Hit(k.source or k.name, list(program), problems, warns, probes, count,
-               time.monotonic() - start, arch)
+               time.monotonic() - start, arch, broke=_broke(k, program, arch, raw))
+
+
+def _broke(k, program: List[Op], arch: str, raw) -> Tuple[str, ...]:
+    """What broke, without addresses: the invariants (``orphan-pte``) and
+    the warning sites (``WARN move_normal_pmd mm/mremap.c:211``)."""
+    import warnings as _w
+    mm = MM(kernel=k, check=False, arch=arch)
+    with _w.catch_warnings():
+        _w.simplefilter("ignore")
+        run_program(mm, program)
+    sites = {f"WARN {w.function} {w.location}" for w in mm.warnings}
+    return tuple(sorted({p.invariant for p in raw} | sites))
+
+
+# -- campaigns: many seeded searches on any concurrent.futures.Executor ---------------------------
+TASK_PROGRAMS = 4000          # programs a task searches: about a second on 6.18
+
+
+@dataclass
+class TaskResult:
+    """What one task sent back: its seed, programs run, time, the shrunk hit (or None) and where it ran."""
+
+    seed: int
+    programs: int
+    seconds: float
+    hit: Optional[Hit]
+    worker: str
+
+
+@dataclass
+class Finding:
+    """One bug of a campaign: its signature (kernel, arch, what broke), the
+    smallest shrunk program found for it, and every task seed that found it."""
+
+    signature: Tuple[str, str, Tuple[str, ...]]
+    hit: Hit
+    seeds: List[int]
+    programs: int                 # distinct shrunk programs found for it
+    replay_args: dict
+
+    @property
+    def replay_call(self) -> str:
+        """The call that finds it again on one machine."""
+        a = self.replay_args
+        extra = "".join(f", {k}={a[k]!r}" for k in ("arch", "max_ops", "base")
+                        if a[k] != {"arch": "x86_64", "max_ops": 10, "base": DEFAULT_BASE}[k])
+        return (f"pymm.fuzz.fuzz({a['kernel']!r}, seed={a['seed']}, max_examples={a['max_examples']}, "
+                f"seconds=float('inf'){extra})")
+
+    def replay(self) -> Optional[Hit]:
+        """Run the first seed that found it again, here: the same hit."""
+        return fuzz(seconds=float("inf"), **self.replay_args)
+
+
+@dataclass
+class Campaign:
+    """A campaign's result: deduplicated findings, totals, and the task
+    seeds that were re-run or lost (a lost seed replays like a finding's)."""
+
+    kernel: str
+    arch: str
+    seed: int
+    findings: List[Finding]
+    programs: int
+    seconds: float
+    tasks: int
+    reruns: List[int]
+    lost: List[Tuple[int, str]]
+    workers: List[str]
+    busy: float = 0.0             # seconds the tasks ran, summed over workers
+
+    @property
+    def rate(self) -> float:
+        """Programs per second, over the campaign's wall time."""
+        return self.programs / self.seconds if self.seconds else 0.0
+
+
+def kernel_spec(kernel) -> str:
+    """The name a worker loads ``kernel`` by: a catalogue name or
+    ``module:attribute`` (a Kernel object does not cross processes)."""
+    from pymm.kernels import KERNELS
+    k = get_kernel(kernel)
+    if k.source:
+        return k.source
+    if KERNELS.get(k.name) is k:
+        return k.name
+    raise ValueError(f"kernel {k.name!r} has no name a worker can load: put it in a module and pass "
+                     "'module:attribute'")
+
+
+def task_seed(seed: int, index: int) -> int:
+    """Task ``index`` of campaign ``seed``: campaign 0's tasks are seeds 0, 1, 2, ..."""
+    return (seed << 32) + index
+
+
+def campaign_task(spec: str, seed: int, programs: int, arch: str = "x86_64", max_ops: int = 10,
+                  base: int = DEFAULT_BASE, attempt: int = 0) -> TaskResult:
+    """One task of a campaign, as a worker runs it: search ``programs``
+    programs from ``seed`` and shrink what it finds, here.  Its result
+    depends only on its arguments (``attempt`` is only there to make a
+    re-run a new call)."""
+    import socket
+    tally: dict = {}
+    hit = fuzz(spec, max_examples=programs, seconds=float("inf"), seed=seed, base=base,
+               max_ops=max_ops, tally=tally, arch=arch)
+    return TaskResult(seed, tally["programs"], tally["seconds"], hit, f"{socket.gethostname()}:{os.getpid()}")
+
+
+def campaign(kernel, *, seconds: float, executor=None, workers: Optional[int] = None,
+             seed: Optional[int] = None, tasks: Optional[int] = None, task_programs: int = TASK_PROGRAMS,
+             max_ops: int = 10, arch: str = "x86_64", base: int = DEFAULT_BASE, retries: int = 1,
+             progress: Optional[Callable[[dict], None]] = None) -> Campaign:
+    """A fuzz campaign: seeded searches of ``task_programs`` programs each on
+    ``executor`` (any ``concurrent.futures.Executor``; None: a local process
+    pool of ``workers`` processes; ``client.get_executor()`` of a Dask
+    ``distributed.Client`` runs it on a cluster), until ``seconds`` have
+    passed (the tasks then running finish) or ``tasks`` tasks ran.
+
+    Each task shrinks what it finds where it found it; the campaign returns
+    the findings deduplicated by signature: the kernel, the arch and what
+    broke (invariants, warning sites), with the smallest shrunk program and
+    every seed that found it.  A task's result depends only on its seed
+    (:func:`task_seed`; ``seed`` None picks one): ``finding.replay()``
+    finds it again on one machine.  A task whose worker died is re-run
+    ``retries`` times, then listed in ``lost``.  ``progress(stats)`` gets
+    ``programs``, ``seconds``, ``rate``, ``findings``, ``tasks`` and the
+    ``worker`` of the last result, in the client, after each task.  The
+    result's ``busy`` sums the tasks' own times: ``busy / seconds`` is how
+    many workers were searching, on average.
+
+        >>> from pymm.fuzz import campaign
+        >>> c = campaign("5.8+linus-v2", seconds=30, workers=1, seed=0, tasks=1, task_programs=4000)
+        >>> [f.signature for f in c.findings]
+        [('5.8+linus-v2', 'x86_64', ('orphan-pte',))]
+    """
+    import random
+    from pymm.pool import run_tasks
+    spec = kernel_spec(kernel)
+    get_arch(arch)
+    if not (isinstance(seconds, (int, float)) and seconds > 0):
+        raise ValueError(f"seconds must be above 0, not {seconds!r}")
+    for name, v in (("tasks", tasks), ("task_programs", task_programs), ("workers", workers)):
+        if v is not None and (not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name} must be a whole number of at least 1, not {v!r}")
+    if get_arch(arch).task_size <= 1 << 32 and base == DEFAULT_BASE:
+        base = 1 << 30
+    seed = random.SystemRandom().randrange(1 << 31) if seed is None else seed
+    start = time.monotonic()
+    results: List[TaskResult] = []
+    reruns: List[int] = []
+    found: dict = {}
+
+    def on_result(key, r: TaskResult):
+        results.append(r)
+        if r.hit is not None:
+            found.setdefault(_signature(r.hit), []).append(r)
+        if progress is not None:
+            elapsed = time.monotonic() - start
+            n = sum(x.programs for x in results)
+            progress({"programs": n, "seconds": elapsed, "rate": n / elapsed if elapsed else 0.0,
+                      "findings": len(found), "tasks": len(results), "worker": r.worker})
+
+    def items():
+        i = 0
+        while tasks is None or i < tasks:
+            s = task_seed(seed, i)
+            yield s, (spec, s, task_programs, arch, max_ops, base)
+            i += 1
+
+    lost = run_tasks(campaign_task, items(), executor=executor, workers=workers,
+                     deadline=start + seconds, retries=retries, on_result=on_result, attempt_kw="attempt",
+                     on_retry=lambda key, why: reruns.append(key))
+    args = dict(kernel=spec, max_examples=task_programs, max_ops=max_ops, arch=arch, base=base)
+    findings = [_finding(sig, rs, args) for sig, rs in found.items()]
+    findings.sort(key=lambda f: (min(f.seeds), f.signature))
+    return Campaign(spec, arch, seed, findings, sum(r.programs for r in results), time.monotonic() - start,
+                    len(results), sorted(set(reruns)), sorted(lost), sorted({r.worker for r in results}),
+                    sum(r.seconds for r in results))
+
+
+def _signature(hit: Hit) -> Tuple[str, str, Tuple[str, ...]]:
+    """Findings are the same bug when kernel, arch and what broke agree (as
+    syzkaller groups crashes by title): seeds shrink one bug to programs
+    that differ in addresses and in how they fault pages in."""
+    return (hit.kernel, hit.arch, hit.broke)
+
+
+def _finding(sig, results: List[TaskResult], args: dict) -> Finding:
+    """The findings of one signature: the smallest shrunk program (fewest
+    calls, then the lowest seed) stands for them all."""
+    results = sorted(results, key=lambda r: (len(r.hit.program), r.seed))
+    best = results[0]
+    distinct = {tuple(r.hit.program) for r in results}
+    return Finding(sig, best.hit, sorted(r.seed for r in results), len(distinct), dict(args, seed=best.seed))

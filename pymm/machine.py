@@ -24,6 +24,8 @@ Example::
 """
 from __future__ import annotations
 
+import os
+import weakref
 from typing import Dict, List, Optional, Set
 
 import mmcore
@@ -34,6 +36,56 @@ from pymm.kernels import Kernel, get_kernel
 
 THP_MODES = ("always", "madvise", "never")
 _SITE_NAMES = {v: k for k, v in mmcore.WARN_SITES.items()}
+OVERCOMMIT_GUESS, OVERCOMMIT_ALWAYS, OVERCOMMIT_NEVER = 0, 1, 2     # include/uapi/linux/mman.h
+
+
+def default_ram() -> int:
+    """The simulated machine's RAM when ``ram=`` is not given: a quarter
+    of this host's (MemTotal), at most 64 GiB, at least 256 MiB, so that no
+    pymm call can push the host into its own OOM killer (every simulated
+    page-table page is a real 4 KiB page here)."""
+    total = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    total = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if not total:
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            total = 4 << 30
+    return min(max(total // 4, 256 << 20), 64 << 30) & ~0xFFF
+
+
+class Sysctl:
+    """A /proc/sys/vm entry of a :class:`Machine`: checked when set, and read
+    by the machine's processes each time they need it, so a change reaches
+    the processes already running (as ``sysctl -w`` does)."""
+
+    def __init__(self, lo: int, hi: int, optional: bool = False):
+        self.lo, self.hi, self.optional = lo, hi, optional
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name, self.attr = name, "_" + name
+
+    def __get__(self, obj, objtype=None):
+        return self if obj is None else getattr(obj, self.attr)
+
+    def __set__(self, obj, value) -> None:
+        if value is None and self.optional:
+            setattr(obj, self.attr, None)
+            return
+        if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+            raise TypeError(f"{self.name} must be an int{' or None' if self.optional else ''}, "
+                            f"not {type(value).__name__}")
+        value = value.__index__()
+        if not self.lo <= value <= self.hi:
+            raise ValueError(f"{self.name}={value} is out of range [{self.lo}, {self.hi}]")
+        setattr(obj, self.attr, value)
 
 
 class Machine:
@@ -42,8 +94,17 @@ class Machine:
     ``kernel``: a name from :data:`pymm.KERNELS`, ``"module:attr"`` or a
     :class:`pymm.Kernel`; ``arch``: a name from :data:`pymm.ARCHES`;
     ``thp``: ``"always"``, ``"madvise"`` or ``"never"``;
-    ``max_map_count`` (vm.max_map_count) and ``commit_limit`` (bytes, the
-    overcommit limit; ``None``: no limit) apply to every process.
+    ``ram``: bytes of RAM (default :func:`default_ram`; no swap).
+
+    The sysctls apply to every process, also after a change:
+    ``max_map_count`` (vm.max_map_count), ``overcommit_memory`` (0: the
+    heuristic, Linux's default: one charge larger than RAM + swap fails
+    with ENOMEM; 1: always allow; 2: strict, the machine's Committed_AS may
+    not pass CommitLimit), ``overcommit_ratio`` (percent, default 50) and
+    ``overcommit_kbytes`` (default 0) that make CommitLimit, and
+    ``commit_limit`` (bytes; ``None``, the default: derived as Linux does;
+    a number overrides the limit of the policy in force: RAM + swap under
+    0, CommitLimit under 2).  See :meth:`meminfo`.
 
     Example::
 
@@ -57,8 +118,18 @@ class Machine:
     # MM (it imports this module, so this module cannot import it).
     process_type = None
 
+    max_map_count = Sysctl(1, (1 << 31) - 1)
+    overcommit_memory = Sysctl(0, 2)
+    overcommit_ratio = Sysctl(0, 1 << 31)
+    overcommit_kbytes = Sysctl(0, 1 << 54)
+    commit_limit = Sysctl(0, 1 << 64, optional=True)
+    admin_reserve_kbytes = Sysctl(0, 1 << 54)
+    user_reserve_kbytes = Sysctl(0, 1 << 54)
+
     def __init__(self, kernel="6.18", arch="x86_64", thp: str = "madvise", *,
-                 max_map_count: int = C.DEFAULT_MAX_MAP_COUNT, commit_limit: Optional[int] = None):
+                 max_map_count: int = C.DEFAULT_MAX_MAP_COUNT, commit_limit: Optional[int] = None,
+                 ram: Optional[int] = None, overcommit_memory: int = OVERCOMMIT_GUESS,
+                 overcommit_ratio: int = 50, overcommit_kbytes: int = 0):
         self.kernel: Kernel = get_kernel(kernel)
         self.arch_info: Arch = get_arch(arch)
         self.arch: str = self.arch_info.name
@@ -69,15 +140,24 @@ class Machine:
         version = kernel_version(self.kernel.name)
         self.move_pmd = self.arch_info.has_move_pmd(version)
         self.move_pud = self.arch_info.has_move_pud(version)
-        if isinstance(max_map_count, bool) or not isinstance(max_map_count, int):
-            raise TypeError("max_map_count must be an int")
-        if max_map_count < 1:
-            raise ValueError("max_map_count must be >= 1")
         self.max_map_count = max_map_count
-        if commit_limit is not None and (isinstance(commit_limit, bool) or not isinstance(commit_limit, int)
-                                         or commit_limit < 0):
-            raise ValueError("commit_limit must be None or a byte count >= 0")
         self.commit_limit = commit_limit
+        self.overcommit_memory = overcommit_memory
+        self.overcommit_ratio = overcommit_ratio
+        self.overcommit_kbytes = overcommit_kbytes
+        if ram is None:
+            ram = default_ram()
+        if isinstance(ram, bool) or not hasattr(type(ram), "__index__"):
+            raise TypeError(f"ram must be an int, not {type(ram).__name__}")
+        page = self.geometry.page_size
+        if not 64 * page <= ram.__index__() <= 1 << 64:
+            raise ValueError(f"ram={ram} is out of range [{64 * page}, {1 << 64}]")
+        self._ram = ram.__index__()
+        # mm/util.c init_admin_reserve()/init_user_reserve(): 1/32 of the
+        # free memory at boot, at most 8 MiB and 128 MiB
+        self.admin_reserve_kbytes = min(self._ram // 1024 // 32, 1 << 13)
+        self.user_reserve_kbytes = min(self._ram // 1024 // 32, 1 << 17)
+        self._procs: "weakref.WeakSet" = weakref.WeakSet()
         self.warnings: List[KernelWarning] = []
         self._warned_once: Set[str] = set()      # WARN_ON_ONCE sites that fired (__warned)
         self.suppressed: Dict[str, int] = {}     # once-sites hit again after the first report
@@ -103,17 +183,79 @@ class Machine:
             >>> a.machine is b.machine, (a.pid, b.pid)
             (True, (1, 2))
         """
-        for k in ("kernel", "arch", "thp", "max_map_count", "commit_limit", "machine"):
+        for k in ("kernel", "arch", "thp", "max_map_count", "commit_limit", "ram", "machine"):
             if k in process:
                 raise TypeError(f"spawn() takes no {k!r}: it is the machine's")
         return self.process_type(self.kernel, self.arch, check, self.thp, machine=self,
                                  max_map_count=self.max_map_count, commit_limit=self.commit_limit,
                                  **process)
 
+    @property
+    def ram(self) -> int:
+        """The machine's RAM in bytes (MemTotal; fixed at boot)."""
+        return self._ram
+
     def _attach(self, mm) -> int:
         """A new process: its pid (1, 2, ... in spawn order)."""
         self.processes += 1
+        self._procs.add(mm)
         return self.processes
+
+    def vm_commit_limit(self) -> int:
+        """vm_commit_limit() (mm/util.c), in bytes: overcommit_kbytes, or
+        RAM * overcommit_ratio / 100, plus swap (none); ``commit_limit``
+        overrides it."""
+        if self.commit_limit is not None:
+            return self.commit_limit
+        if self.overcommit_kbytes:
+            return self.overcommit_kbytes * 1024
+        return self._ram * self.overcommit_ratio // 100
+
+    def committed(self) -> int:
+        """vm_committed_as in bytes: what the running processes have charged
+        (their VM_ACCOUNT mappings, and each shmem object made without
+        MAP_NORESERVE, in full).  Work proportional to their VMAs."""
+        total, objects = 0, {}
+        for mm in list(self._procs):
+            for v in mm._tree._vmas:
+                if v.shm is not None:
+                    if not v.vm_flags & C.VM_NORESERVE:
+                        objects[id(v.shm)] = v.shm.npages * mm.page_size
+                elif v.vm_flags & C.VM_ACCOUNT:
+                    total += v.end - v.start
+        return total + sum(objects.values())
+
+    def vm_enough_memory(self, mm, nbytes: int) -> bool:
+        """__vm_enough_memory() (mm/util.c): may ``mm`` charge ``nbytes``
+        more?  0 (OVERCOMMIT_GUESS): not if it alone is more than RAM + swap
+        (or ``commit_limit``); 1: always; 2 (OVERCOMMIT_NEVER): only if
+        Committed_AS stays below CommitLimit less the root reserve (unless
+        ``mm.privileged``) and the user reserve."""
+        if self.overcommit_memory == OVERCOMMIT_ALWAYS:
+            return True
+        if self.overcommit_memory == OVERCOMMIT_GUESS:
+            return nbytes <= (self._ram if self.commit_limit is None else self.commit_limit)
+        allowed = self.vm_commit_limit()
+        if not mm.privileged:
+            allowed -= self.admin_reserve_kbytes * 1024
+        total_vm = sum(v.end - v.start for v in mm._tree._vmas)
+        allowed -= min(total_vm // 32, self.user_reserve_kbytes * 1024)
+        return self.committed() + nbytes < allowed
+
+    def meminfo(self) -> Dict[str, int]:
+        """The overcommit lines of /proc/meminfo, in kB.
+
+        Example::
+
+            >>> m = pymm.Machine(ram=1 << 30, overcommit_memory=2)
+            >>> mm = m.spawn()
+            >>> _ = mm.mmap(0, 64 << 20, pymm.PROT_READ | pymm.PROT_WRITE,
+            ...             pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS)
+            >>> m.meminfo()
+            {'MemTotal': 1048576, 'SwapTotal': 0, 'CommitLimit': 524288, 'Committed_AS': 65536}
+        """
+        return {"MemTotal": self._ram // 1024, "SwapTotal": 0,
+                "CommitLimit": self.vm_commit_limit() // 1024, "Committed_AS": self.committed() // 1024}
 
     def _policy(self, site: str) -> int:
         """The kernel's WARN_ON / WARN_ON_ONCE / silent choice for a site."""
@@ -146,4 +288,5 @@ class Machine:
                 f"processes={self.processes} warnings={len(self.warnings)}>")
 
 
-__all__ = ["Machine", "THP_MODES", "ARCHES"]
+__all__ = ["Machine", "Sysctl", "THP_MODES", "ARCHES", "default_ram",
+           "OVERCOMMIT_GUESS", "OVERCOMMIT_ALWAYS", "OVERCOMMIT_NEVER"]

@@ -269,3 +269,69 @@ def _caption(phase: str, st, k, failed: Optional[str] = None) -> str:
         return (f"exec FAILS: shift_arg_pages() returned ENOMEM ({failed}), the process is killed; "
                 f"tables as left: {moves}{warned}")
     return f"after shift_arg_pages(): {moves}{warned}, tail tables freed"
+
+
+# -- pymm sweep: the path each cell took, and its cost ---------------------------------------------
+PATH_COLOURS = {"PUD": "#1a9850", "PMD": "#4575b4", "huge PMD": "#8073ac", "PTE": "#d73027",
+                "mixed": "#91bfdb", "none": "#eeeeee", "failed": "#999999", "skipped": "#ffffff"}
+
+
+def path_colour(row: dict) -> str:
+    """The colour key of a sweep cell: its path, ``mixed`` (say PMD+PTE),
+    ``failed`` (the move did not happen), ``skipped`` (the cell does not fit)."""
+    if row["status"].startswith("skipped"):
+        return "skipped"
+    if row["status"] != "ok":
+        return "failed"
+    return row["path"] if row["path"] in PATH_COLOURS else "mixed"
+
+
+def _fmt_ns(ns) -> str:
+    if ns is None:
+        return ""
+    return f"{ns / 1e6:.1f}ms" if ns >= 1e6 else f"{ns / 1e3:.0f}us"
+
+
+def sweep_picture(rows: Sequence[dict], path: str) -> str:
+    """One panel per (arch, THP): a row per (case, size), a column per
+    kernel; a cell's colour is the path its move took, its text the call's
+    time in pymm, ``!`` a warning and ``X`` a broken invariant."""
+    plt = require_matplotlib()
+    from matplotlib.patches import Patch
+    kernels = list(dict.fromkeys(r["kernel"] for r in rows))
+    facets = list(dict.fromkeys((r["arch"], r["thp"]) for r in rows))
+    lines = list(dict.fromkeys((r["case"], r["size"]) for r in rows))
+    cell = {(r["arch"], r["thp"], r["case"], r["size"], r["kernel"]): r for r in rows}
+    ncols = min(2, len(facets))
+    nrows = -(-len(facets) // ncols)
+    w, h = 1.0 + 0.75 * len(kernels), 1.2 + 0.26 * len(lines)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * w + 1.5, nrows * h + 1.2), squeeze=False)
+    for ax, (arch, thp) in zip(axes.flat, facets):
+        for y, (case, size) in enumerate(lines):
+            for x, k in enumerate(kernels):
+                r = cell.get((arch, thp, case, size, k))
+                if r is None:
+                    continue
+                key = path_colour(r)
+                ax.add_patch(plt.Rectangle((x, y), 1, 1, facecolor=PATH_COLOURS[key], edgecolor="white"))
+                text = _fmt_ns(r["ns"]) + ("!" if r["warnings"] else "") + ("X" if r["check"] != "ok" else "")
+                if key not in ("skipped",):
+                    ax.text(x + 0.5, y + 0.5, text or r["status"][:8], ha="center", va="center", fontsize=6,
+                            color="white" if key in ("PUD", "PMD", "PTE", "huge PMD") else "black")
+        ax.set_xlim(0, len(kernels))
+        ax.set_ylim(len(lines), 0)
+        ax.set_xticks([i + 0.5 for i in range(len(kernels))], kernels, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks([i + 0.5 for i in range(len(lines))],
+                      [f"{c}, {s >> 20} MiB" if s >= 1 << 20 else f"{c}, {s} B" for c, s in lines], fontsize=7)
+        ax.set_title(f"{arch}, THP {'on (MADV_HUGEPAGE)' if thp else 'off'}", fontsize=9)
+    for ax in list(axes.flat)[len(facets):]:
+        ax.axis("off")
+    used = {path_colour(r) for r in rows}
+    fig.legend(handles=[Patch(facecolor=c, edgecolor="#999999", label=k) for k, c in PATH_COLOURS.items()
+                        if k in used], loc="upper right", fontsize=7, title="path taken", title_fontsize=7)
+    fig.suptitle("mremap(MREMAP_MAYMOVE|MREMAP_FIXED) of a populated region: the path taken and its time "
+                 "in pymm (! a warning, X a broken invariant)", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 0.9, 0.97))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

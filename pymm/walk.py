@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 import mmcore
+from pymm.arches import leaf_level_name
 
 FLAG_BITS = [(0, "P"), (1, "RW"), (2, "US"), (5, "A"), (6, "D"), (7, "PS"), (8, "G"),
              (9, "SPECIAL"), (11, "SD"), (63, "NX")]
@@ -126,8 +127,9 @@ class Walk:
     """The translation of one address: iterate it for the steps.
 
     ``frame`` is the data frame reached (None on a miss), ``offset`` the
-    offset inside it, ``leaf_level`` the level of the leaf ("pte", or
-    "pmd" for a 2 MiB leaf).
+    offset inside it, ``leaf_level`` the kernel's name for the leaf ("pte",
+    "pmd" for a 2 MiB leaf, or a 4 MiB one in 2-level i386's pgd, where the
+    pmd is folded: :func:`pymm.arches.leaf_level_name`).
     """
 
     def __init__(self, mm, addr: int):
@@ -157,7 +159,7 @@ class Walk:
                 target = ((entry & PFN_MASK) >> 12) + sub
                 self.frame = target
                 self.offset = addr & (g.page_size - 1)
-                self.leaf_level = name
+                self.leaf_level = leaf_level_name(g, level)
             else:
                 kind, target = "table", (entry & PFN_MASK) >> 12
             value, flags, self._width = _entry_view(fmt, entry, level, last, g.page_shift)
@@ -180,8 +182,10 @@ class Walk:
         width = max(len(n) for n in g.level_names)
         for s in self.steps:
             where = f"{s.level_name}[{s.index}]".ljust(width + 6)
+            leaf = leaf_level_name(g, s.level)
+            folded = f" (a {leaf}: the {leaf} is folded into the {s.level_name})" if leaf != s.level_name else ""
             lead = {"table": f"-> table {s.target}", "frame": f"-> frame {s.target}",
-                    "huge": f"-> huge leaf, frame {s.target}", "miss": "-> not present"}[s.leads_to]
+                    "huge": f"-> huge leaf{folded}, frame {s.target}", "miss": "-> not present"}[s.leads_to]
             lines.append(f"  {where} ({s.index_bits}) in table {s.table}: {s.entry:#0{self._width}x} {lead}"
                          f"  {' '.join(s.flags)}".rstrip())
         if self.hit:

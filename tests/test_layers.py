@@ -37,7 +37,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("L1 model", ("pymm.constants", "pymm.errors", "pymm.kernels", "pymm.arches", "pymm.machine", "pymm.mm", "pymm.mm.*",
                   "pymm.check", "pymm.walk", "pymm.describe")),
     ("L2 tools", ("pymm.host", "pymm.ops", "pymm.scenarios", "pymm.pictures", "pymm.show",
-                  "pymm.demo", "pymm.bench", "pymm.fuzz", "pymm.progress")),
+                  "pymm.demo", "pymm.bench", "pymm.fuzz", "pymm.progress", "pymm.pool", "pymm.sweep")),
     ("L3 cli", ("pymm.cli", "pymm.__main__", "pymm")),
 ]
 

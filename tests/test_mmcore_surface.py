@@ -21,7 +21,7 @@ MMCORE = pathlib.Path(mmcore.__file__).parent
 
 # Bottom to top: a module may import or cimport only modules of a lower layer.
 # mremap sits above memory: move_vma() unmaps the source with its zap and free_pgd_range.
-LAYERS = (("geometry", "_entries", "_region"), ("_core",), ("huge_memory", "pagewalk"),
+LAYERS = (("geometry", "_entries", "_region", "_shmem"), ("_core",), ("huge_memory", "pagewalk"),
           ("memory", "access", "mprotect", "check"), ("mremap",), ("fork",))
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -169,6 +169,8 @@ def expand_downwards(mm, vma: Vma, addr: int) -> bool:
     if not may_expand_vm(mm, vma.vm_flags, grow) or \
             not mlock_future_ok(mm, vma.vm_flags, grow << mm.page_shift):
         return False
+    if not mm.machine.vm_enough_memory(mm, vma.start - addr):   # overcommit: the last test
+        return False
     anon_vma_prepare(mm, vma)
     account_locked(mm, vma.vm_flags, grow << mm.page_shift)
     mm._tree.set_start(vma, addr)

@@ -23,7 +23,6 @@ Example::
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from typing import TYPE_CHECKING, Dict, List, Optional
 
@@ -39,7 +38,7 @@ from pymm import constants as C
 from pymm import errors
 from pymm.errors import KernelWarning
 from pymm.kernels import Kernel, get_kernel, view
-from pymm.machine import ARCHES, THP_MODES, Machine  # noqa: F401  (ARCHES, THP_MODES re-exported)
+from pymm.machine import ARCHES, THP_MODES, Machine, default_ram  # noqa: F401  (re-exported)
 from pymm.mm.exec import create_init_stack_vma, relocate_vma_down
 from pymm.mm.fork import dup_mmap
 from pymm.mm.madvise import do_madvise
@@ -57,28 +56,6 @@ from pymm.mm.vma import VMA, VmaTree, do_vmi_munmap, page_align, snapshot
 MAX_READ = 1 << 32            # mm.read() returns bytes: 4 GiB at most per call
 
 
-def default_ram() -> int:
-    """The simulated machine's RAM when ``MM(ram=)`` is not given: a quarter
-    of this host's (MemTotal), at most 64 GiB, at least 256 MiB, so that no
-    pymm call can push the host into its own OOM killer (every simulated
-    page-table page is a real 4 KiB page here)."""
-    total = 0
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    total = int(line.split()[1]) * 1024
-                    break
-    except OSError:
-        pass
-    if not total:
-        try:
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            total = 4 << 30
-    return min(max(total // 4, 256 << 20), 64 << 30) & ~0xFFF
-
-
 class MM:
     """A process address space: VMAs, page tables and memory.
 
@@ -92,9 +69,10 @@ class MM:
     default ``task_size - 128 MiB``, a non-randomised x86-64 layout),
     ``window=(lo, hi)`` (confine address selection, to mirror
     :class:`pymm.host.HostMM`), ``max_map_count``, ``privileged`` (may map
-    below mmap_min_addr, as root can), ``commit_limit`` (bytes; a private
-    writable mapping larger than this fails with ENOMEM, as the heuristic
-    overcommit does beyond RAM + swap; default: no limit), ``ram`` (bytes
+    below mmap_min_addr, as root can), ``commit_limit`` (bytes; overrides
+    the overcommit limit, see :class:`pymm.Machine`: by default a private
+    writable or shared mapping larger than ``ram`` fails with ENOMEM, as
+    Linux's heuristic overcommit does beyond RAM + swap), ``ram`` (bytes
     of frames and page tables the simulated machine has; past it the OOM
     killer ends the process: :class:`pymm.OutOfMemory`, the MM is dead;
     default :func:`default_ram`, a quarter of this host's memory).
@@ -125,12 +103,14 @@ class MM:
         if commit_limit is not None:
             commit_limit = _int_arg(commit_limit, "commit_limit", 0, 1 << 64)
         if machine is None:                       # a machine with one process
-            machine = Machine(kernel, arch, thp, max_map_count=max_map_count, commit_limit=commit_limit)
+            machine = Machine(kernel, arch, thp, max_map_count=max_map_count, commit_limit=commit_limit,
+                              ram=ram)
         elif not isinstance(machine, Machine):
             raise TypeError(f"machine must be a pymm.Machine, not {type(machine).__name__}")
-        elif (get_kernel(kernel), arch, thp, max_map_count, commit_limit) != (
-                machine.kernel, machine.arch, machine.thp, machine.max_map_count, machine.commit_limit):
-            raise ValueError("kernel, arch, thp, max_map_count and commit_limit are the machine's: "
+        elif (get_kernel(kernel), arch, thp, max_map_count, commit_limit, ram or machine.ram) != (
+                machine.kernel, machine.arch, machine.thp, machine.max_map_count, machine.commit_limit,
+                machine.ram):
+            raise ValueError("kernel, arch, thp, max_map_count, commit_limit and ram are the machine's: "
                              "start a process with machine.spawn()")
         if not isinstance(check, bool):
             raise TypeError("check must be True or False")
@@ -139,7 +119,6 @@ class MM:
         self.arch = machine.arch
         self.geometry = machine.geometry
         thp = self.thp = machine.thp
-        max_map_count, commit_limit = machine.max_map_count, machine.commit_limit
         self.engine = Engine(self.geometry)
         self.page_size = self.geometry.page_size
         self.page_shift = self.geometry.page_shift
@@ -155,14 +134,13 @@ class MM:
         self._va_limit = 1 << self.geometry.va_bits
         self.stack_guard_gap = C.STACK_GUARD_GAP_PAGES * self.page_size
         self.mmap_min_addr = C.MMAP_MIN_ADDR
-        self.max_map_count, self.commit_limit = max_map_count, commit_limit   # checked above
         if not isinstance(privileged, bool):
             raise TypeError("privileged must be True or False")
         self.privileged = privileged
         self.rlimit_stack = _int_arg(rlimit_stack, "rlimit_stack", 0, 1 << 64)
         self.rlimits = default_rlimits()          # RLIMIT_MEMLOCK, RLIMIT_AS: (soft, hard)
         self.locked_vm = 0                        # mm->locked_vm, pages (see pymm.mm.rlimit)
-        self.ram = default_ram() if ram is None else _int_arg(ram, "ram", 64 * self.page_size, 1 << 64)
+        self.ram = machine.ram                    # the machine's (MemTotal)
         self.engine.max_pages = min(self.ram // self.page_size, (1 << 63) - 1)   # frames + tables
         # arch/x86/mm/mmap.c mmap_base() without randomisation: the gap below
         # the stack is the stack rlimit plus the guard gap, at least 128 MiB.
@@ -194,6 +172,20 @@ class MM:
         self.pid = machine._attach(self)
 
     # ----------------------------------------------------------------------------------- public attributes
+    @property
+    def max_map_count(self) -> int:
+        """vm.max_map_count: the machine's sysctl, read at each use."""
+        return self.machine.max_map_count
+
+    @property
+    def commit_limit(self) -> Optional[int]:
+        """The machine's overcommit limit override (None: derived)."""
+        return self.machine.commit_limit
+
+    @commit_limit.setter
+    def commit_limit(self, value: Optional[int]) -> None:
+        self.machine.commit_limit = value         # a sysctl: the whole machine's
+
     @property
     def kernel(self) -> Kernel:
         """The kernel this address space runs (fixed at creation)."""

@@ -308,7 +308,10 @@ def mmap_region(mm, addr: int, length: int, vm_flags: int, pgoff: int, shared: b
     if not may_expand_vm(mm, vm_flags, (length - mapped_bytes(mm, addr, end)) >> mm.page_shift):
         raise _Errno(ENOMEM)
     if accountable_mapping(vm_flags):
-        if mm.commit_limit is not None and length > mm.commit_limit:
+        # __mmap_prepare(): charge the length less what the replaced VMAs had charged
+        charged = length - sum(min(v.end, end) - max(v.start, addr)
+                               for v in mm._tree.intersecting(addr, end) if v.vm_flags & C.VM_ACCOUNT)
+        if charged and not mm.machine.vm_enough_memory(mm, charged):
             raise _Errno(ENOMEM)
         vm_flags |= C.VM_ACCOUNT
     shm = shmem_zero_setup(mm, addr, length, vm_flags) if shared else None
@@ -335,19 +338,20 @@ def mapped_bytes(mm, start: int, end: int) -> int:
 
 def shmem_acct_size(mm, length: int, vm_flags: int) -> bool:
     """shmem_acct_size() (mm/shmem.c): a shared object is charged in full
-    unless VM_NORESERVE; False when the charge is refused (the heuristic
-    overcommit refuses more than RAM + swap: ``mm.commit_limit``)."""
-    return vm_flags & C.VM_NORESERVE or mm.commit_limit is None or length <= mm.commit_limit
+    unless VM_NORESERVE; False when the machine's overcommit policy
+    refuses the charge (:meth:`pymm.Machine.vm_enough_memory`)."""
+    return bool(vm_flags & C.VM_NORESERVE) or mm.machine.vm_enough_memory(mm, length)
 
 
 def shmem_zero_setup(mm, addr: int, length: int, vm_flags: int) -> ShmemObject:
     """shmem_zero_setup() (mm/shmem.c): the "/dev/zero (deleted)" object
     behind a shared anonymous mapping.
 
-    A refused charge fails with ENOMEM after the MAP_FIXED range was
-    cleared, as in 6.18 (the host leaves the gap too).  pymm's own storage
-    for the object is allocated before anything changes: if this machine
-    cannot hold it the call fails with ENOMEM and changes nothing."""
+    A refused charge (the machine's overcommit policy) fails with ENOMEM
+    after the MAP_FIXED range was cleared, as in 6.18 (the host leaves the
+    gap too).  The object's pages are stored sparsely, so making it costs
+    nothing per page of its size; should pymm run out of owner ids the call
+    fails with ENOMEM and changes nothing."""
     if not shmem_acct_size(mm, length, vm_flags):
         if mm._tree.first_intersecting(addr, addr + length) is not None:
             do_vmi_munmap(mm, addr, length)       # vms_clean_up_area(), then the gap

@@ -80,6 +80,8 @@ def mprotect_fixup(mm, vma: Vma, start: int, end: int, newflags: int) -> Vma:
         return vma
     if newflags & C.VM_WRITE:
         if not oldflags & (C.VM_ACCOUNT | C.VM_WRITE | C.VM_SHARED | C.VM_NORESERVE):
+            if not mm.machine.vm_enough_memory(mm, end - start):   # the charge for [start, end)
+                raise _Errno(ENOMEM)
             newflags |= C.VM_ACCOUNT
     elif oldflags & C.VM_ACCOUNT and vma.shm is None and not vma.anon:
         newflags &= ~C.VM_ACCOUNT  # no anon_vma yet: the charge can go

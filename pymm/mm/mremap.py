@@ -289,6 +289,13 @@ def mremap_at(mm, vma: Vma, addr: int, old_len: int, new_len: int, flags: int) -
     return move_vma(mm, vma, addr, old_len, new_len, flags, new_addr)
 
 
+def vrm_calc_charge(mm, vma: Vma, charge: int) -> bool:
+    """vrm_calc_charge(): an accounted VMA charges what it grows by (all of
+    the new length with MREMAP_DONTUNMAP); the machine's overcommit policy
+    may refuse it (:meth:`pymm.Machine.vm_enough_memory`)."""
+    return not vma.vm_flags & C.VM_ACCOUNT or mm.machine.vm_enough_memory(mm, max(charge, 0))
+
+
 def vma_expandable(mm, vma: Vma, delta: int) -> bool:
     """vma_expandable(): nothing in the way of growing vma by delta, within TASK_SIZE."""
     end = vma.end + delta
@@ -330,14 +337,6 @@ def move_vma(mm, vma: Vma, addr: int, old_len: int, new_len: int, flags: int, ne
     if locked and new_len > old_len:   # 5.8 sys_mremap's mm_populate(); 6.17+ populate_expand
         mm_populate(mm, new_addr + old_len, new_len - old_len)
     return new_addr
-
-
-def vrm_calc_charge(mm, vma: Vma, nbytes: int) -> bool:
-    """vrm_calc_charge(): an accounted (VM_ACCOUNT) VMA charges what it
-    grows by (all of new_len with MREMAP_DONTUNMAP) against the commit
-    limit; False when security_vm_enough_memory_mm() refuses it (the
-    heuristic overcommit refuses a charge beyond RAM + swap: ``mm.commit_limit``)."""
-    return not vma.vm_flags & C.VM_ACCOUNT or mm.commit_limit is None or nbytes <= mm.commit_limit
 
 
 def dontunmap_complete(mm, vma: Vma, new_vma: Vma, addr: int, length: int) -> None:
