@@ -38,9 +38,9 @@ from pymm.mm.vma import Vma, copy_vma, do_vmi_munmap, vma_merge_extend, vma_set_
 _MOVE_FIXED = C.MREMAP_MAYMOVE | C.MREMAP_FIXED
 LEAN_MOVES = True    # take the whole-VMA short cut where it applies (tests compare with False)
 # VMAs whose move has more to it (mlock accounting, special mappings, mseal's
-# VM_SEALED, bit 63 on 64-bit: EPERM): the general path
+# VM_SEALED: EPERM): the general path
 _GENERAL_ONLY = C.VM_LOCKED | C.VM_LOCKONFAULT | C.VM_PFNMAP | C.VM_IO | C.VM_DONTEXPAND | C.VM_HUGETLB \
-    | getattr(C, "VM_SEALED", 1 << 63)
+    | C.VM_SEALED
 
 
 # ---------------------------------------------------------------- do_mremap()
