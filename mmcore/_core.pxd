@@ -130,6 +130,7 @@ cdef struct Context:
     int64_t tlive        # page-table pages of this process, the pgd included
     int64_t rss_anon, rss_shmem
     int64_t ctr[NCTR]
+    uint64_t warned_once # WARN_ON_ONCE sites it hit (the Machine reports one per boot)
     bint used
 
 

@@ -673,9 +673,11 @@ cdef class Engine:
         c = &self.ctxs[self.cur]
         c.root, c.tlive, c.rss_anon, c.rss_shmem = self.root, self.ctx_tlive, self.rss_anon, self.rss_shmem
         memcpy(c.ctr, self.ctr, sizeof(self.ctr))
+        c.warned_once = self.warned_once
         c = &self.ctxs[ctx]
         self.root, self.ctx_tlive, self.rss_anon, self.rss_shmem = c.root, c.tlive, c.rss_anon, c.rss_shmem
         memcpy(self.ctr, c.ctr, sizeof(self.ctr))
+        self.warned_once = c.warned_once
         self.cur = ctx
 
     cdef int _check_ctx(self, int64_t ctx) except -1:

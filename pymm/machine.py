@@ -182,13 +182,19 @@ class Machine:
             >>> a, b = m.spawn(), m.spawn()
             >>> a.machine is b.machine, (a.pid, b.pid)
             (True, (1, 2))
+            >>> a.engine is b.engine          # one physical memory: the machine's RAM bounds both
+            True
         """
         for k in ("kernel", "arch", "thp", "max_map_count", "commit_limit", "ram", "machine"):
             if k in process:
                 raise TypeError(f"spawn() takes no {k!r}: it is the machine's")
-        return self.process_type(self.kernel, self.arch, check, self.thp, machine=self,
-                                 max_map_count=self.max_map_count, commit_limit=self.commit_limit,
-                                 **process)
+        running = [p for p in list(self._procs) if not p.dead]
+        mm = self.process_type(self.kernel, self.arch, check, self.thp, machine=self,
+                               max_map_count=self.max_map_count, commit_limit=self.commit_limit,
+                               **process)
+        if running:
+            mm._join_machine(running[0])     # one boot, one physical memory: the machine's engine
+        return mm
 
     @property
     def ram(self) -> int:

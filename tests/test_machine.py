@@ -1,4 +1,5 @@
 """pymm.Machine: one boot, many processes; WARN_ON_ONCE fires once per boot (issue 13, item 1)."""
+import errno
 import warnings
 
 import pytest
@@ -72,7 +73,7 @@ def test_spawn_gives_processes_the_machines_settings():
         assert mm.thp == "always" and mm.max_map_count == 7 and mm.commit_limit == 4096
     assert (a.pid, b.pid, m.processes) == (1, 2, 2)
     assert b.check_enabled and not a.check_enabled
-    assert a.engine is not b.engine                       # two address spaces
+    assert a.engine is b.engine and a._ctx != b._ctx        # one memory, two address spaces (pgds)
     a.mmap(1 << 32, 4096, C.PROT_READ | C.PROT_WRITE, C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_FIXED)
     assert a.map_count == 1 and b.map_count == 0
     # the sysctl is the machine's: vm.max_map_count = 7 limits each process
@@ -118,3 +119,36 @@ def test_the_boot_log_names_the_process_that_warned():
     assert str(m.warnings[-1]).startswith("WARNING: CPU: 0 PID: 2 at mm/mremap.c:211")
     import pickle
     assert pickle.loads(pickle.dumps(m.warnings[-1])).pid == 2
+
+
+def test_spawned_processes_share_the_machines_ram():
+    """One boot, one physical memory: two spawned processes together cannot
+    use more than the machine's ram (each alone could)."""
+    m = pymm.Machine(ram=256 << 20)
+    a, b = m.spawn(), m.spawn()
+    assert a.engine is b.engine
+    length = 200 << 20
+    x = a.mmap(0, length, 3, 0x22)
+    a.memset(x, 1, length)
+    y = b.mmap(0, length, 3, 0x22)
+    with pytest.raises(pymm.OutOfMemory):
+        b.memset(y, 2, length)
+    assert b.dead and not a.dead
+    assert a.read(x + length - 1, 1) == b"\x01" and pymm.check(a) == []
+    with pytest.raises(OSError) as e:          # not even a pgd left for a third process
+        m.spawn()
+    assert e.value.errno == errno.ENOMEM
+
+
+def test_spawned_processes_have_their_own_address_spaces():
+    m = pymm.Machine()
+    a, b = m.spawn(), m.spawn()
+    x = a.mmap(1 << 30, 4096, 3, 0x32)
+    b.mmap(1 << 30, 4096, 3, 0x32)
+    a.write(x, b"aaaa")
+    b.write(x, b"bbbb")
+    assert a.read(x, 4) == b"aaaa" and b.read(x, 4) == b"bbbb"
+    assert a.status()["RssAnon"] == b.status()["RssAnon"] == 4
+    assert pymm.check(a) == [] and pymm.check(b) == []
+    del b
+    assert a.read(x, 4) == b"aaaa"       # the other's exit leaves this one alone

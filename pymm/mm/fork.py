@@ -160,4 +160,26 @@ def dup_mmap(parent):
     return child
 
 
-__all__ = ["dup_mmap", "ForkFamily", "is_cow_mapping", "exit_process"]
+def join_machine(mm, other) -> None:
+    """A process spawned on a machine that already runs ``other``: one boot
+    has one physical memory, so the new, still empty address space becomes
+    a context of the machine's engine (its own pgd, as mm_alloc() gives
+    it) instead of an engine of its own.  The machine's RAM then bounds the
+    sum of its processes, and their calls are serialised as a fork
+    family's are (one engine, one lock).
+    """
+    eng = other.engine
+    family = other._family or ForkFamily(other)
+    if family.dead:
+        family.reap()
+    try:
+        ctx = mmcore.mm_alloc(eng)
+    except MemoryError:                          # no page for the pgd: fork()'s ENOMEM
+        raise OSError(ENOMEM, "spawn: out of memory (the machine's ram is used up)") from None
+    mm.engine = eng
+    mm._ctx = ctx
+    mm._lock = other._lock
+    family.add(mm)
+
+
+__all__ = ["dup_mmap", "ForkFamily", "is_cow_mapping", "exit_process", "join_machine"]

@@ -40,7 +40,7 @@ from pymm.errors import KernelWarning
 from pymm.kernels import Kernel, get_kernel, view
 from pymm.machine import ARCHES, THP_MODES, Machine, default_ram  # noqa: F401  (re-exported)
 from pymm.mm.exec import create_init_stack_vma, relocate_vma_down
-from pymm.mm.fork import dup_mmap
+from pymm.mm.fork import dup_mmap, join_machine
 from pymm.mm.madvise import do_madvise
 from pymm.mm.memory import FAULT_AROUND_BYTES, cpu_memset, cpu_read, cpu_stamp, cpu_write
 from pymm.mm.mlock import do_mlock, do_munlock
@@ -483,6 +483,13 @@ class MM:
             (True, True, True)
         """
         return dup_mmap(self)
+
+    def _join_machine(self, other: "MM") -> None:
+        """Machine.spawn(): this new, empty process shares ``other``'s engine
+        (see pymm.mm.fork.join_machine)."""
+        if self._tree._vmas or self._family is not None:
+            raise RuntimeError("only a new, empty process can join its machine's engine")
+        join_machine(self, other)
 
     # --------------------------------------------------------------------- mremap: mremap.py (mm/mremap.c)
     @_serialised
