@@ -75,14 +75,41 @@ def dask_client(address: str, timeout: float = 10.0):
     except (ValueError, TypeError, NotImplementedError) as e:
         raise OSError(f"not a Dask scheduler address: {address!r} ({e}; try tcp://HOST:8786)") from None
     try:                                 # a plain TCP connect first: quick, and no half-made Client
-        socket.create_connection((host, port), timeout=timeout).close()
+        probe = socket.create_connection((host, port), timeout=timeout)
     except OSError as e:
         raise OSError(f"no Dask scheduler at {address!r}: {e.strerror or e}") from None
     try:
+        if not _speaks_dask(probe, min(timeout, 5.0)):
+            raise OSError(f"{address!r} answers, but not as a Dask scheduler (its dashboard port, "
+                          "or another service?); the scheduler listens on tcp://HOST:8786 by default")
+    finally:
+        probe.close()
+    try:
         return Client(address, timeout=timeout)
-    except (OSError, TimeoutError, ValueError, TypeError) as e:
+    except Exception as e:               # whatever the far end sent: one line, never a traceback
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise OSError(f"no Dask scheduler at {address!r}: {why}") from None
+
+
+def _speaks_dask(sock: socket.socket, timeout: float) -> bool:
+    """Does the peer open with distributed's TCP handshake?  A scheduler
+    writes it as soon as it accepts: an 8-byte little-endian message length,
+    then msgpack frames naming "compression" and "python".  An HTTP server
+    says nothing (it waits for a request) or sends text."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while len(data) < 64:
+            chunk = sock.recv(64 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError:                      # socket.timeout included: silence is not Dask
+        pass
+    if len(data) < 16:
+        return False
+    length = int.from_bytes(data[:8], "little")
+    return 0 < length < (1 << 20) and (b"compression" in data or b"python" in data)
 
 
 class InProcess(cf.Executor):

@@ -76,3 +76,36 @@ def test_ctrl_c_ends_a_campaign_with_one_line_and_status_130():
             os.killpg(p.pid, signal.SIGKILL)
     assert p.returncode == 130 and "Traceback" not in err
     assert err.count("\n") == 1 and err.startswith("interrupted after ")
+
+
+@pytest.mark.parametrize("greeting", [None, b"HTTP/1.1 426 Upgrade Required\r\n\r\n"])
+def test_a_service_that_is_not_dask_is_one_line_not_a_hang(greeting, capsys):
+    """Another service on the port (Dask's dashboard on 8787, a web server):
+    silent until asked, or talking HTTP at once.  Once seen: a 90 s hang, and
+    a traceback from msgpack asking for 3 EiB."""
+    import socket
+    import threading
+    pytest.importorskip("distributed")
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    conns = []
+
+    def serve():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            conns.append(c)
+            if greeting:
+                c.sendall(greeting)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        code, out, err = run(["fuzz", "--scheduler", f"tcp://127.0.0.1:{port}", "--seconds", "1"], capsys)
+    finally:
+        srv.close()
+        for c in conns:
+            c.close()
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert "not as a Dask scheduler" in err.strip().splitlines()[-1]
