@@ -90,7 +90,27 @@ def output_file(path: Optional[str], what: str) -> Optional[str]:
         return f"{what} {path}: cannot create the folder {folder}: {e.strerror or e}"
     if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
         return f"{what} {path}: not writable"
+    if os.path.isfile(path) and os.path.getsize(path) and not _ours(path):
+        return (f"{what} {path}: exists and is not a file pymm writes there "
+                f"({_OURS[what][1]}); remove it or choose another name")
     return None
+
+
+# What an existing file must start with for pymm to overwrite it: only a
+# previous output of the same option, never (say) /etc/passwd.
+_OURS = {"--json": ((b"{",), "a JSON object"), "--plot": ((b"\x89PNG", b"%PDF", b"<?xml", b"<svg", b"%!PS"),
+                                                          "a picture"),
+         "--save": ((b"import pymm", b"/*", b"#include", b"#define", b"//"), "a reproducer")}
+
+
+def _ours(path: str) -> bool:
+    """Does the existing file look like one pymm wrote for this option?"""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64).lstrip()
+    except OSError:
+        return False
+    return any(head.startswith(m) for marks, _ in _OURS.values() for m in marks)
 
 
 def output_dir(path: str, what: str) -> Optional[str]:

@@ -216,3 +216,19 @@ def test_bench_below_a_pud_prints_no_pud_ratio(capsys, monkeypatch):
     assert code == 0
     kernel_line = next(line for line in out.splitlines() if line.strip().startswith("this kernel, per-PTE"))
     assert "PUD" not in kernel_line and "then" not in kernel_line
+
+
+def test_an_existing_file_pymm_did_not_write_is_never_overwritten(tmp_path, capsys):
+    """A newcomer's `pymm bench --json /etc/passwd` (as root) replaced the
+    file.  Now only a previous output of the same kind is overwritten."""
+    victim = tmp_path / "passwd"
+    victim.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    for argv in (["bench", "--size", "8M", "--reps", "1", "--no-host", "--json", str(victim)],
+                 ["bench", "--size", "8M", "--reps", "1", "--no-host", "--plot", str(victim)]):
+        code, out, err = run(argv, capsys)
+        assert code == 2 and out == "" and err.count("\n") == 1 and "exists and is not" in err, argv
+    assert victim.read_text() == "root:x:0:0:root:/root:/bin/bash\n"
+    again = tmp_path / "b.json"
+    for _ in range(2):                                   # its own output: overwritten
+        code, _, _ = run(["bench", "--size", "8M", "--reps", "1", "--no-host", "--json", str(again)], capsys)
+        assert code == 0 and json.loads(again.read_text())["size"] == 8 << 20
