@@ -60,3 +60,16 @@ def test_an_mm_cannot_be_copied(how):
     f = {"pickle": pickle.dumps, "deepcopy": copy.deepcopy, "copy": copy.copy}[how]
     with pytest.raises(TypeError, match="cannot be pickled or copied"):
         f(mm)
+
+
+@pytest.mark.parametrize("value,err", [(300, ValueError), (-1, ValueError), (1.5, TypeError),
+                                        (True, TypeError)])
+def test_memset_takes_a_byte(value, err):
+    """memset's value is a byte: 300 no longer writes 0x2c without a word."""
+    mm = pymm.MM()
+    a = mm.mmap(0, 4096, 3, 0x22)
+    with pytest.raises(err):
+        mm.memset(a, value, 4096)
+    assert mm.status()["RssAnon"] == 0                 # refused before any page was touched
+    mm.memset(a, 255, 4096)
+    assert mm.read(a, 2) == b"\xff\xff"

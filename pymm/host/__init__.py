@@ -46,6 +46,7 @@ import numpy as np
 
 from pymm import constants as C
 from pymm.errors import BusError, SegmentationFault, oserror
+from pymm.mm.syscall import _byte_value
 from pymm.mm.vma import VMA
 
 DEFAULT_WINDOW: Tuple[int, int] = (0x100000000000, 0x200000000000)
@@ -472,7 +473,7 @@ class HostMM:
     @_call
     def memset(self, addr, value, length) -> None:
         addr, length = _u64(addr, "addr"), _u64(length, "length")
-        value = _u64(value, "value") & 0xFF
+        value = _byte_value(value)
         for off in range(0, length, CHUNK):
             self._access(b"s", addr + off, min(CHUNK, length - off), value)
 

@@ -49,7 +49,7 @@ from pymm.mm.mprotect import do_mprotect_pkey
 from pymm.mm.mremap import do_mremap, move_page_tables
 from pymm.mm.mseal import do_mseal
 from pymm.mm.rlimit import default_rlimits, do_prlimit, resource_number
-from pymm.mm.syscall import U64, _Errno, _int_arg, _read_locked, _serialised, _syscall, _u64, check_now
+from pymm.mm.syscall import U64, _Errno, _byte_value, _int_arg, _read_locked, _serialised, _syscall, _u64, check_now
 from pymm.mm.task_mmu import pagemap_read, show_maps, task_mem
 from pymm.mm.vma import VMA, VmaTree, do_vmi_munmap, page_align, snapshot
 
@@ -452,7 +452,7 @@ class MM:
             >>> mm.memset(a, 0x33, 2 << 20)
         """
         addr, length = self._access_args(addr, length)
-        value = _u64(value, "value") & 0xFF
+        value = _byte_value(value)
         cpu_memset(self, addr, value, length)
         if self.check_enabled:
             check_now(self, "memset")

@@ -35,6 +35,16 @@ class _Errno(Exception):
         self.code = code
 
 
+def _byte_value(value) -> int:
+    """memset()'s fill byte: an int in [0, 255] (C would truncate 300 to
+    0x2c silently; a simulator says so instead)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"value must be an int, not {type(value).__name__}")
+    if not 0 <= int(value) <= 0xFF:
+        raise ValueError(f"value={int(value)} is not a byte: give 0 to 255")
+    return int(value)
+
+
 def _u64(value, name: str) -> int:
     """A syscall argument as the kernel sees it: an unsigned long.
 
