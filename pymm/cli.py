@@ -133,13 +133,13 @@ def check_bench(args) -> Optional[str]:
     """bench's arguments against each other and against this machine."""
     from pymm.bench import PMD, _mem_available, fmt_size
     size = args.size
+    if size > BENCH_MAX:
+        return f"--size {fmt_size(size)}: at most {fmt_size(BENCH_MAX)} (the largest size it is built to time)"
     if size < 4 * PMD or size % PMD:
         return f"--size {fmt_size(size)}: must be a multiple of 2 MiB, at least 8 MiB"
     if args.reps < 1:
         return "--reps must be at least 1"
     avail = _mem_available()
-    if size > BENCH_MAX:
-        return f"--size {fmt_size(size)}: at most {fmt_size(BENCH_MAX)} (the largest size it is built to time)"
     if size // 256 > avail // 2:      # pymm: page tags and PTEs, 16 bytes a page
         return (f"--size {fmt_size(size)}: pymm's tables need about {fmt_size(size // 256 >> 20 << 20)}, "
                 f"this machine has {avail >> 20} MiB available")

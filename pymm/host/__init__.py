@@ -457,6 +457,7 @@ class HostMM:
     @_call
     def read(self, addr, length) -> bytes:
         addr, length = _u64(addr, "addr"), _u64(length, "length")
+        self._inside(addr, addr + length, "read")          # the whole range, before any chunk
         out = []
         for off in range(0, length, CHUNK):
             out.append(self._access(b"r", addr + off, min(CHUNK, length - off)))
