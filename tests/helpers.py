@@ -21,3 +21,15 @@ def long_runs() -> bool:
 def host_or_skip():
     if not host.available():
         pytest.skip(f"the host-kernel oracle is unavailable here: {host.unavailable_reason()}")
+
+
+def run_cli(argv, capsys):
+    """``pymm ARGV`` in this process: (exit code, stdout, stderr), argparse's
+    own SystemExit included."""
+    from pymm.cli import main
+    try:
+        code = main(argv)
+    except SystemExit as e:          # argparse's own errors
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err

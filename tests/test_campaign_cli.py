@@ -5,16 +5,9 @@ import sys
 
 import pytest
 
-from pymm.cli import main
+from tests.helpers import run_cli as run
 
 
-def run(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as e:          # argparse's own errors
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_fuzz_on_two_workers_finds_the_bug_and_saves_reproducers(tmp_path, capsys):

@@ -11,15 +11,9 @@ import pytest
 
 from pymm.cli import main
 from pymm.kernels import KERNELS
+from tests.helpers import run_cli as run
 
 
-def run(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as e:          # argparse's own errors
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 # -- 1. exec's ENOMEM is a result --------------------------------------------------------
@@ -209,9 +203,9 @@ def test_pagemap_of_a_negative_length_is_refused():
 
 
 def test_bench_below_a_pud_prints_no_pud_ratio(capsys, monkeypatch):
-    from pymm import bench
-    if not __import__("pymm").host.available():
-        pytest.skip("no host kernel to compare with: " + __import__("pymm").host.unavailable_reason())
+    from pymm import host
+    if not host.available():
+        pytest.skip("no host kernel to compare with: " + host.unavailable_reason())
     code, out, _ = run(["bench", "--size", "64M", "--reps", "1"], capsys)
     assert code == 0
     kernel_line = next(line for line in out.splitlines() if line.strip().startswith("this kernel, per-PTE"))

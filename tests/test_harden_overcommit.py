@@ -123,9 +123,19 @@ def test_sysctls_are_checked_when_written(name, value, err):
         pymm.Machine(**{name: value})
 
 
-def _host_meminfo():
-    info = dict(line.split(":", 1) for line in open("/proc/meminfo"))
-    return {k: int(info[k].split()[0]) * 1024 for k in ("MemTotal", "SwapTotal")}
+def _host_heuristic_memtotal() -> int:
+    """The host's MemTotal in bytes, for the boundary tests against it; they
+    skip unless the host runs overcommit mode 0 without swap (what pymm models)."""
+    from tests.helpers import host_or_skip
+    host_or_skip()
+    with open("/proc/sys/vm/overcommit_memory") as f:
+        if f.read().strip() != "0":
+            pytest.skip("the host does not run the heuristic overcommit (vm.overcommit_memory != 0)")
+    with open("/proc/meminfo") as f:
+        info = dict(line.split(":", 1) for line in f)
+    if int(info["SwapTotal"].split()[0]):
+        pytest.skip("the host has swap; pymm models none")
+    return int(info["MemTotal"].split()[0]) * 1024
 
 
 def test_heuristic_boundary_matches_the_host():
@@ -133,15 +143,7 @@ def test_heuristic_boundary_matches_the_host():
     shared mapping of exactly MemTotal + SwapTotal maps, one page more is
     ENOMEM; pymm on a machine of that RAM (no swap) answers the same."""
     from pymm import host
-    from tests.helpers import host_or_skip
-    host_or_skip()
-    with open("/proc/sys/vm/overcommit_memory") as f:
-        if f.read().strip() != "0":
-            pytest.skip("the host does not run the heuristic overcommit (vm.overcommit_memory != 0)")
-    mem = _host_meminfo()
-    if mem["SwapTotal"]:
-        pytest.skip("the host has swap; pymm models none")
-    limit = mem["MemTotal"]
+    limit = _host_heuristic_memtotal()
     lo = pymm.HOST_WINDOW[0]
     results = []
     with host.HostMM() as h:
@@ -177,15 +179,7 @@ def test_mremap_growth_boundary_matches_the_host():
     """The host (mode 0): growing a private writable mapping by more than
     MemTotal is ENOMEM, by a page less than that it grows."""
     from pymm import host
-    from tests.helpers import host_or_skip
-    host_or_skip()
-    with open("/proc/sys/vm/overcommit_memory") as f:
-        if f.read().strip() != "0":
-            pytest.skip("the host does not run the heuristic overcommit")
-    mem = _host_meminfo()
-    if mem["SwapTotal"]:
-        pytest.skip("the host has swap; pymm models none")
-    limit = mem["MemTotal"]
+    limit = _host_heuristic_memtotal()
     lo = pymm.HOST_WINDOW[0]
     results = []
     with host.HostMM() as h:
@@ -235,15 +229,7 @@ def test_mprotect_boundary_matches_the_host():
     """The host (mode 0): PROT_READ private memory of MemTotal + a page
     cannot turn writable; of MemTotal it can."""
     from pymm import host
-    from tests.helpers import host_or_skip
-    host_or_skip()
-    with open("/proc/sys/vm/overcommit_memory") as f:
-        if f.read().strip() != "0":
-            pytest.skip("the host does not run the heuristic overcommit")
-    mem = _host_meminfo()
-    if mem["SwapTotal"]:
-        pytest.skip("the host has swap; pymm models none")
-    limit = mem["MemTotal"]
+    limit = _host_heuristic_memtotal()
     lo = pymm.HOST_WINDOW[0]
     results = []
     with host.HostMM() as h:

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from pymm.cli import main
 from pymm.pool import InProcess
 from pymm.sweep import CASES, COLUMNS, place, sweep, write_csv, write_parquet
+from tests.helpers import run_cli as run
 
 MATRIX = dict(kernels=["4.19", "5.8", "5.8+linus-v2", "6.18"], arches=["x86_64", "arm64-4k", "i386-pae"],
               cases=list(CASES), sizes=[8 << 20, 1 << 30], thp=[False, True])
@@ -69,13 +69,6 @@ def test_the_table_round_trips_through_csv_and_parquet(serial, tmp_path):
     assert pq.read_table(tmp_path / "t.parquet").to_pylist() == serial
 
 
-def run(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_pymm_sweep_prints_the_paths_and_writes_the_table_and_picture(tmp_path, capsys):
