@@ -33,3 +33,12 @@ def run_cli(argv, capsys):
         code = e.code
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def err(fn, *args):
+    """The errno of a call, 0 when it succeeds (pymm and HostMM alike)."""
+    try:
+        fn(*args)
+    except OSError as e:
+        return e.errno
+    return 0

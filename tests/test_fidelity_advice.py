@@ -17,7 +17,7 @@ import pytest
 
 import pymm
 
-from helpers import host_or_skip
+from helpers import err, host_or_skip
 
 P = 4096
 M = 1 << 20
@@ -26,13 +26,6 @@ ANON = pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS
 SHARED = pymm.MAP_SHARED | pymm.MAP_ANONYMOUS
 PRESENT, EXCLUSIVE = np.uint64(1 << 63), np.uint64(1 << 56)
 
-
-def err(fn, *args):
-    try:
-        fn(*args)
-    except OSError as e:
-        return e.errno
-    return 0
 
 
 def targets():

@@ -14,7 +14,7 @@ import pytest
 import pymm
 from pymm import host
 
-from helpers import host_or_skip
+from helpers import err, host_or_skip
 
 P = 4096
 M = 1 << 20
@@ -23,14 +23,6 @@ ANON = pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS
 SHARED = pymm.MAP_SHARED | pymm.MAP_ANONYMOUS
 MAYMOVE, FIXED, DONTUNMAP = pymm.MREMAP_MAYMOVE, pymm.MREMAP_FIXED, pymm.MREMAP_DONTUNMAP
 
-
-def err(fn, *args):
-    """The errno of a call, 0 when it succeeds."""
-    try:
-        fn(*args)
-    except OSError as e:
-        return e.errno
-    return 0
 
 
 def both():
