@@ -89,3 +89,32 @@ def test_readers_wait_for_a_running_call():
         t.join()
     assert set(seen) <= {0, 1}
     assert pymm.check(mm) == []
+
+
+def test_threads_on_two_processes_of_one_machine():
+    """Processes of one Machine share its engine: their calls are serialised
+    (one lock), never interleaved inside the core."""
+    m = pymm.Machine(thp="never")
+    procs = [m.spawn(), m.spawn()]
+    assert procs[0].engine is procs[1].engine
+    errors = []
+
+    def work(p, i):
+        try:
+            b = (i + 1) << 39
+            for _ in range(20):
+                a = p.mmap(b, 8 << 20, 3, 0x32)
+                p.memset(a, 7 + i, 8 << 20)
+                assert p.read(a + (8 << 20) - 1, 1) == bytes([7 + i])
+                p.munmap(a, 8 << 20)
+        except Exception as e:            # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    ts = [threading.Thread(target=work, args=(p, i)) for i, p in enumerate(procs)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert errors == []
+    assert [pymm.check(p) for p in procs] == [[], []]
+    assert [p.status()["RssAnon"] for p in procs] == [0, 0]
